@@ -1,0 +1,7 @@
+//! ONNX Runtime: the process-wide library and the sessions made from it.
+
+pub mod library;
+pub mod session;
+
+pub use library::{LibraryError, environment};
+pub use session::{OnnxError, SessionOptions, Model};

@@ -1,0 +1,175 @@
+//! One ONNX model loaded into an ONNX Runtime session, run on float32 tensors.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use super::library::{self, LibraryError};
+
+/// An ONNX model that ONNX Runtime could not load or run. Names the file, and the tensor when
+/// one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    #[error("{}{}: {message}", file.display(), tensor.as_ref().map(|t| format!(": tensor '{t}'")).unwrap_or_default())]
+    Model {
+        file: PathBuf,
+        tensor: Option<String>,
+        message: String,
+    },
+}
+
+impl OnnxError {
+    pub fn model(file: &Path, tensor: Option<&str>, message: impl Into<String>) -> Self {
+        OnnxError::Model {
+            file: file.to_path_buf(),
+            tensor: tensor.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+/// How sessions are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Intra-op threads; 0 lets ONNX Runtime choose.
+    pub threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { threads: 0 }
+    }
+}
+
+/// A loaded model with one float32 input and at least one float32 output.
+pub struct Model {
+    session: Session,
+    path: PathBuf,
+    input: String,
+}
+
+/// One output tensor of a run: its shape and values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<i64>,
+    pub data: Vec<f32>,
+}
+
+impl Model {
+    /// Loads `path`.
+    pub fn load(path: &Path, options: SessionOptions) -> Result<Model, OnnxError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| OnnxError::model(path, None, format!("cannot read: {e}")))?;
+        Model::from_bytes(&bytes, path, options)
+    }
+
+    /// Loads a model held in memory; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, options: SessionOptions) -> Result<Model, OnnxError> {
+        let environment = library::environment()?;
+        let fail = |e: ort::Error| OnnxError::model(path, None, e.to_string());
+        let mut builder = Session::builder(environment)
+            .map_err(fail)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| fail(e.into()))?
+            // Spinning threads would take the core the decoder needs on small machines.
+            .with_intra_op_spinning(false)
+            .map_err(|e| fail(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| fail(e.into()))?;
+        if options.threads > 0 {
+            builder = builder
+                .with_intra_threads(options.threads)
+                .map_err(|e| fail(e.into()))?;
+        }
+        let session = builder.commit_from_memory(bytes).map_err(fail)?;
+        let model = Model {
+            input: session
+                .inputs()
+                .first()
+                .map(|i| i.name().to_owned())
+                .unwrap_or_default(),
+            path: path.to_path_buf(),
+            session,
+        };
+        if model.session.inputs().len() != 1 {
+            return Err(model.fault(
+                None,
+                format!(
+                    "expected exactly one input, found {}",
+                    model.session.inputs().len()
+                ),
+            ));
+        }
+        if model.session.outputs().is_empty() {
+            return Err(model.fault(None, "the model has no output"));
+        }
+        Ok(model)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn input_name(&self) -> &str {
+        &self.input
+    }
+
+    pub fn output_names(&self) -> Vec<&str> {
+        self.session.outputs().iter().map(|o| o.name()).collect()
+    }
+
+    fn fault(&self, tensor: Option<&str>, message: impl Into<String>) -> OnnxError {
+        OnnxError::model(&self.path, tensor, message)
+    }
+
+    /// Runs the model on one input and writes its first output into `out`, reusing its buffers.
+    pub fn run_into(&mut self, shape: &[i64], data: &[f32], out: &mut Tensor) -> Result<(), OnnxError> {
+        let input = TensorRef::from_array_view((shape, data))
+            .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
+        let path = &self.path;
+        let input_name = &self.input;
+        let outputs = self
+            .session
+            .run(ort::inputs![input])
+            .map_err(|e| OnnxError::model(path, Some(input_name), e.to_string()))?;
+        let (out_shape, values) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| OnnxError::model(path, None, format!("first output: {e}")))?;
+        out.shape.clear();
+        out.shape.extend_from_slice(out_shape);
+        out.data.clear();
+        out.data.extend_from_slice(values);
+        Ok(())
+    }
+
+    /// Runs the model on one input and returns every output, by name.
+    pub fn run_all(&mut self, shape: &[i64], data: &[f32]) -> Result<Vec<(String, Tensor)>, OnnxError> {
+        let input = TensorRef::from_array_view((shape, data))
+            .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
+        let path = &self.path;
+        let input_name = &self.input;
+        let outputs = self
+            .session
+            .run(ort::inputs![input])
+            .map_err(|e| OnnxError::model(path, Some(input_name), e.to_string()))?;
+        outputs
+            .iter()
+            .map(|(name, value)| {
+                let (shape, data) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| OnnxError::model(path, Some(name), e.to_string()))?;
+                Ok((
+                    name.to_owned(),
+                    Tensor {
+                        shape: shape.to_vec(),
+                        data: data.to_vec(),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
