@@ -4,4 +4,4 @@ pub mod library;
 pub mod session;
 
 pub use library::{LibraryError, environment};
-pub use session::{OnnxError, SessionOptions, Model};
+pub use session::{Model, OnnxError, SessionOptions, Tensor};

@@ -33,16 +33,10 @@ impl OnnxError {
 }
 
 /// How sessions are built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SessionOptions {
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions { threads: 0 }
-    }
 }
 
 /// A loaded model with one float32 input and at least one float32 output.
@@ -68,7 +62,11 @@ impl Model {
     }
 
     /// Loads a model held in memory; `path` names it in errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path, options: SessionOptions) -> Result<Model, OnnxError> {
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        options: SessionOptions,
+    ) -> Result<Model, OnnxError> {
         let environment = library::environment()?;
         let fail = |e: ort::Error| OnnxError::model(path, None, e.to_string());
         let mut builder = Session::builder(environment)
@@ -127,7 +125,12 @@ impl Model {
     }
 
     /// Runs the model on one input and writes its first output into `out`, reusing its buffers.
-    pub fn run_into(&mut self, shape: &[i64], data: &[f32], out: &mut Tensor) -> Result<(), OnnxError> {
+    pub fn run_into(
+        &mut self,
+        shape: &[i64],
+        data: &[f32],
+        out: &mut Tensor,
+    ) -> Result<(), OnnxError> {
         let input = TensorRef::from_array_view((shape, data))
             .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
         let path = &self.path;
@@ -147,7 +150,11 @@ impl Model {
     }
 
     /// Runs the model on one input and returns every output, by name.
-    pub fn run_all(&mut self, shape: &[i64], data: &[f32]) -> Result<Vec<(String, Tensor)>, OnnxError> {
+    pub fn run_all(
+        &mut self,
+        shape: &[i64],
+        data: &[f32],
+    ) -> Result<Vec<(String, Tensor)>, OnnxError> {
         let input = TensorRef::from_array_view((shape, data))
             .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
         let path = &self.path;

@@ -1,0 +1,458 @@
+//! Reading `exits.yaml` with every rule of the format checked. Each error names the file, the
+//! key and what is wrong; unknown keys become warnings.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+
+use super::{
+    Bundle, Color, EXITS_FILE, Exit, Format, InputSpec, Labels, Layout, Measure, Metric, Output,
+    Promise, Stage, Word,
+};
+
+/// A bundle that breaks a rule of the format.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct BundleError {
+    /// The file at fault: `exits.yaml`, or a file it names.
+    pub file: PathBuf,
+    /// The key at fault, as a path such as `stages[1].exit.threshold`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Reads a bundle from its `exits.yaml` or from the folder that holds it. Returns the bundle and
+/// the warnings (unknown keys) that a caller should log.
+pub fn read(path: &Path) -> Result<(Bundle, Vec<String>), BundleError> {
+    let file = if path.is_dir() {
+        path.join(EXITS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| BundleError {
+        file: file.clone(),
+        key: "model".into(),
+        message: format!("cannot read the bundle: {e}"),
+    })?;
+    let root: Value = serde_yaml::from_str(&text).map_err(|e| BundleError {
+        file: file.clone(),
+        key: "(document)".into(),
+        message: format!("not valid YAML: {e}"),
+    })?;
+    let mut reader = Reader {
+        file,
+        warnings: Vec::new(),
+    };
+    let bundle = reader.bundle(&root)?;
+    Ok((bundle, reader.warnings))
+}
+
+struct Reader {
+    file: PathBuf,
+    warnings: Vec<String>,
+}
+
+/// The keys the format defines at each level; others are warned about and ignored.
+const TOP_KEYS: &[&str] = &[
+    "format", "name", "input", "labels", "metric", "promise", "stages",
+];
+const INPUT_KEYS: &[&str] = &["layout", "width", "height", "color", "mean", "std"];
+const PROMISE_KEYS: &[&str] = &["measure", "target", "confidence", "frames"];
+const STAGE_KEYS: &[&str] = &["segment", "macs", "exit", "output"];
+const EXIT_KEYS: &[&str] = &["head", "threshold", "macs"];
+
+impl Reader {
+    fn fail<T>(&self, key: &str, message: impl Into<String>) -> Result<T, BundleError> {
+        Err(BundleError {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        })
+    }
+
+    fn mapping<'v>(&self, value: &'v Value, key: &str) -> Result<&'v Mapping, BundleError> {
+        match value {
+            Value::Mapping(m) => Ok(m),
+            other => self.fail(key, format!("expected a mapping, found {}", kind(other))),
+        }
+    }
+
+    fn warn_unknown(&mut self, map: &Mapping, prefix: &str, known: &[&str]) {
+        for k in map.keys() {
+            let name = k
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{k:?}"));
+            if !known.contains(&name.as_str()) {
+                self.warnings.push(format!(
+                    "{}: {}: unknown key, ignored",
+                    self.file.display(),
+                    join(prefix, &name)
+                ));
+            }
+        }
+    }
+
+    fn string(
+        &self,
+        map: &Mapping,
+        prefix: &str,
+        key: &str,
+    ) -> Result<Option<String>, BundleError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => self.fail(
+                &join(prefix, key),
+                format!("expected a string, found {}", kind(other)),
+            ),
+        }
+    }
+
+    fn required_string(
+        &self,
+        map: &Mapping,
+        prefix: &str,
+        key: &str,
+    ) -> Result<String, BundleError> {
+        self.string(map, prefix, key)?
+            .map_or_else(|| self.fail(&join(prefix, key), "missing"), Ok)
+    }
+
+    fn number(&self, map: &Mapping, prefix: &str, key: &str) -> Result<Option<f64>, BundleError> {
+        let path = join(prefix, key);
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match as_f64(v) {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                Some(x) => self.fail(&path, format!("must be a finite number, found {x}")),
+                None => self.fail(&path, format!("expected a number, found {}", kind(v))),
+            },
+        }
+    }
+
+    fn count(&self, map: &Mapping, prefix: &str, key: &str) -> Result<Option<u64>, BundleError> {
+        let path = join(prefix, key);
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(other) => self.fail(
+                &path,
+                format!("expected a whole number ≥ 0, found {}", show(other)),
+            ),
+        }
+    }
+
+    fn choice<T: Word>(
+        &self,
+        map: &Mapping,
+        prefix: &str,
+        key: &str,
+    ) -> Result<Option<T>, BundleError> {
+        let Some(word) = self.string(map, prefix, key)? else {
+            return Ok(None);
+        };
+        match T::ALL.iter().find(|v| v.word() == word) {
+            Some(value) => Ok(Some(*value)),
+            None => {
+                let words: Vec<&str> = T::ALL.iter().map(|v| v.word()).collect();
+                self.fail(
+                    &join(prefix, key),
+                    format!("'{word}' is not one of {}", words.join(", ")),
+                )
+            }
+        }
+    }
+
+    fn bundle(&mut self, root: &Value) -> Result<Bundle, BundleError> {
+        let map = self.mapping(root, "(document)")?;
+        self.warn_unknown(map, "", TOP_KEYS);
+        let format_word = self.required_string(map, "", "format")?;
+        let Some(format) = Format::ALL
+            .iter()
+            .copied()
+            .find(|f| f.word() == format_word)
+        else {
+            let known: Vec<&str> = Format::ALL.iter().map(|f| f.word()).collect();
+            return self.fail(
+                "format",
+                format!(
+                    "unknown format '{format_word}'; this reader knows {}",
+                    known.join(", ")
+                ),
+            );
+        };
+        let name = self.string(map, "", "name")?;
+        let input = match map.get("input") {
+            Some(v) => self.input(v)?,
+            None => return self.fail("input", "missing"),
+        };
+        let labels = match self.string(map, "", "labels")? {
+            Some(rel) => Some(self.labels(rel)?),
+            None => None,
+        };
+        let metric = self
+            .choice::<Metric>(map, "", "metric")?
+            .unwrap_or_default();
+        let promise = match map.get("promise") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(self.promise(v)?),
+        };
+        let (stages, output) = self.stages(map.get("stages"))?;
+        Ok(Bundle {
+            file: self.file.clone(),
+            format,
+            name,
+            input,
+            labels,
+            metric,
+            promise,
+            stages,
+            output,
+        })
+    }
+
+    fn input(&mut self, value: &Value) -> Result<InputSpec, BundleError> {
+        let map = self.mapping(value, "input")?;
+        self.warn_unknown(map, "input", INPUT_KEYS);
+        for key in INPUT_KEYS {
+            if !map.contains_key(*key) {
+                return self.fail(&join("input", key), "missing (input needs all six keys)");
+            }
+        }
+        let layout = self
+            .choice::<Layout>(map, "input", "layout")?
+            .unwrap_or(Layout::Nchw);
+        let color = self
+            .choice::<Color>(map, "input", "color")?
+            .unwrap_or(Color::Rgb);
+        let size = |key: &str| -> Result<u32, BundleError> {
+            match self.count(map, "input", key)? {
+                Some(n) if n > 0 && n <= 65_536 => Ok(n as u32),
+                _ => self.fail(
+                    &join("input", key),
+                    "must be a whole number from 1 to 65536",
+                ),
+            }
+        };
+        let width = size("width")?;
+        let height = size("height")?;
+        let mean = self.per_channel(map, "mean", color)?;
+        let std = self.per_channel(map, "std", color)?;
+        if let Some(i) = std.iter().position(|s| *s == 0.0) {
+            return self.fail(&format!("input.std[{i}]"), "must not be 0");
+        }
+        Ok(InputSpec {
+            layout,
+            width,
+            height,
+            color,
+            mean,
+            std,
+        })
+    }
+
+    fn per_channel(&self, map: &Mapping, key: &str, color: Color) -> Result<Vec<f32>, BundleError> {
+        let path = join("input", key);
+        let Some(Value::Sequence(items)) = map.get(key) else {
+            return self.fail(&path, "expected a list of numbers, one per channel");
+        };
+        if items.len() != color.channels() {
+            return self.fail(
+                &path,
+                format!(
+                    "has {} values; color {} needs {}",
+                    items.len(),
+                    color.word(),
+                    color.channels()
+                ),
+            );
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match as_f64(v) {
+                Some(x) if x.is_finite() => Ok(x as f32),
+                _ => self.fail(
+                    &format!("{path}[{i}]"),
+                    format!("expected a finite number, found {}", show(v)),
+                ),
+            })
+            .collect()
+    }
+
+    fn labels(&self, relative: String) -> Result<Labels, BundleError> {
+        let path = self.file.parent().unwrap_or(Path::new(".")).join(&relative);
+        let text = std::fs::read_to_string(&path).map_err(|e| BundleError {
+            file: path.clone(),
+            key: "labels".into(),
+            message: format!("cannot read the labels file: {e}"),
+        })?;
+        let names = parse_labels(&text);
+        Ok(Labels {
+            file: relative,
+            names,
+        })
+    }
+
+    fn promise(&mut self, value: &Value) -> Result<Promise, BundleError> {
+        let map = self.mapping(value, "promise")?;
+        self.warn_unknown(map, "promise", PROMISE_KEYS);
+        let measure = self
+            .choice::<Measure>(map, "promise", "measure")?
+            .map_or_else(|| self.fail("promise.measure", "missing"), Ok)?;
+        let unit = |key: &str| -> Result<f64, BundleError> {
+            match self.number(map, "promise", key)? {
+                Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                Some(x) => self.fail(
+                    &join("promise", key),
+                    format!("must lie in 0..1, found {x}"),
+                ),
+                None => self.fail(&join("promise", key), "missing"),
+            }
+        };
+        let target = unit("target")?;
+        let confidence = unit("confidence")?;
+        let frames = self
+            .count(map, "promise", "frames")?
+            .map_or_else(|| self.fail("promise.frames", "missing"), Ok)?;
+        Ok(Promise {
+            measure,
+            target,
+            confidence,
+            frames,
+        })
+    }
+
+    fn stages(&mut self, value: Option<&Value>) -> Result<(Vec<Stage>, Output), BundleError> {
+        let items = match value {
+            Some(Value::Sequence(items)) if !items.is_empty() => items,
+            Some(Value::Sequence(_)) => return self.fail("stages", "needs at least one stage"),
+            Some(other) => {
+                return self.fail("stages", format!("expected a list, found {}", kind(other)));
+            }
+            None => return self.fail("stages", "missing"),
+        };
+        let last = items.len() - 1;
+        let mut stages = Vec::with_capacity(items.len());
+        let mut output = Output::default();
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("stages[{i}]");
+            let map = self.mapping(item, &prefix)?;
+            self.warn_unknown(map, &prefix, STAGE_KEYS);
+            let segment = self.required_string(map, &prefix, "segment")?;
+            self.check_file(&segment, &join(&prefix, "segment"))?;
+            let macs = self.count(map, &prefix, "macs")?;
+            let exit = match map.get("exit") {
+                None | Some(Value::Null) => None,
+                Some(_) if i == last => {
+                    return self.fail(
+                        &join(&prefix, "exit"),
+                        "the last stage must not have an exit: it always answers",
+                    );
+                }
+                Some(v) => Some(self.exit(v, &join(&prefix, "exit"))?),
+            };
+            if map.contains_key("output") {
+                if i != last {
+                    return self.fail(&join(&prefix, "output"), "allowed on the last stage only");
+                }
+                output = self
+                    .choice::<Output>(map, &prefix, "output")?
+                    .unwrap_or_default();
+            }
+            stages.push(Stage {
+                segment,
+                macs,
+                exit,
+            });
+        }
+        Ok((stages, output))
+    }
+
+    fn exit(&mut self, value: &Value, prefix: &str) -> Result<Exit, BundleError> {
+        let map = self.mapping(value, prefix)?;
+        self.warn_unknown(map, prefix, EXIT_KEYS);
+        let head = self.required_string(map, prefix, "head")?;
+        self.check_file(&head, &join(prefix, "head"))?;
+        let threshold = match map.get("threshold") {
+            None | Some(Value::Null) => return self.fail(&join(prefix, "threshold"), "missing"),
+            Some(v) => match as_f64(v) {
+                Some(x) if x.is_finite() => x,
+                _ => {
+                    return self.fail(
+                        &join(prefix, "threshold"),
+                        format!("must be a finite number, found {}", show(v)),
+                    );
+                }
+            },
+        };
+        let macs = self.count(map, prefix, "macs")?;
+        Ok(Exit {
+            head,
+            threshold,
+            macs,
+        })
+    }
+
+    fn check_file(&self, relative: &str, key: &str) -> Result<(), BundleError> {
+        let path = self.file.parent().unwrap_or(Path::new(".")).join(relative);
+        if path.is_file() {
+            Ok(())
+        } else {
+            Err(BundleError {
+                file: path,
+                key: key.into(),
+                message: "no such file".into(),
+            })
+        }
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// YAML numbers only (both `0.00001` and `1e-5`); a quoted number is a string, and refused.
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{s}'"),
+        other => kind(other).to_owned(),
+    }
+}
+
+/// One class name per line; a final newline does not make an extra class.
+fn parse_labels(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect()
+}
+
+/// Reads a labels file (one class name per line), as bundles and the search's `--labels` use.
+pub fn read_labels(path: &Path) -> std::io::Result<Vec<String>> {
+    std::fs::read_to_string(path).map(|t| parse_labels(&t))
+}

@@ -1,0 +1,106 @@
+//! Writing bundles: `exits.yaml` text, and a whole bundle folder that appears only once complete.
+
+use std::path::Path;
+
+use super::{Bundle, EXITS_FILE, Word};
+
+/// Appends one formatted line.
+macro_rules! put {
+    ($y:ident, $($arg:tt)*) => {{
+        $y.push_str(&format!($($arg)*));
+        $y.push('\n');
+    }};
+}
+
+/// The `exits.yaml` text for `bundle`. Numbers are plain decimals, as the format asks.
+pub fn to_yaml(bundle: &Bundle) -> String {
+    let mut y = String::new();
+    put!(y, "format: {}", bundle.format.word());
+    if let Some(name) = &bundle.name {
+        put!(y, "name: {}", quoted(name));
+    }
+    let input = &bundle.input;
+    put!(y, "input:");
+    put!(y, "  layout: {}", input.layout.word());
+    put!(y, "  width: {}", input.width);
+    put!(y, "  height: {}", input.height);
+    put!(y, "  color: {}", input.color.word());
+    put!(y, "  mean: {}", list(&input.mean));
+    put!(y, "  std: {}", list(&input.std));
+    if let Some(labels) = &bundle.labels {
+        put!(y, "labels: {}", quoted(&labels.file));
+    }
+    put!(y, "metric: {}", bundle.metric.word());
+    if let Some(p) = &bundle.promise {
+        put!(y, "promise:");
+        put!(y, "  measure: {}", p.measure.word());
+        put!(y, "  target: {}", p.target);
+        put!(y, "  confidence: {}", p.confidence);
+        put!(y, "  frames: {}", p.frames);
+    }
+    put!(y, "stages:");
+    let last = bundle.stages.len().saturating_sub(1);
+    for (i, stage) in bundle.stages.iter().enumerate() {
+        put!(y, "  - segment: {}", quoted(&stage.segment));
+        if let Some(macs) = stage.macs {
+            put!(y, "    macs: {macs}");
+        }
+        if let Some(exit) = &stage.exit {
+            put!(y, "    exit:");
+            put!(y, "      head: {}", quoted(&exit.head));
+            put!(y, "      threshold: {}", exit.threshold);
+            if let Some(macs) = exit.macs {
+                put!(y, "      macs: {macs}");
+            }
+        }
+        if i == last {
+            put!(y, "    output: {}", bundle.output.word());
+        }
+    }
+    y
+}
+
+/// Rust's `Display` for floats never uses exponents, which is what the format asks for.
+fn list(values: &[f32]) -> String {
+    let items: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A YAML string scalar, quoted when plain style would change its meaning.
+fn quoted(s: &str) -> String {
+    serde_yaml::to_string(s)
+        .map(|t| t.trim_end().to_owned())
+        .unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// Writes a bundle folder at `dir`: `exits.yaml`, the labels file when the bundle has labels, and
+/// `files` (relative name, bytes). Everything goes to a temporary sibling folder first, which is
+/// renamed into place, so an interrupted writer never leaves half a bundle behind.
+pub fn write_atomically(
+    dir: &Path,
+    bundle: &Bundle,
+    files: &[(String, Vec<u8>)],
+) -> std::io::Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".earlyexit-bundle-")
+        .tempdir_in(&parent)?;
+    for (name, bytes) in files {
+        std::fs::write(staging.path().join(name), bytes)?;
+    }
+    if let Some(labels) = &bundle.labels {
+        let mut text = labels.names.join("\n");
+        text.push('\n');
+        std::fs::write(staging.path().join(&labels.file), text)?;
+    }
+    std::fs::write(staging.path().join(EXITS_FILE), to_yaml(bundle))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir)
+}

@@ -1,0 +1,347 @@
+//! The staged runtime: segments run in order, each exit head is asked whether the frame may
+//! leave, and the answer comes back as a [`Decision`]. The element and the search's `evaluate`
+//! both run frames through [`Classifier`], so they cannot disagree on a frame.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage};
+use crate::cost::CostTable;
+use crate::frame::Frame;
+use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::rule::{self, Verdict};
+use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
+
+/// Whether heads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    EarlyExit,
+    /// Every segment and no head: the baseline backbone.
+    Full,
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The 0-based stage where the frame left; `stages - 1` is the last stage.
+    pub stage: usize,
+    pub stages: usize,
+    pub class_id: usize,
+    pub confidence: f64,
+    pub score: f64,
+    /// MACs used / backbone MACs, when the bundle gives MACs.
+    pub cost: Option<f64>,
+    /// Wall time for preprocessing and inference.
+    pub inference_ns: u64,
+}
+
+/// A bundle that cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+/// A frame that could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+struct LoadedStage {
+    segment: Model,
+    exit: Option<(Model, f64)>,
+}
+
+/// The loaded stages of a bundle and the buffers they reuse.
+pub struct Cascade {
+    stages: Vec<LoadedStage>,
+    metric: Metric,
+    output: Output,
+    mode: Mode,
+    classes: usize,
+    /// Ping-pong activations: the current stage reads one and writes the other.
+    activations: [Tensor; 2],
+    head_out: Tensor,
+    probs: Vec<f32>,
+}
+
+/// Where a frame left and what it was found to be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub stage: usize,
+    pub verdict: Verdict,
+}
+
+impl Cascade {
+    /// Loads every segment and head, then runs one frame of zeros through all of them, so that
+    /// shape faults surface now, naming the file and tensor, rather than on the first frame.
+    pub fn load(
+        bundle: &Bundle,
+        mode: Mode,
+        options: SessionOptions,
+    ) -> Result<Cascade, LoadError> {
+        let stages = bundle
+            .stages
+            .iter()
+            .map(|stage| load_stage(bundle, stage, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cascade = Cascade {
+            stages,
+            metric: bundle.metric,
+            output: bundle.output,
+            mode,
+            classes: 0,
+            activations: Default::default(),
+            head_out: Tensor::default(),
+            probs: Vec::new(),
+        };
+        cascade.classes = cascade.check_shapes(&bundle.input)?;
+        if let Some(labels) = &bundle.labels
+            && labels.names.len() != cascade.classes
+        {
+            return Err(BundleError {
+                file: bundle.resolve(&labels.file),
+                key: "labels".into(),
+                message: format!(
+                    "has {} lines, but the model has {} classes",
+                    labels.names.len(),
+                    cascade.classes
+                ),
+            }
+            .into());
+        }
+        Ok(cascade)
+    }
+
+    /// Number of classes the bundle predicts.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    pub fn stages(&self) -> usize {
+        self.stages.len()
+    }
+
+    fn check_shapes(&mut self, input: &InputSpec) -> Result<usize, OnnxError> {
+        let mut shape = input.shape().to_vec();
+        let mut data = vec![0.0; shape.iter().product::<i64>() as usize];
+        let mut outputs = Vec::with_capacity(self.stages.len());
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            let mut out = Tensor::default();
+            stage
+                .segment
+                .run_into(&shape, &data, &mut out)
+                .map_err(|e| {
+                    if i == 0 {
+                        e
+                    } else {
+                        OnnxError::model(
+                            stage.segment.path(),
+                            Some(stage.segment.input_name()),
+                            format!("does not take the previous stage's output {shape:?}: {e}"),
+                        )
+                    }
+                })?;
+            shape.clone_from(&out.shape);
+            data.clone_from(&out.data);
+            outputs.push(out);
+        }
+        let last = &self.stages[self.stages.len() - 1].segment;
+        let classes = class_count(&shape).ok_or_else(|| {
+            OnnxError::model(
+                last.path(),
+                last.output_names().first().copied(),
+                format!("the last stage must output [1, classes], found {shape:?}"),
+            )
+        })?;
+        for (stage, activation) in self.stages.iter_mut().zip(&outputs) {
+            let Some((head, _)) = &mut stage.exit else {
+                continue;
+            };
+            let mut out = Tensor::default();
+            head.run_into(&activation.shape, &activation.data, &mut out)
+                .map_err(|e| {
+                    OnnxError::model(
+                        head.path(),
+                        Some(head.input_name()),
+                        format!(
+                            "does not take its segment's output {:?}: {e}",
+                            activation.shape
+                        ),
+                    )
+                })?;
+            if class_count(&out.shape) != Some(classes) {
+                return Err(OnnxError::model(
+                    head.path(),
+                    head.output_names().first().copied(),
+                    format!(
+                        "a head must output logits [1, {classes}] like the last stage, found {:?}",
+                        out.shape
+                    ),
+                ));
+            }
+        }
+        Ok(classes)
+    }
+
+    /// Runs one preprocessed frame.
+    pub fn run(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
+        let last = self.stages.len() - 1;
+        let [a, b] = &mut self.activations;
+        let (mut current, mut next) = (a, b);
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            if i == 0 {
+                stage.segment.run_into(shape, input, next)?;
+            } else {
+                stage
+                    .segment
+                    .run_into(&current.shape, &current.data, next)?;
+            }
+            std::mem::swap(&mut current, &mut next);
+            if i == last {
+                match self.output {
+                    Output::Logits => rule::softmax_into(&current.data, &mut self.probs),
+                    Output::Probabilities => {
+                        self.probs.clone_from(&current.data);
+                    }
+                }
+                return Ok(Outcome {
+                    stage: i,
+                    verdict: rule::verdict(self.metric, &self.probs),
+                });
+            }
+            if self.mode == Mode::Full {
+                continue;
+            }
+            if let Some((head, threshold)) = &mut stage.exit {
+                head.run_into(&current.shape, &current.data, &mut self.head_out)?;
+                rule::softmax_into(&self.head_out.data, &mut self.probs);
+                let verdict = rule::verdict(self.metric, &self.probs);
+                if rule::leaves(self.metric, verdict.score, *threshold) {
+                    return Ok(Outcome { stage: i, verdict });
+                }
+            }
+        }
+        unreachable!("the last stage always returns")
+    }
+}
+
+fn class_count(shape: &[i64]) -> Option<usize> {
+    match shape {
+        [1, classes] if *classes > 0 => Some(*classes as usize),
+        _ => None,
+    }
+}
+
+fn load_stage(
+    bundle: &Bundle,
+    stage: &Stage,
+    options: SessionOptions,
+) -> Result<LoadedStage, OnnxError> {
+    let segment = Model::load(&bundle.resolve(&stage.segment), options)?;
+    let exit = match &stage.exit {
+        Some(exit) => Some((
+            Model::load(&bundle.resolve(&exit.head), options)?,
+            exit.threshold,
+        )),
+        None => None,
+    };
+    Ok(LoadedStage { segment, exit })
+}
+
+/// Frames in, decisions out: preprocessing, the cascade and cost accounting together.
+pub struct Classifier {
+    preprocessor: Preprocessor,
+    cascade: Cascade,
+    costs: Option<CostTable>,
+    labels: Option<Vec<String>>,
+}
+
+impl Classifier {
+    /// Loads a bundle for running.
+    pub fn open(
+        bundle: &Bundle,
+        mode: Mode,
+        options: SessionOptions,
+    ) -> Result<Classifier, LoadError> {
+        Ok(Classifier {
+            preprocessor: Preprocessor::new(bundle.input.clone()),
+            cascade: Cascade::load(bundle, mode, options)?,
+            costs: CostTable::from_bundle(bundle),
+            labels: bundle.labels.as_ref().map(|l| l.names.clone()),
+        })
+    }
+
+    /// An uncut backbone as a one-stage classifier, fed exactly like the bundle's first stage.
+    pub fn backbone(
+        model: &Path,
+        input: InputSpec,
+        output: Output,
+        options: SessionOptions,
+    ) -> Result<Classifier, LoadError> {
+        let name = model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bundle = Bundle {
+            file: model
+                .parent()
+                .map_or_else(PathBuf::new, Path::to_path_buf)
+                .join("(backbone)"),
+            format: Format::V1,
+            name: None,
+            input,
+            labels: None,
+            metric: Metric::MaxProb,
+            promise: None,
+            stages: vec![Stage {
+                segment: name,
+                macs: None,
+                exit: None,
+            }],
+            output,
+        };
+        Classifier::open(&bundle, Mode::Full, options)
+    }
+
+    pub fn stages(&self) -> usize {
+        self.cascade.stages()
+    }
+
+    pub fn classes(&self) -> usize {
+        self.cascade.classes()
+    }
+
+    pub fn label(&self, class_id: usize) -> Option<&str> {
+        self.labels.as_ref()?.get(class_id).map(String::as_str)
+    }
+
+    /// Preprocesses and runs one frame.
+    pub fn classify(&mut self, frame: &Frame) -> Result<Decision, RunError> {
+        let start = Instant::now();
+        let shape = self.preprocessor.shape();
+        let tensor = self.preprocessor.run(frame)?;
+        let outcome = self.cascade.run(&shape, tensor)?;
+        let inference_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let heads_ran = self.cascade.mode == Mode::EarlyExit;
+        Ok(Decision {
+            stage: outcome.stage,
+            stages: self.stages(),
+            class_id: outcome.verdict.class_id,
+            confidence: outcome.verdict.confidence,
+            score: outcome.verdict.score,
+            cost: self
+                .costs
+                .as_ref()
+                .map(|c| c.cost(outcome.stage, heads_ran)),
+            inference_ns,
+        })
+    }
+}

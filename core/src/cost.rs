@@ -1,0 +1,76 @@
+//! Cost accounting: MACs a frame used, as a share of the whole backbone's.
+
+use crate::bundle::Bundle;
+
+/// The MACs of each segment and each exit head of a bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostTable {
+    segments: Vec<u64>,
+    /// 0 where a stage has no exit.
+    heads: Vec<u64>,
+    backbone: u64,
+}
+
+impl CostTable {
+    /// The table, when the bundle gives every segment's and every head's MACs.
+    pub fn from_bundle(bundle: &Bundle) -> Option<CostTable> {
+        let segments = bundle.segment_macs()?;
+        let heads = bundle
+            .stages
+            .iter()
+            .map(|s| s.exit.as_ref().map_or(Some(0), |e| e.macs))
+            .collect::<Option<Vec<u64>>>()?;
+        CostTable::new(segments, heads)
+    }
+
+    /// From per-stage MACs; `None` when the backbone counts no MACs at all.
+    pub fn new(segments: Vec<u64>, heads: Vec<u64>) -> Option<CostTable> {
+        let backbone = segments.iter().sum();
+        (backbone > 0 && heads.len() == segments.len()).then_some(CostTable {
+            segments,
+            heads,
+            backbone,
+        })
+    }
+
+    pub fn backbone_macs(&self) -> u64 {
+        self.backbone
+    }
+
+    /// MACs used by a frame that left at `stage`, having run the heads when `heads_ran`.
+    pub fn macs(&self, stage: usize, heads_ran: bool) -> u64 {
+        let segments: u64 = self.segments[..=stage].iter().sum();
+        let heads: u64 = if heads_ran {
+            self.heads[..=stage].iter().sum()
+        } else {
+            0
+        };
+        segments + heads
+    }
+
+    /// [`macs`](Self::macs) divided by the backbone's MACs.
+    pub fn cost(&self, stage: usize, heads_ran: bool) -> f64 {
+        self.macs(stage, heads_ran) as f64 / self.backbone as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_counts_segments_and_heads_run() {
+        let t = CostTable::new(vec![40, 30, 30], vec![2, 1, 0]).unwrap();
+        assert_eq!(t.backbone_macs(), 100);
+        assert_eq!(t.cost(0, true), 0.42);
+        assert_eq!(t.cost(1, true), 0.73);
+        // Reaching the last stage ran every head: a little more than the backbone.
+        assert_eq!(t.cost(2, true), 1.03);
+        assert_eq!(t.cost(2, false), 1.0);
+    }
+
+    #[test]
+    fn no_macs_no_cost() {
+        assert!(CostTable::new(vec![0, 0], vec![0, 0]).is_none());
+    }
+}
