@@ -1,0 +1,328 @@
+//! Exit heads: small ONNX graphs that turn a cut tensor into class logits, built from trained
+//! weights, and the same pooling in plain Rust so that cached features match the ONNX head.
+
+use std::collections::HashMap;
+
+use candle_onnx::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+
+use super::GraphError;
+use super::macs::graph_macs;
+use super::model::{float_tensor, float_value_info, int_attr, int64_tensor, ints_attr, node};
+
+/// How a [N, C, H, W] tensor becomes a feature vector. A [N, C] tensor is used as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The mean of each channel: C features.
+    Global,
+    /// Adaptive average pooling to k × k bins: bin i spans rows floor(i·H/k)..ceil((i+1)·H/k)
+    /// (likewise for columns), and feature c·k·k + i·k + j is channel c's bin (i, j).
+    Grid(u32),
+}
+
+/// A head's layers and trained weights. Matrices are row-major, [outputs × inputs].
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadSpec {
+    /// pool → Linear.
+    Linear {
+        pool: Pool,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    /// pool → Linear → ReLU → Linear; the hidden width is `b1.len()`.
+    Mlp {
+        pool: Pool,
+        w1: Vec<f32>,
+        b1: Vec<f32>,
+        w2: Vec<f32>,
+        b2: Vec<f32>,
+    },
+    /// 1×1 convolution C → r → ReLU → pool → Linear; r is `conv_b.len()`, `conv_w` is [r × C].
+    ConvReduce {
+        conv_w: Vec<f32>,
+        conv_b: Vec<f32>,
+        pool: Pool,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    },
+}
+
+/// A built exit head: input [N, ...] named "input", output logits [N, classes] named "logits".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub model: ModelProto,
+    /// Its MACs for one frame.
+    pub macs: u64,
+}
+
+/// The rows (or columns) that bin `i` of `k` spans over `n`.
+fn bin(i: usize, k: usize, n: usize) -> std::ops::Range<usize> {
+    (i * n / k)..((i + 1) * n).div_ceil(k)
+}
+
+/// The number of features `pool` makes of a tensor of `shape` ([N, C, H, W] or [N, C]).
+pub fn feature_len(pool: Pool, shape: &[i64]) -> usize {
+    let c = shape.get(1).map_or(0, |&c| c.max(0) as usize);
+    match (shape.len(), pool) {
+        (2, _) | (4, Pool::Global) => c,
+        (4, Pool::Grid(k)) => c * (k as usize) * (k as usize),
+        _ => 0,
+    }
+}
+
+/// Pools `data` of `shape` into `out` (cleared first): N rows of [`feature_len`] features, the
+/// same values the ONNX head computes before its first Linear layer.
+pub fn pool_features(pool: Pool, shape: &[i64], data: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    if dims.iter().product::<usize>() != data.len() {
+        return;
+    }
+    match (dims.as_slice(), pool) {
+        ([_, _], _) => out.extend_from_slice(data),
+        (&[_, _, h, w], pool) => {
+            let k = match pool {
+                Pool::Global => 1,
+                Pool::Grid(k) => k as usize,
+            };
+            if h * w == 0 || k == 0 {
+                return;
+            }
+            for plane in data.chunks_exact(h * w) {
+                for i in 0..k {
+                    for j in 0..k {
+                        let (rows, cols) = (bin(i, k, h), bin(j, k, w));
+                        let count = (rows.len() * cols.len()) as f64;
+                        let sum: f64 = rows
+                            .flat_map(|r| plane[r * w + cols.start..r * w + cols.end].iter())
+                            .map(|&v| f64::from(v))
+                            .sum();
+                        out.push((sum / count) as f32);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Builds a head graph and counts its MACs.
+struct Builder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// Batch-1 shapes, for the MAC counter.
+    shapes: HashMap<String, Vec<i64>>,
+    current: String,
+}
+
+impl Builder {
+    fn shape(&self) -> &[i64] {
+        self.shapes.get(&self.current).map_or(&[], Vec::as_slice)
+    }
+
+    fn constant(&mut self, name: &str, dims: &[i64], values: &[f32]) -> String {
+        self.initializers.push(float_tensor(name, dims, values));
+        self.shapes.insert(name.to_owned(), dims.to_vec());
+        name.to_owned()
+    }
+
+    /// Adds a node that reads the current tensor (and `more`), and makes its output current.
+    fn then(
+        &mut self,
+        op: &str,
+        more: &[&str],
+        attrs: Vec<candle_onnx::onnx::AttributeProto>,
+        shape: Vec<i64>,
+    ) {
+        let out = format!("{}_{}", op.to_lowercase(), self.nodes.len());
+        let mut inputs = vec![self.current.as_str()];
+        inputs.extend_from_slice(more);
+        self.nodes.push(node(op, &out, &inputs, &[&out], attrs));
+        self.shapes.insert(out.clone(), shape);
+        self.current = out;
+    }
+
+    /// A fully connected layer: current [1, F] × weight [outputs × F]ᵀ + bias.
+    fn linear(&mut self, label: &str, weight: &[f32], bias: &[f32]) -> Result<(), GraphError> {
+        let features = self.shape().get(1).copied().unwrap_or(0);
+        let outputs = bias.len();
+        if weight.len() != outputs * features as usize {
+            return Err(GraphError::Head(format!(
+                "{label}: weight has {} values, expected {outputs} × {features}",
+                weight.len()
+            )));
+        }
+        let w = self.constant(
+            &format!("{label}_weight"),
+            &[outputs as i64, features],
+            weight,
+        );
+        let b = self.constant(&format!("{label}_bias"), &[outputs as i64], bias);
+        self.then(
+            "Gemm",
+            &[&w, &b],
+            vec![int_attr("transB", 1)],
+            vec![1, outputs as i64],
+        );
+        Ok(())
+    }
+
+    fn relu(&mut self) {
+        let shape = self.shape().to_vec();
+        self.then("Relu", &[], vec![], shape);
+    }
+
+    fn pool(&mut self, pool: Pool) -> Result<(), GraphError> {
+        let &[_, c, h, w] = self.shape() else {
+            // A [N, C] tensor is already a feature vector.
+            return Ok(());
+        };
+        let k = match pool {
+            Pool::Global => 1,
+            Pool::Grid(0) => {
+                return Err(GraphError::Head("a Grid pool needs at least 1 bin".into()));
+            }
+            Pool::Grid(k) => i64::from(k),
+        };
+        if k == 1 {
+            self.then("GlobalAveragePool", &[], vec![], vec![1, c, 1, 1]);
+        } else if h % k == 0 && w % k == 0 {
+            let kernel = [h / k, w / k];
+            self.then(
+                "AveragePool",
+                &[],
+                vec![
+                    ints_attr("kernel_shape", &kernel),
+                    ints_attr("strides", &kernel),
+                ],
+                vec![1, c, k, k],
+            );
+        } else {
+            // Bins of unequal size: an exact average as a product with a pooling matrix.
+            let (hu, wu, ku) = (h as usize, w as usize, k as usize);
+            let mut matrix = vec![0f32; hu * wu * ku * ku];
+            for i in 0..ku {
+                for j in 0..ku {
+                    let (rows, cols) = (bin(i, ku, hu), bin(j, ku, wu));
+                    let weight = 1.0 / (rows.len() * cols.len()) as f32;
+                    for r in rows {
+                        for s in cols.clone() {
+                            matrix[(r * wu + s) * ku * ku + i * ku + j] = weight;
+                        }
+                    }
+                }
+            }
+            self.initializers
+                .push(int64_tensor("pool_shape", &[0, c, h * w]));
+            self.then("Reshape", &["pool_shape"], vec![], vec![1, c, h * w]);
+            let m = self.constant("pool_matrix", &[h * w, k * k], &matrix);
+            self.then("MatMul", &[&m], vec![], vec![1, c, k * k]);
+        }
+        let features = self.shape()[1..].iter().product();
+        self.then("Flatten", &[], vec![int_attr("axis", 1)], vec![1, features]);
+        Ok(())
+    }
+}
+
+/// Builds an exit head for a cut tensor of `input_shape` ([N, C, H, W] or [N, C]) that returns
+/// `classes` logits, using operators of the default domain at `opset`.
+pub fn build_head(
+    spec: &HeadSpec,
+    input_shape: &[i64],
+    classes: usize,
+    opset: i64,
+) -> Result<Head, GraphError> {
+    if !matches!(input_shape.len(), 2 | 4) || input_shape[1..].iter().any(|&d| d <= 0) {
+        return Err(GraphError::Head(format!(
+            "input shape {input_shape:?}: expected [N, C, H, W] or [N, C]"
+        )));
+    }
+    let mut input = input_shape.to_vec();
+    input[0] = 1;
+    let mut b = Builder {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        shapes: HashMap::from([("input".to_owned(), input.clone())]),
+        current: "input".to_owned(),
+    };
+    let (pool, weight, bias) = match spec {
+        HeadSpec::Linear { pool, weight, bias } => (pool, weight, bias),
+        HeadSpec::Mlp {
+            pool,
+            w1,
+            b1,
+            w2,
+            b2,
+        } => {
+            b.pool(*pool)?;
+            b.linear("hidden", w1, b1)?;
+            b.relu();
+            (&Pool::Global, w2, b2)
+        }
+        HeadSpec::ConvReduce {
+            conv_w,
+            conv_b,
+            pool,
+            weight,
+            bias,
+        } => {
+            let (r, c) = (conv_b.len() as i64, input[1]);
+            if conv_w.len() as i64 != r * c {
+                return Err(GraphError::Head(format!(
+                    "reduce: weight has {} values, expected {r} × {c}",
+                    conv_w.len()
+                )));
+            }
+            if input.len() == 4 {
+                let w = b.constant("reduce_weight", &[r, c, 1, 1], conv_w);
+                let bias = b.constant("reduce_bias", &[r], conv_b);
+                b.then("Conv", &[&w, &bias], vec![], vec![1, r, input[2], input[3]]);
+            } else {
+                b.linear("reduce", conv_w, conv_b)?;
+            }
+            b.relu();
+            (pool, weight, bias)
+        }
+    };
+    // Mlp pooled already; pooling a [1, F] tensor again leaves it as it is.
+    b.pool(*pool)?;
+    if bias.len() != classes {
+        return Err(GraphError::Head(format!(
+            "output: bias has {} values, expected {classes} classes",
+            bias.len()
+        )));
+    }
+    b.linear("output", weight, bias)?;
+    // The last Gemm writes the graph output directly.
+    if let Some(last) = b.nodes.last_mut() {
+        last.output = vec!["logits".to_owned()];
+    }
+    let last = b.current.clone();
+    if let Some(shape) = b.shapes.remove(&last) {
+        b.shapes.insert("logits".to_owned(), shape);
+    }
+
+    let graph = GraphProto {
+        node: b.nodes,
+        name: "exit_head".into(),
+        initializer: b.initializers,
+        input: vec![float_value_info("input", &input, true)],
+        output: vec![float_value_info("logits", &[1, classes as i64], true)],
+        ..Default::default()
+    };
+    let macs = graph_macs(&graph, &b.shapes)
+        .map_err(|i| GraphError::Head(format!("node {i}: shapes unknown")))?
+        .iter()
+        .sum();
+    let model = ModelProto {
+        ir_version: super::model::ir_version_for_opset(opset),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        producer_name: "earlyexit".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    Ok(Head { model, macs })
+}
