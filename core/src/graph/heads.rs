@@ -326,3 +326,222 @@ pub fn build_head(
     };
     Ok(Head { model, macs })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{max_abs_diff, run};
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// rows × (weight [out × in]ᵀ) + bias.
+    fn linear(x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        let inputs = weight.len() / bias.len();
+        x.chunks_exact(inputs)
+            .flat_map(|row| {
+                bias.iter().enumerate().map(move |(o, b)| {
+                    b + row
+                        .iter()
+                        .zip(&weight[o * inputs..(o + 1) * inputs])
+                        .map(|(a, w)| a * w)
+                        .sum::<f32>()
+                })
+            })
+            .collect()
+    }
+
+    fn relu(x: Vec<f32>) -> Vec<f32> {
+        x.into_iter().map(|v| v.max(0.0)).collect()
+    }
+
+    /// 1×1 convolution of [N, C, H, W] with weight [r × C].
+    fn conv1x1(shape: &[i64], x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let (c, hw) = (shape[1] as usize, (shape[2] * shape[3]) as usize);
+        let r = b.len();
+        let mut out = Vec::new();
+        for frame in x.chunks_exact(c * hw) {
+            for o in 0..r {
+                for p in 0..hw {
+                    out.push(
+                        b[o] + (0..c)
+                            .map(|i| w[o * c + i] * frame[i * hw + p])
+                            .sum::<f32>(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn check(spec: &HeadSpec, shape: &[i64], classes: usize, expected_macs: u64) {
+        let n: i64 = shape.iter().product();
+        let x = values(n as usize, 7);
+        let pooled = |shape: &[i64], data: &[f32], pool: Pool| {
+            let mut out = Vec::new();
+            pool_features(pool, shape, data, &mut out);
+            assert_eq!(out.len(), shape[0] as usize * feature_len(pool, shape));
+            out
+        };
+        let expected = match spec {
+            HeadSpec::Linear { pool, weight, bias } => {
+                linear(&pooled(shape, &x, *pool), weight, bias)
+            }
+            HeadSpec::Mlp {
+                pool,
+                w1,
+                b1,
+                w2,
+                b2,
+            } => linear(&relu(linear(&pooled(shape, &x, *pool), w1, b1)), w2, b2),
+            HeadSpec::ConvReduce {
+                conv_w,
+                conv_b,
+                pool,
+                weight,
+                bias,
+            } => {
+                let reduced = relu(conv1x1(shape, &x, conv_w, conv_b));
+                let mut rshape = shape.to_vec();
+                rshape[1] = conv_b.len() as i64;
+                linear(&pooled(&rshape, &reduced, *pool), weight, bias)
+            }
+        };
+        let head = build_head(spec, shape, classes, 13).unwrap();
+        assert_eq!(head.macs, expected_macs, "{spec:?}");
+        let (out_shape, got) = run(&head.model, shape, &x);
+        assert_eq!(out_shape, [shape[0], classes as i64]);
+        let diff = max_abs_diff(&got, &expected);
+        assert!(diff < 1e-4, "{diff} for {spec:?}");
+    }
+
+    #[test]
+    fn heads_match_pooling_and_plain_matrix_math() {
+        let (c, classes) = (6usize, 5usize);
+        let shape = [3, c as i64, 7, 7];
+        for (pool, per_channel, pool_macs) in [
+            (Pool::Global, 1usize, 0u64),
+            // 7 × 7 into 2 × 2 bins of unequal size (rows 0..4 and 3..7): a pooling matrix.
+            (Pool::Grid(2), 4, (c * 49 * 4) as u64),
+        ] {
+            let f = c * per_channel;
+            let linear = HeadSpec::Linear {
+                pool,
+                weight: values(classes * f, 1),
+                bias: values(classes, 2),
+            };
+            check(&linear, &shape, classes, pool_macs + (f * classes) as u64);
+
+            let hidden = 8;
+            let mlp = HeadSpec::Mlp {
+                pool,
+                w1: values(hidden * f, 3),
+                b1: values(hidden, 4),
+                w2: values(classes * hidden, 5),
+                b2: values(classes, 6),
+            };
+            check(
+                &mlp,
+                &shape,
+                classes,
+                pool_macs + (f * hidden + hidden * classes) as u64,
+            );
+
+            let r = 4;
+            let reduce = HeadSpec::ConvReduce {
+                conv_w: values(r * c, 8),
+                conv_b: values(r, 9),
+                pool,
+                weight: values(classes * r * per_channel, 10),
+                bias: values(classes, 11),
+            };
+            let reduce_pool = pool_macs / c as u64 * r as u64;
+            let conv = (49 * r * c) as u64;
+            check(
+                &reduce,
+                &shape,
+                classes,
+                conv + reduce_pool + (r * per_channel * classes) as u64,
+            );
+        }
+    }
+
+    #[test]
+    fn uniform_grid_and_flat_inputs() {
+        // 8 × 8 into 2 × 2 bins is uniform: AveragePool, no MACs for pooling.
+        let spec = HeadSpec::Linear {
+            pool: Pool::Grid(2),
+            weight: values(3 * 4 * 4, 1),
+            bias: values(3, 2),
+        };
+        check(&spec, &[2, 4, 8, 8], 3, 48);
+        let head = build_head(&spec, &[1, 4, 8, 8], 3, 17).unwrap();
+        let ops: Vec<&str> = head
+            .model
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert_eq!(ops, ["AveragePool", "Flatten", "Gemm"]);
+        // A [N, C] cut tensor is used as it is.
+        let flat = HeadSpec::Linear {
+            pool: Pool::Global,
+            weight: values(30, 3),
+            bias: values(3, 4),
+        };
+        check(&flat, &[2, 10], 3, 30);
+        let reduce = HeadSpec::ConvReduce {
+            conv_w: values(40, 5),
+            conv_b: values(4, 6),
+            pool: Pool::Global,
+            weight: values(12, 7),
+            bias: values(3, 8),
+        };
+        let head = build_head(&reduce, &[1, 10], 3, 13).unwrap();
+        assert_eq!(head.macs, 52);
+    }
+
+    #[test]
+    fn pooling_bins_follow_adaptive_average_pooling() {
+        // One 3 × 3 plane into 2 × 2 bins: rows/cols 0..2 and 1..3.
+        let data: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut out = Vec::new();
+        pool_features(Pool::Grid(2), &[1, 1, 3, 3], &data, &mut out);
+        assert_eq!(out, [2.0, 3.0, 5.0, 6.0]);
+        pool_features(Pool::Global, &[1, 1, 3, 3], &data, &mut out);
+        assert_eq!(out, [4.0]);
+    }
+
+    #[test]
+    fn weights_that_do_not_fit_are_refused() {
+        let spec = HeadSpec::Linear {
+            pool: Pool::Global,
+            weight: vec![0.0; 7],
+            bias: vec![0.0; 2],
+        };
+        let err = build_head(&spec, &[1, 4, 5, 5], 2, 13)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight has 7 values, expected 2 × 4"), "{err}");
+        let err = build_head(&spec, &[1, 4, 5, 5], 3, 13)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 classes"), "{err}");
+        assert!(build_head(&spec, &[1, 4, 5], 2, 13).is_err());
+    }
+}

@@ -301,3 +301,61 @@ fn batch_one_shape(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{asset, max_abs_diff, read_npy};
+    use super::*;
+    use crate::runtime::{Model, SessionOptions};
+
+    #[test]
+    fn a_file_that_is_not_a_model_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.onnx");
+        std::fs::write(&path, b"this is plain text, not a protobuf model\n").unwrap();
+        let err = Graph::load(&path).unwrap_err().to_string();
+        assert!(err.contains("notes.onnx"), "{err}");
+        assert!(err.contains("not an ONNX model"), "{err}");
+
+        let missing = dir.path().join("missing.onnx");
+        let err = Graph::load(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("missing.onnx") && err.contains("cannot read"),
+            "{err}"
+        );
+
+        // Bytes that decode as protobuf but hold no graph.
+        let empty = dir.path().join("empty.onnx");
+        std::fs::write(&empty, b"").unwrap();
+        let err = Graph::load(&empty).unwrap_err().to_string();
+        assert!(err.contains("empty.onnx: not an ONNX model"), "{err}");
+    }
+
+    #[test]
+    fn with_outputs_exposes_cut_tensors_after_the_output() {
+        let graph = Graph::load(&asset("fmnist_resnet20w32.onnx")).unwrap();
+        let cuts = [
+            "/blocks/blocks.2/Relu_1_output_0",
+            "/blocks/blocks.5/Relu_1_output_0",
+        ];
+        let model = graph.with_outputs(&cuts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features.onnx");
+        write_model(&model, &path).unwrap();
+        let mut session = Model::load(&path, SessionOptions::default()).unwrap();
+        let (shape, input) = read_npy(&asset("fmnist_resnet20w32.ref_in.npy"));
+        let (_, expected) = read_npy(&asset("fmnist_resnet20w32.ref_out.npy"));
+        let out = session.run_all(&shape, &input).unwrap();
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, [graph.output().name.as_str(), cuts[0], cuts[1]]);
+        assert!(max_abs_diff(&out[0].1.data, &expected) < 1e-4);
+        let mut cut_shape = graph.shape(cuts[1]).unwrap().to_vec();
+        cut_shape[0] = 16;
+        assert_eq!(out[2].1.shape, cut_shape);
+
+        let err = graph.with_outputs(&["nope"]).unwrap_err().to_string();
+        assert!(err.contains("tensor 'nope'"), "{err}");
+        assert!(!graph.ends_with_softmax());
+        assert_eq!(graph.opset(), 17);
+    }
+}

@@ -290,6 +290,18 @@ mod tests {
         for (s, cut) in segments.iter().zip(&cuts) {
             assert_eq!(s.output.name, *cut);
         }
+        // The final Reshape reads Shape(input), which the last segment must rebuild from its own
+        // input; only the first segment reads the backbone's input.
+        let last = segments[3].model.graph.as_ref().unwrap();
+        assert!(
+            last.node
+                .iter()
+                .any(|n| n.op_type == "Shape" && n.input[0] == cuts[2])
+        );
+        for s in &segments[1..] {
+            let g = s.model.graph.as_ref().unwrap();
+            assert!(g.node.iter().flat_map(|n| &n.input).all(|t| t != "input"));
+        }
 
         let (in_shape, input) = read_npy(&asset("efficientnet_lite0_imagenet.ref_in.npy"));
         let (out_shape, expected) = read_npy(&asset("efficientnet_lite0_imagenet.ref_out.npy"));
