@@ -517,6 +517,41 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_head_counts_the_same_macs_and_a_softmax_is_seen() {
+        use super::super::model::node;
+        use super::super::{Graph, write_model};
+        let spec = HeadSpec::ConvReduce {
+            conv_w: values(4 * 6, 1),
+            conv_b: values(4, 2),
+            pool: Pool::Grid(2),
+            weight: values(3 * 16, 3),
+            bias: values(3, 4),
+        };
+        let head = build_head(&spec, &[1, 6, 7, 7], 3, 13).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("head.onnx");
+        write_model(&head.model, &path).unwrap();
+        let graph = Graph::load(&path).unwrap();
+        // Probed shapes give the same count as the shapes the builder knew.
+        assert_eq!(graph.total_macs(), head.macs);
+        assert!(!graph.ends_with_softmax());
+        assert_eq!(graph.output().shape, [1, 3]);
+
+        let mut with_softmax = head.model.clone();
+        let g = with_softmax.graph.as_mut().unwrap();
+        g.node.push(node(
+            "Softmax",
+            "softmax",
+            &["logits"],
+            &["probabilities"],
+            vec![],
+        ));
+        g.output[0].name = "probabilities".into();
+        write_model(&with_softmax, &path).unwrap();
+        assert!(Graph::load(&path).unwrap().ends_with_softmax());
+    }
+
+    #[test]
     fn pooling_bins_follow_adaptive_average_pooling() {
         // One 3 × 3 plane into 2 × 2 bins: rows/cols 0..2 and 1..3.
         let data: Vec<f32> = (0..9).map(|v| v as f32).collect();

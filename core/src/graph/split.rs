@@ -317,6 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn every_cut_point_splits_both_models_exactly() {
+        for name in ["fmnist_resnet20w32", "efficientnet_lite0_imagenet"] {
+            let graph = Graph::load(&asset(&format!("{name}.onnx"))).unwrap();
+            let (in_shape, input) = read_npy(&asset(&format!("{name}.ref_in.npy")));
+            let (_, expected) = read_npy(&asset(&format!("{name}.ref_out.npy")));
+            let frame = input.len() / in_shape[0] as usize;
+            let mut one = in_shape.clone();
+            one[0] = 1;
+            let classes = graph.output().shape[1] as usize;
+            for point in graph.cut_points() {
+                let segments = graph.split(&[&point.tensor]).unwrap();
+                assert_eq!(segments[0].macs, point.macs_before, "{}", point.tensor);
+                assert_eq!(segments[0].macs + segments[1].macs, graph.total_macs());
+                let (_, got) = chain(&segments, &one, &input[..frame]);
+                let diff = max_abs_diff(&got, &expected[..classes]);
+                assert!(diff < 1e-4, "{name} cut at {}: {diff}", point.tensor);
+            }
+        }
+    }
+
+    #[test]
     fn a_tensor_that_is_not_a_cut_point_is_refused() {
         let graph = Graph::load(&asset("fmnist_resnet20w32.onnx")).unwrap();
         let inside_block = graph
