@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cascade;
 pub mod cost;
 pub mod frame;
+pub mod graph;
 pub mod preprocess;
 pub mod rule;
 pub mod runtime;
