@@ -23,7 +23,7 @@ build=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$repo/scripts/setup.sh"; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
