@@ -14,10 +14,10 @@ say() { printf '\n==> test: %s\n' "$*"; }
 say "setting up (scripts/setup.sh)"
 scripts/setup.sh
 
-for component in rustfmt clippy; do
-  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 ||
-    { echo "test: error: cargo ${component/rustfmt/fmt} is missing: rustup component add $component" >&2; exit 1; }
-done
+cargo fmt --version >/dev/null 2>&1 ||
+  { echo "test: error: cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 ||
+  { echo "test: error: cargo clippy is missing: rustup component add clippy" >&2; exit 1; }
 if [ -d ../shared/assets ]; then
   say "shared assets: $(cd ../shared/assets && pwd)"
 else
