@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # element, limit and sink are used by the sourcing script
 # pipelines/common.sh: what the pipeline scripts share. Sourced, not run.
 #
 # Settings, from the environment (all optional):

@@ -30,6 +30,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=pipelines/common.sh
 . "$here/common.sh"
 [ $# -le 2 ] || ee_die "usage: $0 [MODEL] [URL]"
 model=$(ee_abspath "${1:-$repo/data/fmnist-bundle}")

@@ -20,6 +20,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=pipelines/common.sh
 . "$here/common.sh"
 [ $# -le 2 ] || ee_die "usage: $0 [MODEL] [DEVICE]"
 model=$(ee_abspath "${1:-$repo/data/fmnist-bundle}")
@@ -27,7 +28,7 @@ device=$(ee_abspath "${2:-/dev/video0}")
 cd "$repo"
 
 ee_check_model "$model"
-[ -c "$device" ] || ee_die "no camera at $device (cameras: $(ls /dev/video* 2>/dev/null | tr '\n' ' ' || true))"
+[ -c "$device" ] || ee_die "no camera at $device (found: $(compgen -G '/dev/video*' | tr '\n' ' ' || true))"
 default_sink=fakesink
 [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || default_sink=autovideosink
 ee_parts "$model" "$default_sink"

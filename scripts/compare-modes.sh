@@ -6,7 +6,7 @@
 # speed-up. Used by scripts/demo.sh and scripts/demo-video.sh.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[ $# -ge 3 ] && [ $# -le 4 ] || { echo "usage: $0 MODEL FILE OUTDIR [LABELS.csv]" >&2; exit 2; }
+if [ $# -lt 3 ] || [ $# -gt 4 ]; then echo "usage: $0 MODEL FILE OUTDIR [LABELS.csv]" >&2; exit 2; fi
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$PWD" "$1" ;; esac; }
 model=$(abs "$1") file=$(abs "$2") out=$(abs "$3") labels=${4:+$(abs "$4")}
 cd "$repo"

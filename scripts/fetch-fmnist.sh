@@ -49,8 +49,9 @@ unpack() { # NAME DIMS
     gzip -dc "$idx_dir/$name" >"$out"
     [ "$(be32 "$out" 0)" -eq $((0x800 + dims)) ] || die "$idx_dir/$name: not an IDX file of $dims dimension(s) of bytes"
     if [ "$dims" -eq 3 ]; then
-      [ "$(be32 "$out" 8)" -eq "$side" ] && [ "$(be32 "$out" 12)" -eq "$side" ] ||
+      if [ "$(be32 "$out" 8)" -ne "$side" ] || [ "$(be32 "$out" 12)" -ne "$side" ]; then
         die "$idx_dir/$name: images are not ${side}x${side}"
+      fi
     fi
   fi
   echo "$out"

@@ -114,8 +114,9 @@ else
       --platform manylinux_2_28_x86_64 --python-version 3.12 \
       --dest "$tmp" "onnxruntime==$ort_version" ||
       die "could not download onnxruntime==$ort_version from PyPI (is PyPI reachable?)"
-    wheel=$(ls "$tmp"/onnxruntime-"$ort_version"-*.whl 2>/dev/null | head -n 1)
-    [ -n "$wheel" ] || die "pip download produced no onnxruntime $ort_version wheel in $tmp"
+    wheels=("$tmp"/onnxruntime-"$ort_version"-*.whl)
+    wheel=${wheels[0]}
+    [ -f "$wheel" ] || die "pip download produced no onnxruntime $ort_version wheel in $tmp"
     unzip -q -j -o "$wheel" "onnxruntime/capi/libonnxruntime.so.$ort_version" -d "$tmp" ||
       die "the wheel $(basename "$wheel") holds no onnxruntime/capi/libonnxruntime.so.$ort_version"
     mkdir -p "$ort_dir"
