@@ -14,6 +14,10 @@ say() { printf '\n==> test: %s\n' "$*"; }
 say "setting up (scripts/setup.sh)"
 scripts/setup.sh
 
+# setup.sh finds a rustup install that is not on PATH (fresh shell, CI); so does this script.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 cargo fmt --version >/dev/null 2>&1 ||
   { echo "test: error: cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 ||
