@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# scripts/test.sh [ARGS...]: set up, then run every check: formatting, clippy, the Rust tests
+# (unit and end-to-end), and the shell-script tests. ARGS go to `cargo test`, for example
+#   scripts/test.sh -p earlyexit          only the core crate's tests
+#   scripts/test.sh -- --nocapture        show the tests' output
+# The end-to-end tests read the shared assets at ../shared/assets when that folder is there.
+# Every check runs even when an earlier one fails; the exit status says whether all passed.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+say() { printf '\n==> test: %s\n' "$*"; }
+
+say "setting up (scripts/setup.sh)"
+scripts/setup.sh
+
+# setup.sh finds a rustup install that is not on PATH (fresh shell, CI); so does this script.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+cargo fmt --version >/dev/null 2>&1 ||
+  { echo "test: error: cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 ||
+  { echo "test: error: cargo clippy is missing: rustup component add clippy" >&2; exit 1; }
+if [ -d ../shared/assets ]; then
+  say "shared assets: $(cd ../shared/assets && pwd)"
+else
+  say "no ../shared/assets: the end-to-end tests that need it will say so"
+fi
+
+failed=()
+check() { # NAME COMMAND...
+  local name=$1
+  shift
+  say "$name: $*"
+  if "$@"; then echo "==> test: $name: passed"; else failed+=("$name"); echo "==> test: $name: FAILED"; fi
+}
+
+check "rustfmt" cargo fmt --all --check
+check "clippy" cargo clippy --release --workspace --all-targets -- -D warnings
+check "cargo test" cargo test --release --workspace "$@"
+check "summarize-messages.awk" scripts/test-summarize.sh
+
+echo
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "==> test: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "==> test: all checks passed"
