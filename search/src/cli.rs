@@ -1,0 +1,210 @@
+//! The command line, as `search-v1.md` defines it.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+
+use crate::footage::Footage;
+
+#[derive(Parser)]
+#[command(
+    name = "earlyexit-search",
+    version,
+    about = "Find where to cut a backbone, which exit head to put at each cut and when frames may leave; evaluate exit bundles"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List every place where the backbone can be cut into two parts joined by one tensor.
+    Inspect(InspectArgs),
+    /// Train exit heads on footage, calibrate thresholds on held-out frames, write a bundle.
+    Search(Box<SearchArgs>),
+    /// Run a bundle over footage as the element would, and compare it with the full backbone.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The backbone ONNX model.
+    #[arg(long)]
+    pub backbone: PathBuf,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+/// How a frame becomes the backbone's input (bundle-v1.md `input`).
+#[derive(Args, Clone, Default)]
+pub struct InputArgs {
+    /// Tensor layout; required when the model's input shape fits both.
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
+    /// Input width, when the model does not fix it.
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Input height, when the model does not fix it.
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Color: gray by default for 1 channel, else rgb.
+    #[arg(long, value_enum)]
+    pub color: Option<ColorArg>,
+    /// Per-channel mean, comma-separated, or one number for all channels [default: 0].
+    #[arg(long)]
+    pub mean: Option<String>,
+    /// Per-channel std, comma-separated, or one number for all channels [default: 255].
+    #[arg(long)]
+    pub std: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ColorArg {
+    Rgb,
+    Bgr,
+    Gray,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputArg {
+    Logits,
+    Probabilities,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// The backbone ONNX model.
+    #[arg(long)]
+    pub backbone: PathBuf,
+    /// Footage to train exit heads on (path or URI); repeatable, each optionally followed by --ground-truth.
+    #[arg(long, required = true)]
+    pub footage: Vec<String>,
+    /// Labels (CSV `frame,label`) of the --footage or --holdout just before it.
+    #[arg(long)]
+    pub ground_truth: Vec<PathBuf>,
+    /// Footage used only to calibrate and compare, never to train; default: the last 20% of each footage, in time.
+    #[arg(long)]
+    pub holdout: Vec<String>,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// What the backbone returns [default: probabilities when it ends with a Softmax, else logits].
+    #[arg(long, value_enum)]
+    pub output: Option<OutputArg>,
+    /// Class names, one per line, copied into the bundle.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Lowest agreement with the full backbone on held-out frames [default: 0.99 unless --target-accuracy].
+    #[arg(long)]
+    pub target_agreement: Option<f64>,
+    /// Lowest accuracy on held-out frames (needs ground truth there).
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    /// Use at most N frames in all, taken evenly from each footage.
+    #[arg(long)]
+    pub max_frames: Option<usize>,
+    /// Confidence of the promise written into the bundle.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Bundle format to write: 1 is read by every tool.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=1))]
+    pub format: u8,
+    /// Same inputs and seed, same bundle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Number of exits, spread evenly over the backbone's MACs.
+    #[arg(long, default_value_t = 2)]
+    pub exits: usize,
+    /// Where to write the bundle (a folder); written only when the search finishes.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// The bundle: its exits.yaml or the folder that holds it.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Footage to run (path or URI); repeatable, each optionally followed by --ground-truth.
+    #[arg(long, required = true)]
+    pub footage: Vec<String>,
+    /// Labels (CSV `frame,label`) of the --footage just before it.
+    #[arg(long)]
+    pub ground_truth: Vec<PathBuf>,
+    /// The uncut backbone to compare with; default: the chain of all the bundle's segments.
+    #[arg(long)]
+    pub backbone: Option<PathBuf>,
+    /// Write one row per frame: footage,frame,stage,class_id,score.
+    #[arg(long)]
+    pub per_frame: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Time each footage this many times, bundle and backbone alternating; the median is reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+}
+
+/// Pairs each `--ground-truth` with the `--footage` or `--holdout` given just before it.
+/// Returns the footage and the holdout footage, in command-line order.
+pub fn pair_footage(matches: &ArgMatches) -> Result<(Vec<Footage>, Vec<Footage>)> {
+    let positions = |id: &str| -> Vec<(usize, String)> {
+        match (matches.indices_of(id), matches.get_many::<String>(id)) {
+            (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let truths: Vec<(usize, PathBuf)> = match (
+        matches.indices_of("ground_truth"),
+        matches.get_many::<PathBuf>("ground_truth"),
+    ) {
+        (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
+        _ => Vec::new(),
+    };
+    // Every footage-like argument in order, with whether it is held out.
+    let mut items: Vec<(usize, String, bool)> = positions("footage")
+        .into_iter()
+        .map(|(i, f)| (i, f, false))
+        .chain(positions("holdout").into_iter().map(|(i, f)| (i, f, true)))
+        .collect();
+    items.sort_by_key(|(i, _, _)| *i);
+    let mut truth_of: Vec<Option<PathBuf>> = vec![None; items.len()];
+    for (at, path) in truths {
+        let Some(owner) = items.iter().rposition(|(i, _, _)| *i < at) else {
+            bail!(
+                "--ground-truth {} comes before any --footage; put it right after the footage it labels",
+                path.display()
+            );
+        };
+        if truth_of[owner].replace(path.clone()).is_some() {
+            bail!(
+                "--ground-truth {}: {} already has ground truth",
+                path.display(),
+                items[owner].1
+            );
+        }
+    }
+    let (mut footage, mut holdout) = (Vec::new(), Vec::new());
+    for ((_, name, held_out), truth) in items.into_iter().zip(truth_of) {
+        let f = Footage::new(&name, truth.as_deref())?;
+        if held_out {
+            holdout.push(f)
+        } else {
+            footage.push(f)
+        }
+    }
+    Ok((footage, holdout))
+}

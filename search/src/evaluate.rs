@@ -1,0 +1,271 @@
+//! `evaluate`: runs a bundle over footage exactly as the element does, next to the full backbone,
+//! and reports accuracy, agreement, exits, cost and time per frame.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
+use serde_json::json;
+
+use crate::cli::EvaluateArgs;
+use crate::footage::{DecodedFrame, Decoder, Footage};
+use crate::progress;
+
+/// Decoded frames are held in memory in chunks of at most this many bytes, so that decoding
+/// never competes with the timed runs for the CPU.
+const CHUNK_BYTES: usize = 256 << 20;
+
+/// Counts for one footage or for all of them.
+#[derive(Default, Clone)]
+struct Tally {
+    frames: u64,
+    labeled: u64,
+    correct: u64,
+    agree: u64,
+    exits: Vec<u64>,
+    cost_sum: f64,
+    cost_known: bool,
+    /// Per timing run: nanoseconds summed over frames.
+    bundle_ns: Vec<u64>,
+    full_ns: Vec<u64>,
+}
+
+impl Tally {
+    fn new(stages: usize, runs: usize, cost_known: bool) -> Tally {
+        Tally {
+            exits: vec![0; stages],
+            cost_known,
+            bundle_ns: vec![0; runs],
+            full_ns: vec![0; runs],
+            ..Tally::default()
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.frames += other.frames;
+        self.labeled += other.labeled;
+        self.correct += other.correct;
+        self.agree += other.agree;
+        self.cost_sum += other.cost_sum;
+        for (a, b) in self.exits.iter_mut().zip(&other.exits) {
+            *a += b;
+        }
+        for (a, b) in self.bundle_ns.iter_mut().zip(&other.bundle_ns) {
+            *a += b;
+        }
+        for (a, b) in self.full_ns.iter_mut().zip(&other.full_ns) {
+            *a += b;
+        }
+    }
+
+    fn ratio(n: u64, d: u64) -> Option<f64> {
+        (d > 0).then(|| n as f64 / d as f64)
+    }
+
+    /// Median over runs of the mean milliseconds per frame.
+    fn ms_per_frame(&self, ns: &[u64]) -> Option<f64> {
+        let mut per_run: Vec<f64> = ns
+            .iter()
+            .filter_map(|&n| Tally::ratio(n, self.frames))
+            .map(|n| n / 1e6)
+            .collect();
+        per_run.sort_by(f64::total_cmp);
+        per_run.get(per_run.len() / 2).copied()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "frames": self.frames,
+            "accuracy": Tally::ratio(self.correct, self.labeled),
+            "agreement": Tally::ratio(self.agree, self.frames),
+            "exits": self.exits,
+            "mean_cost": self.cost_known.then(|| self.cost_sum / self.frames.max(1) as f64),
+            "ms_per_frame": self.ms_per_frame(&self.bundle_ns),
+            "ms_per_frame_full": self.ms_per_frame(&self.full_ns),
+        })
+    }
+}
+
+pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
+    let (bundle, warnings) = bundle::read(&args.model)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let options = SessionOptions {
+        threads: args.threads,
+    };
+    let mut classifier = Classifier::open(&bundle, Mode::EarlyExit, options)?;
+    let mut full = match &args.backbone {
+        Some(path) => Classifier::backbone(path, bundle.input.clone(), bundle.output, options)?,
+        None => Classifier::open(&bundle, Mode::Full, options)?,
+    };
+    let mut per_frame = match &args.per_frame {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("--per-frame {}", path.display()))?,
+            );
+            writeln!(file, "footage,frame,stage,class_id,score")?;
+            Some((path, file))
+        }
+        None => None,
+    };
+    let runs = args.runs as usize;
+    let cost_known = earlyexit::cost::CostTable::from_bundle(&bundle).is_some();
+    let mut total = Tally::new(classifier.stages(), runs, cost_known);
+    let mut reports = Vec::new();
+    for f in footage {
+        let mut tally = Tally::new(classifier.stages(), runs, cost_known);
+        let bar = progress::bar(
+            &short_name(&f.name),
+            crate::footage::estimate_frames(f)?.map(|n| n as u64),
+        );
+        let decoder = Decoder::start(f, 1, None)?;
+        let mut chunk: Vec<DecodedFrame> = Vec::new();
+        let mut frames = decoder.frames.iter().peekable();
+        while frames.peek().is_some() {
+            chunk.clear();
+            let mut bytes = 0;
+            while bytes < CHUNK_BYTES {
+                let Some(frame) = frames.next() else { break };
+                bytes += frame.bytes();
+                chunk.push(frame);
+            }
+            let decisions = time_chunk(&mut classifier, &mut full, &chunk, &mut tally)?;
+            for (frame, (ours, theirs)) in chunk.iter().zip(decisions) {
+                tally.frames += 1;
+                tally.exits[ours.stage] += 1;
+                tally.cost_sum += ours.cost.unwrap_or(0.0);
+                tally.agree += u64::from(ours.class_id == theirs.class_id);
+                if let Some(label) = f.label(frame.index) {
+                    tally.labeled += 1;
+                    tally.correct += u64::from(ours.class_id as u32 == label);
+                }
+                if let Some((path, file)) = &mut per_frame {
+                    writeln!(
+                        file,
+                        "{},{},{},{},{}",
+                        csv_field(&f.name),
+                        frame.index,
+                        ours.stage,
+                        ours.class_id,
+                        ours.score
+                    )
+                    .with_context(|| format!("--per-frame {}", path.display()))?;
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        drop(frames);
+        decoder.finish()?;
+        bar.finish_and_clear();
+        if let Some(labels) = &f.labels
+            && labels.len() as u64 != tally.frames
+        {
+            eprintln!(
+                "warning: {}: ground truth has {} rows, the footage decoded to {} frames",
+                f.name,
+                labels.len(),
+                tally.frames
+            );
+        }
+        total.add(&tally);
+        reports.push((f, tally));
+    }
+    if let Some((path, mut file)) = per_frame {
+        file.flush()
+            .with_context(|| format!("--per-frame {}", path.display()))?;
+    }
+    if args.json {
+        let mut top = total.json();
+        top["footage"] = reports
+            .iter()
+            .map(|(f, t)| {
+                let mut o = t.json();
+                o["path"] = json!(f.name);
+                o
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&top)?);
+    } else {
+        print_table(&reports, &total);
+    }
+    Ok(())
+}
+
+/// Runs the chunk through the bundle and the full backbone `runs` times, alternating, adding the
+/// time of each run to the tally. Returns the decisions of the first run.
+fn time_chunk(
+    classifier: &mut Classifier,
+    full: &mut Classifier,
+    chunk: &[DecodedFrame],
+    tally: &mut Tally,
+) -> Result<Vec<(Decision, Decision)>> {
+    let mut decisions = Vec::with_capacity(chunk.len());
+    for run in 0..tally.bundle_ns.len() {
+        let ours = classify_all(classifier, chunk, &mut tally.bundle_ns[run])?;
+        let theirs = classify_all(full, chunk, &mut tally.full_ns[run])?;
+        if run == 0 {
+            decisions = ours.into_iter().zip(theirs).collect();
+        }
+    }
+    Ok(decisions)
+}
+
+fn classify_all(
+    classifier: &mut Classifier,
+    chunk: &[DecodedFrame],
+    ns: &mut u64,
+) -> Result<Vec<Decision>> {
+    chunk
+        .iter()
+        .map(|frame| {
+            let d = classifier
+                .classify(&frame.frame())
+                .with_context(|| format!("frame {}", frame.index))?;
+            *ns += d.inference_ns;
+            Ok(d)
+        })
+        .collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn short_name(name: &str) -> String {
+    Path::new(name)
+        .file_name()
+        .map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+fn print_table(reports: &[(&Footage, Tally)], total: &Tally) {
+    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{:.2}%", v * 100.0));
+    let num = |x: Option<f64>, digits: usize| {
+        x.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  exits per stage",
+        "footage", "frames", "accuracy", "agreement", "cost", "ms/frame", "ms full"
+    );
+    let rows = reports.iter().map(|(f, t)| (short_name(&f.name), t));
+    for (name, t) in rows.chain(std::iter::once(("total".to_owned(), total))) {
+        let j = t.json();
+        println!(
+            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {:?}",
+            name,
+            t.frames,
+            pct(j["accuracy"].as_f64()),
+            pct(j["agreement"].as_f64()),
+            num(j["mean_cost"].as_f64(), 3),
+            num(j["ms_per_frame"].as_f64(), 3),
+            num(j["ms_per_frame_full"].as_f64(), 3),
+            t.exits
+        );
+    }
+}

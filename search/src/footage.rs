@@ -1,0 +1,291 @@
+//! Footage → frames: GStreamer decodes on its own thread and hands frames over a bounded
+//! channel, so decoding overlaps with inference. The appsink asks for the element's own caps, so
+//! `videoconvert` picks the same raw format for the search as for the element.
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow, bail};
+use crossbeam_channel::{Receiver, bounded};
+use earlyexit::{Frame, PixelFormat};
+use gst::prelude::*;
+
+/// One footage argument: a path or URI, and its ground truth when given.
+#[derive(Debug, Clone)]
+pub struct Footage {
+    /// As the user wrote it.
+    pub name: String,
+    pub uri: String,
+    /// Label of decoded frame i, when ground truth was given.
+    pub labels: Option<Vec<u32>>,
+}
+
+impl Footage {
+    pub fn new(name: &str, ground_truth: Option<&Path>) -> Result<Footage> {
+        let uri = to_uri(name)?;
+        let labels = ground_truth.map(read_ground_truth).transpose()?;
+        Ok(Footage {
+            name: name.to_owned(),
+            uri,
+            labels,
+        })
+    }
+
+    pub fn label(&self, frame: usize) -> Option<u32> {
+        self.labels.as_ref()?.get(frame).copied()
+    }
+}
+
+/// A URI as it is, or a path turned into a `file://` URI.
+fn to_uri(name: &str) -> Result<String> {
+    if name.contains("://") {
+        return Ok(name.to_owned());
+    }
+    let path = PathBuf::from(name);
+    if !path.is_file() {
+        bail!("footage {name}: no such file");
+    }
+    let absolute = std::path::absolute(&path).with_context(|| format!("footage {name}"))?;
+    gst::glib::filename_to_uri(&absolute, None)
+        .map(|u| u.to_string())
+        .with_context(|| format!("footage {name}: cannot make a URI"))
+}
+
+/// Reads a ground-truth CSV: header `frame,label`, then one row per frame.
+pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("ground truth {}: cannot read", path.display()))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == "frame,label" => {}
+        _ => bail!(
+            "ground truth {}: the header must be 'frame,label'",
+            path.display()
+        ),
+    }
+    let mut labels = Vec::new();
+    for (number, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parse = || -> Option<(usize, u32)> {
+            let (frame, label) = line.split_once(',')?;
+            Some((frame.trim().parse().ok()?, label.trim().parse().ok()?))
+        };
+        let (frame, label) = parse().ok_or_else(|| {
+            anyhow!(
+                "ground truth {}: line {}: expected 'frame,label' with whole numbers, found '{line}'",
+                path.display(),
+                number + 1
+            )
+        })?;
+        if frame >= labels.len() {
+            labels.resize(frame + 1, u32::MAX);
+        }
+        labels[frame] = label;
+    }
+    if let Some(missing) = labels.iter().position(|&l| l == u32::MAX) {
+        bail!(
+            "ground truth {}: no label for frame {missing}",
+            path.display()
+        );
+    }
+    Ok(labels)
+}
+
+/// A decoded frame, owning its pixels.
+pub struct DecodedFrame {
+    /// Index among the footage's decoded frames, from 0.
+    pub index: usize,
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+    data: Vec<u8>,
+}
+
+impl DecodedFrame {
+    pub fn frame(&self) -> Frame<'_> {
+        // Checked when the frame was made.
+        Frame::new(
+            self.format,
+            self.width,
+            self.height,
+            self.stride,
+            &self.data,
+        )
+        .expect("decoded frame matches its own description")
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Frames of one footage arriving from a decoding thread.
+pub struct Decoder {
+    pub frames: Receiver<DecodedFrame>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Decoder {
+    /// Starts decoding `footage`, keeping one decoded frame in `keep_every` (1 keeps all).
+    pub fn start(footage: &Footage, keep_every: usize, limit: Option<usize>) -> Result<Decoder> {
+        init()?;
+        let (tx, rx) = bounded(8);
+        let uri = footage.uri.clone();
+        let name = footage.name.clone();
+        let keep_every = keep_every.max(1);
+        let thread = std::thread::Builder::new()
+            .name("decode".into())
+            .spawn(move || {
+                decode(&uri, |index, frame| {
+                    if index % keep_every != 0 {
+                        return true;
+                    }
+                    if limit.is_some_and(|l| index / keep_every >= l) {
+                        return false;
+                    }
+                    tx.send(frame).is_ok()
+                })
+                .with_context(|| format!("footage {name}"))
+            })
+            .context("cannot start the decoding thread")?;
+        Ok(Decoder {
+            frames: rx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the decoding thread and returns its error, if any.
+    pub fn finish(mut self) -> Result<()> {
+        // Dropping the receiver lets a blocked sender see the end.
+        drop(std::mem::replace(&mut self.frames, bounded(0).1));
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the decoding thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn init() -> Result<()> {
+    gst::init().context("cannot initialise GStreamer")
+}
+
+/// `uridecodebin ! videoconvert ! appsink`, the appsink asking for the element's caps.
+fn pipeline(uri: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
+    let description = format!(
+        "uridecodebin uri=\"{uri}\" ! videoconvert ! appsink name=sink sync=false caps=\"{}\"",
+        earlyexit::frame::raw_caps_string()
+    );
+    let pipeline = gst::parse::launch(&description)
+        .context("cannot build the decoding pipeline")?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("the decoding pipeline is not a pipeline"))?;
+    let appsink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| anyhow!("the decoding pipeline has no appsink"))?;
+    Ok((pipeline, appsink))
+}
+
+/// The first error message on the bus, as an error.
+fn bus_error(bus: &gst::Bus) -> Result<()> {
+    while let Some(message) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = message.view() {
+            bail!(
+                "decoding failed: {}{}",
+                err.error(),
+                err.debug().map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Decodes `uri`, calling `sink(index, frame)` for every frame until it returns false.
+fn decode(uri: &str, mut sink: impl FnMut(usize, DecodedFrame) -> bool) -> Result<()> {
+    let (pipeline, appsink) = pipeline(uri)?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| anyhow!("pipeline without a bus"))?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .context("cannot start decoding")?;
+    let result = (|| {
+        let mut index = 0;
+        loop {
+            // A timeout, so that an upstream error (which brings no EOS) is noticed.
+            let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
+                bus_error(&bus)?;
+                if appsink.is_eos() {
+                    return Ok(());
+                }
+                continue;
+            };
+            if !sink(index, to_frame(index, &sample)?) {
+                return Ok(());
+            }
+            index += 1;
+        }
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
+    let caps = sample
+        .caps()
+        .ok_or_else(|| anyhow!("a sample without caps"))?;
+    let info = gst_video::VideoInfo::from_caps(caps).context("unexpected caps")?;
+    let format = PixelFormat::from_name(info.format().to_str())
+        .ok_or_else(|| anyhow!("unexpected format {}", info.format().to_str()))?;
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| anyhow!("a sample without a buffer"))?;
+    let map = buffer.map_readable().context("cannot map a buffer")?;
+    let stride = info.stride()[0] as usize;
+    let offset = info.offset()[0];
+    let data = map
+        .get(offset..)
+        .ok_or_else(|| anyhow!("a buffer shorter than its caps say"))?
+        .to_vec();
+    Frame::new(format, info.width(), info.height(), stride, &data)?;
+    Ok(DecodedFrame {
+        index,
+        format,
+        width: info.width(),
+        height: info.height(),
+        stride,
+        data,
+    })
+}
+
+/// The number of frames in `footage`, from its duration (in frames, or time × rate), without
+/// decoding it; `None` when the container does not tell.
+pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
+    init()?;
+    let (pipeline, appsink) = pipeline(&footage.uri)?;
+    pipeline
+        .set_state(gst::State::Paused)
+        .with_context(|| format!("footage {}: cannot open", footage.name))?;
+    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    let estimate = prerolled.is_ok().then(|| {
+        let in_frames = pipeline
+            .query_duration::<gst::format::Default>()
+            .map(|d| *d as usize);
+        in_frames.or_else(|| {
+            let duration = pipeline.query_duration::<gst::ClockTime>()?;
+            let caps = appsink.static_pad("sink")?.current_caps()?;
+            let fps = gst_video::VideoInfo::from_caps(&caps).ok()?.fps();
+            (fps.numer() > 0).then(|| {
+                (duration.nseconds() as f64 * f64::from(fps.numer()) / f64::from(fps.denom()) / 1e9)
+                    .round() as usize
+            })
+        })
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    Ok(estimate.flatten())
+}

@@ -1,0 +1,51 @@
+//! `earlyexit-search`: finds exit bundles for a backbone on recorded footage, and evaluates them.
+
+mod calibrate;
+mod cli;
+mod evaluate;
+mod features;
+mod footage;
+mod heads;
+mod input;
+mod inspect;
+mod placement;
+mod progress;
+mod report;
+mod search;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use clap::{CommandFactory, FromArgMatches};
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m)
+        .ok_or_else(|| anyhow!("a subcommand is required"))?;
+    match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Search(args) => {
+            let (footage, holdout) = cli::pair_footage(sub)?;
+            search::run(&args, &footage, &holdout)
+        }
+        Command::Evaluate(args) => {
+            let (footage, _) = cli::pair_footage(sub)?;
+            evaluate::run(&args, &footage)
+        }
+    }
+}

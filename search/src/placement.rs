@@ -1,0 +1,71 @@
+//! Where exits go. The first version's rule: `n` exits spread evenly over the backbone's MACs.
+
+use anyhow::{Result, bail};
+use earlyexit::graph::CutPoint;
+
+/// Cut points worth an exit: image-like or vector tensors, with some work before them and
+/// enough left after them to save.
+pub fn candidates(cuts: &[CutPoint], total_macs: u64) -> Vec<&CutPoint> {
+    cuts.iter()
+        .filter(|c| matches!(c.shape.len(), 2 | 4))
+        .filter(|c| c.macs_before > 0 && (c.macs_before as f64) < 0.9 * total_macs as f64)
+        .collect()
+}
+
+/// `n` candidates nearest to 1/(n+1), 2/(n+1), … of the backbone's MACs, in execution order.
+pub fn evenly_by_macs<'a>(
+    candidates: &[&'a CutPoint],
+    total_macs: u64,
+    n: usize,
+) -> Result<Vec<&'a CutPoint>> {
+    if n == 0 {
+        bail!("--exits must be at least 1");
+    }
+    if candidates.len() < n {
+        bail!(
+            "--exits {n}: the backbone has only {} cut points worth an exit",
+            candidates.len()
+        );
+    }
+    let mut chosen: Vec<&CutPoint> = Vec::with_capacity(n);
+    for k in 1..=n {
+        let target = total_macs as f64 * k as f64 / (n + 1) as f64;
+        let nearest = candidates
+            .iter()
+            .filter(|c| !chosen.iter().any(|d| d.tensor == c.tensor))
+            .min_by(|a, b| {
+                let da = (a.macs_before as f64 - target).abs();
+                let db = (b.macs_before as f64 - target).abs();
+                da.total_cmp(&db)
+            });
+        if let Some(c) = nearest {
+            chosen.push(c);
+        }
+    }
+    chosen.sort_by_key(|c| c.macs_before);
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(name: &str, macs_before: u64) -> CutPoint {
+        CutPoint {
+            tensor: name.into(),
+            shape: vec![1, 8, 4, 4],
+            macs_before,
+        }
+    }
+
+    #[test]
+    fn spreads_exits_evenly_and_skips_the_tail() {
+        let cuts: Vec<CutPoint> = (1..=10).map(|i| cut(&format!("t{i}"), i * 10)).collect();
+        let c = candidates(&cuts, 100);
+        assert_eq!(c.len(), 8, "90 and 100 leave nothing to save");
+        let chosen = evenly_by_macs(&c, 100, 2).unwrap();
+        let names: Vec<&str> = chosen.iter().map(|c| c.tensor.as_str()).collect();
+        assert_eq!(names, ["t3", "t7"]);
+        assert!(evenly_by_macs(&c, 100, 9).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! `report.md`, written beside the bundle.
+
+use std::fmt::Write;
+
+use earlyexit::bundle::{Bundle, Measure};
+
+use crate::calibrate::Simulation;
+
+/// What the report says about a search.
+pub struct Summary<'a> {
+    pub backbone: &'a str,
+    pub bundle: &'a Bundle,
+    /// Per exit: the cut tensor and the share of MACs before it.
+    pub cuts: Vec<(String, f64)>,
+    pub train_frames: usize,
+    pub holdout_frames: usize,
+    pub trained_on: &'a str,
+    pub measure: Measure,
+    pub target: f64,
+    pub holdout: &'a Simulation,
+    /// The full backbone's accuracy on held-out frames, when labeled.
+    pub backbone_accuracy: Option<f64>,
+}
+
+pub fn markdown(s: &Summary) -> String {
+    let mut r = String::new();
+    let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+    let _ = writeln!(r, "# Exit bundle report\n");
+    let _ = writeln!(r, "- Backbone: `{}`", s.backbone);
+    let _ = writeln!(
+        r,
+        "- Frames: {} to train heads (on {}), {} held out to calibrate thresholds",
+        s.train_frames, s.trained_on, s.holdout_frames
+    );
+    let measure = match s.measure {
+        Measure::Agreement => "agreement with the full backbone",
+        Measure::Accuracy => "accuracy",
+    };
+    let _ = writeln!(r, "- Target: {measure} ≥ {} on held-out frames", s.target);
+    let _ = writeln!(
+        r,
+        "- Exit metric: `{}`\n",
+        earlyexit::bundle::Word::word(s.bundle.metric)
+    );
+    let _ = writeln!(r, "## Structure\n");
+    let _ = writeln!(
+        r,
+        "| stage | cut after | MACs before | exit threshold | frames leaving (held out) | agreement there | accuracy there |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    let h = s.holdout;
+    for (k, stage) in s.bundle.stages.iter().enumerate() {
+        let (cut, share) = s.cuts.get(k).map_or(
+            ("(backbone output)".to_owned(), "100%".to_owned()),
+            |(t, m)| (format!("`{t}`"), pct(*m)),
+        );
+        let threshold = stage
+            .exit
+            .as_ref()
+            .map_or("-".to_owned(), |e| format!("{:.6}", e.threshold));
+        let rate = |n: usize| {
+            if h.exits[k] == 0 {
+                "-".to_owned()
+            } else {
+                pct(n as f64 / h.exits[k] as f64)
+            }
+        };
+        let _ = writeln!(
+            r,
+            "| {k} | {cut} | {share} | {threshold} | {} ({}) | {} | {} |",
+            h.exits[k],
+            pct(h.exits[k] as f64 / h.frames.max(1) as f64),
+            rate(h.agree[k]),
+            if s.backbone_accuracy.is_some() {
+                rate(h.correct[k])
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let _ = writeln!(r, "\n## On the held-out frames\n");
+    let _ = writeln!(r, "| | agreement | accuracy | mean cost |");
+    let _ = writeln!(r, "|---|---|---|---|");
+    let acc = |x: Option<f64>| x.map_or("-".to_owned(), pct);
+    let _ = writeln!(
+        r,
+        "| full backbone | 100.00% | {} | 1.000 |",
+        acc(s.backbone_accuracy)
+    );
+    let _ = writeln!(
+        r,
+        "| this bundle | {} | {} | {:.3} |",
+        pct(h.agreement()),
+        acc(s.backbone_accuracy.map(|_| h.accuracy())),
+        h.mean_cost
+    );
+    let _ = writeln!(
+        r,
+        "\nCost is MACs used / backbone MACs; a frame that reaches the last stage also paid for every head."
+    );
+    r
+}
