@@ -3,6 +3,10 @@
 //!
 //! The contract (properties, meta fields, messages, stats, errors) is
 //! `shared/spec/element-v1.md`.
+//!
+//! ONNX Runtime is loaded once per process by the first element that starts, from
+//! `~/.local/lib/earlyexit/libonnxruntime.so` (or the other default locations of
+//! `earlyexit::runtime::library`); the environment variable `ORT_DYLIB_PATH` overrides it.
 
 use gst::glib;
 
