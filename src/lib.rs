@@ -1,1 +1,107 @@
-//! Shared helpers for the end-to-end tests and examples.
+//! Shared helpers for the end-to-end tests and examples: where the shared assets are, registering
+//! the `earlyexit` plugin without installing it, and a one-stage Fashion-MNIST bundle.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The shared assets folder (models and footage), next to the repository.
+pub const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets");
+
+/// MACs of `fmnist_resnet20w32.onnx` (bundle-v1.md's known answer), so the one-stage bundle has a
+/// cost: exactly 1 for every frame.
+pub const FMNIST_MACS: u64 = 123_860_736;
+
+pub fn asset(relative: &str) -> PathBuf {
+    Path::new(ASSETS).join(relative)
+}
+
+pub fn footage(name: &str) -> PathBuf {
+    asset("footage").join(name)
+}
+
+pub fn model(name: &str) -> PathBuf {
+    asset("models").join(name)
+}
+
+/// Initialises GStreamer and registers the plugin statically, once per process, so tests use
+/// the freshly built element rather than whatever is installed.
+pub fn init() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = DONE.get_or_init(|| {
+        gst::init().map_err(|e| e.to_string())?;
+        gstearlyexit::plugin_register_static().map_err(|e| e.to_string())
+    });
+    if let Err(err) = result {
+        panic!("cannot set up GStreamer and the earlyexit plugin: {err}");
+    }
+}
+
+/// A bundle written to a temporary folder that is removed when this is dropped.
+pub struct TempBundle {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempBundle {
+    /// The bundle's `exits.yaml`.
+    pub fn exits_yaml(&self) -> PathBuf {
+        self.dir.path().join("exits.yaml")
+    }
+
+    /// The path to give the element's `model` property.
+    pub fn model_property(&self) -> String {
+        self.exits_yaml().to_string_lossy().into_owned()
+    }
+}
+
+/// The uncut Fashion-MNIST ResNet as a one-stage bundle (no exits), with labels and MACs.
+/// Until graph cutting exists this is the one real bundle the tests have; its predictions are
+/// the backbone's, which proves preprocessing and class ids.
+pub fn fmnist_one_stage_bundle() -> std::io::Result<TempBundle> {
+    let dir = tempfile::Builder::new()
+        .prefix("earlyexit-bundle-")
+        .tempdir()?;
+    std::fs::copy(
+        model("fmnist_resnet20w32.onnx"),
+        dir.path().join("backbone.onnx"),
+    )?;
+    std::fs::copy(model("fmnist_classes.txt"), dir.path().join("labels.txt"))?;
+    let yaml = format!(
+        "format: earlyexit/1
+name: fmnist-resnet20-one-stage
+input:
+  layout: nchw
+  width: 28
+  height: 28
+  color: gray
+  mean: [0.0]
+  std: [255.0]
+labels: labels.txt
+stages:
+  - segment: backbone.onnx
+    macs: {FMNIST_MACS}
+"
+    );
+    std::fs::write(dir.path().join("exits.yaml"), yaml)?;
+    Ok(TempBundle { dir })
+}
+
+/// The ground-truth class of each frame of a `*.labels.csv` (header `frame,label`), by frame.
+pub fn read_labels_csv(path: &Path) -> std::io::Result<Vec<i32>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut labels = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let bad = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}:{}: expected 'frame,label'", path.display(), n + 1),
+            )
+        };
+        let (frame, label) = line.split_once(',').ok_or_else(bad)?;
+        let frame: usize = frame.trim().parse().map_err(|_| bad())?;
+        if frame != labels.len() {
+            return Err(bad());
+        }
+        labels.push(label.trim().parse().map_err(|_| bad())?);
+    }
+    Ok(labels)
+}

@@ -1,0 +1,420 @@
+//! The `earlyexit` video filter: classifies every frame with an exit bundle, in place, and
+//! attaches the decision as `EarlyExitMeta`.
+//!
+//! The bundle is read and every ONNX session is created in `start()` (READY → PAUSED), so any
+//! fault in the bundle surfaces there as an ERROR message instead of on the first frame.
+
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use earlyexit::{Classifier, Decision, Frame, PixelFormat, SessionOptions};
+
+use super::Mode;
+use crate::meta::EarlyExitInfo;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "earlyexit",
+        gst::DebugColorFlags::empty(),
+        Some("Early-exit neural-network classifier"),
+    )
+});
+
+/// A poisoned lock only means another thread panicked mid-update; the data is still usable and
+/// the element must not panic in turn.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    model: Option<String>,
+    mode: Mode,
+    threads: u32,
+    post_messages: bool,
+}
+
+/// Everything that lives from `start()` to `stop()`.
+struct State {
+    classifier: Classifier,
+    /// Frames classified since start; the next frame's number.
+    frames: u64,
+    post_messages: bool,
+    /// The decision `transform_frame_ip` made, for `transform_ip` to attach once the frame is
+    /// unmapped and the buffer itself can be written.
+    pending: Option<Decision>,
+}
+
+/// Counts for the `stats` property. Kept after `stop()` so that they can be read at EOS or in
+/// NULL; reset by `start()`.
+#[derive(Debug, Default)]
+struct Stats {
+    frames: u64,
+    exits: Vec<u64>,
+    cost_sum: f64,
+    cost_frames: u64,
+    inference_ns_sum: u128,
+}
+
+impl Stats {
+    fn add(&mut self, decision: &Decision) {
+        if self.exits.len() < decision.stages {
+            self.exits.resize(decision.stages, 0);
+        }
+        if let Some(count) = self.exits.get_mut(decision.stage) {
+            *count += 1;
+        }
+        self.frames += 1;
+        if let Some(cost) = decision.cost {
+            self.cost_sum += cost;
+            self.cost_frames += 1;
+        }
+        self.inference_ns_sum += u128::from(decision.inference_ns);
+    }
+
+    fn structure(&self) -> gst::Structure {
+        let mean_ns = match self.frames {
+            0 => 0,
+            n => u64::try_from(self.inference_ns_sum / u128::from(n)).unwrap_or(u64::MAX),
+        };
+        let mut s = gst::Structure::builder("earlyexit-stats")
+            .field("frames", self.frames)
+            .field("exits", gst::Array::new(self.exits.iter().copied()))
+            .field("mean-inference-ns", mean_ns)
+            .build();
+        // Cost is known only when the bundle gives every MACs count, hence for every frame.
+        if self.frames > 0 && self.cost_frames == self.frames {
+            s.set("mean-cost", self.cost_sum / self.frames as f64);
+        }
+        s
+    }
+}
+
+#[derive(Default)]
+pub struct EarlyExit {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+}
+
+impl EarlyExit {
+    /// Reads the bundle and opens every session; the error is what the ERROR message says.
+    fn open(&self, settings: &Settings) -> Result<Classifier, gst::ErrorMessage> {
+        let Some(model) = settings.model.as_deref().filter(|m| !m.is_empty()) else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("No model set: set the 'model' property to a bundle's exits.yaml or its folder")
+            ));
+        };
+        let (bundle, warnings) =
+            earlyexit::bundle::read(std::path::Path::new(model)).map_err(|err| {
+                // The reader reports an unreadable file under the key "model".
+                let code = if err.key == "model" {
+                    gst::ResourceError::OpenRead
+                } else {
+                    gst::ResourceError::Settings
+                };
+                gst::error_msg!(code, ("{}", err))
+            })?;
+        for warning in warnings {
+            gst::warning!(CAT, imp = self, "{}", warning);
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "Loading {} ({} stages, mode {:?}, threads {})",
+            bundle.file.display(),
+            bundle.stages.len(),
+            settings.mode,
+            settings.threads
+        );
+        let options = SessionOptions {
+            threads: settings.threads as usize,
+        };
+        Classifier::open(&bundle, settings.mode.into(), options)
+            .map_err(|err| gst::error_msg!(gst::LibraryError::Init, ("{}", err)))
+    }
+
+    /// Builds the core's view of a mapped frame and classifies it.
+    fn classify(
+        state: &mut State,
+        frame: &gst_video::VideoFrameRef<&mut gst::BufferRef>,
+    ) -> Result<Decision, String> {
+        let format = PixelFormat::from_name(frame.format().to_str())
+            .ok_or_else(|| format!("unsupported video format {}", frame.format()))?;
+        let stride = frame
+            .plane_stride()
+            .first()
+            .and_then(|&s| usize::try_from(s).ok())
+            .ok_or("the frame has no usable row stride")?;
+        let data = frame.plane_data(0).map_err(|e| e.to_string())?;
+        let input = Frame::new(format, frame.width(), frame.height(), stride, data)
+            .map_err(|e| e.to_string())?;
+        state.classifier.classify(&input).map_err(|e| e.to_string())
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for EarlyExit {
+    const NAME: &'static str = "GstEarlyExit";
+    type Type = super::EarlyExit;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for EarlyExit {
+    fn constructed(&self) {
+        self.parent_constructed();
+        // The contract is a decision on every frame; QoS would drop late frames before they
+        // are classified.
+        self.obj().set_qos(false);
+    }
+
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(
+                        "Path of an exit bundle's exits.yaml, or of the folder that holds it. \
+                         Read when the element starts (READY to PAUSED).",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder::<Mode>("mode")
+                    .nick("Mode")
+                    .blurb(
+                        "early-exit runs the exit heads and lets a frame leave at the first \
+                         confident stage; full runs every segment and no head (the baseline \
+                         backbone).",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb(
+                        "ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime choose. \
+                         On few cores, a small number leaves room for the decoder.",
+                    )
+                    .minimum(0)
+                    .maximum(1024)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb(
+                        "Post one element message named 'earlyexit' per frame on the bus, with \
+                         the EarlyExitMeta fields plus 'frame' (count since start) and 'pts'.",
+                    )
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "Counts since the element started, as an 'earlyexit-stats' structure: \
+                         frames (guint64), exits (array of guint64, frames that left at each \
+                         stage), mean-cost (gdouble, when the bundle gives MACs) and \
+                         mean-inference-ns (guint64).",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // Settings are applied at start(); changing them while running would not take effect,
+        // so refuse rather than silently ignore.
+        if lock(&self.state).is_some() {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property '{}' can only be changed in the NULL or READY state",
+                pspec.name()
+            );
+            return;
+        }
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "model" => settings.model = value.get().unwrap_or_default(),
+            "mode" => settings.mode = value.get().unwrap_or_default(),
+            "threads" => settings.threads = value.get().unwrap_or_default(),
+            "post-messages" => settings.post_messages = value.get().unwrap_or_default(),
+            name => gst::warning!(CAT, imp = self, "No writable property '{}'", name),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "model" => settings.model.to_value(),
+            "mode" => settings.mode.to_value(),
+            "threads" => settings.threads.to_value(),
+            "post-messages" => settings.post_messages.to_value(),
+            "stats" => lock(&self.stats).structure().to_value(),
+            // GObject only asks for properties listed above.
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+}
+
+impl GstObjectImpl for EarlyExit {}
+
+impl ElementImpl for EarlyExit {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Early-exit classifier",
+                "Filter/Analyzer/Video",
+                "Classifies each frame with an early-exit network (an exit bundle run by ONNX \
+                 Runtime) and attaches the decision as EarlyExitMeta; frames pass unchanged",
+                "earlyexit developers <earlyexit@example.invalid>",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            // The same caps string as the search's appsink, so negotiation picks the same format.
+            let caps = earlyexit::frame::raw_caps_string()
+                .parse::<gst::Caps>()
+                .expect("the core's caps string parses");
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .expect("valid src template");
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .expect("valid sink template");
+            vec![src, sink]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for EarlyExit {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    // Every buffer gets meta, so the element must never pass read-only buffers through.
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let classifier = self.open(&settings).inspect_err(|err| {
+            // Also logged, for hosts without a bus (such as gst-check's harness).
+            gst::error!(CAT, imp = self, "Cannot start: {}", err);
+        })?;
+        *lock(&self.stats) = Stats {
+            exits: vec![0; classifier.stages()],
+            ..Stats::default()
+        };
+        *lock(&self.state) = Some(State {
+            classifier,
+            frames: 0,
+            post_messages: settings.post_messages,
+            pending: None,
+        });
+        gst::info!(CAT, imp = self, "Started");
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        gst::info!(CAT, imp = self, "Stopped");
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // The parent maps the frame and calls transform_frame_ip, which classifies it.
+        self.parent_transform_ip(buf)?;
+
+        let (decision, info, frame, post) = {
+            let mut guard = lock(&self.state);
+            let Some(state) = guard.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            let Some(decision) = state.pending.take() else {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("The frame was not classified")
+                );
+                return Err(gst::FlowError::Error);
+            };
+            let info =
+                EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
+            let frame = state.frames;
+            state.frames += 1;
+            (decision, info, frame, state.post_messages)
+        };
+
+        if let Err(err) = info.attach(buf) {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("Cannot attach EarlyExitMeta: {}", err)
+            );
+            return Err(gst::FlowError::Error);
+        }
+        lock(&self.stats).add(&decision);
+        gst::trace!(CAT, imp = self, "Frame {}: {:?}", frame, info);
+
+        if post {
+            let mut s = gst::Structure::new_empty("earlyexit");
+            info.write(&mut s);
+            s.set("frame", frame);
+            if let Some(pts) = buf.pts() {
+                s.set("pts", pts.nseconds());
+            }
+            let obj = self.obj();
+            let message = gst::message::Element::builder(s).src(&*obj).build();
+            // Fails only without a bus (no parent), where nobody could read it anyway.
+            let _ = obj.post_message(message);
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+impl VideoFilterImpl for EarlyExit {
+    fn transform_frame_ip(
+        &self,
+        frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        match EarlyExit::classify(state, frame) {
+            Ok(decision) => {
+                state.pending = Some(decision);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Cannot classify frame {}: {}", state.frames, err)
+                );
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! GStreamer plugin `earlyexit`: the `earlyexit` video filter, which classifies each frame with
+//! an exit bundle and attaches the decision to the buffer as `EarlyExitMeta`.
+//!
+//! The contract (properties, meta fields, messages, stats, errors) is
+//! `shared/spec/element-v1.md`.
+//!
+//! ONNX Runtime is loaded once per process by the first element that starts, from
+//! `~/.local/lib/earlyexit/libonnxruntime.so` (or the other default locations of
+//! `earlyexit::runtime::library`); the environment variable `ORT_DYLIB_PATH` overrides it.
+
+use gst::glib;
+
+mod earlyexit;
+pub mod meta;
+
+pub use earlyexit::Mode;
+pub use meta::EarlyExitInfo;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
+    earlyexit::register(plugin)
+}
+
+// Also generates `pub fn plugin_register_static()`, which tests and apps call to use the
+// element without installing the `.so`.
+gst::plugin_define!(
+    earlyexit,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

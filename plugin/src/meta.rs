@@ -1,0 +1,98 @@
+//! `EarlyExitMeta`: a `GstCustomMeta` holding one frame's decision, readable from any language
+//! through `gst_buffer_get_custom_meta (buf, "EarlyExitMeta")`.
+
+use gst::meta::CustomMeta;
+
+/// The name the meta is registered under.
+pub const NAME: &str = "EarlyExitMeta";
+
+/// Registers the meta. No tags: a tagless meta is kept by elements such as `videoconvert` and
+/// `videoscale`, which drop metas tagged with what they change.
+pub fn register() {
+    // Registering a name twice is a GLib critical, and tests register the plugin more than once.
+    if !CustomMeta::is_registered(NAME) {
+        CustomMeta::register(NAME, &[]);
+    }
+}
+
+/// One frame's decision, as carried by `EarlyExitMeta` and the `earlyexit` element message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyExitInfo {
+    /// 0-based stage where the frame left; `stages - 1` is the last stage.
+    pub stage: u32,
+    pub stages: u32,
+    pub class_id: i32,
+    /// Class name, when the bundle has labels.
+    pub label: Option<String>,
+    /// Probability of `class_id` at the stage where the frame left.
+    pub confidence: f64,
+    /// The exit metric's value at that stage.
+    pub score: f64,
+    /// MACs used / backbone MACs, when the bundle gives MACs.
+    pub cost: Option<f64>,
+    /// Wall time of preprocessing and inference for this frame.
+    pub inference_ns: u64,
+}
+
+impl EarlyExitInfo {
+    /// Builds the info from a core decision and the label of its class.
+    pub fn from_decision(decision: &earlyexit::Decision, label: Option<&str>) -> EarlyExitInfo {
+        EarlyExitInfo {
+            stage: u32::try_from(decision.stage).unwrap_or(u32::MAX),
+            stages: u32::try_from(decision.stages).unwrap_or(u32::MAX),
+            class_id: i32::try_from(decision.class_id).unwrap_or(i32::MAX),
+            label: label.map(str::to_owned),
+            confidence: decision.confidence,
+            score: decision.score,
+            cost: decision.cost,
+            inference_ns: decision.inference_ns,
+        }
+    }
+
+    /// Writes the fields into `s`; `label` and `cost` only when known.
+    pub fn write(&self, s: &mut gst::StructureRef) {
+        s.set("stage", self.stage);
+        s.set("stages", self.stages);
+        s.set("class-id", self.class_id);
+        if let Some(label) = &self.label {
+            s.set("label", label.as_str());
+        }
+        s.set("confidence", self.confidence);
+        s.set("score", self.score);
+        if let Some(cost) = self.cost {
+            s.set("cost", cost);
+        }
+        s.set("inference-ns", self.inference_ns);
+    }
+
+    /// Reads the fields from a structure written by [`EarlyExitInfo::write`]. The error says
+    /// which field is missing or of the wrong type.
+    pub fn read(s: &gst::StructureRef) -> Result<EarlyExitInfo, String> {
+        fn text(e: impl std::fmt::Display) -> String {
+            e.to_string()
+        }
+        Ok(EarlyExitInfo {
+            stage: s.get("stage").map_err(text)?,
+            stages: s.get("stages").map_err(text)?,
+            class_id: s.get("class-id").map_err(text)?,
+            label: s.get_optional("label").map_err(text)?,
+            confidence: s.get("confidence").map_err(text)?,
+            score: s.get("score").map_err(text)?,
+            cost: s.get_optional("cost").map_err(text)?,
+            inference_ns: s.get("inference-ns").map_err(text)?,
+        })
+    }
+
+    /// Adds an `EarlyExitMeta` holding this info to `buffer`.
+    pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), gst::glib::BoolError> {
+        let mut meta = CustomMeta::add(buffer, NAME)?;
+        self.write(meta.mut_structure());
+        Ok(())
+    }
+
+    /// The info of `buffer`'s `EarlyExitMeta`, or `None` when it has none or it is malformed.
+    pub fn from_buffer(buffer: &gst::BufferRef) -> Option<EarlyExitInfo> {
+        let meta = CustomMeta::from_buffer(buffer, NAME).ok()?;
+        EarlyExitInfo::read(meta.structure()).ok()
+    }
+}

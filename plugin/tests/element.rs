@@ -1,0 +1,239 @@
+//! The element on its own: properties, start errors, and meta on pushed buffers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use gst::prelude::*;
+use gstearlyexit::{EarlyExitInfo, Mode};
+
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/assets/models");
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("GStreamer initialises");
+        gstearlyexit::plugin_register_static().expect("the plugin registers");
+    });
+}
+
+/// A one-stage bundle of the uncut Fashion-MNIST ResNet, with labels and MACs.
+fn one_stage_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = Path::new(MODELS);
+    std::fs::copy(
+        models.join("fmnist_resnet20w32.onnx"),
+        dir.path().join("net.onnx"),
+    )
+    .expect("copy model");
+    std::fs::copy(
+        models.join("fmnist_classes.txt"),
+        dir.path().join("labels.txt"),
+    )
+    .expect("copy labels");
+    std::fs::write(
+        dir.path().join("exits.yaml"),
+        "format: earlyexit/1\n\
+         input: {layout: nchw, width: 28, height: 28, color: gray, mean: [0], std: [255]}\n\
+         labels: labels.txt\n\
+         stages:\n  - segment: net.onnx\n    macs: 123860736\n",
+    )
+    .expect("write exits.yaml");
+    dir
+}
+
+/// Starts `videotestsrc ! earlyexit ! fakesink` with `model` and returns the ERROR message text.
+fn start_error(model: Option<&str>) -> String {
+    init();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("videotestsrc")
+        .property("num-buffers", 1)
+        .build()
+        .unwrap();
+    let mut ee = gst::ElementFactory::make("earlyexit");
+    if let Some(model) = model {
+        ee = ee.property("model", model);
+    }
+    let ee = ee.build().unwrap();
+    let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+    pipeline.add_many([&src, &ee, &sink]).unwrap();
+    gst::Element::link_many([&src, &ee, &sink]).unwrap();
+
+    assert!(pipeline.set_state(gst::State::Paused).is_err());
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an ERROR message");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert_eq!(msg.src(), Some(ee.upcast_ref::<gst::Object>()));
+    err.error().to_string()
+}
+
+#[test]
+fn properties_have_the_spec_defaults() {
+    init();
+    let ee = gst::ElementFactory::make("earlyexit").build().unwrap();
+    assert_eq!(ee.property::<Option<String>>("model"), None);
+    assert_eq!(ee.property::<Mode>("mode"), Mode::EarlyExit);
+    assert_eq!(ee.property::<u32>("threads"), 0);
+    assert!(!ee.property::<bool>("post-messages"));
+    let stats = ee.property::<gst::Structure>("stats");
+    assert_eq!(stats.name(), "earlyexit-stats");
+    assert_eq!(stats.get::<u64>("frames").unwrap(), 0);
+
+    let klass = ee.factory().unwrap();
+    assert_eq!(
+        klass.metadata(gst::ELEMENT_METADATA_KLASS),
+        Some("Filter/Analyzer/Video")
+    );
+    // Every property explains itself in gst-inspect-1.0.
+    for name in ["model", "mode", "threads", "post-messages", "stats"] {
+        let pspec = ee.find_property(name).unwrap();
+        assert!(pspec.blurb().is_some_and(|b| b.len() > 30), "{name}");
+    }
+}
+
+#[test]
+fn properties_round_trip_and_mode_parses_from_nicks() {
+    init();
+    let ee = gst::ElementFactory::make("earlyexit")
+        .property("model", "/some/bundle")
+        .property("threads", 2u32)
+        .property("post-messages", true)
+        .property_from_str("mode", "full")
+        .build()
+        .unwrap();
+    assert_eq!(
+        ee.property::<Option<String>>("model").as_deref(),
+        Some("/some/bundle")
+    );
+    assert_eq!(ee.property::<Mode>("mode"), Mode::Full);
+    assert_eq!(ee.property::<u32>("threads"), 2);
+    assert!(ee.property::<bool>("post-messages"));
+}
+
+#[test]
+fn missing_model_path_posts_an_error_naming_it() {
+    let text = start_error(Some("/nonexistent/bundle-dir/exits.yaml"));
+    assert!(
+        text.contains("/nonexistent/bundle-dir/exits.yaml"),
+        "error text: {text}"
+    );
+}
+
+#[test]
+fn unset_model_posts_an_error() {
+    let text = start_error(None);
+    assert!(text.contains("model"), "error text: {text}");
+}
+
+#[test]
+fn invalid_bundle_posts_an_error_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("exits.yaml");
+    std::fs::write(
+        &yaml,
+        "format: earlyexit/1\n\
+         input: {layout: nchw, width: 28, height: 28, color: gray, mean: [0], std: [0]}\n\
+         stages:\n  - segment: net.onnx\n",
+    )
+    .unwrap();
+    let text = start_error(Some(dir.path().to_str().unwrap()));
+    assert!(text.contains(yaml.to_str().unwrap()), "error text: {text}");
+    assert!(text.contains("std"), "error text: {text}");
+}
+
+#[test]
+fn unloadable_onnx_posts_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("net.onnx"), b"not an onnx file").unwrap();
+    std::fs::write(
+        dir.path().join("exits.yaml"),
+        "format: earlyexit/1\n\
+         input: {layout: nchw, width: 28, height: 28, color: gray, mean: [0], std: [255]}\n\
+         stages:\n  - segment: net.onnx\n",
+    )
+    .unwrap();
+    let text = start_error(Some(dir.path().to_str().unwrap()));
+    assert!(text.contains("net.onnx"), "error text: {text}");
+}
+
+fn push_frames(
+    caps: &str,
+    frame_bytes: usize,
+    count: u64,
+    mode: &str,
+) -> (Vec<gst::Buffer>, gst::Structure) {
+    init();
+    let bundle = one_stage_bundle();
+    // The harness starts the element as soon as it has it, so the model must be set first.
+    let ee = gst::ElementFactory::make("earlyexit")
+        .property("model", bundle.path().to_str().unwrap())
+        .property_from_str("mode", mode)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&ee, Some("sink"), Some("src"));
+    h.set_src_caps_str(caps);
+    h.play();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let mut buf = gst::Buffer::from_mut_slice(vec![(i * 40) as u8; frame_bytes]);
+        buf.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(40 * i));
+        h.push(buf).unwrap();
+        out.push(h.pull().unwrap());
+    }
+    // Settings cannot change while running.
+    ee.set_property("threads", 7u32);
+    assert_eq!(ee.property::<u32>("threads"), 0);
+    let stats = ee.property::<gst::Structure>("stats");
+    (out, stats)
+}
+
+fn check_meta(buffers: &[gst::Buffer], stats: &gst::Structure) {
+    for buf in buffers {
+        let info = EarlyExitInfo::from_buffer(buf).expect("EarlyExitMeta on every buffer");
+        assert_eq!((info.stage, info.stages), (0, 1));
+        assert!((0..10).contains(&info.class_id));
+        let labels =
+            std::fs::read_to_string(PathBuf::from(MODELS).join("fmnist_classes.txt")).unwrap();
+        let expected = labels.lines().nth(info.class_id as usize).unwrap();
+        assert_eq!(info.label.as_deref(), Some(expected));
+        assert!(info.confidence > 0.0 && info.confidence <= 1.0);
+        assert_eq!(info.score, info.confidence, "max-prob score");
+        assert_eq!(info.cost, Some(1.0));
+        assert!(info.inference_ns > 0);
+    }
+    assert_eq!(stats.get::<u64>("frames").unwrap(), buffers.len() as u64);
+    let exits = stats.get::<gst::Array>("exits").unwrap();
+    let exits: Vec<u64> = exits.iter().map(|v| v.get::<u64>().unwrap()).collect();
+    assert_eq!(exits, vec![buffers.len() as u64]);
+    assert_eq!(stats.get::<f64>("mean-cost").unwrap(), 1.0);
+    assert!(stats.get::<u64>("mean-inference-ns").unwrap() > 0);
+}
+
+#[test]
+fn gray_frames_at_model_size_get_meta() {
+    let (buffers, stats) = push_frames(
+        "video/x-raw,format=GRAY8,width=28,height=28,framerate=25/1",
+        28 * 28,
+        5,
+        "early-exit",
+    );
+    check_meta(&buffers, &stats);
+}
+
+#[test]
+fn rgb_frames_of_another_size_are_resized_in_full_mode() {
+    // 30 pixels × 3 bytes = 90 bytes a row, padded to a stride of 92.
+    let (buffers, stats) = push_frames(
+        "video/x-raw,format=RGB,width=30,height=20,framerate=25/1",
+        92 * 20,
+        3,
+        "full",
+    );
+    check_meta(&buffers, &stats);
+}
