@@ -24,11 +24,17 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn inspect_lists_every_cut_point() {
-    for (name, cuts) in [("fmnist_resnet20w32.onnx", 22), ("efficientnet_lite0_imagenet.onnx", 48)] {
+    for (name, cuts) in [
+        ("fmnist_resnet20w32.onnx", 22),
+        ("efficientnet_lite0_imagenet.onnx", 48),
+    ] {
         let out = search(&["inspect", "--backbone", &text(&model(name))]);
         assert!(out.status.success(), "{}", stderr(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains(&format!("{cuts} cut points")), "{name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{cuts} cut points")),
+            "{name}: {stdout}"
+        );
     }
 }
 
@@ -44,11 +50,21 @@ fn errors_name_the_file_and_exit_non_zero() {
     let out_dir = text(&dir.path().join("out"));
     let cases: Vec<(Vec<String>, String)> = vec![
         (
-            vec!["--backbone".into(), text(&not_a_model), "--footage".into(), clip.clone()],
+            vec![
+                "--backbone".into(),
+                text(&not_a_model),
+                "--footage".into(),
+                clip.clone(),
+            ],
             text(&not_a_model),
         ),
         (
-            vec!["--backbone".into(), fmnist.clone(), "--footage".into(), "/no/such/clip.mkv".into()],
+            vec![
+                "--backbone".into(),
+                fmnist.clone(),
+                "--footage".into(),
+                "/no/such/clip.mkv".into(),
+            ],
             "/no/such/clip.mkv".into(),
         ),
         (
@@ -81,8 +97,15 @@ fn errors_name_the_file_and_exit_non_zero() {
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let out = search(&refs);
         assert!(!out.status.success(), "{all:?} should fail");
-        assert!(stderr(&out).contains(&needle), "{all:?}: '{}' lacks {needle}", stderr(&out));
-        assert!(!Path::new(&out_dir).exists(), "a failed search must not leave a bundle");
+        assert!(
+            stderr(&out).contains(&needle),
+            "{all:?}: '{}' lacks {needle}",
+            stderr(&out)
+        );
+        assert!(
+            !Path::new(&out_dir).exists(),
+            "a failed search must not leave a bundle"
+        );
     }
 }
 
@@ -106,7 +129,8 @@ fn element_decisions(bundle: &Path, clip: &Path) -> Vec<(u32, i32)> {
     let mut decisions = Vec::new();
     while let Some(sample) = sink.pull_sample().ok() {
         let buffer = sample.buffer().unwrap();
-        let info = gstearlyexit::meta::EarlyExitInfo::from_buffer(buffer).expect("every buffer has the meta");
+        let info = gstearlyexit::meta::EarlyExitInfo::from_buffer(buffer)
+            .expect("every buffer has the meta");
         decisions.push((info.stage, info.class_id));
     }
     pipeline.set_state(gst::State::Null).unwrap();
@@ -131,7 +155,12 @@ fn search_evaluate_and_element_agree_on_every_frame() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
     let accuracy = json["accuracy"].as_f64().unwrap();
-    let exits: Vec<u64> = json["exits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let exits: Vec<u64> = json["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     let early = exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0;
     // Heads trained on 1,500 frames are weaker than the full run's: looser bounds here.
     assert!(accuracy >= 0.93, "accuracy {accuracy}");
@@ -149,7 +178,12 @@ fn full_size_fmnist() {
     let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k");
     let element = element_decisions(&bundle, &footage("fmnist-test-b-5k.mkv"));
     assert_eq!(per_frame, element);
-    let exits: Vec<u64> = json["exits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let exits: Vec<u64> = json["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     let early = exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0;
     println!("{json}");
     assert!(json["accuracy"].as_f64().unwrap() >= 0.945, "{json}");
@@ -193,7 +227,10 @@ fn run_fmnist_search(bundle: &Path, max_frames: Option<usize>) -> String {
 
 /// `evaluate --per-frame --json` over a labeled stream: per-frame (stage, class id), and totals.
 fn evaluate(bundle: &Path, stream: &str) -> (Vec<(u32, i32)>, serde_json::Value) {
-    let csv = bundle.parent().unwrap().join(format!("{stream}.per-frame.csv"));
+    let csv = bundle
+        .parent()
+        .unwrap()
+        .join(format!("{stream}.per-frame.csv"));
     let out = search(&[
         "evaluate",
         "--model",
