@@ -1,0 +1,66 @@
+//! The programs in examples/ are run here, not only compiled: an example that stops working is
+//! documentation that lies.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use earlyexit_e2e::{fmnist_one_stage_bundle, footage};
+
+/// `cargo test` builds the examples next to the test binaries' folder.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in <target>/<profile>/deps");
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} was not built (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn read_meta_prints_every_frame_and_the_stats() {
+    let bundle = fmnist_one_stage_bundle().unwrap();
+    let out = Command::new(example("read_meta"))
+        .arg(bundle.exits_yaml())
+        .arg(footage("bikes-tail.mkv"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 75 frames, each with its meta read back by name through the GStreamer API.
+    let rows = stdout
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(rows, 75, "{stdout}");
+    assert!(!stdout.contains("no EarlyExitMeta"), "{stdout}");
+    assert!(
+        stdout.contains("75 frames; left at each stage: [75]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn read_meta_reports_a_bad_bundle_with_its_path() {
+    let out = Command::new(example("read_meta"))
+        .arg("/no/such/bundle")
+        .arg(footage("bikes-tail.mkv"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/bundle"), "{stderr}");
+}
