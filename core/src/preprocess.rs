@@ -312,12 +312,20 @@ mod tests {
             assert_eq!(run(&spec_gray, &frame), [luma], "{format:?}");
             assert_eq!(
                 run(&spec_rgb, &frame),
-                [(200.0 - 10.0) / 2.0, (100.0 - 20.0) / 4.0, (50.0 - 30.0) / 8.0],
+                [
+                    (200.0 - 10.0) / 2.0,
+                    (100.0 - 20.0) / 4.0,
+                    (50.0 - 30.0) / 8.0
+                ],
                 "{format:?}"
             );
             assert_eq!(
                 run(&spec_bgr, &frame),
-                [(50.0 - 10.0) / 2.0, (100.0 - 20.0) / 4.0, (200.0 - 30.0) / 8.0],
+                [
+                    (50.0 - 10.0) / 2.0,
+                    (100.0 - 20.0) / 4.0,
+                    (200.0 - 30.0) / 8.0
+                ],
                 "{format:?}"
             );
         }
@@ -404,8 +412,8 @@ mod tests {
                             };
                             for (c, want) in values.into_iter().enumerate() {
                                 let t = got[index(&spec, c, x, y)];
-                                let pixel = f64::from(t) * f64::from(spec.std[c])
-                                    + f64::from(spec.mean[c]);
+                                let pixel =
+                                    f64::from(t) * f64::from(spec.std[c]) + f64::from(spec.mean[c]);
                                 worst = worst.max((pixel - want).abs());
                             }
                         }

@@ -300,7 +300,10 @@ stages:
         let e = error(&VALID.replace("target: 0.95", "target: 1.5"));
         assert!(e.contains("promise.target") && e.contains("0..1"), "{e}");
         let e = error(&VALID.replace("measure: accuracy", "measure: recall"));
-        assert!(e.contains("promise.measure") && e.contains("agreement, accuracy"), "{e}");
+        assert!(
+            e.contains("promise.measure") && e.contains("agreement, accuracy"),
+            "{e}"
+        );
         let e = error(&VALID.replace("frames: 1200", "frames: -3"));
         assert!(e.contains("promise.frames"), "{e}");
         let e = error(&VALID.replace(", frames: 1200", ""));
@@ -318,16 +321,28 @@ stages:
         let e = error(&VALID.replace("macs: 7", "macs: lots"));
         assert!(e.contains("stages[0].exit.macs"), "{e}");
         let e = error(&VALID.replace("layout: nhwc", "layout: chw"));
-        assert!(e.contains("input.layout") && e.contains("nchw, nhwc"), "{e}");
+        assert!(
+            e.contains("input.layout") && e.contains("nchw, nhwc"),
+            "{e}"
+        );
         let e = error(&VALID.replace("color: bgr", "color: yuv"));
-        assert!(e.contains("input.color") && e.contains("rgb, bgr, gray"), "{e}");
+        assert!(
+            e.contains("input.color") && e.contains("rgb, bgr, gray"),
+            "{e}"
+        );
         let e = error(&VALID.replace("output: probabilities", "output: scores"));
-        assert!(e.contains("stages[1].output") && e.contains("logits, probabilities"), "{e}");
+        assert!(
+            e.contains("stages[1].output") && e.contains("logits, probabilities"),
+            "{e}"
+        );
         let e = error(&VALID.replace("mean: [127, 127.5, 0.25]", "mean: [127, .nan, 0]"));
         assert!(e.contains("input.mean[1]"), "{e}");
         let e = error(&VALID.replace("std: [128, 1, 0.5]", "std: [128, 1, 0.0]"));
         assert!(e.contains("input.std[2]"), "{e}");
-        let e = error(&VALID.replace("    exit: { head: h0.onnx, threshold: 0.3, macs: 7 }\n", "    exit: { head: h0.onnx }\n"));
+        let e = error(&VALID.replace(
+            "    exit: { head: h0.onnx, threshold: 0.3, macs: 7 }\n",
+            "    exit: { head: h0.onnx }\n",
+        ));
         assert!(e.contains("stages[0].exit.threshold: missing"), "{e}");
         let e = error(&VALID.replace("  - segment: s1.onnx\n", "  - macs: 3\n"));
         assert!(e.contains("stages[1].segment: missing"), "{e}");
