@@ -90,7 +90,8 @@ impl Cascade {
         let stages = bundle
             .stages
             .iter()
-            .map(|stage| load_stage(bundle, stage, options))
+            .enumerate()
+            .map(|(i, stage)| load_stage(bundle, i, stage, options))
             .collect::<Result<Vec<_>, _>>()?;
         let mut cascade = Cascade {
             stages,
@@ -242,15 +243,28 @@ fn class_count(shape: &[i64]) -> Option<usize> {
 
 fn load_stage(
     bundle: &Bundle,
+    index: usize,
     stage: &Stage,
     options: SessionOptions,
 ) -> Result<LoadedStage, OnnxError> {
-    let segment = Model::load(&bundle.resolve(&stage.segment), options)?;
+    // The format asks every error to name the key too: which entry of exits.yaml named the file.
+    let load = |relative: &str, key: &str| {
+        Model::load(&bundle.resolve(relative), options).map_err(|e| match e {
+            OnnxError::Model {
+                file,
+                tensor,
+                message,
+            } => OnnxError::Model {
+                file,
+                tensor,
+                message: format!("stages[{index}].{key}: {message}"),
+            },
+            other => other,
+        })
+    };
+    let segment = load(&stage.segment, "segment")?;
     let exit = match &stage.exit {
-        Some(exit) => Some((
-            Model::load(&bundle.resolve(&exit.head), options)?,
-            exit.threshold,
-        )),
+        Some(exit) => Some((load(&exit.head, "exit.head")?, exit.threshold)),
         None => None,
     };
     Ok(LoadedStage { segment, exit })

@@ -1,0 +1,404 @@
+//! Reading bundles: a valid bundle cut from the real Fashion-MNIST backbone reads, round-trips
+//! and loads; each broken variant is refused with a message naming the file and the key or
+//! tensor at fault.
+
+mod common;
+
+use std::path::Path;
+
+use common::{CLASSES, SEGMENT_MACS, THRESHOLDS, parts, valid_bundle, valid_dir, write_bundle};
+use earlyexit::bundle::{self, Bundle, EXITS_FILE, Exit};
+use earlyexit::{Classifier, Mode, SessionOptions};
+
+/// Reads and loads the bundle in `dir`; returns the first error's message.
+fn error_of(dir: &Path) -> String {
+    let bundle = match bundle::read(dir) {
+        Ok((bundle, _)) => bundle,
+        Err(e) => return e.to_string(),
+    };
+    match Classifier::open(&bundle, Mode::EarlyExit, SessionOptions::default()) {
+        Ok(_) => panic!("{}: the broken bundle was accepted", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts that `message` names `file` (a path inside the bundle folder `dir`) and every one
+/// of `words`.
+fn assert_names(message: &str, dir: &Path, file: &str, words: &[&str]) {
+    let path = dir.join(file);
+    assert!(
+        message.contains(&path.display().to_string()),
+        "the message does not name {}: {message}",
+        path.display()
+    );
+    for word in words {
+        assert!(
+            message.contains(word),
+            "the message lacks '{word}': {message}"
+        );
+    }
+}
+
+/// A valid bundle whose `exits.yaml` text is edited by `edit`.
+fn with_yaml(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = valid_dir(THRESHOLDS);
+    let file = dir.join(EXITS_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(text, edited, "the edit changed nothing");
+    std::fs::write(&file, edited).unwrap();
+    (tmp, dir)
+}
+
+/// Replaces exactly one occurrence of `from`.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "'{from}' in:\n{text}");
+    text.replacen(from, to, 1)
+}
+
+/// A valid bundle's files with `exits.yaml` written from `edit(bundle)`.
+fn with_bundle(edit: impl FnOnce(&mut Bundle)) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = valid_dir(THRESHOLDS);
+    let mut b = valid_bundle(THRESHOLDS);
+    edit(&mut b);
+    std::fs::write(dir.join(EXITS_FILE), bundle::to_yaml(&b)).unwrap();
+    (tmp, dir)
+}
+
+#[test]
+fn the_valid_bundle_reads_round_trips_and_loads_in_both_modes() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    let (b, warnings) = bundle::read(&dir).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(b.file, dir.join(EXITS_FILE));
+    let mut expected = valid_bundle(THRESHOLDS);
+    expected.file = dir.join(EXITS_FILE);
+    assert_eq!(b, expected);
+    assert_eq!(b.segment_macs(), Some(SEGMENT_MACS.to_vec()));
+    let names = &b.labels.as_ref().unwrap().names;
+    assert_eq!(names.len(), CLASSES);
+    assert_eq!(
+        (names[0].as_str(), names[9].as_str()),
+        ("T-shirt/top", "Ankle boot")
+    );
+
+    // to_yaml → read gives the same bundle back.
+    let text = bundle::to_yaml(&b);
+    std::fs::write(dir.join(EXITS_FILE), &text).unwrap();
+    let (again, warnings) = bundle::read(&dir.join(EXITS_FILE)).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(again, b);
+    assert_eq!(bundle::to_yaml(&again), text);
+
+    for mode in [Mode::EarlyExit, Mode::Full] {
+        let c = Classifier::open(&b, mode, SessionOptions::default()).unwrap();
+        assert_eq!((c.stages(), c.classes()), (3, CLASSES), "{mode:?}");
+        assert_eq!(c.label(7), Some("Sneaker"));
+        assert_eq!(c.label(10), None);
+    }
+}
+
+#[test]
+fn unknown_format_is_refused_naming_the_known_formats() {
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/2"));
+    let e = error_of(&dir);
+    assert_names(
+        &e,
+        &dir,
+        EXITS_FILE,
+        &["format", "earlyexit/2", "earlyexit/1"],
+    );
+}
+
+#[test]
+fn a_missing_segment_file_is_named() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::remove_file(dir.join("stage-1.onnx")).unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "stage-1.onnx", &["stages[1].segment"]);
+}
+
+#[test]
+fn a_missing_head_file_is_named() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::remove_file(dir.join("exit-0.onnx")).unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "exit-0.onnx", &["stages[0].exit.head"]);
+}
+
+#[test]
+fn an_exit_on_the_last_stage_is_refused() {
+    let (_tmp, dir) = with_bundle(|b| {
+        b.stages[2].exit = Some(Exit {
+            head: "exit-1.onnx".into(),
+            threshold: 0.5,
+            macs: None,
+        });
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["stages[2].exit", "last stage"]);
+}
+
+#[test]
+fn a_mean_of_the_wrong_length_is_refused() {
+    let (_tmp, dir) = with_bundle(|b| b.input.mean = vec![0.0, 0.0, 0.0]);
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["input.mean", "3 values", "gray"]);
+}
+
+#[test]
+fn a_std_with_a_zero_is_refused() {
+    let (_tmp, dir) = with_bundle(|b| b.input.std = vec![0.0]);
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["input.std[0]", "0"]);
+}
+
+#[test]
+fn non_finite_thresholds_are_refused() {
+    for bad in [".nan", ".inf", "-.inf", ".NaN", "-.Inf"] {
+        let (_tmp, dir) =
+            with_yaml(|t| replace_once(&t, "threshold: 0.75", &format!("threshold: {bad}")));
+        let e = error_of(&dir);
+        assert_names(
+            &e,
+            &dir,
+            EXITS_FILE,
+            &["stages[1].exit.threshold", "finite"],
+        );
+    }
+    // A quoted number is a string, not a number.
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "threshold: 0.5", "threshold: '0.5'"));
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["stages[0].exit.threshold"]);
+}
+
+#[test]
+fn a_text_file_named_like_a_segment_is_refused_by_name() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::write(dir.join("stage-1.onnx"), "this is not an ONNX model\n").unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "stage-1.onnx", &["stages[1].segment"]);
+}
+
+#[test]
+fn a_text_file_named_like_a_head_is_refused_by_name() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::write(dir.join("exit-0.onnx"), "not a head either\n").unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "exit-0.onnx", &["stages[0].exit.head"]);
+}
+
+#[test]
+fn a_segment_with_two_inputs_is_refused() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::write(
+        dir.join("stage-1.onnx"),
+        common::two_input_add_model(&[1, 32, 28, 28]),
+    )
+    .unwrap();
+    let e = error_of(&dir);
+    assert_names(
+        &e,
+        &dir,
+        "stage-1.onnx",
+        &["stages[1].segment", "one input"],
+    );
+}
+
+#[test]
+fn a_segment_that_does_not_take_the_previous_output_is_named_with_its_tensor() {
+    // Stage 1 pointed at stage 2's segment: it wants [N, 64, 14, 14], gets [1, 32, 28, 28].
+    let (_tmp, dir) = with_bundle(|b| b.stages[1].segment = "stage-2.onnx".into());
+    let e = error_of(&dir);
+    let tensor = &parts().segments[2].2;
+    assert_eq!(tensor, common::CUTS[1]);
+    assert_names(&e, &dir, "stage-2.onnx", &[&format!("tensor '{tensor}'")]);
+
+    // Stages 0 and 1 swapped: stage-1.onnx gets the frame.
+    let (_tmp, dir) = with_bundle(|b| b.stages.swap(0, 1));
+    let e = error_of(&dir);
+    let tensor = &parts().segments[1].2;
+    assert_names(&e, &dir, "stage-1.onnx", &[&format!("tensor '{tensor}'")]);
+}
+
+#[test]
+fn a_head_that_does_not_take_its_segment_output_is_named() {
+    // Exit 0 pointed at exit 1's head, which wants 64 channels, not 32.
+    let (_tmp, dir) =
+        with_bundle(|b| b.stages[0].exit.as_mut().unwrap().head = "exit-1.onnx".into());
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "exit-1.onnx", &["tensor 'input'"]);
+}
+
+#[test]
+fn labels_of_the_wrong_length_are_refused() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    let names = &parts().labels;
+    std::fs::write(dir.join("labels.txt"), names[..9].join("\n") + "\n").unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "labels.txt", &["labels", "9", "10"]);
+    // One line too many, too.
+    std::fs::write(dir.join("labels.txt"), names.join("\n") + "\nExtra\n").unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "labels.txt", &["labels", "11"]);
+}
+
+#[test]
+fn a_missing_labels_file_is_named() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::remove_file(dir.join("labels.txt")).unwrap();
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "labels.txt", &["labels"]);
+}
+
+#[test]
+fn each_missing_input_key_is_named() {
+    for key in ["layout", "width", "height", "color", "mean", "std"] {
+        let (_tmp, dir) = with_yaml(|t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with(&format!("  {key}:")))
+                .unwrap()
+                .to_owned();
+            replace_once(&t, &format!("{line}\n"), "")
+        });
+        let e = error_of(&dir);
+        assert_names(&e, &dir, EXITS_FILE, &[&format!("input.{key}"), "missing"]);
+    }
+    let (_tmp, dir) = with_yaml(|t| {
+        let start = t.find("input:").unwrap();
+        let end = t.find("labels:").unwrap();
+        format!("{}{}", &t[..start], &t[end..])
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["input", "missing"]);
+}
+
+#[test]
+fn output_on_a_stage_other_than_the_last_is_refused() {
+    let (_tmp, dir) = with_yaml(|t| {
+        replace_once(
+            &t,
+            "  - segment: stage-0.onnx\n",
+            "  - segment: stage-0.onnx\n    output: logits\n",
+        )
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["stages[0].output", "last stage"]);
+}
+
+#[test]
+fn an_unknown_metric_is_refused_naming_the_known_ones() {
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "metric: max-prob", "metric: top-5"));
+    let e = error_of(&dir);
+    assert_names(
+        &e,
+        &dir,
+        EXITS_FILE,
+        &["metric", "top-5", "max-prob", "margin", "entropy"],
+    );
+}
+
+#[test]
+fn an_empty_stage_list_is_refused() {
+    let (_tmp, dir) = with_yaml(|t| {
+        let start = t.find("stages:").unwrap();
+        format!("{}stages: []\n", &t[..start])
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["stages", "at least one"]);
+    let (_tmp, dir) = with_yaml(|t| {
+        let start = t.find("stages:").unwrap();
+        t[..start].to_owned()
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["stages", "missing"]);
+}
+
+#[test]
+fn unknown_keys_are_warned_about_and_ignored() {
+    let (_tmp, dir) = with_yaml(|t| {
+        let t = replace_once(
+            &t,
+            "format: earlyexit/1\n",
+            "format: earlyexit/1\ncolour: red\n",
+        );
+        let t = replace_once(&t, "  layout: nchw\n", "  layout: nchw\n  crop: center\n");
+        replace_once(
+            &t,
+            "      threshold: 0.5\n",
+            "      threshold: 0.5\n      bias: 3\n",
+        )
+    });
+    let (b, warnings) = bundle::read(&dir).unwrap();
+    let mut expected = valid_bundle(THRESHOLDS);
+    expected.file = dir.join(EXITS_FILE);
+    assert_eq!(b, expected);
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    let file = dir.join(EXITS_FILE).display().to_string();
+    for (w, key) in warnings
+        .iter()
+        .zip(["colour", "input.crop", "stages[0].exit.bias"])
+    {
+        assert!(
+            w.contains(&file) && w.contains(key) && w.contains("unknown"),
+            "{w}"
+        );
+    }
+    Classifier::open(&b, Mode::EarlyExit, SessionOptions::default()).unwrap();
+}
+
+#[test]
+fn an_exponent_threshold_is_read_and_written_back_as_a_plain_decimal() {
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "threshold: 0.5\n", "threshold: 1e-5\n"));
+    let (b, warnings) = bundle::read(&dir).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(b.stages[0].exit.as_ref().unwrap().threshold, 1e-5);
+    let text = bundle::to_yaml(&b);
+    assert!(text.contains("threshold: 0.00001\n"), "{text}");
+    for value in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("threshold:"))
+    {
+        assert!(!value.contains(['e', 'E']), "an exponent in '{value}'");
+    }
+    std::fs::write(dir.join(EXITS_FILE), &text).unwrap();
+    assert_eq!(bundle::read(&dir).unwrap().0, b);
+    // Upper-case exponents and signed forms too.
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "threshold: 0.75\n", "threshold: 2.5E+0\n"));
+    let (b, _) = bundle::read(&dir).unwrap();
+    assert_eq!(b.stages[1].exit.as_ref().unwrap().threshold, 2.5);
+}
+
+#[test]
+fn a_missing_exits_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = bundle::read(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains(&tmp.path().join(EXITS_FILE).display().to_string()),
+        "{e}"
+    );
+    let e = bundle::read(&tmp.path().join("other.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other.yaml"), "{e}");
+}
+
+#[test]
+fn write_atomically_replaces_an_existing_bundle() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::write(dir.join("stale.txt"), "old").unwrap();
+    let mut b = valid_bundle([0.1, 0.2]);
+    b.name = None;
+    write_bundle(&dir, &b);
+    assert!(!dir.join("stale.txt").exists());
+    let (read_back, _) = bundle::read(&dir).unwrap();
+    assert_eq!(read_back.stages[1].exit.as_ref().unwrap().threshold, 0.2);
+    assert_eq!(read_back.name, None);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".earlyexit-bundle-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,224 @@
+//! Shared by the integration tests: a valid 3-stage bundle cut from the real Fashion-MNIST
+//! backbone, a tiny .npy reader and a few ONNX builders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_onnx::onnx::tensor_proto::DataType;
+use candle_onnx::onnx::tensor_shape_proto::{Dimension, dimension};
+use candle_onnx::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, type_proto,
+};
+use earlyexit::bundle::{
+    self, Bundle, Color, Exit, Format, InputSpec, Labels, Layout, Metric, Output, Stage,
+};
+use earlyexit::graph::{self, Graph, HeadSpec, Pool};
+use prost::Message;
+
+pub const CUTS: [&str; 2] = [
+    "/blocks/blocks.2/Relu_1_output_0",
+    "/blocks/blocks.5/Relu_1_output_0",
+];
+/// The format's known answer for these cuts.
+pub const SEGMENT_MACS: [u64; 3] = [43_577_856, 40_140_800, 40_142_080];
+pub const CLASSES: usize = 10;
+/// The valid bundle's thresholds, distinct so that tests can find them in the text.
+pub const THRESHOLDS: [f64; 2] = [0.5, 0.75];
+
+pub fn asset(name: &str) -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/assets/models"
+    ))
+    .join(name)
+}
+
+/// The ONNX bytes and facts of the cut backbone and its heads, made once per test binary.
+pub struct Parts {
+    /// (bytes, macs, input tensor name) of each segment.
+    pub segments: Vec<(Vec<u8>, u64, String)>,
+    /// (bytes, macs) of each head.
+    pub heads: Vec<(Vec<u8>, u64)>,
+    pub labels: Vec<String>,
+}
+
+pub fn parts() -> &'static Parts {
+    static PARTS: OnceLock<Parts> = OnceLock::new();
+    PARTS.get_or_init(|| {
+        let graph = Graph::load(&asset("fmnist_resnet20w32.onnx")).expect("load the backbone");
+        let segments = graph.split(&CUTS).expect("split");
+        let heads = CUTS
+            .iter()
+            .map(|cut| {
+                let shape = graph.shape(cut).expect("cut shape").to_vec();
+                let channels = shape[1] as usize;
+                // Small, varied weights: any head will do, as long as it runs.
+                let weight = (0..CLASSES * channels)
+                    .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
+                    .collect();
+                let bias = (0..CLASSES).map(|i| i as f32 * 0.05).collect();
+                let spec = HeadSpec::Linear {
+                    pool: Pool::Global,
+                    weight,
+                    bias,
+                };
+                let head = graph::build_head(&spec, &shape, CLASSES, graph.opset()).expect("head");
+                (graph::encode_model(&head.model), head.macs)
+            })
+            .collect();
+        let labels =
+            bundle::read_labels(&asset("fmnist_classes.txt")).expect("read fmnist_classes.txt");
+        Parts {
+            segments: segments
+                .iter()
+                .map(|s| (graph::encode_model(&s.model), s.macs, s.input.name.clone()))
+                .collect(),
+            heads,
+            labels,
+        }
+    })
+}
+
+/// The valid bundle, not yet written (its `file` is empty).
+pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
+    let parts = parts();
+    let stages = (0..3)
+        .map(|i| Stage {
+            segment: format!("stage-{i}.onnx"),
+            macs: Some(parts.segments[i].1),
+            exit: (i < 2).then(|| Exit {
+                head: format!("exit-{i}.onnx"),
+                threshold: thresholds[i],
+                macs: Some(parts.heads[i].1),
+            }),
+        })
+        .collect();
+    Bundle {
+        file: PathBuf::new(),
+        format: Format::V1,
+        name: Some("fmnist-resnet20: test".into()),
+        input: InputSpec {
+            layout: Layout::Nchw,
+            width: 28,
+            height: 28,
+            color: Color::Gray,
+            mean: vec![0.0],
+            std: vec![255.0],
+        },
+        labels: Some(Labels {
+            file: "labels.txt".into(),
+            names: parts.labels.clone(),
+        }),
+        metric: Metric::MaxProb,
+        promise: None,
+        stages,
+        output: Output::Logits,
+    }
+}
+
+/// Writes `bundle` with every segment and head into `dir`; returns the `exits.yaml` path.
+pub fn write_bundle(dir: &Path, bundle: &Bundle) -> PathBuf {
+    let parts = parts();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, (bytes, _, _)) in parts.segments.iter().enumerate() {
+        files.push((format!("stage-{i}.onnx"), bytes.clone()));
+    }
+    for (i, (bytes, _)) in parts.heads.iter().enumerate() {
+        files.push((format!("exit-{i}.onnx"), bytes.clone()));
+    }
+    bundle::write_atomically(dir, bundle, &files).expect("write the bundle");
+    dir.join(bundle::EXITS_FILE)
+}
+
+/// A valid bundle in a fresh temporary folder: the folder guard and the bundle's folder.
+pub fn valid_dir(thresholds: [f64; 2]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("bundle");
+    write_bundle(&dir, &valid_bundle(thresholds));
+    (tmp, dir)
+}
+
+/// Reads a little-endian float32 .npy file (C order): its shape and values.
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).expect("read .npy");
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not .npy", path.display());
+    let (header_len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).expect("header");
+    assert!(header.contains("'<f4'"), "{header}");
+    assert!(header.contains("'fortran_order': False"), "{header}");
+    let open = header.find("'shape': (").expect("shape") + "'shape': (".len();
+    let close = open + header[open..].find(')').expect("shape end");
+    let shape: Vec<usize> = header[open..close]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().expect("dim"))
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>());
+    (shape, data)
+}
+
+fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| Dimension {
+            denotation: String::new(),
+            value: Some(if i == 0 {
+                dimension::Value::DimParam("N".into())
+            } else {
+                dimension::Value::DimValue(d)
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            denotation: String::new(),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+/// A valid ONNX model with two inputs, `a` and `b` of `shape`, and one output `sum = a + b`.
+pub fn two_input_add_model(shape: &[i64]) -> Vec<u8> {
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "earlyexit-tests".into(),
+        graph: Some(GraphProto {
+            name: "add".into(),
+            node: vec![NodeProto {
+                input: vec!["a".into(), "b".into()],
+                output: vec!["sum".into()],
+                name: "add".into(),
+                op_type: "Add".into(),
+                ..Default::default()
+            }],
+            input: vec![float_info("a", shape), float_info("b", shape)],
+            output: vec![float_info("sum", shape)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
