@@ -127,7 +127,7 @@ fn element_decisions(bundle: &Path, clip: &Path) -> Vec<(u32, i32)> {
         .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut decisions = Vec::new();
-    while let Some(sample) = sink.pull_sample().ok() {
+    while let Ok(sample) = sink.pull_sample() {
         let buffer = sample.buffer().unwrap();
         let info = gstearlyexit::meta::EarlyExitInfo::from_buffer(buffer)
             .expect("every buffer has the meta");

@@ -27,12 +27,16 @@ pub const CLASSES: usize = 10;
 /// The valid bundle's thresholds, distinct so that tests can find them in the text.
 pub const THRESHOLDS: [f64; 2] = [0.5, 0.75];
 
+/// A shared model. This module is also compiled into the workspace root's tests, one folder
+/// higher, so both places are tried.
 pub fn asset(name: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/assets/models"
-    ))
-    .join(name)
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [manifest.join("../../shared"), manifest.join("../shared")]
+        .into_iter()
+        .map(|shared| shared.join("assets/models"))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| manifest.join("../../shared/assets/models"))
+        .join(name)
 }
 
 /// The ONNX bytes and facts of the cut backbone and its heads, made once per test binary.

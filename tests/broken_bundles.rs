@@ -1,0 +1,165 @@
+//! Broken bundles through the element: each one posts an ERROR when the pipeline starts, naming
+//! the file and the key or tensor at fault, and the process goes on.
+
+#[path = "../core/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gst::prelude::*;
+
+/// Starts `videotestsrc ! earlyexit model=MODEL ! fakesink` and returns the ERROR's text.
+fn start_error(model: &Path) -> String {
+    earlyexit_e2e::init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
+        model.display()
+    ))
+    .unwrap();
+    let _ = pipeline.set_state(gst::State::Playing);
+    let bus = pipeline.bus().unwrap();
+    let message = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .expect("a message within 30 s");
+    pipeline.set_state(gst::State::Null).unwrap();
+    match message.view() {
+        gst::MessageView::Error(err) => {
+            assert_eq!(
+                err.src().map(|s| s.type_().name()),
+                Some("GstEarlyExit"),
+                "the element itself posts the error"
+            );
+            format!("{} {}", err.error(), err.debug().unwrap_or_default())
+        }
+        _ => panic!(
+            "{}: expected an ERROR, the pipeline ran to the end",
+            model.display()
+        ),
+    }
+}
+
+/// A valid bundle, changed by `edit` (on its folder), and what the error must contain.
+fn case(
+    edit: impl FnOnce(&Path) -> (PathBuf, &'static str),
+) -> (tempfile::TempDir, PathBuf, PathBuf, &'static str) {
+    let (tmp, dir) = common::valid_dir([0.5, 0.75]);
+    let (file, key) = edit(&dir);
+    (tmp, dir, file, key)
+}
+
+fn replace_in_yaml(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let path = dir.join("exits.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} in {text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+#[test]
+fn every_broken_bundle_posts_an_error_naming_file_and_key() {
+    let cases = vec![
+        case(|d| {
+            (
+                replace_in_yaml(d, "format: earlyexit/1", "format: earlyexit/9"),
+                "format",
+            )
+        }),
+        case(|d| {
+            std::fs::remove_file(d.join("stage-1.onnx")).unwrap();
+            (d.join("stage-1.onnx"), "stages[1].segment")
+        }),
+        case(|d| {
+            let y = replace_in_yaml(
+                d,
+                "    output: logits",
+                "    exit: { head: exit-0.onnx, threshold: 0.5 }",
+            );
+            (y, "stages[2].exit")
+        }),
+        case(|d| {
+            (
+                replace_in_yaml(d, "mean: [0]", "mean: [0, 0, 0]"),
+                "input.mean",
+            )
+        }),
+        case(|d| {
+            (
+                replace_in_yaml(d, "threshold: 0.5", "threshold: .nan"),
+                "stages[0].exit.threshold",
+            )
+        }),
+        case(|d| {
+            std::fs::write(d.join("stage-1.onnx"), "not a model").unwrap();
+            (d.join("stage-1.onnx"), "stages[1].segment")
+        }),
+        case(|d| {
+            std::fs::write(
+                d.join("stage-1.onnx"),
+                common::two_input_add_model(&[1, 32, 28, 28]),
+            )
+            .unwrap();
+            (d.join("stage-1.onnx"), "stages[1].segment")
+        }),
+        case(|d| {
+            // Stage 1 pointed at stage 2's segment: 64 channels expected, 32 given.
+            replace_in_yaml(d, "segment: stage-1.onnx", "segment: stage-2.onnx");
+            (d.join("stage-2.onnx"), "input")
+        }),
+        case(|d| {
+            std::fs::write(d.join("labels.txt"), "one\ntwo\nthree\n").unwrap();
+            (d.join("labels.txt"), "labels")
+        }),
+        case(|d| (replace_in_yaml(d, "std: [255]", "std: [0]"), "input.std")),
+        case(|d| {
+            (
+                replace_in_yaml(d, "metric: max-prob", "metric: best-guess"),
+                "metric",
+            )
+        }),
+    ];
+    for (_tmp, dir, file, key) in &cases {
+        let error = start_error(dir);
+        let file = file.display().to_string();
+        assert!(error.contains(&file), "'{error}' does not name {file}");
+        assert!(error.contains(key), "'{error}' does not name {key}");
+    }
+}
+
+/// The ONNX Runtime library is loaded once per process, so this runs the test binary again as a
+/// child with a library path that does not exist.
+#[test]
+fn a_missing_onnx_runtime_library_posts_an_error_naming_it() {
+    // The child is given a bundle made here: making one needs ONNX Runtime.
+    const CHILD_BUNDLE: &str = "EARLYEXIT_TEST_MISSING_ORT_BUNDLE";
+    if let Some(dir) = std::env::var_os(CHILD_BUNDLE) {
+        println!("ERROR-TEXT: {}", start_error(Path::new(&dir)));
+        return;
+    }
+    let (_tmp, dir) = common::valid_dir([0.5, 0.75]);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_missing_onnx_runtime_library_posts_an_error_naming_it",
+            "--nocapture",
+        ])
+        .env(CHILD_BUNDLE, &dir)
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("ERROR-TEXT:"))
+        .expect("the child reports the error");
+    assert!(line.contains("/nonexistent/libonnxruntime.so"), "{line}");
+    assert!(line.contains("ORT_DYLIB_PATH"), "{line}");
+}
