@@ -61,9 +61,9 @@ impl PluginEnv {
     }
 }
 
-/// The built `libgstearlyexit.so`. This test runs from target/<profile>/deps/. `cargo build`
-/// (and `cargo test --workspace`, the plugin being a member) puts the cdylib in target/<profile>/;
-/// built only as a dependency of this package (`cargo test -p earlyexit-e2e`), it stays in deps/.
+/// The built `libgstearlyexit.so`. This test runs from target/<profile>/deps/. `cargo test`
+/// (with or without `--workspace`) builds the plugin's cdylib there, as a dependency of this
+/// package, and leaves target/<profile>/libgstearlyexit.so alone; `cargo build` writes both.
 /// The newer of the two is the fresh one.
 fn built_plugin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
