@@ -38,7 +38,7 @@ check() { # NAME COMMAND...
 
 check "rustfmt" cargo fmt --all --check
 check "clippy" cargo clippy --release --workspace --all-targets -- -D warnings
-check "cargo test" cargo test --release --workspace "$@"
+check "cargo test" cargo test --release --workspace --no-fail-fast "$@"
 check "summarize-messages.awk" scripts/test-summarize.sh
 
 echo
