@@ -73,6 +73,12 @@ pub enum ColorArg {
     Gray,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Strategy {
+    Even,
+    Nas,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum OutputArg {
     Logits,
@@ -122,9 +128,19 @@ pub struct SearchArgs {
     /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Number of exits, spread evenly over the backbone's MACs.
+    /// How exits are chosen: `even` places --exits GAP → Linear heads evenly by MACs;
+    /// `nas` searches positions, heads and thresholds (NSGA-II) and certifies the result.
+    #[arg(long, value_enum, default_value_t = Strategy::Even)]
+    pub strategy: Strategy,
+    /// With --strategy even: the number of exits, spread evenly over the backbone's MACs.
     #[arg(long, default_value_t = 2)]
     pub exits: usize,
+    /// With --strategy nas: candidate positions kept after saliency pruning.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// With --strategy nas: configurations scored at most.
+    #[arg(long, default_value_t = 6000)]
+    pub budget: usize,
     /// Where to write the bundle (a folder); written only when the search finishes.
     #[arg(long)]
     pub out: PathBuf,

@@ -1,57 +1,148 @@
 //! Runs the backbone once per frame and keeps what the search needs: the backbone's answer and,
-//! for every candidate exit, the pooled cut tensor. Full tensors are never kept.
+//! for every candidate exit, its cut tensor pooled every way a head may read it. Full tensors
+//! are never kept, so memory grows with channels, not with pixels.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use earlyexit::bundle::{InputSpec, Output};
-use earlyexit::graph::heads::{Pool, pool_features};
-use earlyexit::graph::{self, Graph};
+use earlyexit::graph::heads::{Pool, feature_len, pool_features};
+use earlyexit::graph::{self, CutPoint, Graph};
 use earlyexit::preprocess::Preprocessor;
+use earlyexit::rule;
 use earlyexit::runtime::{Model, SessionOptions};
 
 use crate::footage::{Decoder, Footage};
 use crate::progress;
 
-/// What the search keeps of one frame.
-pub struct Sample {
-    pub label: Option<u32>,
-    /// The full backbone's class.
-    pub teacher: u32,
-    /// One pooled feature vector per candidate exit.
-    pub features: Vec<Vec<f32>>,
+/// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
+pub const POOLS: [Pool; 2] = [Pool::Global, Pool::Grid(2)];
+
+/// Frames, as the search keeps them: per candidate cut and pooling a row-major
+/// frames × features matrix, and per frame the backbone's answer and the ground truth.
+#[derive(Default)]
+pub struct FeatureTable {
+    /// `[cut][pool]`: frames × `dims[cut][pool]` values.
+    pub columns: Vec<Vec<Vec<f32>>>,
+    pub dims: Vec<Vec<usize>>,
+    /// The full backbone's class per frame.
+    pub teacher: Vec<u32>,
+    /// The full backbone's probabilities, frames × classes (soft targets for distillation).
+    pub soft: Vec<f32>,
+    pub labels: Vec<Option<u32>>,
+    pub classes: usize,
+}
+
+impl FeatureTable {
+    pub fn frames(&self) -> usize {
+        self.teacher.len()
+    }
+
+    /// Ground truth for every frame, when every frame has it.
+    pub fn all_labels(&self) -> Option<Vec<u32>> {
+        self.labels.iter().copied().collect()
+    }
+
+    /// Features of `cut` under pooling `pool` (an index into [`POOLS`]).
+    pub fn column(&self, cut: usize, pool: usize) -> (&[f32], usize) {
+        (&self.columns[cut][pool], self.dims[cut][pool])
+    }
+
+    /// The frames in `range` (in time order), as a table of their own.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> FeatureTable {
+        let rows = |m: &[f32], d: usize| m[range.start * d..range.end * d].to_vec();
+        FeatureTable {
+            columns: self
+                .columns
+                .iter()
+                .zip(&self.dims)
+                .map(|(pools, dims)| pools.iter().zip(dims).map(|(m, &d)| rows(m, d)).collect())
+                .collect(),
+            dims: self.dims.clone(),
+            teacher: self.teacher[range.clone()].to_vec(),
+            soft: rows(&self.soft, self.classes),
+            labels: self.labels[range].to_vec(),
+            classes: self.classes,
+        }
+    }
+
+    /// Appends the frames of `other`.
+    pub fn extend(&mut self, other: FeatureTable) {
+        if self.columns.is_empty() {
+            *self = other;
+            return;
+        }
+        for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.extend(t);
+            }
+        }
+        self.teacher.extend(other.teacher);
+        self.soft.extend(other.soft);
+        self.labels.extend(other.labels);
+    }
 }
 
 /// The backbone with every candidate cut tensor exposed as an output.
 pub struct Extractor {
     model: Model,
     preprocessor: Preprocessor,
-    cuts: Vec<String>,
+    cuts: Vec<CutPoint>,
     final_output: String,
-    pool: Pool,
+    output: Output,
+    classes: usize,
     pooled: Vec<f32>,
+    probs: Vec<f32>,
 }
 
 impl Extractor {
     pub fn new(
         graph: &Graph,
-        cuts: &[&str],
+        cuts: &[CutPoint],
         input: InputSpec,
-        pool: Pool,
+        output: Output,
+        classes: usize,
         options: SessionOptions,
     ) -> Result<Extractor> {
-        let model = graph.with_outputs(cuts)?;
+        let names: Vec<&str> = cuts.iter().map(|c| c.tensor.as_str()).collect();
+        let model = graph.with_outputs(&names)?;
         let model = Model::from_bytes(&graph::encode_model(&model), graph.path(), options)?;
         Ok(Extractor {
             model,
             preprocessor: Preprocessor::new(input),
-            cuts: cuts.iter().map(|c| (*c).to_owned()).collect(),
+            cuts: cuts.to_vec(),
             final_output: graph.output().name,
-            pool,
+            output,
+            classes,
             pooled: Vec::new(),
+            probs: Vec::new(),
         })
     }
 
-    /// Runs one frame; returns the backbone's class and the pooled features of every cut.
-    fn run(&mut self, frame: &earlyexit::Frame) -> Result<(u32, Vec<Vec<f32>>)> {
+    fn empty_table(&self) -> FeatureTable {
+        let dims: Vec<Vec<usize>> = self
+            .cuts
+            .iter()
+            .map(|c| {
+                pools_for(&c.shape)
+                    .iter()
+                    .map(|p| feature_len(*p, &c.shape))
+                    .collect()
+            })
+            .collect();
+        FeatureTable {
+            columns: dims.iter().map(|d| vec![Vec::new(); d.len()]).collect(),
+            dims,
+            classes: self.classes,
+            ..FeatureTable::default()
+        }
+    }
+
+    /// Runs one frame into `table`.
+    fn run(
+        &mut self,
+        frame: &earlyexit::Frame,
+        label: Option<u32>,
+        table: &mut FeatureTable,
+    ) -> Result<()> {
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
         let outputs = self.model.run_all(&shape, tensor)?;
@@ -62,66 +153,68 @@ impl Extractor {
                 .map(|(_, t)| t)
                 .ok_or_else(|| anyhow!("the feature extractor lost output '{name}'"))
         };
-        // Softmax keeps the order, so the arg-max of logits and of probabilities agree.
-        let teacher = argmax(&find(&self.final_output)?.data);
-        let mut features = Vec::with_capacity(self.cuts.len());
-        for cut in &self.cuts {
-            let t = find(cut)?;
-            pool_features(self.pool, &t.shape, &t.data, &mut self.pooled);
-            features.push(self.pooled.clone());
+        let last = find(&self.final_output)?;
+        match self.output {
+            Output::Logits => rule::softmax_into(&last.data, &mut self.probs),
+            Output::Probabilities => self.probs.clone_from(&last.data),
         }
-        Ok((teacher as u32, features))
+        table
+            .teacher
+            .push(rule::verdict(earlyexit::bundle::Metric::MaxProb, &self.probs).class_id as u32);
+        table.soft.extend_from_slice(&self.probs);
+        table.labels.push(label);
+        for (k, cut) in self.cuts.iter().enumerate() {
+            let t = find(&cut.tensor)?;
+            for (p, pool) in pools_for(&cut.shape).iter().enumerate() {
+                pool_features(*pool, &t.shape, &t.data, &mut self.pooled);
+                table.columns[k][p].extend_from_slice(&self.pooled);
+            }
+        }
+        Ok(())
     }
 
-    /// Decodes `footage` (one frame in `keep_every`) and extracts every frame.
+    /// Decodes `footage` (one frame in `keep_every`, at most `limit`) and extracts every frame.
     pub fn extract(
         &mut self,
         footage: &Footage,
         keep_every: usize,
         limit: Option<usize>,
-    ) -> Result<Vec<Sample>> {
+    ) -> Result<FeatureTable> {
         let estimate = crate::footage::estimate_frames(footage)?.map(|n| {
             n.div_ceil(keep_every.max(1))
                 .min(limit.unwrap_or(usize::MAX)) as u64
         });
         let bar = progress::bar(&format!("features {}", short(&footage.name)), estimate);
         let decoder = Decoder::start(footage, keep_every, limit)?;
-        let mut samples = Vec::new();
+        let mut table = self.empty_table();
         for decoded in decoder.frames.iter() {
-            let (teacher, features) = self
-                .run(&decoded.frame())
+            self.run(&decoded.frame(), footage.label(decoded.index), &mut table)
                 .with_context(|| format!("footage {}: frame {}", footage.name, decoded.index))?;
-            samples.push(Sample {
-                label: footage.label(decoded.index),
-                teacher,
-                features,
-            });
             bar.inc(1);
         }
         decoder.finish()?;
         bar.finish_and_clear();
-        if samples.is_empty() {
-            anyhow::bail!("footage {}: no frames decoded", footage.name);
+        if table.frames() == 0 {
+            bail!("footage {}: no frames decoded", footage.name);
         }
-        if footage.labels.is_some() && samples.iter().any(|s| s.label.is_none()) {
-            anyhow::bail!(
+        if footage.labels.is_some() && table.labels.iter().any(Option::is_none) {
+            bail!(
                 "footage {}: the ground truth has fewer rows than the footage has frames",
                 footage.name
             );
         }
-        Ok(samples)
+        Ok(table)
     }
 }
 
-/// Index of the largest value; the first one on ties.
-pub fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 { (i, v) } else { best }
-        })
-        .0
+/// The poolings cached for a tensor of this shape: [`POOLS`] for images, the vector itself
+/// (global pooling is the identity on rank 2) otherwise.
+pub fn pools_for(shape: &[i64]) -> &'static [Pool] {
+    if shape.len() == 4 {
+        &POOLS
+    } else {
+        &POOLS[..1]
+    }
 }
 
 fn short(name: &str) -> String {

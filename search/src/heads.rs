@@ -1,53 +1,144 @@
-//! Training exit heads on cached pooled features, with candle.
+//! Exit heads: the architectures the search may put at an exit, and their training (with
+//! candle) on cached pooled features, against ground truth or the backbone's soft answers.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use rand::SeedableRng;
+use earlyexit::graph::heads::{HeadSpec, Pool};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
-/// A linear classifier over pooled features: logits = W x + b, W row-major classes × features.
-#[derive(Debug, Clone)]
-pub struct LinearHead {
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub features: usize,
-    pub classes: usize,
+/// The head architectures, in rising capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadKind {
+    /// GlobalAveragePool → Linear.
+    LinearGap,
+    /// 2×2 average pooling → Linear: keeps where things are.
+    LinearGrid2,
+    /// GlobalAveragePool → Linear → ReLU → Linear.
+    MlpGap,
+}
+
+impl HeadKind {
+    pub const ALL: [HeadKind; 3] = [HeadKind::LinearGap, HeadKind::LinearGrid2, HeadKind::MlpGap];
+
+    /// Index into [`crate::features::POOLS`] of the features this head reads.
+    pub fn pool_index(self) -> usize {
+        match self {
+            HeadKind::LinearGap | HeadKind::MlpGap => 0,
+            HeadKind::LinearGrid2 => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::LinearGap => "gap-linear",
+            HeadKind::LinearGrid2 => "grid2-linear",
+            HeadKind::MlpGap => "gap-mlp",
+        }
+    }
+}
+
+/// What a head learns to answer.
+pub enum Targets<'a> {
+    /// A class per row.
+    Hard(&'a [u32]),
+    /// A probability row per row (distillation).
+    Soft(&'a [f32]),
 }
 
 /// Training settings.
+#[derive(Debug, Clone)]
 pub struct Training {
     pub epochs: usize,
     pub batch: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    pub hidden: usize,
     pub seed: u64,
 }
 
 impl Default for Training {
     fn default() -> Self {
         Training {
-            epochs: 40,
+            epochs: 30,
             batch: 256,
             learning_rate: 0.01,
             weight_decay: 1e-4,
+            hidden: 128,
             seed: 0,
         }
     }
 }
 
-/// Trains softmax regression of `targets` on `x` (`n` rows of `d` features).
+/// A trained head, with its layers over raw pooled features (standardisation folded in).
+#[derive(Debug, Clone)]
+pub struct TrainedHead {
+    pub kind: HeadKind,
+    pub features: usize,
+    pub classes: usize,
+    /// (weight rows × cols row-major, bias), first layer first.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl TrainedHead {
+    /// Logits for rows of raw pooled features, row-major rows × classes, computed as the
+    /// exported ONNX head computes them.
+    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let dev = Device::Cpu;
+        let rows = x.len() / self.features.max(1);
+        let mut h = Tensor::from_slice(x, (rows, self.features), &dev)?;
+        let mut inputs = self.features;
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            let outputs = b.len();
+            let wt = Tensor::from_slice(w, (outputs, inputs), &dev)?;
+            let bt = Tensor::from_slice(b, outputs, &dev)?;
+            h = h.matmul(&wt.t()?)?.broadcast_add(&bt)?;
+            if i + 1 < self.layers.len() {
+                h = h.relu()?;
+            }
+            inputs = outputs;
+        }
+        Ok(h.flatten_all()?.to_vec1()?)
+    }
+
+    /// The ONNX head's description for the graph tools.
+    pub fn spec(&self) -> HeadSpec {
+        let pool = match self.kind {
+            HeadKind::LinearGap | HeadKind::MlpGap => Pool::Global,
+            HeadKind::LinearGrid2 => Pool::Grid(2),
+        };
+        match self.layers.as_slice() {
+            [(w, b)] => HeadSpec::Linear {
+                pool,
+                weight: w.clone(),
+                bias: b.clone(),
+            },
+            [(w1, b1), (w2, b2)] => HeadSpec::Mlp {
+                pool,
+                w1: w1.clone(),
+                b1: b1.clone(),
+                w2: w2.clone(),
+                b2: b2.clone(),
+            },
+            _ => unreachable!("heads have one or two layers"),
+        }
+    }
+}
+
+/// Trains a head of `kind` on `x` (rows of `d` raw pooled features).
 ///
-/// Features are standardised for training, then the scaling is folded into W and b, so the
-/// exported head takes raw pooled features.
-pub fn train_linear(
+/// Features are standardised for training, then the scaling is folded into the first layer, so
+/// the exported head takes raw pooled features.
+pub fn train(
+    kind: HeadKind,
     x: &[f32],
     d: usize,
-    targets: &[u32],
+    targets: Targets,
     classes: usize,
     t: &Training,
-) -> Result<LinearHead> {
-    let n = targets.len();
+) -> Result<TrainedHead> {
+    let n = x.len() / d.max(1);
     let (mean, scale) = standardisation(x, n, d);
     let standardised: Vec<f32> = x
         .chunks_exact(d)
@@ -60,51 +151,95 @@ pub fn train_linear(
         .collect();
     let dev = Device::Cpu;
     let xs = Tensor::from_vec(standardised, (n, d), &dev)?;
-    let ys = Tensor::from_slice(targets, n, &dev)?;
-    // Zero start: the problem is convex, and zeros need no random draw.
-    let w = Var::zeros((classes, d), DType::F32, &dev)?;
-    let b = Var::zeros(classes, DType::F32, &dev)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
+    let widths: Vec<usize> = match kind {
+        HeadKind::LinearGap | HeadKind::LinearGrid2 => vec![d, classes],
+        HeadKind::MlpGap => vec![d, t.hidden, classes],
+    };
+    // A single layer starts at zero (the problem is convex); deeper ones need a random start,
+    // drawn from the seeded generator so that the same seed trains the same head.
+    let vars = widths
+        .windows(2)
+        .map(|w| {
+            let (inputs, outputs) = (w[0], w[1]);
+            let weight = if widths.len() == 2 {
+                Var::zeros((outputs, inputs), DType::F32, &dev)
+            } else {
+                let bound = (6.0 / inputs as f64).sqrt() as f32;
+                let init: Vec<f32> = (0..inputs * outputs)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                Var::from_tensor(&Tensor::from_vec(init, (outputs, inputs), &dev)?)
+            }?;
+            Ok((weight, Var::zeros(outputs, DType::F32, &dev)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut opt = AdamW::new(
-        vec![w.clone(), b.clone()],
+        vars.iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect(),
         ParamsAdamW {
             lr: t.learning_rate,
             weight_decay: t.weight_decay,
             ..ParamsAdamW::default()
         },
     )?;
+    let targets = match targets {
+        Targets::Hard(y) => Tensor::from_slice(y, n, &dev)?,
+        Targets::Soft(p) => Tensor::from_slice(p, (n, classes), &dev)?,
+    };
+    let soft = targets.rank() == 2;
+    let forward = |x: &Tensor| -> Result<Tensor> {
+        let mut h = x.clone();
+        for (i, (w, b)) in vars.iter().enumerate() {
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
+            if i + 1 < vars.len() {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    };
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
     for _ in 0..t.epochs {
         order.shuffle(&mut rng);
         for batch in order.chunks(t.batch) {
             let idx = Tensor::from_slice(batch, batch.len(), &dev)?;
-            let bx = xs.index_select(&idx, 0)?;
-            let by = ys.index_select(&idx, 0)?;
-            let logits = bx
-                .matmul(&w.as_tensor().t()?)?
-                .broadcast_add(b.as_tensor())?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &by)?;
+            let logits = forward(&xs.index_select(&idx, 0)?)?;
+            let by = targets.index_select(&idx, 0)?;
+            let loss = if soft {
+                // Cross-entropy against the backbone's probabilities.
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                (by * logp)?.sum(D::Minus1)?.mean_all()?.neg()?
+            } else {
+                candle_nn::loss::cross_entropy(&logits, &by)?
+            };
             opt.backward_step(&loss)?;
         }
     }
-    // Fold standardisation: W (x - m)/s + b = (W/s) x + (b - W (m/s)).
-    let w = w.as_tensor().to_vec2::<f32>()?;
-    let b = b.as_tensor().to_vec1::<f32>()?;
-    let mut weight = Vec::with_capacity(classes * d);
-    let mut bias = Vec::with_capacity(classes);
-    for (row, b) in w.iter().zip(b) {
-        let mut shift = 0.0f32;
-        for ((wv, m), s) in row.iter().zip(&mean).zip(&scale) {
-            weight.push(wv / s);
-            shift += wv * m / s;
+    let mut layers = Vec::with_capacity(vars.len());
+    for (i, (w, b)) in vars.iter().enumerate() {
+        let mut weight: Vec<f32> = w.as_tensor().flatten_all()?.to_vec1()?;
+        let mut bias: Vec<f32> = b.as_tensor().to_vec1()?;
+        if i == 0 {
+            // Fold standardisation: W (x - m)/s + b = (W/s) x + (b - W (m/s)).
+            for (row, bias) in weight.chunks_exact_mut(d).zip(bias.iter_mut()) {
+                let mut shift = 0.0f32;
+                for ((wv, m), s) in row.iter_mut().zip(&mean).zip(&scale) {
+                    *wv /= s;
+                    shift += *wv * m;
+                }
+                *bias -= shift;
+            }
         }
-        bias.push(b - shift);
+        layers.push((weight, bias));
     }
-    Ok(LinearHead {
-        weight,
-        bias,
+    Ok(TrainedHead {
+        kind,
         features: d,
         classes,
+        layers,
     })
 }
 
@@ -131,26 +266,12 @@ fn standardisation(x: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
     (mean.into_iter().map(|m| m as f32).collect(), scale)
 }
 
-impl LinearHead {
-    /// Logits for `n` rows of features, row-major n × classes, as the exported head computes them.
-    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let n = x.len() / self.features;
-        let dev = Device::Cpu;
-        let xs = Tensor::from_slice(x, (n, self.features), &dev)?;
-        let w = Tensor::from_slice(&self.weight, (self.classes, self.features), &dev)?;
-        let b = Tensor::from_slice(&self.bias, self.classes, &dev)?;
-        let logits = xs.matmul(&w.t()?)?.broadcast_add(&b)?;
-        Ok(logits.flatten_all()?.to_vec1()?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn learns_a_separable_problem_and_folds_scaling() {
-        // Two classes split by feature 0 around 100, feature 1 is noise on a large scale.
+    /// Two classes split by feature 0 around 100; feature 1 is noise on a large scale.
+    fn problem() -> (Vec<f32>, Vec<u32>) {
         let mut x = Vec::new();
         let mut y = Vec::new();
         for i in 0..400u32 {
@@ -160,17 +281,48 @@ mod tests {
             x.extend([f0, f1]);
             y.push(class);
         }
-        let head = train_linear(&x, 2, &y, 2, &Training::default()).unwrap();
-        let logits = head.logits(&x).unwrap();
-        let correct = logits
+        (x, y)
+    }
+
+    fn accuracy(head: &TrainedHead, x: &[f32], y: &[u32]) -> usize {
+        let logits = head.logits(x).unwrap();
+        logits
             .chunks_exact(2)
-            .zip(&y)
+            .zip(y)
             .filter(|(l, c)| u32::from(l[1] > l[0]) == **c)
-            .count();
-        assert_eq!(
-            correct, 400,
-            "raw (unstandardised) features must classify after folding"
-        );
+            .count()
+    }
+
+    #[test]
+    fn every_kind_learns_a_separable_problem_on_raw_features() {
+        let (x, y) = problem();
+        for kind in [HeadKind::LinearGap, HeadKind::MlpGap] {
+            let head = train(kind, &x, 2, Targets::Hard(&y), 2, &Training::default()).unwrap();
+            assert_eq!(
+                accuracy(&head, &x, &y),
+                400,
+                "{kind:?}: scaling must be folded in"
+            );
+        }
+    }
+
+    #[test]
+    fn soft_targets_teach_like_hard_ones() {
+        let (x, y) = problem();
+        let soft: Vec<f32> = y
+            .iter()
+            .flat_map(|&c| if c == 1 { [0.1, 0.9] } else { [0.9, 0.1] })
+            .collect();
+        let head = train(
+            HeadKind::LinearGap,
+            &x,
+            2,
+            Targets::Soft(&soft),
+            2,
+            &Training::default(),
+        )
+        .unwrap();
+        assert_eq!(accuracy(&head, &x, &y), 400);
     }
 
     #[test]
@@ -179,11 +331,13 @@ mod tests {
         let y: Vec<u32> = (0..100).map(|i| (i % 3) as u32).collect();
         let t = Training {
             seed: 7,
+            epochs: 5,
             ..Training::default()
         };
-        let a = train_linear(&x, 3, &y, 3, &t).unwrap();
-        let b = train_linear(&x, 3, &y, 3, &t).unwrap();
-        assert_eq!(a.weight, b.weight);
-        assert_eq!(a.bias, b.bias);
+        for kind in HeadKind::ALL {
+            let a = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
+            let b = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
+            assert_eq!(a.layers, b.layers, "{kind:?}");
+        }
     }
 }

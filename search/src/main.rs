@@ -1,6 +1,7 @@
 //! `earlyexit-search`: finds exit bundles for a backbone on recorded footage, and evaluates them.
 
 mod calibrate;
+mod certify;
 mod cli;
 mod evaluate;
 mod features;
@@ -8,10 +9,12 @@ mod footage;
 mod heads;
 mod input;
 mod inspect;
+mod nas;
 mod placement;
 mod progress;
 mod report;
 mod search;
+mod select;
 
 use std::process::ExitCode;
 

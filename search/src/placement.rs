@@ -1,7 +1,13 @@
 //! Where exits go. The first version's rule: `n` exits spread evenly over the backbone's MACs.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use earlyexit::bundle::Metric;
+use earlyexit::cost::CostTable;
 use earlyexit::graph::CutPoint;
+
+use crate::calibrate::{self, Reference};
+use crate::heads::{HeadKind, Training};
+use crate::search::{Choice, ChosenExit, Problem, head_macs, score, segment_macs, train_head};
 
 /// Cut points worth an exit: image-like or vector tensors, with some work before them and
 /// enough left after them to save.
@@ -44,6 +50,60 @@ pub fn evenly_by_macs<'a>(
     }
     chosen.sort_by_key(|c| c.macs_before);
     Ok(chosen)
+}
+
+/// The first version's strategy, kept as a baseline: `--exits N` GAP → Linear heads evenly
+/// spaced by MACs, max-prob thresholds calibrated on all held-out frames.
+pub fn choose_even(problem: &Problem) -> Result<Choice> {
+    let candidates: Vec<&CutPoint> = problem.candidates.iter().collect();
+    let chosen = evenly_by_macs(&candidates, problem.total_macs, problem.args.exits)?;
+    let metric = Metric::MaxProb;
+    let mut exits = Vec::new();
+    let mut scores = Vec::new();
+    let mut heads = Vec::new();
+    for (k, cut) in chosen.iter().enumerate() {
+        let index = problem
+            .candidates
+            .iter()
+            .position(|c| c.tensor == cut.tensor)
+            .context("a chosen cut is a candidate")?;
+        let bar = crate::progress::bar(&format!("training head {}/{}", k + 1, chosen.len()), None);
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        let training = Training {
+            seed: problem.args.seed.wrapping_add(k as u64),
+            ..Training::default()
+        };
+        let head = train_head(problem, index, HeadKind::LinearGap, &training)?;
+        bar.finish_and_clear();
+        scores.push(score(&head, &problem.frames.held, index, &[metric])?.remove(0));
+        heads.push(head_macs(problem, cut, &head)?);
+        exits.push(ChosenExit {
+            cut: (*cut).clone(),
+            head,
+            threshold: 0.0,
+        });
+    }
+    heads.push(0);
+    let costs = CostTable::new(segment_macs(problem, &chosen), heads)
+        .context("the backbone counts no MACs, so cost cannot be measured")?;
+    let held = &problem.frames.held;
+    let labels = held.all_labels();
+    let reference = Reference {
+        teacher: &held.teacher,
+        labels: labels.as_deref(),
+    };
+    let (thresholds, sim) =
+        calibrate::calibrate(metric, &scores, &reference, &costs, &problem.goal);
+    for (exit, t) in exits.iter_mut().zip(thresholds) {
+        exit.threshold = t;
+    }
+    Ok(Choice {
+        exits,
+        metric,
+        promise: None,
+        held: sim,
+        notes: String::new(),
+    })
 }
 
 #[cfg(test)]

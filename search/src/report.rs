@@ -10,8 +10,8 @@ use crate::calibrate::Simulation;
 pub struct Summary<'a> {
     pub backbone: &'a str,
     pub bundle: &'a Bundle,
-    /// Per exit: the cut tensor and the share of MACs before it.
-    pub cuts: Vec<(String, f64)>,
+    /// Per exit: the cut tensor, the head's architecture and the share of MACs before it.
+    pub cuts: Vec<(String, &'static str, f64)>,
     pub train_frames: usize,
     pub holdout_frames: usize,
     pub trained_on: &'a str,
@@ -20,6 +20,8 @@ pub struct Summary<'a> {
     pub holdout: &'a Simulation,
     /// The full backbone's accuracy on held-out frames, when labeled.
     pub backbone_accuracy: Option<f64>,
+    /// Sections the strategy adds (search space, Pareto front, certificate).
+    pub notes: &'a str,
 }
 
 pub fn markdown(s: &Summary) -> String {
@@ -45,14 +47,14 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(r, "## Structure\n");
     let _ = writeln!(
         r,
-        "| stage | cut after | MACs before | exit threshold | frames leaving (held out) | agreement there | accuracy there |"
+        "| stage | cut after | head | MACs before | exit threshold | frames leaving (held out) | agreement there | accuracy there |"
     );
-    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
     let h = s.holdout;
     for (k, stage) in s.bundle.stages.iter().enumerate() {
-        let (cut, share) = s.cuts.get(k).map_or(
-            ("(backbone output)".to_owned(), "100%".to_owned()),
-            |(t, m)| (format!("`{t}`"), pct(*m)),
+        let (cut, head, share) = s.cuts.get(k).map_or(
+            ("(backbone output)".to_owned(), "-", "100%".to_owned()),
+            |(t, h, m)| (format!("`{t}`"), *h, pct(*m)),
         );
         let threshold = stage
             .exit
@@ -67,7 +69,7 @@ pub fn markdown(s: &Summary) -> String {
         };
         let _ = writeln!(
             r,
-            "| {k} | {cut} | {share} | {threshold} | {} ({}) | {} | {} |",
+            "| {k} | {cut} | {head} | {share} | {threshold} | {} ({}) | {} | {} |",
             h.exits[k],
             pct(h.exits[k] as f64 / h.frames.max(1) as f64),
             rate(h.agree[k]),
@@ -94,9 +96,23 @@ pub fn markdown(s: &Summary) -> String {
         acc(s.backbone_accuracy.map(|_| h.accuracy())),
         h.mean_cost
     );
+    if let Some(p) = &s.bundle.promise {
+        let measure = match p.measure {
+            Measure::Agreement => "agreement with the full backbone",
+            Measure::Accuracy => "accuracy",
+        };
+        let _ = writeln!(
+            r,
+            "\n**Promise:** {measure} ≥ {} with {:.0}% confidence, certified on {} held-out frames that nothing was fitted on.",
+            p.target,
+            100.0 * p.confidence,
+            p.frames
+        );
+    }
     let _ = writeln!(
         r,
         "\nCost is MACs used / backbone MACs; a frame that reaches the last stage also paid for every head."
     );
+    r.push_str(s.notes);
     r
 }

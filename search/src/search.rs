@@ -1,22 +1,80 @@
-//! `search`: pick exit positions, train a head at each on the training frames, calibrate the
-//! thresholds on held-out frames, and write the bundle with its report.
+//! `search`: extract every candidate exit's features once, choose the exits (their positions,
+//! heads and thresholds) by the chosen strategy, and write the bundle with its report.
+
+use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
-use earlyexit::bundle::{self, Bundle, Exit, Format, Labels, Measure, Metric, Output, Stage};
-use earlyexit::cost::CostTable;
-use earlyexit::graph::heads::{HeadSpec, Pool, build_head};
-use earlyexit::graph::{self, Graph};
-use earlyexit::{SessionOptions, rule};
+use earlyexit::bundle::{
+    self, Bundle, Exit, Format, Labels, Measure, Metric, Output, Promise, Stage,
+};
+use earlyexit::graph::heads::build_head;
+use earlyexit::graph::{self, CutPoint, Graph};
+use earlyexit::rule;
 
-use crate::calibrate::{self, ExitScores, Goal, Reference};
-use crate::cli::{OutputArg, SearchArgs};
-use crate::features::{Extractor, Sample, detect_output};
+use crate::calibrate::{ExitScores, Goal, Simulation};
+use crate::cli::{OutputArg, SearchArgs, Strategy};
+use crate::features::{Extractor, FeatureTable, detect_output};
 use crate::footage::{Footage, estimate_frames};
-use crate::heads::{LinearHead, Training, train_linear};
+use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::{placement, report};
 
 /// The share of each footage held out, at its end, when no `--holdout` is given.
 const HOLDOUT_SHARE: f64 = 0.2;
+
+/// Frames, split for their roles.
+pub struct Frames {
+    /// Heads are trained on these.
+    pub train: FeatureTable,
+    /// Thresholds are calibrated and structures compared on these.
+    pub held: FeatureTable,
+    /// Each footage's frames within `held`, in time order.
+    pub held_ranges: Vec<Range<usize>>,
+    /// Ground truth of every training frame, when all have it.
+    pub train_labels: Option<Vec<u32>>,
+}
+
+impl Frames {
+    /// What heads learn: the ground truth when every training frame has it, else the
+    /// backbone's probabilities (distillation).
+    pub fn targets(&self) -> (Targets<'_>, &'static str) {
+        match &self.train_labels {
+            Some(labels) => (Targets::Hard(labels), "ground truth"),
+            None => (
+                Targets::Soft(&self.train.soft),
+                "the backbone's probabilities",
+            ),
+        }
+    }
+}
+
+/// What the search knows before choosing.
+pub struct Problem<'a> {
+    pub args: &'a SearchArgs,
+    pub graph: &'a Graph,
+    pub goal: Goal,
+    pub candidates: Vec<CutPoint>,
+    pub total_macs: u64,
+    pub classes: usize,
+    pub frames: Frames,
+}
+
+/// One exit of the chosen structure.
+pub struct ChosenExit {
+    pub cut: CutPoint,
+    pub head: TrainedHead,
+    pub threshold: f64,
+}
+
+/// The chosen structure and what is known of it.
+pub struct Choice {
+    pub exits: Vec<ChosenExit>,
+    pub metric: Metric,
+    pub promise: Option<Promise>,
+    /// The structure on the held-out frames used to choose it.
+    pub held: Simulation,
+    /// Extra sections for the report.
+    pub notes: String,
+}
 
 pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Result<()> {
     let goal = goal(args)?;
@@ -53,90 +111,50 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         }
         None => None,
     };
-
-    let total = graph.total_macs();
+    let total_macs = graph.total_macs();
     let cut_points = graph.cut_points();
-    let candidates = placement::candidates(&cut_points, total);
-    let chosen = placement::evenly_by_macs(&candidates, total, args.exits)?;
-    let cut_names: Vec<&str> = chosen.iter().map(|c| c.tensor.as_str()).collect();
-    eprintln!(
-        "exits after: {}",
-        chosen
-            .iter()
-            .map(|c| format!(
-                "{} ({:.0}% of MACs)",
-                c.tensor,
-                100.0 * c.macs_before as f64 / total as f64
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-
-    let options = SessionOptions {
+    let candidates: Vec<CutPoint> = placement::candidates(&cut_points, total_macs)
+        .into_iter()
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        bail!(
+            "backbone {}: no cut point is worth an exit",
+            args.backbone.display()
+        );
+    }
+    let options = earlyexit::SessionOptions {
         threads: args.threads,
     };
-    let (train, held) = frames(
-        args,
-        &graph,
-        &cut_names,
-        input.clone(),
-        options,
-        footage,
-        holdout,
-    )?;
-    if goal.measure == Measure::Accuracy && held.iter().any(|s| s.label.is_none()) {
+    let mut extractor =
+        Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;
+    let frames = frames(args, &mut extractor, footage, holdout)?;
+    if goal.measure == Measure::Accuracy && frames.held.labels.iter().any(Option::is_none) {
         bail!(
             "--target-accuracy needs ground truth for every held-out frame: give --ground-truth after each --holdout (or after each --footage when holding out its end)"
         );
     }
-    let trained_on_labels = train.iter().all(|s| s.label.is_some());
-    let targets: Vec<u32> = train
-        .iter()
-        .map(|s| {
-            if trained_on_labels {
-                s.label.unwrap_or(s.teacher)
-            } else {
-                s.teacher
-            }
-        })
-        .collect();
-
-    let segments = graph.split(&cut_names)?;
-    let metric = Metric::MaxProb;
-    let mut heads = Vec::new();
-    let mut exit_scores = Vec::new();
-    for (k, cut) in chosen.iter().enumerate() {
-        let bar = crate::progress::bar(&format!("training head {}/{}", k + 1, chosen.len()), None);
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        let (x, d) = stack(&train, k);
-        let training = Training {
-            seed: args.seed.wrapping_add(k as u64),
-            ..Training::default()
-        };
-        let head = train_linear(&x, d, &targets, classes, &training)?;
-        bar.finish_and_clear();
-        let (hx, _) = stack(&held, k);
-        exit_scores.push(score(&head, &hx, metric)?);
-        let spec = HeadSpec::Linear {
-            pool: Pool::Global,
-            weight: head.weight.clone(),
-            bias: head.bias.clone(),
-        };
-        heads.push(build_head(&spec, &cut.shape, classes, graph.opset())?);
-    }
-
-    let mut head_macs: Vec<u64> = heads.iter().map(|h| h.macs).collect();
-    head_macs.push(0);
-    let costs = CostTable::new(segments.iter().map(|s| s.macs).collect(), head_macs)
-        .context("the backbone counts no MACs, so cost cannot be measured")?;
-    let teacher: Vec<u32> = held.iter().map(|s| s.teacher).collect();
-    let truth: Option<Vec<u32>> = held.iter().map(|s| s.label).collect();
-    let reference = Reference {
-        teacher: &teacher,
-        labels: truth.as_deref(),
+    let problem = Problem {
+        args,
+        graph: &graph,
+        goal,
+        candidates,
+        total_macs,
+        classes,
+        frames,
     };
-    let (thresholds, sim) = calibrate::calibrate(metric, &exit_scores, &reference, &costs, &goal);
+    let choice = match args.strategy {
+        Strategy::Even => placement::choose_even(&problem)?,
+        Strategy::Nas => crate::select::choose(&problem)?,
+    };
 
+    let cuts: Vec<&str> = choice.exits.iter().map(|e| e.cut.tensor.as_str()).collect();
+    let segments = graph.split(&cuts)?;
+    let heads = choice
+        .exits
+        .iter()
+        .map(|e| build_head(&e.head.spec(), &e.cut.shape, classes, graph.opset()))
+        .collect::<Result<Vec<_>, _>>()?;
     let last = segments.len() - 1;
     let stages = segments
         .iter()
@@ -146,7 +164,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             macs: Some(s.macs),
             exit: (k < last).then(|| Exit {
                 head: format!("exit-{k}.onnx"),
-                threshold: thresholds[k],
+                threshold: choice.exits[k].threshold,
                 macs: Some(heads[k].macs),
             }),
         })
@@ -160,32 +178,37 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             .map(|s| s.to_string_lossy().into_owned()),
         input,
         labels,
-        metric,
-        promise: None,
+        metric: choice.metric,
+        promise: choice.promise.clone(),
         stages,
         output,
     };
-    let backbone_accuracy = truth.as_ref().map(|t| {
-        t.iter().zip(&teacher).filter(|(a, b)| a == b).count() as f64 / t.len().max(1) as f64
+    let held = &problem.frames.held;
+    let backbone_accuracy = held.all_labels().map(|t| {
+        t.iter().zip(&held.teacher).filter(|(a, b)| a == b).count() as f64 / t.len().max(1) as f64
     });
     let summary = report::Summary {
         backbone: &args.backbone.display().to_string(),
         bundle: &bundle,
-        cuts: chosen
+        cuts: choice
+            .exits
             .iter()
-            .map(|c| (c.tensor.clone(), c.macs_before as f64 / total as f64))
+            .map(|e| {
+                (
+                    e.cut.tensor.clone(),
+                    e.head.kind.name(),
+                    e.cut.macs_before as f64 / total_macs as f64,
+                )
+            })
             .collect(),
-        train_frames: train.len(),
-        holdout_frames: held.len(),
-        trained_on: if trained_on_labels {
-            "ground truth"
-        } else {
-            "the backbone's answers"
-        },
+        train_frames: problem.frames.train.frames(),
+        holdout_frames: held.frames(),
+        trained_on: problem.frames.targets().1,
         measure: goal.measure,
         target: goal.target,
-        holdout: &sim,
+        holdout: &choice.held,
         backbone_accuracy,
+        notes: &choice.notes,
     };
     let report = report::markdown(&summary);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -234,21 +257,24 @@ fn goal(args: &SearchArgs) -> Result<Goal> {
     })
 }
 
-/// Extracts every footage; returns the training frames and the held-out frames.
+/// Extracts every footage into training and held-out frames.
 fn frames(
     args: &SearchArgs,
-    graph: &Graph,
-    cuts: &[&str],
-    input: earlyexit::bundle::InputSpec,
-    options: SessionOptions,
+    extractor: &mut Extractor,
     footage: &[Footage],
     holdout: &[Footage],
-) -> Result<(Vec<Sample>, Vec<Sample>)> {
-    let mut extractor = Extractor::new(graph, cuts, input, Pool::Global, options)?;
+) -> Result<Frames> {
     let per_footage = args
         .max_frames
         .map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
-    let (mut train, mut held) = (Vec::new(), Vec::new());
+    let mut train = FeatureTable::default();
+    let mut held = FeatureTable::default();
+    let mut held_ranges = Vec::new();
+    let mut add_held = |held: &mut FeatureTable, part: FeatureTable| {
+        let start = held.frames();
+        held_ranges.push(start..start + part.frames());
+        held.extend(part);
+    };
     let all = footage
         .iter()
         .map(|f| (f, false))
@@ -258,52 +284,98 @@ fn frames(
             Some(budget) => estimate_frames(f)?.map_or(1, |n| n.div_ceil(budget).max(1)),
             None => 1,
         };
-        let samples = extractor.extract(f, keep_every, per_footage)?;
+        let table = extractor.extract(f, keep_every, per_footage)?;
         if is_holdout {
-            held.extend(samples);
+            add_held(&mut held, table);
         } else if holdout.is_empty() {
             // Neighbouring frames are near copies: hold out the end in time, not a random share.
-            let split = ((samples.len() as f64) * (1.0 - HOLDOUT_SHARE)).round() as usize;
-            let mut samples = samples;
-            held.extend(samples.split_off(split.clamp(1, samples.len())));
-            train.extend(samples);
+            let n = table.frames();
+            let split = ((n as f64) * (1.0 - HOLDOUT_SHARE)).round() as usize;
+            let split = split.clamp(1, n);
+            add_held(&mut held, table.slice(split..n));
+            train.extend(table.slice(0..split));
         } else {
-            train.extend(samples);
+            train.extend(table);
         }
     }
-    if train.is_empty() || held.is_empty() {
+    if train.frames() == 0 || held.frames() == 0 {
         bail!(
             "too few frames: {} to train and {} held out",
-            train.len(),
-            held.len()
+            train.frames(),
+            held.frames()
         );
     }
-    Ok((train, held))
+    let train_labels = train.all_labels();
+    Ok(Frames {
+        train,
+        held,
+        held_ranges,
+        train_labels,
+    })
 }
 
-/// Row-major features of exit `k` for all samples, and their length.
-fn stack(samples: &[Sample], k: usize) -> (Vec<f32>, usize) {
-    let d = samples.first().map_or(0, |s| s.features[k].len());
-    let mut x = Vec::with_capacity(samples.len() * d);
-    for s in samples {
-        x.extend_from_slice(&s.features[k]);
-    }
-    (x, d)
+/// Trains a head of `kind` on candidate `cut` (an index into the problem's candidates).
+pub fn train_head(
+    problem: &Problem,
+    cut: usize,
+    kind: HeadKind,
+    training: &Training,
+) -> Result<TrainedHead> {
+    let (x, d) = problem.frames.train.column(cut, kind.pool_index());
+    let (targets, _) = problem.frames.targets();
+    train(kind, x, d, targets, problem.classes, training)
 }
 
-/// The exit's class and score for every row, with the shared exit rule.
-fn score(head: &LinearHead, x: &[f32], metric: Metric) -> Result<ExitScores> {
+/// The MACs of a trained head placed at `cut`.
+pub fn head_macs(problem: &Problem, cut: &CutPoint, head: &TrainedHead) -> Result<u64> {
+    Ok(build_head(
+        &head.spec(),
+        &cut.shape,
+        problem.classes,
+        problem.graph.opset(),
+    )?
+    .macs)
+}
+
+/// MACs of each segment when the backbone is cut at `cuts` (in order).
+pub fn segment_macs(problem: &Problem, cuts: &[&CutPoint]) -> Vec<u64> {
+    let mut bounds: Vec<u64> = cuts.iter().map(|c| c.macs_before).collect();
+    bounds.push(problem.total_macs);
+    let mut previous = 0;
+    bounds
+        .into_iter()
+        .map(|b| {
+            let m = b - previous;
+            previous = b;
+            m
+        })
+        .collect()
+}
+
+/// A head's class and score under `metric` for every frame of `table`, with the shared exit rule.
+pub fn score(
+    head: &TrainedHead,
+    table: &FeatureTable,
+    cut: usize,
+    metrics: &[Metric],
+) -> Result<Vec<ExitScores>> {
+    let (x, _) = table.column(cut, head.kind.pool_index());
     let logits = head.logits(x)?;
     let mut probs = Vec::new();
-    let (mut class, mut scores) = (Vec::new(), Vec::new());
+    let mut out: Vec<ExitScores> = metrics
+        .iter()
+        .map(|_| ExitScores {
+            class: Vec::new(),
+            score: Vec::new(),
+        })
+        .collect();
     for row in logits.chunks_exact(head.classes) {
         rule::softmax_into(row, &mut probs);
-        let v = rule::verdict(metric, &probs);
-        class.push(v.class_id as u32);
-        scores.push(v.score);
+        for (m, scores) in metrics.iter().zip(out.iter_mut()) {
+            let v = rule::verdict(*m, &probs);
+            scores.class.push(v.class_id as u32);
+            scores.score.push(v.score);
+        }
     }
-    Ok(ExitScores {
-        class,
-        score: scores,
-    })
+    Ok(out)
 }

@@ -1,0 +1,88 @@
+//! Certificates: a lower confidence bound on a rate measured on held-out frames that nothing
+//! was fitted on. Neighbouring frames are correlated, so they count as fewer independent
+//! samples: the effective sample size shrinks with the failures' autocorrelation.
+
+use statrs::distribution::{Beta, ContinuousCDF};
+
+/// Independent samples that `failures` (one flag per frame, in time order) are worth:
+/// n / (1 + 2 Σ ρ_k), summing the autocorrelations while they stay positive (Geyer's initial
+/// positive sequence). Never more than n, never less than 1.
+pub fn effective_samples(failures: &[bool]) -> f64 {
+    let n = failures.len();
+    if n < 2 {
+        return n as f64;
+    }
+    let x: Vec<f64> = failures.iter().map(|&f| f64::from(u8::from(f))).collect();
+    let mean = x.iter().sum::<f64>() / n as f64;
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+    if var == 0.0 {
+        return n as f64;
+    }
+    let mut sum = 0.0;
+    for lag in 1..n / 2 {
+        let cov = x[..n - lag]
+            .iter()
+            .zip(&x[lag..])
+            .map(|(a, b)| (a - mean) * (b - mean))
+            .sum::<f64>()
+            / n as f64;
+        let rho = cov / var;
+        if rho <= 0.0 {
+            break;
+        }
+        sum += rho;
+    }
+    (n as f64 / (1.0 + 2.0 * sum)).clamp(1.0, n as f64)
+}
+
+/// Clopper–Pearson upper bound on a failure rate, with `confidence` (e.g. 0.95): `failures`
+/// out of `samples`, both possibly fractional after the correlation correction.
+pub fn failure_upper_bound(failures: f64, samples: f64, confidence: f64) -> f64 {
+    if samples <= 0.0 || failures >= samples {
+        return 1.0;
+    }
+    match Beta::new(failures + 1.0, samples - failures) {
+        Ok(beta) => beta.inverse_cdf(confidence),
+        Err(_) => 1.0,
+    }
+}
+
+/// A lower bound on the success rate of `failures` (per frame, in time order) that holds with
+/// `confidence`.
+pub fn rate_lower_bound(failures: &[bool], confidence: f64) -> f64 {
+    let n = failures.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let k = failures.iter().filter(|&&f| f).count() as f64;
+    let n_eff = effective_samples(failures);
+    // The observed rate is kept; only the evidence behind it shrinks.
+    1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clopper_pearson_matches_known_values() {
+        // 0 failures in 100: the upper 95% bound is 1 - 0.05^(1/100) ≈ 0.0295.
+        let u = failure_upper_bound(0.0, 100.0, 0.95);
+        assert!((u - (1.0 - 0.05f64.powf(0.01))).abs() < 1e-6, "{u}");
+        // 5 in 100, one-sided 95%: about 0.1023 (R: binom.test(5, 100, alt = "less")).
+        let u = failure_upper_bound(5.0, 100.0, 0.95);
+        assert!((u - 0.1023).abs() < 5e-4, "{u}");
+    }
+
+    #[test]
+    fn correlated_failures_count_as_fewer_samples() {
+        let independent: Vec<bool> = (0..1000).map(|i| (i * 7919) % 13 == 0).collect();
+        // The same failure rate, but in runs of 10 neighbouring frames.
+        let runs: Vec<bool> = (0..1000).map(|i| (i / 10) % 13 == 0).collect();
+        let n1 = effective_samples(&independent);
+        let n2 = effective_samples(&runs);
+        assert!(n1 > 800.0, "{n1}");
+        assert!(n2 < 200.0, "{n2}");
+        assert!(rate_lower_bound(&runs, 0.95) < rate_lower_bound(&independent, 0.95));
+    }
+}
