@@ -61,7 +61,7 @@ pub struct Training {
 impl Default for Training {
     fn default() -> Self {
         Training {
-            epochs: 30,
+            epochs: 40,
             batch: 256,
             learning_rate: 0.01,
             weight_decay: 1e-4,
