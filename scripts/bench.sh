@@ -13,31 +13,40 @@ search="${CARGO_TARGET_DIR:-$repo/target}/release/earlyexit-search"
 out=data/bench
 mkdir -p "$out"
 
-# name bundle backbone clip raw-format width height
+# name bundle backbone clips (comma-separated) raw-format width height
 cases=(
   "fmnist data/fmnist-bundle models/fmnist_resnet20w32.onnx data/fmnist/fmnist-test-b-5k.mkv GRAY8 28 28"
-  "efficientnet-lite0 data/bikes-bundle models/efficientnet_lite0_imagenet.onnx media/bikes-tail.mkv RGB 640 272"
+  "efficientnet-lite0 data/bikes-bundle models/efficientnet_lite0_imagenet.onnx media/bikes-head.mkv,media/bikes-tail.mkv RGB 640 272"
 )
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# Mean inference-ns of the element's per-frame messages, in ms.
+# The element's mean-inference-ns over the raw frames, in ms (examples/element_timing.rs reads
+# its stats; no per-frame messages, whose printing would take CPU from the element).
 element_ms() { # bundle raw format width height mode
-  gst-launch-1.0 -m filesrc location="$2" ! rawvideoparse format="$(echo "$3" | tr 'A-Z' 'a-z')" \
-    width="$4" height="$5" framerate=25/1 ! earlyexit model="$1" mode="$6" threads="$threads" \
-    post-messages=true ! fakesink 2>&1 |
-    awk 'match($0, /inference-ns=\(g?uint64\)[0-9]+/) { s = substr($0, RSTART, RLENGTH); sub(/.*\)/, "", s); t += s; n++ }
-         END { if (n == 0) exit 1; printf "%.3f\n", t / n / 1e6 }'
+  "$timing" "$1" "$2" "$3" "$4" "$5" "$6" "$threads" |
+    awk '{ printf "%.3f\n", $NF / 1e6 }'
 }
+
+cargo build --release --quiet --example element_timing
+timing="${CARGO_TARGET_DIR:-$repo/target}/release/examples/element_timing"
 
 printf '%-20s %14s %14s %14s %14s\n' "backbone" "uncut ms" "bundle ms" "element full" "element early"
 for c in "${cases[@]}"; do
-  read -r name bundle backbone clip format width height <<<"$c"
+  read -r name bundle backbone clips format width height <<<"$c"
   [ -f "$bundle/exits.yaml" ] || { echo "bench: $bundle is missing: run scripts/demo.sh and scripts/demo-video.sh first" >&2; exit 1; }
   raw="$out/$name.raw"
-  gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! videoconvert ! \
-    "video/x-raw,format=$format,width=$width,height=$height" ! filesink location="$raw" >/dev/null
-  json=$("$search" evaluate --model "$bundle" --footage "$clip" --backbone "$backbone" \
+  : >"$raw"
+  footage=()
+  IFS=, read -ra list <<<"$clips"
+  for clip in "${list[@]}"; do
+    footage+=(--footage "$clip")
+    gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! videoconvert ! \
+      "video/x-raw,format=$format,width=$width,height=$height" ! filesink location="$raw.part" >/dev/null
+    cat "$raw.part" >>"$raw"
+  done
+  rm -f "$raw.part"
+  json=$("$search" evaluate --model "$bundle" "${footage[@]}" --backbone "$backbone" \
     --threads "$threads" --runs 3 --json)
   uncut=$(printf '%s' "$json" | sed -n 's/^  "ms_per_frame_full": \(.*\)$/\1/p' | tail -n 1)
   ours=$(printf '%s' "$json" | sed -n 's/^  "ms_per_frame": \(.*\),$/\1/p' | tail -n 1)
