@@ -174,7 +174,7 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, data)
 }
 
-fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+pub fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .enumerate()

@@ -1,0 +1,231 @@
+//! Any backbone: a small one built here that takes NHWC BGR input and ends in a softmax goes
+//! through the search and the element end to end.
+
+#[path = "../../core/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_onnx::onnx::tensor_proto::DataType;
+use candle_onnx::onnx::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    attribute_proto,
+};
+use earlyexit_e2e::footage;
+use gst::prelude::*;
+use prost::Message;
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_proto::AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attributes: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        attribute: attributes,
+        ..Default::default()
+    }
+}
+
+/// Deterministic weights in -0.5..0.5.
+fn weights(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let values = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % 1000) as f32 / 1000.0 - 0.5
+        })
+        .collect();
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        float_data: values,
+        ..Default::default()
+    }
+}
+
+/// input [N,16,16,3] NHWC → Transpose → 3 Conv+Relu → GlobalAveragePool → Flatten → Gemm →
+/// Softmax: probabilities over 4 classes.
+fn nhwc_softmax_backbone() -> Vec<u8> {
+    let conv = |x: &str, w: &str, b: &str, out: &str, stride: i64| {
+        node(
+            "Conv",
+            &[x, w, b],
+            out,
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("pads", &[1, 1, 1, 1]),
+                ints("strides", &[stride, stride]),
+            ],
+        )
+    };
+    let graph = GraphProto {
+        name: "nhwc-softmax".into(),
+        node: vec![
+            node(
+                "Transpose",
+                &["input"],
+                "nchw",
+                vec![ints("perm", &[0, 3, 1, 2])],
+            ),
+            conv("nchw", "w1", "b1", "c1", 1),
+            node("Relu", &["c1"], "r1", vec![]),
+            conv("r1", "w2", "b2", "c2", 2),
+            node("Relu", &["c2"], "r2", vec![]),
+            conv("r2", "w3", "b3", "c3", 1),
+            node("Relu", &["c3"], "r3", vec![]),
+            node("GlobalAveragePool", &["r3"], "gap", vec![]),
+            node("Flatten", &["gap"], "flat", vec![]),
+            node(
+                "Gemm",
+                &["flat", "wf", "bf"],
+                "logits",
+                vec![int("transB", 1)],
+            ),
+            node("Softmax", &["logits"], "probabilities", vec![]),
+        ],
+        initializer: vec![
+            weights("w1", &[8, 3, 3, 3], 1),
+            weights("b1", &[8], 2),
+            weights("w2", &[16, 8, 3, 3], 3),
+            weights("b2", &[16], 4),
+            weights("w3", &[16, 16, 3, 3], 5),
+            weights("b3", &[16], 6),
+            weights("wf", &[4, 16], 7),
+            weights("bf", &[4], 8),
+        ],
+        input: vec![common::float_info("input", &[1, 16, 16, 3])],
+        output: vec![common::float_info("probabilities", &[1, 4])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "earlyexit-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = dir.path().join("nhwc.onnx");
+    std::fs::write(&backbone, nhwc_softmax_backbone()).unwrap();
+    let bundle = dir.path().join("bundle");
+    let clip = footage("bikes-tail.mkv");
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args([
+            "search",
+            "--backbone",
+            &text(&backbone),
+            "--color",
+            "bgr",
+            "--footage",
+            &text(&clip),
+        ])
+        .args([
+            "--target-agreement",
+            "0.9",
+            "--seed",
+            "3",
+            "--out",
+            &text(&bundle),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(bundle.join("exits.yaml")).unwrap();
+    for expected in [
+        "layout: nhwc",
+        "color: bgr",
+        "output: probabilities",
+        "width: 16",
+    ] {
+        assert!(yaml.contains(expected), "{expected} missing from\n{yaml}");
+    }
+
+    // The element runs it on real footage and puts meta on every frame.
+    earlyexit_e2e::init();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! earlyexit model=\"{}\" ! appsink name=sink sync=false",
+        clip.display(),
+        bundle.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gstearlyexit::meta::EarlyExitInfo::from_buffer(sample.buffer().unwrap())
+            .expect("meta on every frame");
+        assert!(info.class_id >= 0 && info.class_id < 4);
+        assert!(info.confidence > 0.0 && info.confidence <= 1.0);
+        frames += 1;
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 75);
+
+    // evaluate agrees with the uncut backbone it came from on what "full" means.
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args([
+            "evaluate",
+            "--model",
+            &text(&bundle),
+            "--footage",
+            &text(&clip),
+            "--backbone",
+            &text(&backbone),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["frames"], 75);
+    assert!(json["agreement"].as_f64().unwrap() > 0.5, "{json}");
+}
