@@ -103,6 +103,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         promise: None,
         held: sim,
         notes: String::new(),
+        baselines: Vec::new(),
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Choice {
     pub held: Simulation,
     /// Extra sections for the report.
     pub notes: String,
+    /// Baseline structures, written as bundles under `baselines/NAME/`.
+    pub baselines: Vec<(&'static str, Choice)>,
 }
 
 pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Result<()> {
@@ -148,41 +150,37 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         Strategy::Nas => crate::select::choose(&problem)?,
     };
 
-    let cuts: Vec<&str> = choice.exits.iter().map(|e| e.cut.tensor.as_str()).collect();
-    let segments = graph.split(&cuts)?;
-    let heads = choice
-        .exits
-        .iter()
-        .map(|e| build_head(&e.head.spec(), &e.cut.shape, classes, graph.opset()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let last = segments.len() - 1;
-    let stages = segments
-        .iter()
-        .enumerate()
-        .map(|(k, s)| Stage {
-            segment: format!("stage-{k}.onnx"),
-            macs: Some(s.macs),
-            exit: (k < last).then(|| Exit {
-                head: format!("exit-{k}.onnx"),
-                threshold: choice.exits[k].threshold,
-                macs: Some(heads[k].macs),
-            }),
-        })
-        .collect();
-    let bundle = Bundle {
-        file: Default::default(),
-        format: Format::V1,
-        name: args
-            .backbone
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned()),
-        input,
-        labels,
-        metric: choice.metric,
-        promise: choice.promise.clone(),
-        stages,
-        output,
+    let describe = |choice: &Choice| -> Result<(Bundle, Vec<File>)> {
+        bundle_parts(
+            &graph,
+            choice,
+            &args.backbone,
+            &input,
+            labels.clone(),
+            output,
+            classes,
+        )
     };
+    let (bundle, mut files) = describe(&choice)?;
+    for (name, baseline) in &choice.baselines {
+        let (b, parts) = describe(baseline)?;
+        let dir = format!("baselines/{name}");
+        files.push((
+            format!("{dir}/{}", bundle::EXITS_FILE),
+            bundle::to_yaml(&b).into_bytes(),
+        ));
+        if let Some(l) = &b.labels {
+            files.push((
+                format!("{dir}/{}", l.file),
+                format!("{}\n", l.names.join("\n")).into_bytes(),
+            ));
+        }
+        files.extend(
+            parts
+                .into_iter()
+                .map(|(n, bytes)| (format!("{dir}/{n}"), bytes)),
+        );
+    }
     let held = &problem.frames.held;
     let backbone_accuracy = held.all_labels().map(|t| {
         t.iter().zip(&held.teacher).filter(|(a, b)| a == b).count() as f64 / t.len().max(1) as f64
@@ -211,19 +209,69 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         notes: &choice.notes,
     };
     let report = report::markdown(&summary);
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for (k, s) in segments.iter().enumerate() {
-        files.push((format!("stage-{k}.onnx"), graph::encode_model(&s.model)));
-    }
-    for (k, h) in heads.iter().enumerate() {
-        files.push((format!("exit-{k}.onnx"), graph::encode_model(&h.model)));
-    }
     files.push(("report.md".into(), report.clone().into_bytes()));
     bundle::write_atomically(&args.out, &bundle, &files)
         .with_context(|| format!("--out {}: cannot write the bundle", args.out.display()))?;
     println!("{report}");
     println!("bundle written to {}", args.out.display());
     Ok(())
+}
+
+/// A file of a bundle: its name inside the bundle's folder, and its bytes.
+type File = (String, Vec<u8>);
+
+/// A choice as a bundle: its description and its ONNX files (segments and heads).
+fn bundle_parts(
+    graph: &Graph,
+    choice: &Choice,
+    backbone: &std::path::Path,
+    input: &earlyexit::bundle::InputSpec,
+    labels: Option<Labels>,
+    output: Output,
+    classes: usize,
+) -> Result<(Bundle, Vec<File>)> {
+    let cuts: Vec<&str> = choice.exits.iter().map(|e| e.cut.tensor.as_str()).collect();
+    let segments = graph.split(&cuts)?;
+    let heads = choice
+        .exits
+        .iter()
+        .map(|e| build_head(&e.head.spec(), &e.cut.shape, classes, graph.opset()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = segments.len() - 1;
+    let stages = segments
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Stage {
+            segment: format!("stage-{k}.onnx"),
+            macs: Some(s.macs),
+            exit: (k < last).then(|| Exit {
+                head: format!("exit-{k}.onnx"),
+                threshold: choice.exits[k].threshold,
+                macs: Some(heads[k].macs),
+            }),
+        })
+        .collect();
+    let bundle = Bundle {
+        file: Default::default(),
+        format: Format::V1,
+        name: backbone
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned()),
+        input: input.clone(),
+        labels,
+        metric: choice.metric,
+        promise: choice.promise.clone(),
+        stages,
+        output,
+    };
+    let mut files: Vec<File> = Vec::new();
+    for (k, s) in segments.iter().enumerate() {
+        files.push((format!("stage-{k}.onnx"), graph::encode_model(&s.model)));
+    }
+    for (k, h) in heads.iter().enumerate() {
+        files.push((format!("exit-{k}.onnx"), graph::encode_model(&h.model)));
+    }
+    Ok((bundle, files))
 }
 
 fn goal(args: &SearchArgs) -> Result<Goal> {

@@ -3,13 +3,15 @@
 //! with NSGA-II on cached head outputs, and certify the choice on frames nothing was fitted on.
 //!
 //! The held-out frames of each footage are split in time: the first half selects (thresholds,
-//! structure), the second half only certifies.
+//! structure), the second half only certifies. The baselines (an exit at every kept position,
+//! and evenly spaced exits) go through the same search, restricted, and the same certificate.
 
 use std::fmt::Write;
 
 use anyhow::Result;
-use earlyexit::bundle::{Measure, Metric, Promise};
+use earlyexit::bundle::{Measure, Metric, Promise, Word};
 use earlyexit::cost::CostTable;
+use earlyexit::graph::CutPoint;
 
 use crate::calibrate::{ExitScores, Reference, Simulation, simulate};
 use crate::certify;
@@ -28,15 +30,152 @@ const QUANTILES: [f64; 12] = [
 /// Configurations certified at most; the confidence is split among them (Bonferroni).
 const CERTIFY_TRIES: usize = 5;
 
-/// A trained head at a kept position, with its outputs on the selecting and certifying frames.
+/// A trained head at a candidate position, with its outputs on the selecting and certifying
+/// frames under every metric.
 struct HeadOption {
     head: TrainedHead,
     macs: u64,
-    /// Per metric: scores on the selecting frames and on the certifying frames.
     select: Vec<ExitScores>,
     certify: Vec<ExitScores>,
     /// Per metric: the threshold grid.
     thresholds: Vec<Vec<f64>>,
+}
+
+/// Everything scored once, that every structure is built from.
+struct Zoo<'p> {
+    problem: &'p Problem<'p>,
+    /// `[candidate][kind]`: the heads trained there.
+    options: Vec<Vec<Option<HeadOption>>>,
+    select: Reference<'p>,
+    certify: Reference<'p>,
+}
+
+/// A family of structures: the positions (candidate indices) and head kinds a genome chooses
+/// from, and the metrics tried.
+struct Family {
+    positions: Vec<usize>,
+    kinds: Vec<HeadKind>,
+    metrics: Vec<usize>,
+}
+
+impl Family {
+    fn space(&self) -> Space {
+        Space {
+            positions: self.positions.len(),
+            heads: self.kinds.len(),
+            thresholds: QUANTILES.len(),
+        }
+    }
+}
+
+/// One exit of a structure: candidate, head kind, threshold index.
+type Placed = (usize, usize, usize);
+
+impl Zoo<'_> {
+    fn option(&self, candidate: usize, kind: HeadKind) -> Option<&HeadOption> {
+        self.options[candidate][kind_index(kind)].as_ref()
+    }
+
+    fn placed(&self, family: &Family, genome: &[u16]) -> Option<Vec<Placed>> {
+        nas::decode(&family.space(), genome)
+            .into_iter()
+            .map(|g| {
+                let candidate = family.positions[g.position];
+                let kind = family.kinds[g.head];
+                self.option(candidate, kind)
+                    .map(|_| (candidate, kind_index(kind), g.threshold))
+            })
+            .collect()
+    }
+
+    fn costs(&self, placed: &[Placed]) -> Option<CostTable> {
+        let cuts: Vec<&CutPoint> = placed
+            .iter()
+            .map(|p| &self.problem.candidates[p.0])
+            .collect();
+        let mut heads: Vec<u64> = placed
+            .iter()
+            .map(|p| self.options[p.0][p.1].as_ref().map_or(0, |o| o.macs))
+            .collect();
+        heads.push(0);
+        CostTable::new(segment_macs(self.problem, &cuts), heads)
+    }
+
+    fn simulate(&self, metric: usize, placed: &[Placed], certifying: bool) -> Option<Simulation> {
+        let costs = self.costs(placed)?;
+        let mut scores = Vec::new();
+        let mut thresholds = Vec::new();
+        for &(c, k, t) in placed {
+            let o = self.options[c][k].as_ref()?;
+            scores.push(if certifying {
+                o.certify[metric].clone()
+            } else {
+                o.select[metric].clone()
+            });
+            thresholds.push(o.thresholds[metric][t]);
+        }
+        let reference = if certifying {
+            &self.certify
+        } else {
+            &self.select
+        };
+        Some(simulate(
+            METRICS[metric],
+            &thresholds,
+            &scores,
+            reference,
+            &costs,
+        ))
+    }
+
+    /// Per certifying frame, in time order: whether the structure's answer fails the measure.
+    fn failures(&self, metric: usize, placed: &[Placed]) -> Vec<bool> {
+        let r = &self.certify;
+        (0..r.teacher.len())
+            .map(|i| {
+                let answer = placed
+                    .iter()
+                    .find_map(|&(c, k, t)| {
+                        let o = self.options[c][k].as_ref()?;
+                        let s = &o.certify[metric];
+                        earlyexit::rule::leaves(
+                            METRICS[metric],
+                            s.score[i],
+                            o.thresholds[metric][t],
+                        )
+                        .then_some(s.class[i])
+                    })
+                    .unwrap_or(r.teacher[i]);
+                match (self.problem.goal.measure, r.labels) {
+                    (Measure::Accuracy, Some(l)) => answer != l[i],
+                    _ => answer != r.teacher[i],
+                }
+            })
+            .collect()
+    }
+
+    fn error(&self, sim: &Simulation) -> f64 {
+        let goal = &self.problem.goal;
+        let shortfall = goal
+            .min_agreement
+            .map_or(0.0, |a| (a - sim.agreement()).max(0.0));
+        1.0 - measure_of(goal.measure, sim) + shortfall
+    }
+}
+
+fn kind_index(kind: HeadKind) -> usize {
+    HeadKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// What a search of one family found and certified.
+struct Found {
+    metric: usize,
+    placed: Vec<Placed>,
+    bound: f64,
+    certified: bool,
+    select: Simulation,
+    certify: Simulation,
+    scored: usize,
 }
 
 pub fn choose(problem: &Problem) -> Result<Choice> {
@@ -49,50 +188,437 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let teacher_c = pick(&held.teacher, &certify_frames);
     let labels_s = labels.as_ref().map(|l| pick(l, &select));
     let labels_c = labels.as_ref().map(|l| pick(l, &certify_frames));
-    let reference_s = Reference {
-        teacher: &teacher_s,
-        labels: labels_s.as_deref(),
-    };
-    let reference_c = Reference {
-        teacher: &teacher_c,
-        labels: labels_c.as_deref(),
-    };
     let mut notes = String::new();
 
     // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
     let bar = crate::progress::bar("saliency probes", Some(problem.candidates.len() as u64));
-    let mut probes = Vec::new();
+    let mut options: Vec<Vec<Option<HeadOption>>> = Vec::new();
+    let mut saliency = Vec::new();
+    let select_ref = Reference {
+        teacher: &teacher_s,
+        labels: labels_s.as_deref(),
+    };
     for (i, cut) in problem.candidates.iter().enumerate() {
         let training = Training {
             seed: args.seed.wrapping_add(i as u64),
             ..Training::default()
         };
         let head = train_head(problem, i, HeadKind::LinearGap, &training)?;
-        let scores = subset(&score(&head, held, i, &[Metric::MaxProb])?[0], &select);
+        let option = head_option(problem, i, head, &select, &certify_frames)?;
         let share = cut.macs_before as f64 / problem.total_macs as f64;
+        let probe = &option.select[0];
         let coverage = coverage_at(
-            &scores,
-            &reference_s,
+            probe,
+            &select_ref,
             problem.goal.measure,
             problem.goal.target.max(0.99),
         );
-        probes.push((
-            i,
-            head,
-            coverage * (1.0 - share),
-            agreement(&scores, &teacher_s),
-        ));
+        saliency.push((coverage * (1.0 - share), agreement(probe, &teacher_s)));
+        let mut per_kind: Vec<Option<HeadOption>> = HeadKind::ALL.iter().map(|_| None).collect();
+        per_kind[kind_index(HeadKind::LinearGap)] = Some(option);
+        options.push(per_kind);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mut ranked: Vec<usize> = (0..probes.len()).collect();
-    ranked.sort_by(|&a, &b| probes[b].2.total_cmp(&probes[a].2).then(a.cmp(&b)));
-    // Positions with no MACs between them (a block's Add and its ReLU) are one position for
-    // cost: keep the more salient only.
+    let kept = prune(problem, &saliency, args.candidates);
+    let _ = writeln!(notes, "\n## Candidate positions (saliency)\n");
+    let _ = writeln!(
+        notes,
+        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of MACs it would save. The {} most salient positions are kept (of positions with no MACs between them, only the more salient).\n",
+        kept.len()
+    );
+    let _ = writeln!(
+        notes,
+        "| # | tensor | MACs before | probe agreement | saliency | kept |"
+    );
+    let _ = writeln!(notes, "|---|---|---|---|---|---|");
+    for (i, (s, a)) in saliency.iter().enumerate() {
+        let cut = &problem.candidates[i];
+        let _ = writeln!(
+            notes,
+            "| {i} | `{}` | {:.1}% | {:.2}% | {s:.4} | {} |",
+            cut.tensor,
+            100.0 * cut.macs_before as f64 / problem.total_macs as f64,
+            100.0 * a,
+            if kept.contains(&i) { "yes" } else { "" }
+        );
+    }
+
+    // Every architecture at every kept position.
+    let others: Vec<HeadKind> = HeadKind::ALL
+        .into_iter()
+        .filter(|k| *k != HeadKind::LinearGap)
+        .collect();
+    let bar = crate::progress::bar("training heads", Some((kept.len() * others.len()) as u64));
+    for &i in &kept {
+        let cut = &problem.candidates[i];
+        for kind in &others {
+            bar.inc(1);
+            if kind.pool_index() >= crate::features::pools_for(&cut.shape).len() {
+                continue;
+            }
+            let seed = args
+                .seed
+                .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
+            let head = train_head(
+                problem,
+                i,
+                *kind,
+                &Training {
+                    seed,
+                    ..Training::default()
+                },
+            )?;
+            options[i][kind_index(*kind)] =
+                Some(head_option(problem, i, head, &select, &certify_frames)?);
+        }
+    }
+    bar.finish_and_clear();
+
+    let zoo = Zoo {
+        problem,
+        options,
+        select: Reference {
+            teacher: &teacher_s,
+            labels: labels_s.as_deref(),
+        },
+        certify: Reference {
+            teacher: &teacher_c,
+            labels: labels_c.as_deref(),
+        },
+    };
+    let searched = Family {
+        positions: kept.clone(),
+        kinds: HeadKind::ALL.to_vec(),
+        metrics: (0..METRICS.len()).collect(),
+    };
+    let budget = args.budget.max(30);
+    let found = search_and_certify(
+        &zoo,
+        &searched,
+        budget,
+        args.seed,
+        args.confidence,
+        Some(&mut notes),
+    );
+
+    // Baselines: the same heads, target, search and certificate, in restricted families.
+    let sdn = Family {
+        positions: kept.clone(),
+        kinds: vec![HeadKind::LinearGap],
+        metrics: vec![0],
+    };
+    let exits = found.placed.len().max(1);
+    let even = Family {
+        positions: crate::placement::evenly_by_macs(
+            &problem.candidates.iter().collect::<Vec<_>>(),
+            problem.total_macs,
+            exits,
+        )?
+        .into_iter()
+        .filter_map(|c| problem.candidates.iter().position(|d| d.tensor == c.tensor))
+        .collect(),
+        kinds: vec![HeadKind::LinearGap],
+        metrics: vec![0],
+    };
+    let sdn_found = search_and_certify(&zoo, &sdn, budget / 3, args.seed, args.confidence, None);
+    let even_found = search_and_certify(&zoo, &even, budget / 3, args.seed, args.confidence, None);
+
+    let _ = writeln!(notes, "\n## Against the baselines (certifying frames)\n");
+    let _ = writeln!(
+        notes,
+        "Every row is built from the same heads with the same target, search and certificate; each is written as a bundle under `baselines/` for `evaluate` to score on other footage.\n"
+    );
+    let _ = writeln!(
+        notes,
+        "| structure | exits | mean cost | agreement | {} | certified bound |",
+        measure_name(problem.goal.measure)
+    );
+    let _ = writeln!(notes, "|---|---|---|---|---|---|");
+    let backbone_measure = match (problem.goal.measure, zoo.certify.labels) {
+        (Measure::Accuracy, Some(l)) => {
+            l.iter()
+                .zip(zoo.certify.teacher)
+                .filter(|(a, b)| a == b)
+                .count() as f64
+                / l.len().max(1) as f64
+        }
+        _ => 1.0,
+    };
+    let _ = writeln!(
+        notes,
+        "| full backbone | 0 | 1.000 | 100.00% | {:.2}% | - |",
+        100.0 * backbone_measure
+    );
+    for (name, f) in [
+        ("chosen (searched)", &found),
+        (
+            "an exit at every kept position, max-prob (Shallow-Deep Networks)",
+            &sdn_found,
+        ),
+        ("evenly spaced (first version's rule)", &even_found),
+    ] {
+        let _ = writeln!(
+            notes,
+            "| {name} | {} | {:.3} | {:.2}% | {:.2}% | {:.2}%{} |",
+            f.placed.len(),
+            f.certify.mean_cost,
+            100.0 * f.certify.agreement(),
+            100.0 * measure_of(problem.goal.measure, &f.certify),
+            100.0 * f.bound,
+            if f.certified {
+                ""
+            } else {
+                " (target not certified)"
+            }
+        );
+    }
+    let oracle = oracle_cost(&zoo, &found);
+    let _ = writeln!(
+        notes,
+        "| oracle for the chosen heads | {} | {oracle:.3} | 100.00% | - | - |",
+        found.placed.len()
+    );
+    let _ = writeln!(
+        notes,
+        "\nThe oracle lets each frame leave at the earliest chosen exit that gives the backbone's answer: no exit rule can cost less at full agreement with these heads."
+    );
+
+    let baselines = vec![
+        (
+            "sdn",
+            to_choice(&zoo, &sdn_found, args.confidence, String::new(), Vec::new()),
+        ),
+        (
+            "even",
+            to_choice(
+                &zoo,
+                &even_found,
+                args.confidence,
+                String::new(),
+                Vec::new(),
+            ),
+        ),
+    ];
+    Ok(to_choice(&zoo, &found, args.confidence, notes, baselines))
+}
+
+fn to_choice(
+    zoo: &Zoo,
+    f: &Found,
+    confidence: f64,
+    notes: String,
+    baselines: Vec<(&'static str, Choice)>,
+) -> Choice {
+    let exits = f
+        .placed
+        .iter()
+        .filter_map(|&(c, k, t)| {
+            let o = zoo.options[c][k].as_ref()?;
+            Some(ChosenExit {
+                cut: zoo.problem.candidates[c].clone(),
+                head: o.head.clone(),
+                threshold: o.thresholds[f.metric][t],
+            })
+        })
+        .collect();
+    let promise = Promise {
+        measure: zoo.problem.goal.measure,
+        // Four decimals, rounded down, so the written promise never exceeds the bound.
+        target: (f.bound * 10_000.0).floor() / 10_000.0,
+        confidence,
+        frames: zoo.certify.teacher.len() as u64,
+    };
+    Choice {
+        exits,
+        metric: METRICS[f.metric],
+        promise: Some(promise),
+        held: f.select.clone(),
+        notes,
+        baselines,
+    }
+}
+
+/// NSGA-II over `family` for each of its metrics on the selecting frames, then the cheapest
+/// configurations that meet the target there, certified one by one.
+fn search_and_certify(
+    zoo: &Zoo,
+    family: &Family,
+    budget: usize,
+    seed: u64,
+    confidence: f64,
+    notes: Option<&mut String>,
+) -> Found {
+    let space = family.space();
+    let mut scored: Vec<(usize, nas::Scored)> = Vec::new();
+    let per_metric = (budget / family.metrics.len()).max(10);
+    let bar = crate::progress::bar(
+        "searching structures",
+        Some((per_metric * family.metrics.len()) as u64),
+    );
+    for &m in &family.metrics {
+        let settings = nas::Settings {
+            budget: per_metric,
+            population: 48,
+            seed: seed.wrapping_add(m as u64),
+        };
+        let outcome = nas::search(&space, &settings, &[vec![0; space.positions]], |g| {
+            bar.inc(1);
+            zoo.placed(family, g)
+                .and_then(|p| zoo.simulate(m, &p, false))
+                .map_or([f64::INFINITY; 2], |s| [s.mean_cost, zoo.error(&s)])
+        });
+        scored.extend(outcome.scored.into_iter().map(|s| (m, s)));
+    }
+    bar.finish_and_clear();
+    let max_error = 1.0 - zoo.problem.goal.target;
+    let mut feasible: Vec<&(usize, nas::Scored)> = scored
+        .iter()
+        .filter(|(_, s)| s.objectives[1] <= max_error)
+        .collect();
+    feasible.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
+
+    let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
+    let mut table = String::new();
+    let mut best: Option<Found> = None;
+    let mut tried = std::collections::HashSet::new();
+    for (m, s) in feasible {
+        if tried.len() >= CERTIFY_TRIES {
+            break;
+        }
+        let Some(placed) = zoo.placed(family, &s.genome) else {
+            continue;
+        };
+        if !tried.insert((*m, placed.clone())) {
+            continue;
+        }
+        let (Some(sel), Some(cert)) = (
+            zoo.simulate(*m, &placed, false),
+            zoo.simulate(*m, &placed, true),
+        ) else {
+            continue;
+        };
+        let failures = zoo.failures(*m, &placed);
+        let bound = certify::rate_lower_bound(&failures, each);
+        let certified = bound >= zoo.problem.goal.target;
+        let _ = writeln!(
+            table,
+            "| {:.4} | {} | {:.2}% | {:.2}% | {:.2}% | {:.0} |",
+            sel.mean_cost,
+            METRICS[*m].word(),
+            100.0 * measure_of(zoo.problem.goal.measure, &sel),
+            100.0 * measure_of(zoo.problem.goal.measure, &cert),
+            100.0 * bound,
+            certify::effective_samples(&failures)
+        );
+        let found = Found {
+            metric: *m,
+            placed,
+            bound,
+            certified,
+            select: sel,
+            certify: cert,
+            scored: scored.len(),
+        };
+        if certified {
+            best = Some(found);
+            break;
+        }
+        if best.as_ref().is_none_or(|b| bound > b.bound) {
+            best = Some(found);
+        }
+    }
+    let found = best.unwrap_or_else(|| {
+        // Nothing meets the target on the selecting frames: no exit at all.
+        let placed = Vec::new();
+        let sel = zoo
+            .simulate(0, &placed, false)
+            .unwrap_or_else(|| empty_simulation(zoo.select.teacher.len()));
+        let cert = zoo
+            .simulate(0, &placed, true)
+            .unwrap_or_else(|| empty_simulation(zoo.certify.teacher.len()));
+        let failures = zoo.failures(0, &placed);
+        let bound = certify::rate_lower_bound(&failures, each);
+        Found {
+            metric: 0,
+            placed,
+            bound,
+            certified: bound >= zoo.problem.goal.target,
+            select: sel,
+            certify: cert,
+            scored: scored.len(),
+        }
+    });
+    if let Some(notes) = notes {
+        let _ = writeln!(notes, "\n## Search\n");
+        let _ = writeln!(
+            notes,
+            "{} configurations scored over {} kept positions × {} head architectures × {} metrics × {} thresholds; {} selecting and {} certifying frames.\n",
+            found.scored,
+            family.positions.len(),
+            family.kinds.len(),
+            family.metrics.len(),
+            QUANTILES.len(),
+            zoo.select.teacher.len(),
+            zoo.certify.teacher.len()
+        );
+        front_table(notes, &scored);
+        let _ = writeln!(notes, "\n## Certificate\n");
+        let _ = writeln!(
+            notes,
+            "The cheapest configurations that meet the target on the selecting frames are scored once each on the certifying frames, at most {CERTIFY_TRIES}; each bound holds with {:.2}% confidence, so {:.0}% for all together (Bonferroni). Correlated neighbouring frames count as fewer samples (effective frames).\n",
+            100.0 * each,
+            100.0 * confidence
+        );
+        let m = measure_name(zoo.problem.goal.measure);
+        let _ = writeln!(
+            notes,
+            "| cost (select) | metric | {m} (select) | {m} (certify) | lower bound | effective frames |"
+        );
+        let _ = writeln!(notes, "|---|---|---|---|---|---|");
+        notes.push_str(&table);
+        if !found.certified {
+            let _ = writeln!(
+                notes,
+                "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.",
+                zoo.certify.teacher.len()
+            );
+        }
+    }
+    found
+}
+
+fn head_option(
+    problem: &Problem,
+    candidate: usize,
+    head: TrainedHead,
+    select: &[usize],
+    certify: &[usize],
+) -> Result<HeadOption> {
+    let all = score(&head, &problem.frames.held, candidate, &METRICS)?;
+    let select_scores: Vec<ExitScores> = all.iter().map(|s| subset(s, select)).collect();
+    Ok(HeadOption {
+        macs: head_macs(problem, &problem.candidates[candidate], &head)?,
+        thresholds: METRICS
+            .iter()
+            .zip(&select_scores)
+            .map(|(m, s)| grid(*m, &s.score))
+            .collect(),
+        certify: all.iter().map(|s| subset(s, certify)).collect(),
+        select: select_scores,
+        head,
+    })
+}
+
+/// The `keep` most salient candidates, in execution order; of candidates with no MACs between
+/// them (a block's Add and its ReLU), only the more salient.
+fn prune(problem: &Problem, saliency: &[(f64, f64)], keep: usize) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..saliency.len()).collect();
+    ranked.sort_by(|&a, &b| saliency[b].0.total_cmp(&saliency[a].0).then(a.cmp(&b)));
     let mut kept: Vec<usize> = Vec::new();
     for i in ranked {
         let at = problem.candidates[i].macs_before;
-        if kept.len() < args.candidates.max(1)
+        if kept.len() < keep.max(1)
             && !kept
                 .iter()
                 .any(|&k| problem.candidates[k].macs_before == at)
@@ -101,289 +627,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         }
     }
     kept.sort_unstable();
-    let _ = writeln!(notes, "\n## Candidate positions (saliency)\n");
-    let _ = writeln!(
-        notes,
-        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of MACs it would save. The {} most salient are kept.\n",
-        kept.len()
-    );
-    let _ = writeln!(
-        notes,
-        "| # | tensor | MACs before | probe agreement | saliency | kept |"
-    );
-    let _ = writeln!(notes, "|---|---|---|---|---|---|");
-    for (i, _, s, a) in &probes {
-        let cut = &problem.candidates[*i];
-        let _ = writeln!(
-            notes,
-            "| {i} | `{}` | {:.1}% | {:.2}% | {:.4} | {} |",
-            cut.tensor,
-            100.0 * cut.macs_before as f64 / problem.total_macs as f64,
-            100.0 * a,
-            s,
-            if kept.contains(i) { "yes" } else { "" }
-        );
-    }
-
-    // Every architecture at every kept position, scored once on every held-out frame.
-    let bar = crate::progress::bar(
-        "training heads",
-        Some((kept.len() * HeadKind::ALL.len()) as u64),
-    );
-    let mut options: Vec<Vec<Option<HeadOption>>> = Vec::new();
-    for &i in &kept {
-        let cut = &problem.candidates[i];
-        let mut per_kind = Vec::new();
-        for (h, kind) in HeadKind::ALL.iter().enumerate() {
-            bar.inc(1);
-            if kind.pool_index() >= crate::features::pools_for(&cut.shape).len() {
-                per_kind.push(None);
-                continue;
-            }
-            let head = if *kind == HeadKind::LinearGap {
-                probes[i].1.clone()
-            } else {
-                let training = Training {
-                    seed: args.seed.wrapping_add((1000 * h + i) as u64),
-                    ..Training::default()
-                };
-                train_head(problem, i, *kind, &training)?
-            };
-            let all = score(&head, held, i, &METRICS)?;
-            let select_scores: Vec<ExitScores> = all.iter().map(|s| subset(s, &select)).collect();
-            let thresholds = METRICS
-                .iter()
-                .zip(&select_scores)
-                .map(|(m, s)| grid(*m, &s.score))
-                .collect();
-            per_kind.push(Some(HeadOption {
-                macs: head_macs(problem, cut, &head)?,
-                certify: all.iter().map(|s| subset(s, &certify_frames)).collect(),
-                select: select_scores,
-                thresholds,
-                head,
-            }));
-        }
-        options.push(per_kind);
-    }
-    bar.finish_and_clear();
-
-    // NSGA-II per metric, on the selecting frames.
-    let space = Space {
-        positions: kept.len(),
-        heads: HeadKind::ALL.len(),
-        thresholds: QUANTILES.len(),
-    };
-    // The exits a genome places, with their cost table; None when a head does not exist there.
-    let structure = |genome: &[u16]| -> Option<(Vec<nas::Gene>, CostTable)> {
-        let genes = nas::decode(&space, genome);
-        let mut heads = Vec::new();
-        let mut cuts = Vec::new();
-        for g in &genes {
-            heads.push(options[g.position][g.head].as_ref()?.macs);
-            cuts.push(&problem.candidates[kept[g.position]]);
-        }
-        heads.push(0);
-        Some((genes, CostTable::new(segment_macs(problem, &cuts), heads)?))
-    };
-    let simulate_on = |metric: usize, genome: &[u16], certifying: bool| -> Option<Simulation> {
-        let (genes, costs) = structure(genome)?;
-        let option = |g: &nas::Gene| {
-            options[g.position][g.head]
-                .as_ref()
-                .expect("checked by structure")
-        };
-        let scores: Vec<ExitScores> = genes
-            .iter()
-            .map(|g| {
-                let o = option(g);
-                if certifying {
-                    o.certify[metric].clone()
-                } else {
-                    o.select[metric].clone()
-                }
-            })
-            .collect();
-        let thresholds: Vec<f64> = genes
-            .iter()
-            .map(|g| option(g).thresholds[metric][g.threshold])
-            .collect();
-        let reference = if certifying {
-            &reference_c
-        } else {
-            &reference_s
-        };
-        Some(simulate(
-            METRICS[metric],
-            &thresholds,
-            &scores,
-            reference,
-            &costs,
-        ))
-    };
-    let error = |sim: &Simulation| -> f64 {
-        let main = match problem.goal.measure {
-            Measure::Agreement => sim.agreement(),
-            Measure::Accuracy => sim.accuracy(),
-        };
-        let shortfall = problem
-            .goal
-            .min_agreement
-            .map_or(0.0, |a| (a - sim.agreement()).max(0.0));
-        1.0 - main + shortfall
-    };
-    let mut scored = Vec::new();
-    let budget = (args.budget / METRICS.len()).max(10);
-    let bar = crate::progress::bar(
-        "searching structures",
-        Some((budget * METRICS.len()) as u64),
-    );
-    for m in 0..METRICS.len() {
-        let settings = nas::Settings {
-            budget,
-            population: 48,
-            seed: args.seed.wrapping_add(m as u64),
-        };
-        let outcome = nas::search(&space, &settings, &[vec![0; space.positions]], |g| {
-            bar.inc(1);
-            simulate_on(m, g, false).map_or([f64::INFINITY; 2], |s| [s.mean_cost, error(&s)])
-        });
-        scored.extend(outcome.scored.into_iter().map(|s| (m, s)));
-    }
-    bar.finish_and_clear();
-    let max_error = 1.0 - problem.goal.target;
-    let mut feasible: Vec<&(usize, nas::Scored)> = scored
-        .iter()
-        .filter(|(_, s)| s.objectives[1] <= max_error)
-        .collect();
-    feasible.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
-    let _ = writeln!(notes, "\n## Search\n");
-    let _ = writeln!(
-        notes,
-        "{} configurations scored ({} per metric) over {} kept positions × {} heads × {} thresholds; {} selecting and {} certifying frames.\n",
-        scored.len(),
-        budget,
-        kept.len(),
-        HeadKind::ALL.len(),
-        QUANTILES.len(),
-        select.len(),
-        certify_frames.len()
-    );
-    front_table(&mut notes, &scored);
-
-    // Certify the cheapest feasible configurations, the confidence split among the tries.
-    let confidence = 1.0 - (1.0 - args.confidence) / CERTIFY_TRIES as f64;
-    let _ = writeln!(notes, "\n## Certificate\n");
-    let _ = writeln!(
-        notes,
-        "Each configuration tried is scored once on the certifying frames; its lower bound holds with {:.2}% confidence each, so {:.0}% for all {CERTIFY_TRIES} together (Bonferroni). Correlated neighbouring frames count as fewer samples.\n",
-        100.0 * confidence,
-        100.0 * args.confidence
-    );
-    let _ = writeln!(
-        notes,
-        "| cost (select) | {} (select) | {} (certify) | lower bound | effective frames |",
-        measure_name(problem.goal.measure),
-        measure_name(problem.goal.measure)
-    );
-    let _ = writeln!(notes, "|---|---|---|---|---|");
-    let mut chosen: Option<(usize, nas::Genome, f64)> = None;
-    let mut best_tried: Option<(usize, nas::Genome, f64)> = None;
-    let mut tried = std::collections::HashSet::new();
-    for (m, s) in feasible {
-        if tried.len() >= CERTIFY_TRIES {
-            break;
-        }
-        if !tried.insert((*m, s.genome.clone())) {
-            continue;
-        }
-        let Some(sim) = simulate_on(*m, &s.genome, true) else {
-            continue;
-        };
-        let failures = failures(
-            problem.goal.measure,
-            *m,
-            &s.genome,
-            &options,
-            &space,
-            &reference_c,
-        );
-        let bound = certify::rate_lower_bound(&failures, confidence);
-        let _ = writeln!(
-            notes,
-            "| {:.4} | {:.2}% | {:.2}% | {:.2}% | {:.0} |",
-            s.objectives[0],
-            100.0 * (1.0 - s.objectives[1]),
-            100.0 * measure_of(problem.goal.measure, &sim),
-            100.0 * bound,
-            certify::effective_samples(&failures)
-        );
-        if best_tried.as_ref().is_none_or(|b| bound > b.2) {
-            best_tried = Some((*m, s.genome.clone(), bound));
-        }
-        if bound >= problem.goal.target {
-            chosen = Some((*m, s.genome.clone(), bound));
-            break;
-        }
-    }
-    let (metric, genome, bound) = match (chosen, best_tried) {
-        (Some(c), _) => c,
-        (None, Some(b)) => {
-            let _ = writeln!(
-                notes,
-                "\nNo configuration tried certifies the target on {} frames: the best certified bound is kept as the promise.",
-                certify_frames.len()
-            );
-            b
-        }
-        (None, None) => {
-            let _ = writeln!(
-                notes,
-                "\nNo configuration meets the target on the selecting frames: the bundle has no exit."
-            );
-            (0, vec![0; space.positions], 0.0)
-        }
-    };
-
-    let exits: Vec<ChosenExit> = nas::decode(&space, &genome)
-        .into_iter()
-        .map(|g| {
-            let o = options[g.position][g.head]
-                .as_ref()
-                .expect("a scored configuration");
-            ChosenExit {
-                cut: problem.candidates[kept[g.position]].clone(),
-                head: o.head.clone(),
-                threshold: o.thresholds[metric][g.threshold],
-            }
-        })
-        .collect();
-    let held_sim =
-        simulate_on(metric, &genome, false).unwrap_or_else(|| empty_simulation(select.len()));
-    oracle_note(
-        &mut notes,
-        &exits,
-        &genome,
-        &space,
-        &options,
-        metric,
-        &reference_c,
-        problem,
-    );
-    let promise = Promise {
-        measure: problem.goal.measure,
-        // Four decimals, rounded down, so the written promise never exceeds the bound.
-        target: (bound * 10_000.0).floor() / 10_000.0,
-        confidence: args.confidence,
-        frames: certify_frames.len() as u64,
-    };
-    Ok(Choice {
-        exits,
-        metric: METRICS[metric],
-        promise: Some(promise),
-        held: held_sim,
-        notes,
-    })
+    kept
 }
 
 /// The first half in time of each footage's held-out frames selects, the second certifies.
@@ -408,7 +652,8 @@ fn agreement(s: &ExitScores, teacher: &[u32]) -> f64 {
     s.class.iter().zip(teacher).filter(|(a, b)| a == b).count() as f64 / teacher.len().max(1) as f64
 }
 
-/// The share of frames an exit could let leave with at least `precision` of them right.
+/// The share of frames an exit could let leave (most confident first) with at least
+/// `precision` of them right.
 fn coverage_at(s: &ExitScores, reference: &Reference, measure: Measure, precision: f64) -> f64 {
     let mut order: Vec<usize> = (0..s.score.len()).collect();
     order.sort_by(|&a, &b| s.score[b].total_cmp(&s.score[a]));
@@ -456,39 +701,6 @@ fn measure_name(measure: Measure) -> &'static str {
     }
 }
 
-/// Per certifying frame, in time order: whether the bundle's answer fails the measure.
-fn failures(
-    measure: Measure,
-    metric: usize,
-    genome: &[u16],
-    options: &[Vec<Option<HeadOption>>],
-    space: &Space,
-    reference: &Reference,
-) -> Vec<bool> {
-    let genes = nas::decode(space, genome);
-    (0..reference.teacher.len())
-        .map(|i| {
-            let answer = genes
-                .iter()
-                .find_map(|g| {
-                    let o = options[g.position][g.head].as_ref()?;
-                    let s = &o.certify[metric];
-                    earlyexit::rule::leaves(
-                        METRICS[metric],
-                        s.score[i],
-                        o.thresholds[metric][g.threshold],
-                    )
-                    .then_some(s.class[i])
-                })
-                .unwrap_or(reference.teacher[i]);
-            match (measure, reference.labels) {
-                (Measure::Accuracy, Some(l)) => answer != l[i],
-                _ => answer != reference.teacher[i],
-            }
-        })
-        .collect()
-}
-
 fn empty_simulation(frames: usize) -> Simulation {
     Simulation {
         exits: vec![frames],
@@ -501,72 +713,53 @@ fn empty_simulation(frames: usize) -> Simulation {
 
 /// The non-dominated configurations on the selecting frames, cheapest first.
 fn front_table(notes: &mut String, scored: &[(usize, nas::Scored)]) {
-    let all: Vec<&(usize, nas::Scored)> = scored.iter().collect();
-    let mut front: Vec<&(usize, nas::Scored)> = all
+    let mut front: Vec<&(usize, nas::Scored)> = scored
         .iter()
-        .copied()
         .filter(|a| {
-            !all.iter()
+            !scored
+                .iter()
                 .any(|b| nas::dominates(&b.1.objectives, &a.1.objectives))
         })
         .collect();
     front.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
     front.dedup_by(|a, b| a.1.objectives == b.1.objectives);
-    let _ = writeln!(notes, "Pareto front on the selecting frames:\n");
+    let _ = writeln!(
+        notes,
+        "Pareto front on the selecting frames (error = 1 − the target's measure):\n"
+    );
     let _ = writeln!(notes, "| mean cost | error | metric | exits |");
     let _ = writeln!(notes, "|---|---|---|---|");
-    for (m, s) in front.iter().take(30) {
+    for (m, s) in front.iter().take(40) {
         let exits = s.genome.iter().filter(|g| **g > 0).count();
         let _ = writeln!(
             notes,
             "| {:.4} | {:.4} | {} | {exits} |",
             s.objectives[0],
             s.objectives[1],
-            earlyexit::bundle::Word::word(METRICS[*m])
+            METRICS[*m].word()
         );
     }
 }
 
-/// The oracle for the chosen heads: each certifying frame leaves at the earliest exit that gives
-/// the backbone's answer. No rule can cost less at full agreement.
-#[allow(clippy::too_many_arguments)]
-fn oracle_note(
-    notes: &mut String,
-    exits: &[ChosenExit],
-    genome: &[u16],
-    space: &Space,
-    options: &[Vec<Option<HeadOption>>],
-    metric: usize,
-    reference: &Reference,
-    problem: &Problem,
-) {
-    let genes = nas::decode(space, genome);
-    let cuts: Vec<&earlyexit::graph::CutPoint> = exits.iter().map(|e| &e.cut).collect();
-    let mut heads: Vec<u64> = genes
-        .iter()
-        .filter_map(|g| options[g.position][g.head].as_ref().map(|o| o.macs))
-        .collect();
-    heads.push(0);
-    let Some(costs) = CostTable::new(segment_macs(problem, &cuts), heads) else {
-        return;
+/// The oracle's mean cost on the certifying frames for the found structure's heads.
+fn oracle_cost(zoo: &Zoo, f: &Found) -> f64 {
+    let Some(costs) = zoo.costs(&f.placed) else {
+        return 1.0;
     };
-    let n = reference.teacher.len();
+    let n = zoo.certify.teacher.len();
     let total: f64 = (0..n)
         .map(|i| {
-            let stage = genes
+            let stage = f
+                .placed
                 .iter()
-                .position(|g| {
-                    options[g.position][g.head]
+                .position(|&(c, k, _)| {
+                    zoo.options[c][k]
                         .as_ref()
-                        .is_some_and(|o| o.certify[metric].class[i] == reference.teacher[i])
+                        .is_some_and(|o| o.certify[f.metric].class[i] == zoo.certify.teacher[i])
                 })
-                .unwrap_or(genes.len());
+                .unwrap_or(f.placed.len());
             costs.cost(stage, true)
         })
         .sum();
-    let _ = writeln!(
-        notes,
-        "\nThe oracle for the chosen heads (each certifying frame leaves at the earliest exit that gives the backbone's answer) costs {:.3}.",
-        total / n.max(1) as f64
-    );
+    total / n.max(1) as f64
 }

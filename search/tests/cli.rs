@@ -293,17 +293,39 @@ fn the_same_seed_writes_the_same_bundle() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&a);
     run(&b);
-    let mut names: Vec<String> = std::fs::read_dir(&a)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(names.iter().any(|n| n == "exits.yaml"));
+    let names = files_under(&a);
+    assert!(names.iter().any(|n| n == Path::new("exits.yaml")));
+    assert!(
+        names.iter().any(|n| n.starts_with("baselines")),
+        "{names:?}"
+    );
     for name in &names {
         let (x, y) = (
             std::fs::read(a.join(name)).unwrap(),
             std::fs::read(b.join(name)).unwrap(),
         );
-        assert!(x == y, "{name} differs between two runs with the same seed");
+        assert!(
+            x == y,
+            "{} differs between two runs with the same seed",
+            name.display()
+        );
     }
+}
+
+/// Every file below `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
 }

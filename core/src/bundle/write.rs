@@ -90,7 +90,12 @@ pub fn write_atomically(
         .prefix(".earlyexit-bundle-")
         .tempdir_in(&parent)?;
     for (name, bytes) in files {
-        std::fs::write(staging.path().join(name), bytes)?;
+        // Names may hold folders (a bundle may carry others, such as baselines).
+        let path = staging.path().join(name);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::write(path, bytes)?;
     }
     if let Some(labels) = &bundle.labels {
         let mut text = labels.names.join("\n");
