@@ -73,7 +73,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
             seed: problem.args.seed.wrapping_add(k as u64),
             ..Training::default()
         };
-        let head = train_head(problem, index, HeadKind::LinearGap, &training)?;
+        let head = train_head(problem, index, HeadKind::LinearGap, false, &training)?;
         bar.finish_and_clear();
         scores.push(score(&head, &problem.frames.held, index, &[metric])?.remove(0));
         heads.push(head_macs(problem, cut, &head)?);

@@ -35,14 +35,12 @@ pub struct Frames {
 
 impl Frames {
     /// What heads learn: the ground truth when every training frame has it, else the
-    /// backbone's probabilities (distillation).
-    pub fn targets(&self) -> (Targets<'_>, &'static str) {
-        match &self.train_labels {
-            Some(labels) => (Targets::Hard(labels), "ground truth"),
-            None => (
-                Targets::Soft(&self.train.soft),
-                "the backbone's probabilities",
-            ),
+    /// backbone's answers, as classes or, when `distill`, as probabilities.
+    pub fn targets(&self, distill: bool) -> Targets<'_> {
+        match (&self.train_labels, distill) {
+            (Some(labels), _) => Targets::Hard(labels),
+            (None, true) => Targets::Soft(&self.train.soft),
+            (None, false) => Targets::Hard(&self.train.teacher),
         }
     }
 }
@@ -201,7 +199,11 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             .collect(),
         train_frames: problem.frames.train.frames(),
         holdout_frames: held.frames(),
-        trained_on: problem.frames.targets().1,
+        trained_on: match problem.frames.targets(args.strategy == Strategy::Nas) {
+            Targets::Hard(_) if problem.frames.train_labels.is_some() => "ground truth",
+            Targets::Hard(_) => "the backbone's answers",
+            Targets::Soft(_) => "the backbone's probabilities (distillation)",
+        },
         measure: goal.measure,
         target: goal.target,
         holdout: &choice.held,
@@ -362,15 +364,17 @@ fn frames(
     })
 }
 
-/// Trains a head of `kind` on candidate `cut` (an index into the problem's candidates).
+/// Trains a head of `kind` on candidate `cut` (an index into the problem's candidates), on
+/// soft targets when `distill` and there is no ground truth.
 pub fn train_head(
     problem: &Problem,
     cut: usize,
     kind: HeadKind,
+    distill: bool,
     training: &Training,
 ) -> Result<TrainedHead> {
     let (x, d) = problem.frames.train.column(cut, kind.pool_index());
-    let (targets, _) = problem.frames.targets();
+    let targets = problem.frames.targets(distill);
     train(kind, x, d, targets, problem.classes, training)
 }
 

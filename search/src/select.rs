@@ -203,7 +203,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             seed: args.seed.wrapping_add(i as u64),
             ..Training::default()
         };
-        let head = train_head(problem, i, HeadKind::LinearGap, &training)?;
+        let head = train_head(problem, i, HeadKind::LinearGap, true, &training)?;
         let option = head_option(problem, i, head, &select, &certify_frames)?;
         let share = cut.macs_before as f64 / problem.total_macs as f64;
         let probe = &option.select[0];
@@ -264,6 +264,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
                 problem,
                 i,
                 *kind,
+                true,
                 &Training {
                     seed,
                     ..Training::default()
