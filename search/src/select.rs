@@ -330,26 +330,34 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         notes,
         "Every row is built from the same heads with the same target, search and certificate; each is written as a bundle under `baselines/` for `evaluate` to score on other footage.\n"
     );
-    let _ = writeln!(
-        notes,
-        "| structure | exits | mean cost | agreement | {} | certified bound |",
-        measure_name(problem.goal.measure)
-    );
-    let _ = writeln!(notes, "|---|---|---|---|---|---|");
-    let backbone_measure = match (problem.goal.measure, zoo.certify.labels) {
-        (Measure::Accuracy, Some(l)) => {
-            l.iter()
-                .zip(zoo.certify.teacher)
-                .filter(|(a, b)| a == b)
-                .count() as f64
-                / l.len().max(1) as f64
-        }
-        _ => 1.0,
+    // With an agreement target, the agreement column is the measure itself.
+    let accuracy_too = problem.goal.measure == Measure::Accuracy;
+    let accuracy_cell = |x: Option<f64>| match (accuracy_too, x) {
+        (false, _) => String::new(),
+        (true, Some(v)) => format!(" {:.2}% |", 100.0 * v),
+        (true, None) => " - |".to_owned(),
     };
     let _ = writeln!(
         notes,
-        "| full backbone | 0 | 1.000 | 100.00% | {:.2}% | - |",
-        100.0 * backbone_measure
+        "| structure | exits | mean cost | agreement |{} certified bound |",
+        if accuracy_too { " accuracy |" } else { "" }
+    );
+    let _ = writeln!(
+        notes,
+        "|---|---|---|---|{}---|",
+        if accuracy_too { "---|" } else { "" }
+    );
+    let backbone_accuracy = zoo.certify.labels.map(|l| {
+        l.iter()
+            .zip(zoo.certify.teacher)
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / l.len().max(1) as f64
+    });
+    let _ = writeln!(
+        notes,
+        "| full backbone | 0 | 1.000 | 100.00% |{} - |",
+        accuracy_cell(backbone_accuracy)
     );
     for (name, f) in [
         ("chosen (searched)", &found),
@@ -361,11 +369,11 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     ] {
         let _ = writeln!(
             notes,
-            "| {name} | {} | {:.3} | {:.2}% | {:.2}% | {:.2}%{} |",
+            "| {name} | {} | {:.3} | {:.2}% |{} {:.2}%{} |",
             f.placed.len(),
             f.certify.mean_cost,
             100.0 * f.certify.agreement(),
-            100.0 * measure_of(problem.goal.measure, &f.certify),
+            accuracy_cell(Some(f.certify.accuracy())),
             100.0 * f.bound,
             if f.certified {
                 ""
@@ -377,8 +385,9 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let oracle = oracle_cost(&zoo, &found);
     let _ = writeln!(
         notes,
-        "| oracle for the chosen heads | {} | {oracle:.3} | 100.00% | - | - |",
-        found.placed.len()
+        "| oracle for the chosen heads | {} | {oracle:.3} | 100.00% |{} - |",
+        found.placed.len(),
+        accuracy_cell(None)
     );
     let _ = writeln!(
         notes,
