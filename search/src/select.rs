@@ -490,6 +490,25 @@ fn search_and_certify(
 
     let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
     let mut table = String::new();
+    // No exit at all is always a candidate: when nothing tried certifies, the structure with
+    // the best certified bound is kept, and that may be the backbone alone.
+    let placed = Vec::new();
+    let sel = zoo
+        .simulate(0, &placed, false)
+        .unwrap_or_else(|| empty_simulation(zoo.select.teacher.len()));
+    let cert = zoo
+        .simulate(0, &placed, true)
+        .unwrap_or_else(|| empty_simulation(zoo.certify.teacher.len()));
+    let bound = certify::rate_lower_bound(&zoo.failures(0, &placed), each);
+    let no_exit = Found {
+        metric: 0,
+        placed,
+        bound,
+        certified: bound >= zoo.problem.goal.target,
+        select: sel,
+        certify: cert,
+        scored: scored.len(),
+    };
     let mut best: Option<Found> = None;
     let mut tried = std::collections::HashSet::new();
     for (m, s) in feasible {
@@ -538,27 +557,10 @@ fn search_and_certify(
             best = Some(found);
         }
     }
-    let found = best.unwrap_or_else(|| {
-        // Nothing meets the target on the selecting frames: no exit at all.
-        let placed = Vec::new();
-        let sel = zoo
-            .simulate(0, &placed, false)
-            .unwrap_or_else(|| empty_simulation(zoo.select.teacher.len()));
-        let cert = zoo
-            .simulate(0, &placed, true)
-            .unwrap_or_else(|| empty_simulation(zoo.certify.teacher.len()));
-        let failures = zoo.failures(0, &placed);
-        let bound = certify::rate_lower_bound(&failures, each);
-        Found {
-            metric: 0,
-            placed,
-            bound,
-            certified: bound >= zoo.problem.goal.target,
-            select: sel,
-            certify: cert,
-            scored: scored.len(),
-        }
-    });
+    let found = match best {
+        Some(b) if b.certified || b.bound >= no_exit.bound => b,
+        _ => no_exit,
+    };
     if let Some(notes) = notes {
         let _ = writeln!(notes, "\n## Search\n");
         let _ = writeln!(
