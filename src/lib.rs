@@ -105,3 +105,48 @@ pub fn read_labels_csv(path: &Path) -> std::io::Result<Vec<i32>> {
     }
     Ok(labels)
 }
+
+/// Runs `filesrc ! decodebin ! videoconvert ! earlyexit model=BUNDLE ! appsink` over `clip` and
+/// returns the `EarlyExitMeta` of every buffer, in order. Panics when a buffer has none or the
+/// pipeline fails.
+pub fn element_meta(clip: &Path, bundle: &Path) -> Vec<gstearlyexit::EarlyExitInfo> {
+    use gst::prelude::*;
+    init();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! earlyexit model=\"{}\" ! appsink name=sink sync=false",
+        clip.display(),
+        bundle.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        .expect("an appsink");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("the pipeline starts");
+    let mut meta = Vec::new();
+    // pull_sample fails at EOS, and also on an error, which the bus check below reports.
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().expect("a sample with a buffer");
+        meta.push(
+            gstearlyexit::EarlyExitInfo::from_buffer(buffer)
+                .expect("EarlyExitMeta on every buffer"),
+        );
+    }
+    let error = pipeline
+        .bus()
+        .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]));
+    pipeline
+        .set_state(gst::State::Null)
+        .expect("the pipeline stops");
+    if let Some(msg) = error
+        && let gst::MessageView::Error(err) = msg.view()
+    {
+        panic!("{desc}: {}", err.error());
+    }
+    meta
+}

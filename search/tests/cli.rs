@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use earlyexit_e2e::{footage, model};
-use gst::prelude::*;
 
 fn search(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
@@ -109,43 +108,21 @@ fn errors_name_the_file_and_exit_non_zero() {
     }
 }
 
-/// Runs the element over `clip` and returns (stage, class id) of every frame, from the meta.
+/// The element's (stage, class id) for every frame of `clip`, from the meta.
 fn element_decisions(bundle: &Path, clip: &Path) -> Vec<(u32, i32)> {
-    earlyexit_e2e::init();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! earlyexit model=\"{}\" ! appsink name=sink sync=false",
-        clip.display(),
-        bundle.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut decisions = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        let buffer = sample.buffer().unwrap();
-        let info = gstearlyexit::meta::EarlyExitInfo::from_buffer(buffer)
-            .expect("every buffer has the meta");
-        decisions.push((info.stage, info.class_id));
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    decisions
+    earlyexit_e2e::element_meta(clip, bundle)
+        .into_iter()
+        .map(|m| (m.stage, m.class_id))
+        .collect()
 }
 
-/// A reduced-size run of the main job: search on part of the training stream with ground truth,
-/// calibrate on part of test-a, then `evaluate --per-frame` and the element over test-b must
-/// decide the same for every frame. The full-size figures are in `full_size_fmnist` (ignored:
-/// a benchmark, run with `cargo test --release -- --ignored`).
-#[test]
-fn search_evaluate_and_element_agree_on_every_frame() {
+/// The main job end to end: search on the training stream with ground truth and calibrate on
+/// test-a, then `evaluate --per-frame` and the element over test-b must decide the same for
+/// every frame. Returns evaluate's totals: accuracy, share of frames leaving early, mean cost.
+fn fmnist_end_to_end(extra: &[&str]) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    let report = run_fmnist_search(&bundle, Some(3000));
+    let report = run_fmnist_search(&bundle, extra);
     assert!(report.contains("Exit bundle report"));
     let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k");
     let element = element_decisions(&bundle, &footage("fmnist-test-b-5k.mkv"));
@@ -154,7 +131,7 @@ fn search_evaluate_and_element_agree_on_every_frame() {
     for (i, (ours, theirs)) in per_frame.iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
-    let accuracy = json["accuracy"].as_f64().unwrap();
+    println!("{json}");
     let exits: Vec<u64> = json["exits"]
         .as_array()
         .unwrap()
@@ -162,36 +139,37 @@ fn search_evaluate_and_element_agree_on_every_frame() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     let early = exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0;
+    (
+        json["accuracy"].as_f64().unwrap(),
+        early,
+        json["mean_cost"].as_f64().unwrap(),
+    )
+}
+
+/// A reduced-size run of the main job, for CI. The full-size figures are in `full_size_fmnist`
+/// (ignored: a benchmark, run with `cargo test --release -- --ignored`).
+#[test]
+fn search_evaluate_and_element_agree_on_every_frame() {
+    let (accuracy, early, cost) = fmnist_end_to_end(&["--max-frames", "3000"]);
     // Heads trained on 1,500 frames are weaker than the full run's: looser bounds here.
     assert!(accuracy >= 0.93, "accuracy {accuracy}");
     assert!(early >= 0.3, "only {early} left early");
-    assert!(json["mean_cost"].as_f64().unwrap() <= 0.85, "{json}");
+    assert!(cost <= 0.85, "mean cost {cost}");
 }
 
 /// The full-size acceptance run of issue 2 (a benchmark: about 2 minutes).
 #[test]
 #[ignore]
 fn full_size_fmnist() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    run_fmnist_search(&bundle, None);
-    let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k");
-    let element = element_decisions(&bundle, &footage("fmnist-test-b-5k.mkv"));
-    assert_eq!(per_frame, element);
-    let exits: Vec<u64> = json["exits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    let early = exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0;
-    println!("{json}");
-    assert!(json["accuracy"].as_f64().unwrap() >= 0.945, "{json}");
-    assert!(early >= 0.4, "{json}");
-    assert!(json["mean_cost"].as_f64().unwrap() <= 0.75, "{json}");
+    let (accuracy, early, cost) = fmnist_end_to_end(&[]);
+    assert!(accuracy >= 0.945, "accuracy {accuracy}");
+    assert!(early >= 0.4, "only {early} left early");
+    assert!(cost <= 0.75, "mean cost {cost}");
 }
 
-fn run_fmnist_search(bundle: &Path, max_frames: Option<usize>) -> String {
+/// Searches exits for the Fashion-MNIST backbone: heads on the training stream, thresholds on
+/// test-a, both with ground truth; target accuracy 0.945 and seed 1 unless `extra` says otherwise.
+fn run_fmnist_search(bundle: &Path, extra: &[&str]) -> String {
     let mut args: Vec<String> = [
         "search",
         "--backbone",
@@ -206,18 +184,17 @@ fn run_fmnist_search(bundle: &Path, max_frames: Option<usize>) -> String {
         &text(&footage("fmnist-test-a-5k.mkv")),
         "--ground-truth",
         &text(&footage("fmnist-test-a-5k.labels.csv")),
-        "--target-accuracy",
-        "0.945",
-        "--seed",
-        "1",
         "--out",
         &text(bundle),
     ]
     .map(str::to_owned)
     .to_vec();
-    if let Some(m) = max_frames {
-        args.extend(["--max-frames".to_owned(), m.to_string()]);
+    for (flag, default) in [("--target-accuracy", "0.945"), ("--seed", "1")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), default.to_owned()]);
+        }
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = search(&refs);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -263,32 +240,21 @@ fn evaluate(bundle: &Path, stream: &str) -> (Vec<(u32, i32)>, serde_json::Value)
 fn the_same_seed_writes_the_same_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &Path| {
-        let result = search(&[
-            "search",
-            "--strategy",
-            "nas",
-            "--budget",
-            "600",
-            "--backbone",
-            &text(&model("fmnist_resnet20w32.onnx")),
-            "--footage",
-            &text(&footage("fmnist-train-10k.mkv")),
-            "--ground-truth",
-            &text(&footage("fmnist-train-10k.labels.csv")),
-            "--holdout",
-            &text(&footage("fmnist-test-a-5k.mkv")),
-            "--ground-truth",
-            &text(&footage("fmnist-test-a-5k.labels.csv")),
-            "--target-accuracy",
-            "0.94",
-            "--max-frames",
-            "1500",
-            "--seed",
-            "5",
-            "--out",
-            &text(out),
-        ]);
-        assert!(result.status.success(), "{}", stderr(&result));
+        run_fmnist_search(
+            out,
+            &[
+                "--strategy",
+                "nas",
+                "--budget",
+                "600",
+                "--target-accuracy",
+                "0.94",
+                "--max-frames",
+                "1500",
+                "--seed",
+                "5",
+            ],
+        )
     };
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&a);

@@ -124,6 +124,22 @@ impl Model {
         OnnxError::model(&self.path, tensor, message)
     }
 
+    /// Runs the model on one input and hands its outputs to `read`.
+    fn run_with<R>(
+        &mut self,
+        shape: &[i64],
+        data: &[f32],
+        read: impl FnOnce(&Path, &ort::session::SessionOutputs) -> Result<R, OnnxError>,
+    ) -> Result<R, OnnxError> {
+        let input = TensorRef::from_array_view((shape, data))
+            .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![input])
+            .map_err(|e| OnnxError::model(&self.path, Some(&self.input), e.to_string()))?;
+        read(&self.path, &outputs)
+    }
+
     /// Runs the model on one input and writes its first output into `out`, reusing its buffers.
     pub fn run_into(
         &mut self,
@@ -131,22 +147,16 @@ impl Model {
         data: &[f32],
         out: &mut Tensor,
     ) -> Result<(), OnnxError> {
-        let input = TensorRef::from_array_view((shape, data))
-            .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
-        let path = &self.path;
-        let input_name = &self.input;
-        let outputs = self
-            .session
-            .run(ort::inputs![input])
-            .map_err(|e| OnnxError::model(path, Some(input_name), e.to_string()))?;
-        let (out_shape, values) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| OnnxError::model(path, None, format!("first output: {e}")))?;
-        out.shape.clear();
-        out.shape.extend_from_slice(out_shape);
-        out.data.clear();
-        out.data.extend_from_slice(values);
-        Ok(())
+        self.run_with(shape, data, |path, outputs| {
+            let (out_shape, values) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| OnnxError::model(path, None, format!("first output: {e}")))?;
+            out.shape.clear();
+            out.shape.extend_from_slice(out_shape);
+            out.data.clear();
+            out.data.extend_from_slice(values);
+            Ok(())
+        })
     }
 
     /// Runs the model on one input and returns every output, by name.
@@ -155,28 +165,22 @@ impl Model {
         shape: &[i64],
         data: &[f32],
     ) -> Result<Vec<(String, Tensor)>, OnnxError> {
-        let input = TensorRef::from_array_view((shape, data))
-            .map_err(|e| self.fault(Some(&self.input), e.to_string()))?;
-        let path = &self.path;
-        let input_name = &self.input;
-        let outputs = self
-            .session
-            .run(ort::inputs![input])
-            .map_err(|e| OnnxError::model(path, Some(input_name), e.to_string()))?;
-        outputs
-            .iter()
-            .map(|(name, value)| {
-                let (shape, data) = value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| OnnxError::model(path, Some(name), e.to_string()))?;
-                Ok((
-                    name.to_owned(),
-                    Tensor {
-                        shape: shape.to_vec(),
-                        data: data.to_vec(),
-                    },
-                ))
-            })
-            .collect()
+        self.run_with(shape, data, |path, outputs| {
+            outputs
+                .iter()
+                .map(|(name, value)| {
+                    let (shape, data) = value
+                        .try_extract_tensor::<f32>()
+                        .map_err(|e| OnnxError::model(path, Some(name), e.to_string()))?;
+                    Ok((
+                        name.to_owned(),
+                        Tensor {
+                            shape: shape.to_vec(),
+                            data: data.to_vec(),
+                        },
+                    ))
+                })
+                .collect()
+        })
     }
 }
