@@ -19,7 +19,7 @@ use candle_onnx::onnx::{ModelProto, NodeProto};
 
 pub use error::GraphError;
 pub use heads::{Head, HeadSpec, Pool, build_head, feature_len, pool_features};
-pub use model::{BATCH_DIM, decode_model, encode_model, read_model, write_model};
+pub use model::{BATCH_DIM, decode_model, encode_model, float_value_info, read_model, write_model};
 
 /// A tensor's name and its shape for one frame (batch 1).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,7 +57,8 @@ pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), GraphError> {
 }
 
 /// A float tensor's ValueInfo; with `symbolic_batch`, the first dimension becomes [`BATCH_DIM`].
-pub(crate) fn float_value_info(name: &str, dims: &[i64], symbolic_batch: bool) -> ValueInfoProto {
+/// A float32 tensor description; the leading dimension becomes the symbolic batch when asked.
+pub fn float_value_info(name: &str, dims: &[i64], symbolic_batch: bool) -> ValueInfoProto {
     let dim = dims
         .iter()
         .enumerate()

@@ -5,12 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_onnx::onnx::tensor_proto::DataType;
-use candle_onnx::onnx::tensor_shape_proto::{Dimension, dimension};
-use candle_onnx::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, type_proto,
-};
+use candle_onnx::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use earlyexit::bundle::{
     self, Bundle, Color, Exit, Format, InputSpec, Labels, Layout, Metric, Output, Stage,
 };
@@ -174,30 +169,9 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, data)
 }
 
+/// A float32 tensor description with a symbolic batch dimension.
 pub fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| Dimension {
-            denotation: String::new(),
-            value: Some(if i == 0 {
-                dimension::Value::DimParam("N".into())
-            } else {
-                dimension::Value::DimValue(d)
-            }),
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            denotation: String::new(),
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-        }),
-        doc_string: String::new(),
-    }
+    graph::float_value_info(name, dims, true)
 }
 
 /// A valid ONNX model with two inputs, `a` and `b` of `shape`, and one output `sum = a + b`.
