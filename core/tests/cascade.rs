@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{SEGMENT_MACS, asset, parts, read_npy, valid_dir};
+use common::npy::read_npy;
+use common::{SEGMENT_MACS, asset, parts, valid_dir};
 use earlyexit::bundle;
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
 
