@@ -23,10 +23,33 @@ pub struct Reference<'a> {
 /// What must hold on held-out frames.
 #[derive(Debug, Clone, Copy)]
 pub struct Goal {
+    /// What the promise certifies.
     pub measure: Measure,
+    /// The lowest rate of `measure`; unused under `max_loss`.
     pub target: f64,
     /// With `--target-accuracy`, agreement may be constrained too.
     pub min_agreement: Option<f64>,
+    /// With `--max-accuracy-loss`: accuracy may fall at most this far below the full
+    /// backbone's on the same frames.
+    pub max_loss: Option<f64>,
+}
+
+impl Goal {
+    /// What the bundle's answer costs on one frame: 1 for a failure, and under `max_loss`
+    /// -1 where the bundle is right and the backbone wrong (that gains accuracy back).
+    pub fn penalty(&self, answer: u32, teacher: u32, label: Option<u32>) -> f64 {
+        let wrong = |c: u32| f64::from(u8::from(label.is_none_or(|l| c != l)));
+        match (self.measure, self.max_loss) {
+            (Measure::Accuracy, Some(_)) => wrong(answer) - wrong(teacher),
+            (Measure::Accuracy, None) => wrong(answer),
+            (Measure::Agreement, _) => f64::from(u8::from(answer != teacher)),
+        }
+    }
+
+    /// The highest mean penalty the goal allows.
+    pub fn limit(&self) -> f64 {
+        self.max_loss.unwrap_or(1.0 - self.target)
+    }
 }
 
 /// The cascade's figures on held-out frames for some thresholds.
@@ -40,6 +63,8 @@ pub struct Simulation {
     pub correct: Vec<usize>,
     pub frames: usize,
     pub mean_cost: f64,
+    /// The class answered for each frame.
+    pub answers: Vec<u32>,
 }
 
 impl Simulation {
@@ -51,12 +76,19 @@ impl Simulation {
         self.correct.iter().sum::<usize>() as f64 / self.frames.max(1) as f64
     }
 
-    pub fn meets(&self, goal: &Goal) -> bool {
-        let main = match goal.measure {
-            Measure::Agreement => self.agreement(),
-            Measure::Accuracy => self.accuracy(),
-        };
-        main >= goal.target && goal.min_agreement.is_none_or(|a| self.agreement() >= a)
+    /// Per frame, in order: the goal's penalty for the answer given.
+    pub fn penalties(&self, goal: &Goal, reference: &Reference) -> Vec<f64> {
+        self.answers
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| goal.penalty(a, reference.teacher[i], reference.labels.map(|l| l[i])))
+            .collect()
+    }
+
+    pub fn meets(&self, goal: &Goal, reference: &Reference) -> bool {
+        let p = self.penalties(goal, reference);
+        let mean = p.iter().sum::<f64>() / p.len().max(1) as f64;
+        mean <= goal.limit() && goal.min_agreement.is_none_or(|a| self.agreement() >= a)
     }
 }
 
@@ -78,25 +110,39 @@ pub fn simulate(
     reference: &Reference,
     costs: &CostTable,
 ) -> Simulation {
+    tally(exits.len() + 1, reference, costs, |i, _| {
+        exits
+            .iter()
+            .zip(thresholds)
+            .enumerate()
+            .find(|(_, (e, t))| rule::leaves(metric, e.score[i], **t))
+            .map(|(k, (e, _))| (k, e.class[i]))
+    })
+}
+
+/// The figures of a cascade of `stages` stages over the reference frames, in order. `leave`
+/// tells, for frame i and the answer given to the frame before it (None at the first frame),
+/// the exit where the frame leaves and its class, or None when it reaches the last stage.
+pub fn tally(
+    stages: usize,
+    reference: &Reference,
+    costs: &CostTable,
+    mut leave: impl FnMut(usize, Option<u32>) -> Option<(usize, u32)>,
+) -> Simulation {
     let frames = reference.teacher.len();
-    let stages = exits.len() + 1;
     let mut sim = Simulation {
         exits: vec![0; stages],
         agree: vec![0; stages],
         correct: vec![0; stages],
         frames,
         mean_cost: 0.0,
+        answers: Vec::with_capacity(frames),
     };
     let mut cost = 0.0;
     for i in 0..frames {
-        let (stage, class) = exits
-            .iter()
-            .zip(thresholds)
-            .enumerate()
-            .find(|(_, (e, t))| rule::leaves(metric, e.score[i], **t))
-            .map_or((stages - 1, reference.teacher[i]), |(k, (e, _))| {
-                (k, e.class[i])
-            });
+        let last = sim.answers.last().copied();
+        let (stage, class) = leave(i, last).unwrap_or((stages - 1, reference.teacher[i]));
+        sim.answers.push(class);
         sim.exits[stage] += 1;
         sim.agree[stage] += usize::from(class == reference.teacher[i]);
         if let Some(labels) = reference.labels {
@@ -168,7 +214,7 @@ pub fn calibrate(
         let precision = 0.8 + 0.2 * f64::from(step) / 400.0;
         let thresholds = thresholds_for_precision(metric, precision, exits, &right, frames);
         let sim = simulate(metric, &thresholds, exits, reference, costs);
-        if sim.meets(goal) && sim.mean_cost < best.1.mean_cost {
+        if sim.meets(goal, reference) && sim.mean_cost < best.1.mean_cost {
             best = (thresholds, sim);
         }
     }
@@ -231,9 +277,10 @@ mod tests {
             measure: Measure::Agreement,
             target: 1.0,
             min_agreement: None,
+            max_loss: None,
         };
         let (t, sim) = calibrate(Metric::MaxProb, &exits, &reference, &costs(), &goal);
-        assert!(sim.meets(&goal));
+        assert!(sim.meets(&goal, &reference));
         assert_eq!(
             sim.exits[0], 58,
             "every confident frame (0.71..0.99) leaves early: {t:?}"
@@ -257,6 +304,7 @@ mod tests {
             measure: Measure::Agreement,
             target: 0.99,
             min_agreement: None,
+            max_loss: None,
         };
         let (t, sim) = calibrate(Metric::MaxProb, &exits, &reference, &costs, &goal);
         assert_eq!(t, vec![never(Metric::MaxProb)]);

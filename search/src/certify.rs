@@ -2,17 +2,22 @@
 //! was fitted on. Neighbouring frames are correlated, so they count as fewer independent
 //! samples: the effective sample size shrinks with the failures' autocorrelation.
 
-use statrs::distribution::{Beta, ContinuousCDF};
+use statrs::distribution::{Beta, ContinuousCDF, Normal};
 
 /// Independent samples that `failures` (one flag per frame, in time order) are worth:
 /// n / (1 + 2 Σ ρ_k), summing the autocorrelations while they stay positive (Geyer's initial
 /// positive sequence). Never more than n, never less than 1.
 pub fn effective_samples(failures: &[bool]) -> f64 {
-    let n = failures.len();
+    let x: Vec<f64> = failures.iter().map(|&f| f64::from(u8::from(f))).collect();
+    effective_samples_of(&x)
+}
+
+/// [`effective_samples`] of any per-frame values.
+pub fn effective_samples_of(x: &[f64]) -> f64 {
+    let n = x.len();
     if n < 2 {
         return n as f64;
     }
-    let x: Vec<f64> = failures.iter().map(|&f| f64::from(u8::from(f))).collect();
     let mean = x.iter().sum::<f64>() / n as f64;
     let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
     if var == 0.0 {
@@ -60,6 +65,22 @@ pub fn rate_lower_bound(failures: &[bool], confidence: f64) -> f64 {
     1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
 }
 
+/// An upper bound on the mean of per-frame `values` (in time order) that holds with about
+/// `confidence`: mean + z·sd/√n_eff, by the normal approximation. The variance counts one
+/// more unit event than seen, so a handful of failures (or none) is not taken as certainty.
+pub fn mean_upper_bound(values: &[f64], confidence: f64) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return f64::INFINITY;
+    }
+    let nf = n as f64;
+    let mean = values.iter().sum::<f64>() / nf;
+    let square = (values.iter().map(|v| v * v).sum::<f64>() + 1.0) / nf;
+    let sd = (square - mean * mean).max(0.0).sqrt();
+    let z = Normal::standard().inverse_cdf(confidence);
+    mean + z * sd / effective_samples_of(values).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +105,23 @@ mod tests {
         assert!(n1 > 800.0, "{n1}");
         assert!(n2 < 200.0, "{n2}");
         assert!(rate_lower_bound(&runs, 0.95) < rate_lower_bound(&independent, 0.95));
+    }
+
+    #[test]
+    fn the_mean_bound_widens_with_confidence_and_correlation() {
+        // 1% failures, independent: mean 0.01, sd ≈ 0.1, n = 2000 → about 0.01 + z·0.0022.
+        let independent: Vec<f64> = (0..2000)
+            .map(|i| f64::from(u8::from((i * 7919) % 100 == 0)))
+            .collect();
+        let u90 = mean_upper_bound(&independent, 0.90);
+        let u99 = mean_upper_bound(&independent, 0.99);
+        assert!(u90 > 0.01 && u90 < 0.0135, "{u90}");
+        assert!(u99 > u90, "{u99} {u90}");
+        let runs: Vec<f64> = (0..2000)
+            .map(|i| f64::from(u8::from((i / 10) % 100 == 0)))
+            .collect();
+        assert!(mean_upper_bound(&runs, 0.90) > u90);
+        // No failure seen is not certainty.
+        assert!(mean_upper_bound(&[0.0; 100], 0.95) > 0.0);
     }
 }

@@ -111,8 +111,12 @@ pub struct SearchArgs {
     #[arg(long)]
     pub target_agreement: Option<f64>,
     /// Lowest accuracy on held-out frames (needs ground truth there).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "max_accuracy_loss")]
     pub target_accuracy: Option<f64>,
+    /// Highest accuracy loss against the full backbone on the same held-out frames (needs
+    /// ground truth there), e.g. 0.005 for half a point.
+    #[arg(long)]
+    pub max_accuracy_loss: Option<f64>,
     /// Use at most N frames in all, taken evenly from each footage.
     #[arg(long)]
     pub max_frames: Option<usize>,
@@ -138,8 +142,8 @@ pub struct SearchArgs {
     /// With --strategy nas: candidate positions kept after saliency pruning.
     #[arg(long, default_value_t = 8)]
     pub candidates: usize,
-    /// With --strategy nas: configurations scored at most.
-    #[arg(long, default_value_t = 6000)]
+    /// With --strategy nas: exit structures scored at most, each at every threshold level.
+    #[arg(long, default_value_t = 3000)]
     pub budget: usize,
     /// Where to write the bundle (a folder); written only when the search finishes.
     #[arg(long)]

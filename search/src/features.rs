@@ -14,7 +14,7 @@ use crate::footage::{Decoder, Footage};
 use crate::progress;
 
 /// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
-pub const POOLS: [Pool; 2] = [Pool::Global, Pool::Grid(2)];
+pub const POOLS: [Pool; 3] = [Pool::Global, Pool::Grid(2), Pool::Grid(4)];
 
 /// Frames, as the search keeps them: per candidate cut and pooling a row-major
 /// frames × features matrix, and per frame the backbone's answer and the ground truth.

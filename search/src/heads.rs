@@ -17,17 +17,47 @@ pub enum HeadKind {
     LinearGrid2,
     /// GlobalAveragePool → Linear → ReLU → Linear.
     MlpGap,
+    /// 4×4 average pooling → Linear.
+    LinearGrid4,
+    /// 2×2 average pooling → Linear → ReLU → Linear.
+    MlpGrid2,
+    /// 4×4 average pooling → Linear → ReLU → Linear.
+    MlpGrid4,
 }
 
 impl HeadKind {
-    pub const ALL: [HeadKind; 3] = [HeadKind::LinearGap, HeadKind::LinearGrid2, HeadKind::MlpGap];
+    pub const ALL: [HeadKind; 6] = [
+        HeadKind::LinearGap,
+        HeadKind::LinearGrid2,
+        HeadKind::MlpGap,
+        HeadKind::LinearGrid4,
+        HeadKind::MlpGrid2,
+        HeadKind::MlpGrid4,
+    ];
+
+    /// The pooling in front of the head's layers.
+    pub fn pool(self) -> Pool {
+        match self {
+            HeadKind::LinearGap | HeadKind::MlpGap => Pool::Global,
+            HeadKind::LinearGrid2 | HeadKind::MlpGrid2 => Pool::Grid(2),
+            HeadKind::LinearGrid4 | HeadKind::MlpGrid4 => Pool::Grid(4),
+        }
+    }
 
     /// Index into [`crate::features::POOLS`] of the features this head reads.
     pub fn pool_index(self) -> usize {
-        match self {
-            HeadKind::LinearGap | HeadKind::MlpGap => 0,
-            HeadKind::LinearGrid2 => 1,
-        }
+        let pool = self.pool();
+        crate::features::POOLS
+            .iter()
+            .position(|p| *p == pool)
+            .unwrap_or(0)
+    }
+
+    fn hidden_layer(self) -> bool {
+        matches!(
+            self,
+            HeadKind::MlpGap | HeadKind::MlpGrid2 | HeadKind::MlpGrid4
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -35,6 +65,9 @@ impl HeadKind {
             HeadKind::LinearGap => "gap-linear",
             HeadKind::LinearGrid2 => "grid2-linear",
             HeadKind::MlpGap => "gap-mlp",
+            HeadKind::LinearGrid4 => "grid4-linear",
+            HeadKind::MlpGrid2 => "grid2-mlp",
+            HeadKind::MlpGrid4 => "grid4-mlp",
         }
     }
 }
@@ -67,6 +100,26 @@ impl Default for Training {
             weight_decay: 1e-4,
             hidden: 128,
             seed: 0,
+        }
+    }
+}
+
+impl Training {
+    /// The settings for a head of `kind`: a hidden layer needs fewer epochs, and each of its
+    /// epochs costs far more, over thousands of pooled features.
+    pub fn for_kind(kind: HeadKind, seed: u64) -> Training {
+        let t = Training {
+            seed,
+            ..Training::default()
+        };
+        if kind.hidden_layer() {
+            Training {
+                epochs: 20,
+                hidden: 64,
+                ..t
+            }
+        } else {
+            t
         }
     }
 }
@@ -104,10 +157,7 @@ impl TrainedHead {
 
     /// The ONNX head's description for the graph tools.
     pub fn spec(&self) -> HeadSpec {
-        let pool = match self.kind {
-            HeadKind::LinearGap | HeadKind::MlpGap => Pool::Global,
-            HeadKind::LinearGrid2 => Pool::Grid(2),
-        };
+        let pool = self.kind.pool();
         match self.layers.as_slice() {
             [(w, b)] => HeadSpec::Linear {
                 pool,
@@ -152,9 +202,10 @@ pub fn train(
     let dev = Device::Cpu;
     let xs = Tensor::from_vec(standardised, (n, d), &dev)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
-    let widths: Vec<usize> = match kind {
-        HeadKind::LinearGap | HeadKind::LinearGrid2 => vec![d, classes],
-        HeadKind::MlpGap => vec![d, t.hidden, classes],
+    let widths: Vec<usize> = if kind.hidden_layer() {
+        vec![d, t.hidden, classes]
+    } else {
+        vec![d, classes]
     };
     // A single layer starts at zero (the problem is convex); deeper ones need a random start,
     // drawn from the seeded generator so that the same seed trains the same head.
@@ -241,6 +292,17 @@ pub fn train(
         classes,
         layers,
     })
+}
+
+/// A logistic model of `y` on rows of `d` raw features: (weights, bias), so that
+/// P(y) = sigmoid(bias + weights · x).
+pub fn logistic(x: &[f32], d: usize, y: &[bool], t: &Training) -> Result<(Vec<f64>, f64)> {
+    let classes: Vec<u32> = y.iter().map(|&b| u32::from(b)).collect();
+    let head = train(HeadKind::LinearGap, x, d, Targets::Hard(&classes), 2, t)?;
+    let (w, b) = &head.layers[0];
+    // A softmax over two logits is the sigmoid of their difference.
+    let weights = (0..d).map(|j| f64::from(w[d + j] - w[j])).collect();
+    Ok((weights, f64::from(b[1] - b[0])))
 }
 
 /// Per-feature mean and standard deviation (1 where a feature is constant).

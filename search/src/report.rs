@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use earlyexit::bundle::{Bundle, Measure};
 
-use crate::calibrate::Simulation;
+use crate::calibrate::{Goal, Simulation};
 
 /// What the report says about a search.
 pub struct Summary<'a> {
@@ -15,8 +15,7 @@ pub struct Summary<'a> {
     pub train_frames: usize,
     pub holdout_frames: usize,
     pub trained_on: &'a str,
-    pub measure: Measure,
-    pub target: f64,
+    pub goal: Goal,
     pub holdout: &'a Simulation,
     /// The full backbone's accuracy on held-out frames, when labeled.
     pub backbone_accuracy: Option<f64>,
@@ -34,11 +33,22 @@ pub fn markdown(s: &Summary) -> String {
         "- Frames: {} to train heads (on {}), {} held out to calibrate thresholds",
         s.train_frames, s.trained_on, s.holdout_frames
     );
-    let measure = match s.measure {
-        Measure::Agreement => "agreement with the full backbone",
-        Measure::Accuracy => "accuracy",
-    };
-    let _ = writeln!(r, "- Target: {measure} ≥ {} on held-out frames", s.target);
+    let goal = &s.goal;
+    match (goal.measure, goal.max_loss) {
+        (_, Some(loss)) => writeln!(
+            r,
+            "- Target: accuracy at most {loss} below the full backbone's on the same held-out frames"
+        ),
+        (Measure::Agreement, None) => writeln!(
+            r,
+            "- Target: agreement with the full backbone ≥ {} on held-out frames",
+            goal.target
+        ),
+        (Measure::Accuracy, None) => {
+            writeln!(r, "- Target: accuracy ≥ {} on held-out frames", goal.target)
+        }
+    }
+    .ok();
     let _ = writeln!(
         r,
         "- Exit metric: `{}`\n",

@@ -131,7 +131,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     let frames = frames(args, &mut extractor, footage, holdout)?;
     if goal.measure == Measure::Accuracy && frames.held.labels.iter().any(Option::is_none) {
         bail!(
-            "--target-accuracy needs ground truth for every held-out frame: give --ground-truth after each --holdout (or after each --footage when holding out its end)"
+            "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame: give --ground-truth after each --holdout (or after each --footage when holding out its end)"
         );
     }
     let problem = Problem {
@@ -204,8 +204,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             Targets::Hard(_) => "the backbone's answers",
             Targets::Soft(_) => "the backbone's probabilities (distillation)",
         },
-        measure: goal.measure,
-        target: goal.target,
+        goal,
         holdout: &choice.held,
         backbone_accuracy,
         notes: &choice.notes,
@@ -293,16 +292,29 @@ fn goal(args: &SearchArgs) -> Result<Goal> {
             args.confidence
         );
     }
-    Ok(match args.target_accuracy {
-        Some(target) => Goal {
+    if let Some(loss) = args.max_accuracy_loss
+        && !(0.0..=1.0).contains(&loss)
+    {
+        bail!("--max-accuracy-loss {loss}: must lie in 0..1");
+    }
+    Ok(match (args.target_accuracy, args.max_accuracy_loss) {
+        (Some(target), _) => Goal {
             measure: Measure::Accuracy,
             target,
             min_agreement: args.target_agreement,
+            max_loss: None,
         },
-        None => Goal {
+        (None, Some(loss)) => Goal {
+            measure: Measure::Accuracy,
+            target: 0.0,
+            min_agreement: args.target_agreement,
+            max_loss: Some(loss),
+        },
+        (None, None) => Goal {
             measure: Measure::Agreement,
             target: args.target_agreement.unwrap_or(0.99),
             min_agreement: None,
+            max_loss: None,
         },
     })
 }

@@ -13,7 +13,7 @@ use earlyexit::bundle::{Measure, Metric, Promise, Word};
 use earlyexit::cost::CostTable;
 use earlyexit::graph::CutPoint;
 
-use crate::calibrate::{ExitScores, Reference, Simulation, simulate};
+use crate::calibrate::{ExitScores, Goal, Reference, Simulation, never, simulate};
 use crate::certify;
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::nas::{self, Space};
@@ -21,14 +21,22 @@ use crate::search::{Choice, ChosenExit, Problem, head_macs, score, segment_macs,
 
 const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
 
-/// Thresholds tried per exit: the score at these shares of the selecting frames (the most
-/// confident share `1 - q` leaves).
-const QUANTILES: [f64; 12] = [
-    0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.94, 0.97, 0.99, 0.995,
+/// Threshold levels tried: at level τ, every exit of a structure lets a frame leave when a
+/// logistic fit of "leaving here costs nothing" on its metric value says so with probability
+/// at least τ. One level per structure, not one threshold per exit: selecting among
+/// thresholds per exit on the same frames overfits them by about a point of accuracy.
+const LEVELS: [f64; 16] = [
+    0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.993, 0.996,
+    0.998,
 ];
 
 /// Configurations certified at most; the confidence is split among them (Bonferroni).
 const CERTIFY_TRIES: usize = 5;
+
+/// Selection ranks thousands of configurations on the same frames, so a configuration is
+/// feasible only when an upper bound on its mean penalty there, at this one-sided confidence
+/// (about one standard error), is within the goal. The certificate is what the promise rests on.
+const SELECT_CONFIDENCE: f64 = 0.84;
 
 /// A trained head at a candidate position, with its outputs on the selecting and certifying
 /// frames under every metric.
@@ -37,7 +45,7 @@ struct HeadOption {
     macs: u64,
     select: Vec<ExitScores>,
     certify: Vec<ExitScores>,
-    /// Per metric: the threshold grid.
+    /// Per metric: the threshold at each of [`LEVELS`].
     thresholds: Vec<Vec<f64>>,
 }
 
@@ -59,16 +67,17 @@ struct Family {
 }
 
 impl Family {
+    /// Genes choose a head per position; the level is searched per structure.
     fn space(&self) -> Space {
         Space {
             positions: self.positions.len(),
             heads: self.kinds.len(),
-            thresholds: QUANTILES.len(),
+            thresholds: 1,
         }
     }
 }
 
-/// One exit of a structure: candidate, head kind, threshold index.
+/// One exit of a structure: candidate, head kind, threshold level.
 type Placed = (usize, usize, usize);
 
 impl Zoo<'_> {
@@ -76,14 +85,15 @@ impl Zoo<'_> {
         self.options[candidate][kind_index(kind)].as_ref()
     }
 
-    fn placed(&self, family: &Family, genome: &[u16]) -> Option<Vec<Placed>> {
+    /// The exits of a structure's genome at threshold `level`.
+    fn placed(&self, family: &Family, genome: &[u16], level: usize) -> Option<Vec<Placed>> {
         nas::decode(&family.space(), genome)
             .into_iter()
             .map(|g| {
                 let candidate = family.positions[g.position];
                 let kind = family.kinds[g.head];
                 self.option(candidate, kind)
-                    .map(|_| (candidate, kind_index(kind), g.threshold))
+                    .map(|_| (candidate, kind_index(kind), level))
             })
             .collect()
     }
@@ -128,38 +138,41 @@ impl Zoo<'_> {
         ))
     }
 
-    /// Per certifying frame, in time order: whether the structure's answer fails the measure.
-    fn failures(&self, metric: usize, placed: &[Placed]) -> Vec<bool> {
-        let r = &self.certify;
-        (0..r.teacher.len())
-            .map(|i| {
-                let answer = placed
-                    .iter()
-                    .find_map(|&(c, k, t)| {
-                        let o = self.options[c][k].as_ref()?;
-                        let s = &o.certify[metric];
-                        earlyexit::rule::leaves(
-                            METRICS[metric],
-                            s.score[i],
-                            o.thresholds[metric][t],
-                        )
-                        .then_some(s.class[i])
-                    })
-                    .unwrap_or(r.teacher[i]);
-                match (self.problem.goal.measure, r.labels) {
-                    (Measure::Accuracy, Some(l)) => answer != l[i],
-                    _ => answer != r.teacher[i],
-                }
-            })
-            .collect()
-    }
-
+    /// The selection objective: an upper bound on the mean penalty on the selecting frames
+    /// (plus any agreement shortfall), to compare against the goal's limit.
     fn error(&self, sim: &Simulation) -> f64 {
         let goal = &self.problem.goal;
         let shortfall = goal
             .min_agreement
             .map_or(0.0, |a| (a - sim.agreement()).max(0.0));
-        1.0 - measure_of(goal.measure, sim) + shortfall
+        certify::mean_upper_bound(&sim.penalties(goal, &self.select), SELECT_CONFIDENCE) + shortfall
+    }
+
+    /// What the certifying frames show of a structure, each bound holding with `confidence`.
+    fn certificate(&self, cert: &Simulation, confidence: f64) -> Certificate {
+        let goal = &self.problem.goal;
+        let penalties = cert.penalties(goal, &self.certify);
+        // The promise is a rate: of agreement, or of accuracy (also under a loss goal).
+        let failures: Vec<bool> = match (goal.measure, self.certify.labels) {
+            (Measure::Accuracy, Some(l)) => {
+                cert.answers.iter().zip(l).map(|(a, l)| a != l).collect()
+            }
+            _ => penalties.iter().map(|&p| p > 0.0).collect(),
+        };
+        let bound = certify::rate_lower_bound(&failures, confidence);
+        let loss_bound = goal
+            .max_loss
+            .map(|_| certify::mean_upper_bound(&penalties, confidence));
+        let certified = match (goal.max_loss, loss_bound) {
+            (Some(max), Some(b)) => b <= max,
+            _ => bound >= goal.target,
+        } && goal.min_agreement.is_none_or(|a| cert.agreement() >= a);
+        Certificate {
+            bound,
+            loss_bound,
+            certified,
+            effective: certify::effective_samples_of(&penalties),
+        }
     }
 }
 
@@ -167,12 +180,28 @@ fn kind_index(kind: HeadKind) -> usize {
     HeadKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
+/// What the certifying frames show of a structure.
+struct Certificate {
+    /// Lower bound on the promised rate (agreement, or accuracy with ground truth).
+    bound: f64,
+    /// Under a loss goal: upper bound on the accuracy loss against the backbone.
+    loss_bound: Option<f64>,
+    certified: bool,
+    effective: f64,
+}
+
+impl Certificate {
+    /// Higher is better: the least loss, or the highest rate.
+    fn merit(&self) -> f64 {
+        self.loss_bound.map_or(self.bound, |l| -l)
+    }
+}
+
 /// What a search of one family found and certified.
 struct Found {
     metric: usize,
     placed: Vec<Placed>,
-    bound: f64,
-    certified: bool,
+    certificate: Certificate,
     select: Simulation,
     certify: Simulation,
     scored: usize,
@@ -204,7 +233,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             ..Training::default()
         };
         let head = train_head(problem, i, HeadKind::LinearGap, true, &training)?;
-        let option = head_option(problem, i, head, &select, &certify_frames)?;
+        let option = head_option(problem, i, head, &select, &certify_frames, &select_ref)?;
         let share = cut.macs_before as f64 / problem.total_macs as f64;
         let probe = &option.select[0];
         let coverage = coverage_at(
@@ -260,18 +289,15 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             let seed = args
                 .seed
                 .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
-            let head = train_head(
+            let head = train_head(problem, i, *kind, true, &Training::for_kind(*kind, seed))?;
+            options[i][kind_index(*kind)] = Some(head_option(
                 problem,
                 i,
-                *kind,
-                true,
-                &Training {
-                    seed,
-                    ..Training::default()
-                },
-            )?;
-            options[i][kind_index(*kind)] =
-                Some(head_option(problem, i, head, &select, &certify_frames)?);
+                head,
+                &select,
+                &certify_frames,
+                &select_ref,
+            )?);
         }
     }
     bar.finish_and_clear();
@@ -374,8 +400,8 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             f.certify.mean_cost,
             100.0 * f.certify.agreement(),
             accuracy_cell(Some(f.certify.accuracy())),
-            100.0 * f.bound,
-            if f.certified {
+            100.0 * f.certificate.bound,
+            if f.certificate.certified {
                 ""
             } else {
                 " (target not certified)"
@@ -435,7 +461,7 @@ fn to_choice(
     let promise = Promise {
         measure: zoo.problem.goal.measure,
         // Four decimals, rounded down, so the written promise never exceeds the bound.
-        target: (f.bound * 10_000.0).floor() / 10_000.0,
+        target: (f.certificate.bound * 10_000.0).floor() / 10_000.0,
         confidence,
         frames: zoo.certify.teacher.len() as u64,
     };
@@ -460,7 +486,9 @@ fn search_and_certify(
     notes: Option<&mut String>,
 ) -> Found {
     let space = family.space();
+    // Every (structure, level) scored, the level as a last gene.
     let mut scored: Vec<(usize, nas::Scored)> = Vec::new();
+    let mut structures = 0;
     let per_metric = (budget / family.metrics.len()).max(10);
     let bar = crate::progress::bar(
         "searching structures",
@@ -472,16 +500,39 @@ fn search_and_certify(
             population: 48,
             seed: seed.wrapping_add(m as u64),
         };
+        let max_error = zoo.problem.goal.limit();
+        // A structure is worth its cheapest feasible level, else its most accurate one.
         let outcome = nas::search(&space, &settings, &[vec![0; space.positions]], |g| {
             bar.inc(1);
-            zoo.placed(family, g)
-                .and_then(|p| zoo.simulate(m, &p, false))
-                .map_or([f64::INFINITY; 2], |s| [s.mean_cost, zoo.error(&s)])
+            let mut best = [f64::INFINITY; 2];
+            for level in 0..LEVELS.len() {
+                let Some(sim) = zoo
+                    .placed(family, g, level)
+                    .and_then(|p| zoo.simulate(m, &p, false))
+                else {
+                    continue;
+                };
+                let objectives = [sim.mean_cost, zoo.error(&sim)];
+                let mut genome = g.to_vec();
+                genome.push(level as u16);
+                scored.push((m, nas::Scored { genome, objectives }));
+                let feasible = |o: &[f64; 2]| o[1] <= max_error;
+                let better = match (feasible(&objectives), feasible(&best)) {
+                    (true, true) => objectives[0] < best[0],
+                    (true, false) => true,
+                    (false, true) => false,
+                    (false, false) => objectives[1] < best[1],
+                };
+                if better {
+                    best = objectives;
+                }
+            }
+            best
         });
-        scored.extend(outcome.scored.into_iter().map(|s| (m, s)));
+        structures += outcome.scored.len();
     }
     bar.finish_and_clear();
-    let max_error = 1.0 - zoo.problem.goal.target;
+    let max_error = zoo.problem.goal.limit();
     let mut feasible: Vec<&(usize, nas::Scored)> = scored
         .iter()
         .filter(|(_, s)| s.objectives[1] <= max_error)
@@ -490,8 +541,9 @@ fn search_and_certify(
 
     let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
     let mut table = String::new();
-    // No exit at all is always a candidate: when nothing tried certifies, the structure with
-    // the best certified bound is kept, and that may be the backbone alone.
+    // No exit at all is what is left when no structure meets the target on the selecting
+    // frames. When some do but none certifies, the best certified of them is kept, with the
+    // promise it did certify: the backbone alone would certify more and save nothing.
     let placed = Vec::new();
     let sel = zoo
         .simulate(0, &placed, false)
@@ -499,12 +551,10 @@ fn search_and_certify(
     let cert = zoo
         .simulate(0, &placed, true)
         .unwrap_or_else(|| empty_simulation(zoo.certify.teacher.len()));
-    let bound = certify::rate_lower_bound(&zoo.failures(0, &placed), each);
     let no_exit = Found {
         metric: 0,
         placed,
-        bound,
-        certified: bound >= zoo.problem.goal.target,
+        certificate: zoo.certificate(&cert, each),
         select: sel,
         certify: cert,
         scored: scored.len(),
@@ -515,62 +565,63 @@ fn search_and_certify(
         if tried.len() >= CERTIFY_TRIES {
             break;
         }
-        let Some(placed) = zoo.placed(family, &s.genome) else {
+        let Some((level, genome)) = s.genome.split_last() else {
             continue;
         };
-        if !tried.insert((*m, placed.clone())) {
+        let Some(placed) = zoo.placed(family, genome, usize::from(*level)) else {
             continue;
-        }
+        };
         let (Some(sel), Some(cert)) = (
             zoo.simulate(*m, &placed, false),
             zoo.simulate(*m, &placed, true),
         ) else {
             continue;
         };
-        let failures = zoo.failures(*m, &placed);
-        let bound = certify::rate_lower_bound(&failures, each);
-        let certified = bound >= zoo.problem.goal.target;
+        // Structures that answer every frame alike (an exit nobody leaves at) are one try.
+        if !tried.insert((sel.answers.clone(), sel.exits.clone(), cert.answers.clone())) {
+            continue;
+        }
+        let certificate = zoo.certificate(&cert, each);
         let _ = writeln!(
             table,
-            "| {:.4} | {} | {:.2}% | {:.2}% | {:.2}% | {:.0} |",
+            "| {:.4} | {} | {:.2}% | {:.2}% | {} | {:.0} |",
             sel.mean_cost,
             METRICS[*m].word(),
             100.0 * measure_of(zoo.problem.goal.measure, &sel),
             100.0 * measure_of(zoo.problem.goal.measure, &cert),
-            100.0 * bound,
-            certify::effective_samples(&failures)
+            bound_cell(&certificate),
+            certificate.effective
         );
         let found = Found {
             metric: *m,
             placed,
-            bound,
-            certified,
+            certificate,
             select: sel,
             certify: cert,
             scored: scored.len(),
         };
-        if certified {
+        if found.certificate.certified {
             best = Some(found);
             break;
         }
-        if best.as_ref().is_none_or(|b| bound > b.bound) {
+        if best
+            .as_ref()
+            .is_none_or(|b| found.certificate.merit() > b.certificate.merit())
+        {
             best = Some(found);
         }
     }
-    let found = match best {
-        Some(b) if b.certified || b.bound >= no_exit.bound => b,
-        _ => no_exit,
-    };
+    let found = best.unwrap_or(no_exit);
     if let Some(notes) = notes {
         let _ = writeln!(notes, "\n## Search\n");
         let _ = writeln!(
             notes,
-            "{} configurations scored over {} kept positions × {} head architectures × {} metrics × {} thresholds; {} selecting and {} certifying frames.\n",
+            "{} configurations scored ({structures} structures, each at every threshold level) over {} kept positions × {} head architectures × {} metrics × {} threshold levels; {} selecting and {} certifying frames.\n",
             found.scored,
             family.positions.len(),
             family.kinds.len(),
             family.metrics.len(),
-            QUANTILES.len(),
+            LEVELS.len(),
             zoo.select.teacher.len(),
             zoo.certify.teacher.len()
         );
@@ -583,13 +634,18 @@ fn search_and_certify(
             100.0 * confidence
         );
         let m = measure_name(zoo.problem.goal.measure);
+        let bound = if zoo.problem.goal.max_loss.is_some() {
+            "accuracy loss, upper bound"
+        } else {
+            "lower bound"
+        };
         let _ = writeln!(
             notes,
-            "| cost (select) | metric | {m} (select) | {m} (certify) | lower bound | effective frames |"
+            "| cost (select) | metric | {m} (select) | {m} (certify) | {bound} | effective frames |"
         );
         let _ = writeln!(notes, "|---|---|---|---|---|---|");
         notes.push_str(&table);
-        if !found.certified {
+        if !found.certificate.certified {
             let _ = writeln!(
                 notes,
                 "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.",
@@ -606,6 +662,7 @@ fn head_option(
     head: TrainedHead,
     select: &[usize],
     certify: &[usize],
+    reference: &Reference,
 ) -> Result<HeadOption> {
     let all = score(&head, &problem.frames.held, candidate, &METRICS)?;
     let select_scores: Vec<ExitScores> = all.iter().map(|s| subset(s, select)).collect();
@@ -614,8 +671,8 @@ fn head_option(
         thresholds: METRICS
             .iter()
             .zip(&select_scores)
-            .map(|(m, s)| grid(*m, &s.score))
-            .collect(),
+            .map(|(m, s)| level_thresholds(*m, s, reference, &problem.goal, problem.args.seed))
+            .collect::<Result<_>>()?,
         certify: all.iter().map(|s| subset(s, certify)).collect(),
         select: select_scores,
         head,
@@ -684,19 +741,51 @@ fn coverage_at(s: &ExitScores, reference: &Reference, measure: Measure, precisio
     best as f64 / order.len().max(1) as f64
 }
 
-/// Thresholds at [`QUANTILES`] of the scores, on the confident side of `metric`.
-fn grid(metric: Metric, scores: &[f64]) -> Vec<f64> {
-    let mut sorted = scores.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let at =
-        |q: f64| sorted[((q * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
-    QUANTILES
+/// The exit's threshold at each of [`LEVELS`]: a logistic fit, on the selecting frames, of
+/// the chance that leaving costs nothing given the metric's value, solved for each level. A fit
+/// with two parameters moves little with the frames it saw, unlike the frames' own ranks.
+fn level_thresholds(
+    metric: Metric,
+    s: &ExitScores,
+    reference: &Reference,
+    goal: &Goal,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let x: Vec<f32> = s.score.iter().map(|&v| v as f32).collect();
+    let harmless: Vec<bool> = s
+        .class
         .iter()
-        .map(|&q| match metric {
-            Metric::Entropy => at(1.0 - q),
-            _ => at(q),
+        .enumerate()
+        .map(|(i, &c)| goal.penalty(c, reference.teacher[i], reference.labels.map(|l| l[i])) <= 0.0)
+        .collect();
+    let training = Training {
+        seed,
+        ..Training::default()
+    };
+    let (w, bias) = crate::heads::logistic(&x, 1, &harmless, &training)?;
+    let w = w[0];
+    // Confidence must raise the chance: higher max-prob or margin, lower entropy.
+    let sensible = match metric {
+        Metric::Entropy => w < 0.0,
+        _ => w > 0.0,
+    };
+    Ok(LEVELS
+        .iter()
+        .map(|&level| {
+            if sensible {
+                ((level / (1.0 - level)).ln() - bias) / w
+            } else {
+                never(metric)
+            }
         })
-        .collect()
+        .collect())
+}
+
+fn bound_cell(c: &Certificate) -> String {
+    match c.loss_bound {
+        Some(l) => format!("{:.2} pp", 100.0 * l),
+        None => format!("{:.2}%", 100.0 * c.bound),
+    }
 }
 
 fn measure_of(measure: Measure, sim: &Simulation) -> f64 {
@@ -720,6 +809,7 @@ fn empty_simulation(frames: usize) -> Simulation {
         correct: vec![0],
         frames,
         mean_cost: 1.0,
+        answers: Vec::new(),
     }
 }
 
@@ -742,7 +832,10 @@ fn front_table(notes: &mut String, scored: &[(usize, nas::Scored)]) {
     let _ = writeln!(notes, "| mean cost | error | metric | exits |");
     let _ = writeln!(notes, "|---|---|---|---|");
     for (m, s) in front.iter().take(40) {
-        let exits = s.genome.iter().filter(|g| **g > 0).count();
+        let exits = s
+            .genome
+            .split_last()
+            .map_or(0, |(_, g)| g.iter().filter(|g| **g > 0).count());
         let _ = writeln!(
             notes,
             "| {:.4} | {:.4} | {} | {exits} |",
