@@ -31,16 +31,21 @@ pub struct Frames {
     pub held_ranges: Vec<Range<usize>>,
     /// Ground truth of every training frame, when all have it.
     pub train_labels: Option<Vec<u32>>,
+    /// With ground truth: half the label, half the backbone's probabilities, per frame.
+    pub blended: Option<Vec<f32>>,
 }
 
 impl Frames {
     /// What heads learn: the ground truth when every training frame has it, else the
-    /// backbone's answers, as classes or, when `distill`, as probabilities.
+    /// backbone's answers, as classes or, when `distill`, as probabilities. With ground truth
+    /// and `distill`, a blend of both: a head that also learns where the backbone hesitates
+    /// agrees with it more often.
     pub fn targets(&self, distill: bool) -> Targets<'_> {
-        match (&self.train_labels, distill) {
-            (Some(labels), _) => Targets::Hard(labels),
-            (None, true) => Targets::Soft(&self.train.soft),
-            (None, false) => Targets::Hard(&self.train.teacher),
+        match (&self.train_labels, &self.blended, distill) {
+            (Some(_), Some(blended), true) => Targets::Soft(blended),
+            (Some(labels), _, _) => Targets::Hard(labels),
+            (None, _, true) => Targets::Soft(&self.train.soft),
+            (None, _, false) => Targets::Hard(&self.train.teacher),
         }
     }
 }
@@ -201,6 +206,9 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         holdout_frames: held.frames(),
         trained_on: match problem.frames.targets(args.strategy == Strategy::Nas) {
             Targets::Hard(_) if problem.frames.train_labels.is_some() => "ground truth",
+            Targets::Soft(_) if problem.frames.train_labels.is_some() => {
+                "ground truth blended with the backbone's probabilities"
+            }
             Targets::Hard(_) => "the backbone's answers",
             Targets::Soft(_) => "the backbone's probabilities (distillation)",
         },
@@ -368,11 +376,21 @@ fn frames(
         );
     }
     let train_labels = train.all_labels();
+    let blended = train_labels.as_ref().map(|labels| {
+        let mut p: Vec<f32> = train.soft.iter().map(|v| 0.5 * v).collect();
+        for (row, &l) in p.chunks_exact_mut(train.classes).zip(labels) {
+            if let Some(v) = row.get_mut(l as usize) {
+                *v += 0.5;
+            }
+        }
+        p
+    });
     Ok(Frames {
         train,
         held,
         held_ranges,
         train_labels,
+        blended,
     })
 }
 

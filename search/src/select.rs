@@ -301,6 +301,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         }
     }
     bar.finish_and_clear();
+    heads_table(&mut notes, problem, &kept, &options, &teacher_s);
 
     let zoo = Zoo {
         problem,
@@ -697,6 +698,37 @@ fn prune(problem: &Problem, saliency: &[(f64, f64)], keep: usize) -> Vec<usize> 
     }
     kept.sort_unstable();
     kept
+}
+
+/// Every head trained at the kept positions: its agreement with the backbone on the selecting
+/// frames, and its MACs.
+fn heads_table(
+    notes: &mut String,
+    problem: &Problem,
+    kept: &[usize],
+    options: &[Vec<Option<HeadOption>>],
+    teacher: &[u32],
+) {
+    let _ = writeln!(notes, "\n## Heads (agreement on the selecting frames, MACs)\n");
+    let names: Vec<&str> = HeadKind::ALL.iter().map(|k| k.name()).collect();
+    let _ = writeln!(notes, "| tensor | {} |", names.join(" | "));
+    let _ = writeln!(notes, "|---|{}", "---|".repeat(names.len()));
+    for &i in kept {
+        let cells: Vec<String> = options[i]
+            .iter()
+            .map(|o| {
+                o.as_ref().map_or("-".to_owned(), |o| {
+                    format!("{:.2}% ({})", 100.0 * agreement(&o.select[0], teacher), o.macs)
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            notes,
+            "| `{}` | {} |",
+            problem.candidates[i].tensor,
+            cells.join(" | ")
+        );
+    }
 }
 
 /// The first half in time of each footage's held-out frames selects, the second certifies.
