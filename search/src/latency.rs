@@ -22,8 +22,8 @@ use crate::search::ChosenExit;
 
 /// Runs before timing: the first runs pay for allocation and ONNX Runtime's lazy set-up.
 pub const WARMUP_RUNS: usize = 5;
-/// Timed runs; the median is kept, so a few runs disturbed by other work do not count.
-pub const TIMED_RUNS: usize = 25;
+/// Timed runs; the median is kept, so runs disturbed by other work do not count.
+pub const TIMED_RUNS: usize = 51;
 
 /// Measured times, in nanoseconds.
 pub struct Latency {
@@ -55,26 +55,34 @@ impl Latency {
         let pieces = graph
             .split(&names)
             .with_context(|| format!("{}: cannot split at the candidates", source.display()))?;
-        let bar = crate::progress::bar("timing pieces", Some(pieces.len() as u64 + 1));
-        let backbone = time_model(
+        let mut models = vec![Timed::new(
             &encode_model(graph.model()),
             &source,
             &graph.input().shape,
             options,
-        )?;
-        bar.inc(1);
-        let mut times = Vec::with_capacity(pieces.len());
+        )?];
         for (j, piece) in pieces.iter().enumerate() {
             let name = source.with_file_name(format!("piece-{j}.onnx"));
-            times.push(time_model(
+            models.push(Timed::new(
                 &encode_model(&piece.model),
                 &name,
                 &piece.input.shape,
                 options,
             )?);
+        }
+        let bar = crate::progress::bar("timing pieces", Some((WARMUP_RUNS + TIMED_RUNS) as u64));
+        // Round robin: a slow spell on the machine then touches every piece alike, instead
+        // of all the runs of one.
+        for round in 0..WARMUP_RUNS + TIMED_RUNS {
+            for m in &mut models {
+                m.run(round >= WARMUP_RUNS)?;
+            }
             bar.inc(1);
         }
         bar.finish_and_clear();
+        let mut times = models.into_iter().map(Timed::median);
+        let backbone = times.next().unwrap_or(1);
+        let times: Vec<u64> = times.collect();
         Ok(Latency {
             pieces: times,
             backbone,
@@ -170,7 +178,7 @@ impl Latency {
         };
         let _ = writeln!(
             s,
-            "ONNX Runtime on this machine ({threads}), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs. A segment's time is the sum of its pieces'.\n"
+            "ONNX Runtime on this machine ({threads}), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs, the backbone and its pieces taking turns. A segment's time is the sum of its pieces'.\n"
         );
         let _ = writeln!(s, "| piece | ms |");
         let _ = writeln!(s, "|---|---|");
@@ -217,24 +225,56 @@ impl Latency {
     }
 }
 
+/// A model being timed on a frame of zeros.
+struct Timed {
+    session: Model,
+    shape: Vec<i64>,
+    data: Vec<f32>,
+    out: Tensor,
+    times: Vec<u64>,
+}
+
+impl Timed {
+    fn new(model: &[u8], name: &Path, shape: &[i64], options: SessionOptions) -> Result<Timed> {
+        let values: i64 = shape.iter().product();
+        Ok(Timed {
+            session: Model::from_bytes(model, name, options)?,
+            shape: shape.to_vec(),
+            data: vec![0f32; usize::try_from(values).unwrap_or(0)],
+            out: Tensor::default(),
+            times: Vec::with_capacity(TIMED_RUNS),
+        })
+    }
+
+    /// One run, kept when `timed` (warm-up runs are not).
+    fn run(&mut self, timed: bool) -> Result<()> {
+        let start = Instant::now();
+        self.session
+            .run_into(&self.shape, &self.data, &mut self.out)?;
+        if timed {
+            self.times.push(start.elapsed().as_nanos() as u64);
+        }
+        Ok(())
+    }
+
+    /// The median timed run; at least 1 ns, so that nothing is free.
+    fn median(mut self) -> u64 {
+        self.times.sort_unstable();
+        self.times
+            .get(self.times.len() / 2)
+            .copied()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
 /// The median time of one run of `model` on a frame of zeros of `shape`, after warming up.
 fn time_model(model: &[u8], name: &Path, shape: &[i64], options: SessionOptions) -> Result<u64> {
-    let mut session = Model::from_bytes(model, name, options)?;
-    let values: i64 = shape.iter().product();
-    let data = vec![0f32; usize::try_from(values).unwrap_or(0)];
-    let mut out = Tensor::default();
-    for _ in 0..WARMUP_RUNS {
-        session.run_into(shape, &data, &mut out)?;
+    let mut timed = Timed::new(model, name, shape, options)?;
+    for round in 0..WARMUP_RUNS + TIMED_RUNS {
+        timed.run(round >= WARMUP_RUNS)?;
     }
-    let mut times = Vec::with_capacity(TIMED_RUNS);
-    for _ in 0..TIMED_RUNS {
-        let start = Instant::now();
-        session.run_into(shape, &data, &mut out)?;
-        times.push(start.elapsed().as_nanos() as u64);
-    }
-    times.sort_unstable();
-    // A time of zero would make a piece free; the clock cannot resolve below a nanosecond.
-    Ok(times[TIMED_RUNS / 2].max(1))
+    Ok(timed.median())
 }
 
 #[cfg(test)]
