@@ -1,4 +1,5 @@
-//! Cost accounting: MACs a frame used, as a share of the whole backbone's.
+//! Cost accounting: MACs a frame used (or, in the search, measured time), as a share of the
+//! whole backbone's.
 
 use crate::bundle::Bundle;
 
@@ -26,6 +27,16 @@ impl CostTable {
     /// From per-stage MACs; `None` when the backbone counts no MACs at all.
     pub fn new(segments: Vec<u64>, heads: Vec<u64>) -> Option<CostTable> {
         let backbone = segments.iter().sum();
+        (backbone > 0 && heads.len() == segments.len()).then_some(CostTable {
+            segments,
+            heads,
+            backbone,
+        })
+    }
+
+    /// From per-stage costs measured against a `backbone` timed on its own: measured pieces
+    /// need not add up to the whole. `None` when `backbone` is 0 or the lengths differ.
+    pub fn with_backbone(segments: Vec<u64>, heads: Vec<u64>, backbone: u64) -> Option<CostTable> {
         (backbone > 0 && heads.len() == segments.len()).then_some(CostTable {
             segments,
             heads,
@@ -67,6 +78,14 @@ mod tests {
         // Reaching the last stage ran every head: a little more than the backbone.
         assert_eq!(t.cost(2, true), 1.03);
         assert_eq!(t.cost(2, false), 1.0);
+    }
+
+    #[test]
+    fn a_measured_backbone_is_the_denominator() {
+        let t = CostTable::with_backbone(vec![60, 60], vec![10, 0], 100).unwrap();
+        assert_eq!(t.cost(0, true), 0.7);
+        assert_eq!(t.cost(1, false), 1.2);
+        assert!(CostTable::with_backbone(vec![1], vec![0], 0).is_none());
     }
 
     #[test]

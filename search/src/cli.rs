@@ -79,6 +79,13 @@ pub enum Strategy {
     Nas,
 }
 
+/// What the search minimises.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum CostArg {
+    Macs,
+    Latency,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum OutputArg {
     Logits,
@@ -136,6 +143,12 @@ pub struct SearchArgs {
     /// `nas` searches positions, heads and thresholds (NSGA-II) and certifies the result.
     #[arg(long, value_enum, default_value_t = Strategy::Even)]
     pub strategy: Strategy,
+    /// What structures are compared by: `macs` counts multiply-accumulates; `latency` times
+    /// every piece of the backbone between candidate cuts and every head with ONNX Runtime on
+    /// this machine (--threads threads, median of warm runs) and compares measured time. The
+    /// bundle's `macs` stay MACs; with `latency` the same seed may choose differently.
+    #[arg(long, value_enum, default_value_t = CostArg::Macs)]
+    pub cost: CostArg,
     /// With --strategy even: the number of exits, spread evenly over the backbone's MACs.
     #[arg(long, default_value_t = 2)]
     pub exits: usize,

@@ -9,6 +9,7 @@ mod footage;
 mod heads;
 mod input;
 mod inspect;
+mod latency;
 mod nas;
 mod placement;
 mod progress;

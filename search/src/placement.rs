@@ -2,12 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 use earlyexit::bundle::Metric;
-use earlyexit::cost::CostTable;
 use earlyexit::graph::CutPoint;
 
 use crate::calibrate::{self, Reference};
 use crate::heads::{HeadKind, Training};
-use crate::search::{Choice, ChosenExit, Problem, head_macs, score, segment_macs, train_head};
+use crate::search::{Choice, ChosenExit, Problem, score, train_head};
 
 /// Cut points worth an exit: image-like or vector tensors, with some work before them and
 /// enough left after them to save.
@@ -76,7 +75,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         let head = train_head(problem, index, HeadKind::LinearGap, false, &training)?;
         bar.finish_and_clear();
         scores.push(score(&head, &problem.frames.held, index, &[metric])?.remove(0));
-        heads.push(head_macs(problem, cut, &head)?);
+        heads.push(problem.head_cost(index, &head)?);
         exits.push(ChosenExit {
             cut: (*cut).clone(),
             head,
@@ -84,8 +83,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         });
     }
     heads.push(0);
-    let costs = CostTable::new(segment_macs(problem, &chosen), heads)
-        .context("the backbone counts no MACs, so cost cannot be measured")?;
+    let costs = problem.cost_table(&chosen, heads)?;
     let held = &problem.frames.held;
     let labels = held.all_labels();
     let reference = Reference {

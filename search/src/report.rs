@@ -19,8 +19,19 @@ pub struct Summary<'a> {
     pub holdout: &'a Simulation,
     /// The full backbone's accuracy on held-out frames, when labeled.
     pub backbone_accuracy: Option<f64>,
+    /// What the search compared structures by.
+    pub cost: Cost,
+    /// With [`Cost::Latency`]: the measured times.
+    pub latency: Option<String>,
     /// Sections the strategy adds (search space, Pareto front, certificate).
     pub notes: &'a str,
+}
+
+/// The cost the search minimised (`--cost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    Macs,
+    Latency,
 }
 
 pub fn markdown(s: &Summary) -> String {
@@ -49,6 +60,15 @@ pub fn markdown(s: &Summary) -> String {
         }
     }
     .ok();
+    let _ = writeln!(
+        r,
+        "- Cost searched on: {}",
+        match s.cost {
+            Cost::Macs => "MACs (`--cost macs`)",
+            Cost::Latency =>
+                "measured latency with ONNX Runtime on this machine (`--cost latency`)",
+        }
+    );
     let _ = writeln!(
         r,
         "- Exit metric: `{}`\n",
@@ -121,8 +141,15 @@ pub fn markdown(s: &Summary) -> String {
     }
     let _ = writeln!(
         r,
-        "\nCost is MACs used / backbone MACs; a frame that reaches the last stage also paid for every head."
+        "\nCost is {}; a frame that reaches the last stage also paid for every head.",
+        match s.cost {
+            Cost::Macs => "MACs used / backbone MACs",
+            Cost::Latency => "measured time / the uncut backbone's measured time",
+        }
     );
+    if let Some(latency) = &s.latency {
+        r.push_str(latency);
+    }
     r.push_str(s.notes);
     r
 }

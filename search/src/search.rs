@@ -7,15 +7,17 @@ use anyhow::{Context, Result, bail};
 use earlyexit::bundle::{
     self, Bundle, Exit, Format, Labels, Measure, Metric, Output, Promise, Stage,
 };
+use earlyexit::cost::CostTable;
 use earlyexit::graph::heads::build_head;
 use earlyexit::graph::{self, CutPoint, Graph};
 use earlyexit::rule;
 
 use crate::calibrate::{ExitScores, Goal, Simulation};
-use crate::cli::{OutputArg, SearchArgs, Strategy};
+use crate::cli::{CostArg, OutputArg, SearchArgs, Strategy};
 use crate::features::{Extractor, FeatureTable, detect_output};
 use crate::footage::{Footage, estimate_frames};
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
+use crate::latency::Latency;
 use crate::{placement, report};
 
 /// The share of each footage held out, at its end, when no `--holdout` is given.
@@ -59,6 +61,38 @@ pub struct Problem<'a> {
     pub total_macs: u64,
     pub classes: usize,
     pub frames: Frames,
+    /// Measured times with `--cost latency`; structures are costed by MACs without.
+    pub latency: Option<Latency>,
+}
+
+impl Problem<'_> {
+    /// The cost table of a structure cut at `cuts` (candidates, in order) with exit heads of
+    /// cost `heads` (one per stage, 0 for the last): MACs, or measured nanoseconds against the
+    /// uncut backbone's.
+    pub fn cost_table(&self, cuts: &[&CutPoint], heads: Vec<u64>) -> Result<CostTable> {
+        match &self.latency {
+            Some(l) => CostTable::with_backbone(l.segments(cuts)?, heads, l.backbone())
+                .context("the backbone took no measurable time"),
+            None => CostTable::new(segment_macs(self, cuts), heads)
+                .context("the backbone counts no MACs, so cost cannot be measured"),
+        }
+    }
+
+    /// The cost of `head` trained at candidate `candidate`, in the unit of [`Self::cost_table`].
+    pub fn head_cost(&self, candidate: usize, head: &TrainedHead) -> Result<u64> {
+        match &self.latency {
+            Some(l) => l.head(candidate, head),
+            None => head_macs(self, &self.candidates[candidate], head),
+        }
+    }
+
+    /// The share of the backbone's cost spent before candidate `candidate`.
+    pub fn share_before(&self, candidate: usize) -> f64 {
+        match &self.latency {
+            Some(l) => l.before(candidate) as f64 / l.backbone() as f64,
+            None => self.candidates[candidate].macs_before as f64 / self.total_macs as f64,
+        }
+    }
 }
 
 /// One exit of the chosen structure.
@@ -139,6 +173,12 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame: give --ground-truth after each --holdout (or after each --footage when holding out its end)"
         );
     }
+    drop(extractor);
+    // Timed once the footage is decoded, so that no decoding competes for the cores.
+    let latency = match args.cost {
+        CostArg::Macs => None,
+        CostArg::Latency => Some(Latency::measure(&graph, &candidates, classes, options)?),
+    };
     let problem = Problem {
         args,
         graph: &graph,
@@ -147,6 +187,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         total_macs,
         classes,
         frames,
+        latency,
     };
     let choice = match args.strategy {
         Strategy::Even => placement::choose_even(&problem)?,
@@ -215,6 +256,14 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         goal,
         holdout: &choice.held,
         backbone_accuracy,
+        cost: match args.cost {
+            CostArg::Macs => report::Cost::Macs,
+            CostArg::Latency => report::Cost::Latency,
+        },
+        latency: match &problem.latency {
+            Some(l) => Some(l.section(&choice.exits, choice.held.mean_cost)?),
+            None => None,
+        },
         notes: &choice.notes,
     };
     let report = report::markdown(&summary);

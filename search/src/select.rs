@@ -17,7 +17,7 @@ use crate::calibrate::{ExitScores, Goal, Reference, Simulation, never, simulate}
 use crate::certify;
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::nas::{self, Space};
-use crate::search::{Choice, ChosenExit, Problem, head_macs, score, segment_macs, train_head};
+use crate::search::{Choice, ChosenExit, Problem, score, train_head};
 
 const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
 
@@ -42,7 +42,8 @@ const SELECT_CONFIDENCE: f64 = 0.84;
 /// frames under every metric.
 struct HeadOption {
     head: TrainedHead,
-    macs: u64,
+    /// MACs, or measured nanoseconds with `--cost latency`.
+    cost: u64,
     select: Vec<ExitScores>,
     certify: Vec<ExitScores>,
     /// Per metric: the threshold at each of [`LEVELS`].
@@ -105,10 +106,10 @@ impl Zoo<'_> {
             .collect();
         let mut heads: Vec<u64> = placed
             .iter()
-            .map(|p| self.options[p.0][p.1].as_ref().map_or(0, |o| o.macs))
+            .map(|p| self.options[p.0][p.1].as_ref().map_or(0, |o| o.cost))
             .collect();
         heads.push(0);
-        CostTable::new(segment_macs(self.problem, &cuts), heads)
+        self.problem.cost_table(&cuts, heads).ok()
     }
 
     fn simulate(&self, metric: usize, placed: &[Placed], certifying: bool) -> Option<Simulation> {
@@ -227,14 +228,14 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         teacher: &teacher_s,
         labels: labels_s.as_deref(),
     };
-    for (i, cut) in problem.candidates.iter().enumerate() {
+    for i in 0..problem.candidates.len() {
         let training = Training {
             seed: args.seed.wrapping_add(i as u64),
             ..Training::default()
         };
         let head = train_head(problem, i, HeadKind::LinearGap, true, &training)?;
         let option = head_option(problem, i, head, &select, &certify_frames, &select_ref)?;
-        let share = cut.macs_before as f64 / problem.total_macs as f64;
+        let share = problem.share_before(i);
         let probe = &option.select[0];
         let coverage = coverage_at(
             probe,
@@ -253,7 +254,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let _ = writeln!(notes, "\n## Candidate positions (saliency)\n");
     let _ = writeln!(
         notes,
-        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of MACs it would save. The {} most salient positions are kept (of positions with no MACs between them, only the more salient).\n",
+        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of the backbone's cost (MACs, or measured time) it would save. The {} most salient positions are kept (of positions with no MACs between them, only the more salient).\n",
         kept.len()
     );
     let _ = writeln!(
@@ -668,7 +669,7 @@ fn head_option(
     let all = score(&head, &problem.frames.held, candidate, &METRICS)?;
     let select_scores: Vec<ExitScores> = all.iter().map(|s| subset(s, select)).collect();
     Ok(HeadOption {
-        macs: head_macs(problem, &problem.candidates[candidate], &head)?,
+        cost: problem.head_cost(candidate, &head)?,
         thresholds: METRICS
             .iter()
             .zip(&select_scores)
@@ -701,7 +702,7 @@ fn prune(problem: &Problem, saliency: &[(f64, f64)], keep: usize) -> Vec<usize> 
 }
 
 /// Every head trained at the kept positions: its agreement with the backbone on the selecting
-/// frames, and its MACs.
+/// frames, and its cost (MACs, or nanoseconds with `--cost latency`).
 fn heads_table(
     notes: &mut String,
     problem: &Problem,
@@ -709,7 +710,10 @@ fn heads_table(
     options: &[Vec<Option<HeadOption>>],
     teacher: &[u32],
 ) {
-    let _ = writeln!(notes, "\n## Heads (agreement on the selecting frames, MACs)\n");
+    let _ = writeln!(
+        notes,
+        "\n## Heads (agreement on the selecting frames, and cost)\n"
+    );
     let names: Vec<&str> = HeadKind::ALL.iter().map(|k| k.name()).collect();
     let _ = writeln!(notes, "| tensor | {} |", names.join(" | "));
     let _ = writeln!(notes, "|---|{}", "---|".repeat(names.len()));
@@ -718,7 +722,11 @@ fn heads_table(
             .iter()
             .map(|o| {
                 o.as_ref().map_or("-".to_owned(), |o| {
-                    format!("{:.2}% ({})", 100.0 * agreement(&o.select[0], teacher), o.macs)
+                    format!(
+                        "{:.2}% ({})",
+                        100.0 * agreement(&o.select[0], teacher),
+                        o.cost
+                    )
                 })
             })
             .collect();

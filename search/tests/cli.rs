@@ -295,3 +295,40 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// `--cost latency` on a reduced run: the report says what the search was costed by and gives
+/// the measured times, while the bundle's `macs` stay MACs.
+#[test]
+fn latency_cost_is_reported_and_the_bundle_keeps_macs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let stdout = run_fmnist_search(
+        &bundle,
+        &[
+            "--strategy",
+            "nas",
+            "--cost",
+            "latency",
+            "--threads",
+            "2",
+            "--budget",
+            "300",
+            "--target-accuracy",
+            "0.9",
+            "--max-frames",
+            "600",
+        ],
+    );
+    let report = std::fs::read_to_string(bundle.join("report.md")).unwrap();
+    assert!(stdout.contains("## Measured latency"), "{stdout}");
+    assert!(report.contains("measured latency"), "{report}");
+    assert!(report.contains("## Measured latency"), "{report}");
+    assert!(report.contains("| uncut backbone |"), "{report}");
+    assert!(
+        report.contains("Expected mean time per held-out frame"),
+        "{report}"
+    );
+    let (b, _) = earlyexit::bundle::read(&bundle.join("exits.yaml")).unwrap();
+    let macs: u64 = b.segment_macs().unwrap().iter().sum();
+    assert_eq!(macs, earlyexit_e2e::FMNIST_MACS);
+}
