@@ -100,13 +100,13 @@ fn the_valid_bundle_reads_round_trips_and_loads_in_both_modes() {
 
 #[test]
 fn unknown_format_is_refused_naming_the_known_formats() {
-    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/2"));
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/3"));
     let e = error_of(&dir);
     assert_names(
         &e,
         &dir,
         EXITS_FILE,
-        &["format", "earlyexit/2", "earlyexit/1"],
+        &["format", "earlyexit/3", "knows earlyexit/1, earlyexit/2"],
     );
 }
 
@@ -133,6 +133,7 @@ fn an_exit_on_the_last_stage_is_refused() {
             head: "exit-1.onnx".into(),
             threshold: 0.5,
             macs: None,
+            gate: None,
         });
     });
     let e = error_of(&dir);

@@ -93,6 +93,7 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
                 head: format!("exit-{i}.onnx"),
                 threshold: thresholds[i],
                 macs: Some(parts.heads[i].1),
+                gate: None,
             }),
         })
         .collect();
@@ -113,6 +114,7 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
             names: parts.labels.clone(),
         }),
         metric: Metric::MaxProb,
+        gate: None,
         promise: None,
         stages,
         output: Output::Logits,
