@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage};
 use crate::cost::CostTable;
 use crate::frame::Frame;
-use crate::gate::{ExitRule, Gate, GateWeights, Signals};
+use crate::gate::{ExitRule, FrameWalk, Gate, GateWeights};
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::rule::{self, Verdict};
 use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
@@ -246,7 +246,7 @@ impl Cascade {
 
     fn run_stages(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
         let last = self.stages.len() - 1;
-        let mut previous_exit = None;
+        let mut walk = FrameWalk::new(self.stream.last_answer);
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
@@ -277,15 +277,14 @@ impl Cascade {
                 exit.head
                     .run_into(&current.shape, &current.data, &mut self.head_out)?;
                 rule::softmax_into(&self.head_out.data, &mut self.probs);
-                let signals = Signals::new(&self.probs, previous_exit, self.stream.last_answer);
                 let rule = ExitRule::of(self.metric, self.gate.as_ref(), exit.gate.as_ref());
-                if rule.leaves(&signals, exit.threshold) {
+                let (signals, leaves) = walk.exit(&self.probs, rule, exit.threshold);
+                if leaves {
                     return Ok(Outcome {
                         stage: i,
                         verdict: signals.verdict(self.metric),
                     });
                 }
-                previous_exit = Some(signals.class_id);
             }
         }
         unreachable!("the last stage always returns")

@@ -3,8 +3,8 @@
 //! under either rule (the bundle's metric, or a gate).
 //!
 //! The search trains gates on cached head outputs with the same [`Signals`] and
-//! [`Gate::input_vector`] the cascade uses, so a trained gate decides in the element exactly as
-//! it did in training.
+//! [`Gate::input_vector`] the cascade uses, and can replay a stream with [`FrameWalk`] as the
+//! cascade does, so a trained gate decides in the element exactly as it did in training.
 
 use crate::bundle::Metric;
 use crate::rule::{self, Verdict};
@@ -180,6 +180,32 @@ impl ExitRule<'_> {
     }
 }
 
+/// One frame's way through the exits that run for it, in order. It carries what
+/// `agrees-previous-exit` and `agrees-last-frame` read, for the cascade and for a replay on
+/// cached head outputs alike. The stream's next `last_frame` is the class the frame is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameWalk {
+    previous_exit: Option<usize>,
+    last_frame: Option<usize>,
+}
+
+impl FrameWalk {
+    /// A frame whose stream answered `last_frame` for the previous frame.
+    pub fn new(last_frame: Option<usize>) -> FrameWalk {
+        FrameWalk {
+            previous_exit: None,
+            last_frame,
+        }
+    }
+
+    /// The next exit, with its softmax probabilities: its signals, and whether the frame leaves.
+    pub fn exit(&mut self, probs: &[f32], rule: ExitRule<'_>, threshold: f64) -> (Signals, bool) {
+        let signals = Signals::new(probs, self.previous_exit, self.last_frame);
+        self.previous_exit = Some(signals.class_id);
+        (signals, rule.leaves(&signals, threshold))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +291,33 @@ mod tests {
         assert!(!ExitRule::Metric(Metric::Entropy).leaves(&s, 1.0));
         assert!(ExitRule::Metric(Metric::MaxProb).leaves(&s, 0.25));
         assert!(!ExitRule::Metric(Metric::Margin).leaves(&s, 0.01));
+    }
+
+    #[test]
+    fn a_walk_passes_each_exit_class_to_the_next() {
+        let gate = Gate {
+            inputs: vec![GateInput::AgreesPreviousExit, GateInput::AgreesLastFrame],
+        };
+        // Leaves only when both agree: z = -15 + 10 + 10.
+        let weights = GateWeights {
+            weights: vec![10.0, 10.0],
+            bias: -15.0,
+        };
+        let rule = ExitRule::Gate(&gate, &weights);
+        let class_2 = probs(&[0.0, 0.0, 5.0]);
+        let class_0 = probs(&[5.0, 0.0, 0.0]);
+        let mut walk = FrameWalk::new(Some(2));
+        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        assert_eq!(
+            (s.previous_exit, s.last_frame, leaves),
+            (None, Some(2), false)
+        );
+        let (s, leaves) = walk.exit(&class_0, rule, 0.5);
+        assert_eq!((s.previous_exit, leaves), (Some(2), false));
+        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        assert_eq!((s.previous_exit, leaves), (Some(0), false));
+        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        assert_eq!((s.previous_exit, leaves), (Some(2), true));
     }
 
     #[test]
