@@ -106,6 +106,24 @@ pub fn read_labels_csv(path: &Path) -> std::io::Result<Vec<i32>> {
     Ok(labels)
 }
 
+/// Lets exactly `n` buffers through `pad`, then sends EOS through it and answers EOS upstream.
+/// `identity eos-after` is not exact: a decoder may push a few more frames after the EOS answer.
+pub fn end_after(pad: &gst::Pad, n: usize) {
+    use gst::prelude::*;
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let seen = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if seen <= n {
+            return gst::PadProbeReturn::Ok;
+        }
+        if seen == n + 1 {
+            pad.send_event(gst::event::Eos::new());
+        }
+        info.flow_res = Err(gst::FlowError::Eos);
+        gst::PadProbeReturn::Drop
+    });
+}
+
 /// Runs `filesrc ! decodebin ! videoconvert ! earlyexit model=BUNDLE ! appsink` over `clip` and
 /// returns the `EarlyExitMeta` of every buffer, in order. Panics when a buffer has none or the
 /// pipeline fails.

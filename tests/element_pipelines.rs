@@ -4,7 +4,7 @@
 use gst::prelude::*;
 use gstearlyexit::EarlyExitInfo;
 
-use earlyexit_e2e::{fmnist_one_stage_bundle, footage, init, read_labels_csv};
+use earlyexit_e2e::{end_after, fmnist_one_stage_bundle, footage, init, read_labels_csv};
 
 /// What one pipeline run produced.
 struct Run {
@@ -69,23 +69,6 @@ fn run(source: &str, props: &str, frames: Option<usize>) -> Run {
         messages,
         stats,
     }
-}
-
-/// Lets exactly `n` buffers through `pad`, then sends EOS through it and answers EOS upstream.
-/// `identity eos-after` is not exact: a decoder may push a few more frames after the EOS answer.
-fn end_after(pad: &gst::Pad, n: usize) {
-    let seen = std::sync::atomic::AtomicUsize::new(0);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let seen = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if seen <= n {
-            return gst::PadProbeReturn::Ok;
-        }
-        if seen == n + 1 {
-            pad.send_event(gst::event::Eos::new());
-        }
-        info.flow_res = Err(gst::FlowError::Eos);
-        gst::PadProbeReturn::Drop
-    });
 }
 
 fn fmnist_source() -> String {

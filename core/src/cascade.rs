@@ -1,6 +1,10 @@
 //! The staged runtime: segments run in order, each exit head is asked whether the frame may
 //! leave, and the answer comes back as a [`Decision`]. The element and the search's `evaluate`
 //! both run frames through [`Classifier`], so they cannot disagree on a frame.
+//!
+//! A format-2 gate may read the class answered for the previous frame, so a cascade remembers
+//! it ([`StreamState`]) until the stream is reset: callers reset it where footage is not
+//! continuous (a seek, a flush, a new file, a gap).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,6 +12,7 @@ use std::time::Instant;
 use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage};
 use crate::cost::CostTable;
 use crate::frame::Frame;
+use crate::gate::{ExitRule, FrameWalk, Gate, GateWeights};
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::rule::{self, Verdict};
 use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
@@ -56,13 +61,34 @@ pub enum RunError {
 
 struct LoadedStage {
     segment: Model,
-    exit: Option<(Model, f64)>,
+    exit: Option<LoadedExit>,
+}
+
+struct LoadedExit {
+    head: Model,
+    threshold: f64,
+    gate: Option<GateWeights>,
+}
+
+/// What a cascade remembers from one frame to the next of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamState {
+    last_answer: Option<usize>,
+}
+
+impl StreamState {
+    /// The class answered for the stream's previous frame, if there was one since the reset.
+    pub fn last_answer(&self) -> Option<usize> {
+        self.last_answer
+    }
 }
 
 /// The loaded stages of a bundle and the buffers they reuse.
 pub struct Cascade {
     stages: Vec<LoadedStage>,
     metric: Metric,
+    gate: Option<Gate>,
+    stream: StreamState,
     output: Output,
     mode: Mode,
     classes: usize,
@@ -87,6 +113,8 @@ impl Cascade {
         mode: Mode,
         options: SessionOptions,
     ) -> Result<Cascade, LoadError> {
+        // The reader checked these, but bundles built in code come here directly.
+        bundle.check_gates()?;
         let stages = bundle
             .stages
             .iter()
@@ -96,6 +124,8 @@ impl Cascade {
         let mut cascade = Cascade {
             stages,
             metric: bundle.metric,
+            gate: bundle.gate.clone(),
+            stream: StreamState::default(),
             output: bundle.output,
             mode,
             classes: 0,
@@ -128,6 +158,21 @@ impl Cascade {
 
     pub fn stages(&self) -> usize {
         self.stages.len()
+    }
+
+    /// Forgets the previous frame's answer: the next frame starts a new stream.
+    pub fn reset_stream(&mut self) {
+        self.stream = StreamState::default();
+    }
+
+    /// What the cascade remembers of the stream, to resume from with [`Cascade::set_stream`].
+    pub fn stream(&self) -> StreamState {
+        self.stream
+    }
+
+    /// Continues a stream from `state`, such as when the same frames are run again for timing.
+    pub fn set_stream(&mut self, state: StreamState) {
+        self.stream = state;
     }
 
     fn check_shapes(&mut self, input: &InputSpec) -> Result<usize, OnnxError> {
@@ -163,7 +208,7 @@ impl Cascade {
             )
         })?;
         for (stage, activation) in self.stages.iter_mut().zip(&outputs) {
-            let Some((head, _)) = &mut stage.exit else {
+            let Some(LoadedExit { head, .. }) = &mut stage.exit else {
                 continue;
             };
             let mut out = Tensor::default();
@@ -192,9 +237,16 @@ impl Cascade {
         Ok(classes)
     }
 
-    /// Runs one preprocessed frame.
+    /// Runs one preprocessed frame, the next of the stream.
     pub fn run(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
+        let outcome = self.run_stages(shape, input)?;
+        self.stream.last_answer = Some(outcome.verdict.class_id);
+        Ok(outcome)
+    }
+
+    fn run_stages(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
         let last = self.stages.len() - 1;
+        let mut walk = FrameWalk::new(self.stream.last_answer);
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
@@ -221,12 +273,17 @@ impl Cascade {
             if self.mode == Mode::Full {
                 continue;
             }
-            if let Some((head, threshold)) = &mut stage.exit {
-                head.run_into(&current.shape, &current.data, &mut self.head_out)?;
+            if let Some(exit) = &mut stage.exit {
+                exit.head
+                    .run_into(&current.shape, &current.data, &mut self.head_out)?;
                 rule::softmax_into(&self.head_out.data, &mut self.probs);
-                let verdict = rule::verdict(self.metric, &self.probs);
-                if rule::leaves(self.metric, verdict.score, *threshold) {
-                    return Ok(Outcome { stage: i, verdict });
+                let rule = ExitRule::of(self.metric, self.gate.as_ref(), exit.gate.as_ref());
+                let (signals, leaves) = walk.exit(&self.probs, rule, exit.threshold);
+                if leaves {
+                    return Ok(Outcome {
+                        stage: i,
+                        verdict: signals.verdict(self.metric),
+                    });
                 }
             }
         }
@@ -264,7 +321,11 @@ fn load_stage(
     };
     let segment = load(&stage.segment, "segment")?;
     let exit = match &stage.exit {
-        Some(exit) => Some((load(&exit.head, "exit.head")?, exit.threshold)),
+        Some(exit) => Some(LoadedExit {
+            head: load(&exit.head, "exit.head")?,
+            threshold: exit.threshold,
+            gate: exit.gate.clone(),
+        }),
         None => None,
     };
     Ok(LoadedStage { segment, exit })
@@ -314,6 +375,7 @@ impl Classifier {
             input,
             labels: None,
             metric: Metric::MaxProb,
+            gate: None,
             promise: None,
             stages: vec![Stage {
                 segment: name,
@@ -331,6 +393,22 @@ impl Classifier {
 
     pub fn classes(&self) -> usize {
         self.cascade.classes()
+    }
+
+    /// Forgets the previous frame's answer, which a format-2 gate may read: call it where the
+    /// frames stop being one continuous stream (a new file, a seek, a flush, a gap).
+    pub fn reset_stream(&mut self) {
+        self.cascade.reset_stream();
+    }
+
+    /// See [`Cascade::stream`].
+    pub fn stream(&self) -> StreamState {
+        self.cascade.stream()
+    }
+
+    /// See [`Cascade::set_stream`].
+    pub fn set_stream(&mut self, state: StreamState) {
+        self.cascade.set_stream(state);
     }
 
     pub fn label(&self, class_id: usize) -> Option<&str> {

@@ -2,17 +2,18 @@
 //! ONNX Runtime cascade with its exit rule, and the ONNX graph tools the search uses.
 //!
 //! Data flows one way: [`frame::Frame`] → [`preprocess`] → [`cascade`] (segments, heads,
-//! [`rule`]) → [`cascade::Decision`].
+//! [`rule`], [`gate`]) → [`cascade::Decision`].
 
 pub mod bundle;
 pub mod cascade;
 pub mod cost;
 pub mod frame;
+pub mod gate;
 pub mod graph;
 pub mod preprocess;
 pub mod rule;
 pub mod runtime;
 
-pub use cascade::{Classifier, Decision, LoadError, Mode, RunError};
+pub use cascade::{Classifier, Decision, LoadError, Mode, RunError, StreamState};
 pub use frame::{Frame, PixelFormat};
 pub use runtime::SessionOptions;

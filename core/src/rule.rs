@@ -1,5 +1,5 @@
 //! The exit rule: a head's logits become probabilities, a score under the bundle's metric, and a
-//! decision to leave or go on.
+//! decision to leave or go on. Gates (format 2) are in [`crate::gate`].
 
 use crate::bundle::Metric;
 
@@ -24,8 +24,15 @@ pub fn softmax_into(logits: &[f32], probs: &mut Vec<f32>) {
     }
 }
 
-/// Scores probabilities under `metric`.
-pub fn verdict(metric: Metric, probs: &[f32]) -> Verdict {
+/// The two largest probabilities and the arg-max class (the lowest on ties).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopTwo {
+    pub class_id: usize,
+    pub first: f32,
+    pub second: f32,
+}
+
+pub fn top_two(probs: &[f32]) -> TopTwo {
     let (mut top1, mut top2) = ((0usize, f32::NEG_INFINITY), f32::NEG_INFINITY);
     for (i, &p) in probs.iter().enumerate() {
         if p > top1.1 {
@@ -35,23 +42,44 @@ pub fn verdict(metric: Metric, probs: &[f32]) -> Verdict {
             top2 = p;
         }
     }
+    TopTwo {
+        class_id: top1.0,
+        first: top1.1,
+        second: top2,
+    }
+}
+
+/// Top probability minus the second; a single class has a margin of its probability.
+pub fn margin(top: TopTwo) -> f64 {
+    f64::from(top.first) - f64::from(top.second.max(0.0))
+}
+
+/// −Σ p ln p, natural logarithm; zero probabilities add nothing.
+pub fn entropy(probs: &[f32]) -> f64 {
+    -probs
+        .iter()
+        .filter(|&&p| p > 0.0)
+        .map(|&p| f64::from(p) * f64::from(p).ln())
+        .sum::<f64>()
+}
+
+/// Scores probabilities under `metric`.
+pub fn verdict(metric: Metric, probs: &[f32]) -> Verdict {
+    let top = top_two(probs);
     let score = match metric {
-        Metric::MaxProb => f64::from(top1.1),
-        Metric::Margin => f64::from(top1.1) - f64::from(top2.max(0.0)),
-        Metric::Entropy => -probs
-            .iter()
-            .filter(|&&p| p > 0.0)
-            .map(|&p| f64::from(p) * f64::from(p).ln())
-            .sum::<f64>(),
+        Metric::MaxProb => f64::from(top.first),
+        Metric::Margin => margin(top),
+        Metric::Entropy => entropy(probs),
     };
     Verdict {
-        class_id: top1.0,
-        confidence: f64::from(top1.1),
+        class_id: top.class_id,
+        confidence: f64::from(top.first),
         score,
     }
 }
 
-/// Whether a frame with this score leaves at an exit with this threshold.
+/// Whether a frame with this score leaves at an exit with this threshold, under the metric
+/// alone (format 1). [`crate::gate::ExitRule`] decides for either rule.
 pub fn leaves(metric: Metric, score: f64, threshold: f64) -> bool {
     match metric {
         Metric::MaxProb | Metric::Margin => score >= threshold,

@@ -6,8 +6,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{CLASSES, SEGMENT_MACS, THRESHOLDS, parts, valid_bundle, valid_dir, write_bundle};
+use common::{
+    CLASSES, SEGMENT_MACS, THRESHOLDS, agreement_gate, gated_bundle, parts, valid_bundle,
+    valid_dir, write_bundle,
+};
 use earlyexit::bundle::{self, Bundle, EXITS_FILE, Exit};
+use earlyexit::gate::{GateInput, GateWeights};
 use earlyexit::{Classifier, Mode, SessionOptions};
 
 /// Reads and loads the bundle in `dir`; returns the first error's message.
@@ -99,14 +103,63 @@ fn the_valid_bundle_reads_round_trips_and_loads_in_both_modes() {
 }
 
 #[test]
+fn a_format_2_bundle_with_gates_reads_round_trips_and_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let inputs = vec![GateInput::MaxProb, GateInput::AgreesLastFrame];
+    let weights = [
+        GateWeights {
+            weights: vec![3.25, 0.000_01],
+            bias: -2.0,
+        },
+        GateWeights {
+            weights: vec![-1.0 / 3.0, 1e6],
+            bias: 0.5,
+        },
+    ];
+    let mut expected = gated_bundle(inputs, weights, [0.9, 0.6]);
+    write_bundle(&dir, &expected);
+    let text = std::fs::read_to_string(dir.join(EXITS_FILE)).unwrap();
+    assert!(text.starts_with("format: earlyexit/2\n"), "{text}");
+    assert!(
+        text.contains("weights: [3.25, 0.00001]\n") && text.contains("bias: -2\n"),
+        "plain decimals: {text}"
+    );
+    assert!(text.contains(", 1000000]\n"), "plain decimals: {text}");
+    let (b, warnings) = bundle::read(&dir).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    expected.file = dir.join(EXITS_FILE);
+    assert_eq!(b, expected);
+    let c = Classifier::open(&b, Mode::EarlyExit, SessionOptions::default()).unwrap();
+    assert_eq!(c.stages(), 3);
+}
+
+#[test]
+fn a_gate_built_in_code_that_breaks_the_rules_does_not_load() {
+    let mut b = gated_bundle(
+        vec![GateInput::AgreesLastFrame],
+        [agreement_gate(true), agreement_gate(false)],
+        THRESHOLDS,
+    );
+    b.stages[1].exit.as_mut().unwrap().gate = None;
+    match Classifier::open(&b, Mode::EarlyExit, SessionOptions::default()) {
+        Ok(_) => panic!("an exit without a gate was accepted"),
+        Err(e) => assert!(
+            e.to_string().contains("stages[1].exit.gate: missing"),
+            "{e}"
+        ),
+    }
+}
+
+#[test]
 fn unknown_format_is_refused_naming_the_known_formats() {
-    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/2"));
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/3"));
     let e = error_of(&dir);
     assert_names(
         &e,
         &dir,
         EXITS_FILE,
-        &["format", "earlyexit/2", "earlyexit/1"],
+        &["format", "earlyexit/3", "knows earlyexit/1, earlyexit/2"],
     );
 }
 
@@ -133,6 +186,7 @@ fn an_exit_on_the_last_stage_is_refused() {
             head: "exit-1.onnx".into(),
             threshold: 0.5,
             macs: None,
+            gate: None,
         });
     });
     let e = error_of(&dir);

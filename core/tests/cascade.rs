@@ -3,8 +3,9 @@
 mod common;
 
 use common::npy::read_npy;
-use common::{SEGMENT_MACS, asset, parts, valid_dir};
+use common::{SEGMENT_MACS, agreement_gate, asset, gated_bundle, parts, valid_dir, write_bundle};
 use earlyexit::bundle;
+use earlyexit::gate::GateInput;
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
 
 /// The 16 reference images as 28×28 GRAY8 frames (pixel = round(value · 255)).
@@ -59,15 +60,132 @@ fn reference_answers() -> Vec<(usize, f64)> {
 }
 
 fn classify_all(dir: &std::path::Path, mode: Mode) -> Vec<Decision> {
-    let (b, _) = bundle::read(dir).unwrap();
-    let mut c = Classifier::open(&b, mode, SessionOptions::default()).unwrap();
+    let mut c = open(dir, mode);
     reference_frames()
         .iter()
-        .map(|pixels| {
-            let frame = Frame::new(PixelFormat::Gray8, 28, 28, 28, pixels).unwrap();
-            c.classify(&frame).unwrap()
-        })
+        .map(|pixels| classify(&mut c, pixels))
         .collect()
+}
+
+fn open(dir: &std::path::Path, mode: Mode) -> Classifier {
+    let (b, _) = bundle::read(dir).unwrap();
+    Classifier::open(&b, mode, SessionOptions::default()).unwrap()
+}
+
+fn classify(c: &mut Classifier, pixels: &[u8]) -> Decision {
+    let frame = Frame::new(PixelFormat::Gray8, 28, 28, 28, pixels).unwrap();
+    c.classify(&frame).unwrap()
+}
+
+/// A decision without its timing, to compare runs.
+fn outcome(d: &Decision) -> (usize, usize, f64, f64, Option<f64>) {
+    (d.stage, d.class_id, d.confidence, d.score, d.cost)
+}
+
+/// The class of each reference image at exit 0, at exit 1 and at the last stage, from format-1
+/// bundles whose thresholds send every frame out at one place.
+fn classes_everywhere() -> [Vec<usize>; 3] {
+    let classes = |thresholds: [f64; 2], mode: Mode, stage: usize| {
+        let (_tmp, dir) = valid_dir(thresholds);
+        let decisions = classify_all(&dir, mode);
+        assert!(decisions.iter().all(|d| d.stage == stage));
+        decisions.iter().map(|d| d.class_id).collect::<Vec<_>>()
+    };
+    [
+        classes([-1.0, -1.0], Mode::EarlyExit, 0),
+        classes([2.0, -1.0], Mode::EarlyExit, 1),
+        classes([2.0, 2.0], Mode::Full, 2),
+    ]
+}
+
+/// A format-2 bundle whose exits both use `gate` (threshold 0.5) over the one `input`.
+fn gated_dir(
+    input: GateInput,
+    leave_when_agreeing: bool,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let gate = agreement_gate(leave_when_agreeing);
+    let b = gated_bundle(vec![input], [gate.clone(), gate], [0.5, 0.5]);
+    write_bundle(&dir, &b);
+    (tmp, dir)
+}
+
+#[test]
+fn agrees_last_frame_changes_a_decision_and_reset_stream_forgets_it() {
+    // Leaves where the exit disagrees with the previous frame's answer, or there is none.
+    let (_tmp, dir) = gated_dir(GateInput::AgreesLastFrame, false);
+    let mut c = open(&dir, Mode::EarlyExit);
+    let pixels = &reference_frames()[0];
+    assert_eq!(c.stream().last_answer(), None);
+    let first = classify(&mut c, pixels);
+    assert_eq!(first.stage, 0, "no previous frame: the gate lets it go");
+    assert_eq!(c.stream().last_answer(), Some(first.class_id));
+    // The same frame again: exit 0 now agrees with the last answer, so the gate holds it.
+    let second = classify(&mut c, pixels);
+    assert!(second.stage > 0, "{second:?}");
+    // The score stays the metric's (max-prob), not the gate's probability.
+    assert_eq!(second.score, second.confidence);
+    let saved = c.stream();
+    let third = classify(&mut c, pixels);
+    c.set_stream(saved);
+    assert_eq!(outcome(&classify(&mut c, pixels)), outcome(&third));
+    c.reset_stream();
+    assert_eq!(c.stream().last_answer(), None);
+    assert_eq!(outcome(&classify(&mut c, pixels)), outcome(&first));
+}
+
+#[test]
+fn agrees_last_frame_follows_the_stream_answer_by_answer() {
+    let [exit0, exit1, full] = classes_everywhere();
+    // Leaves where the exit agrees with the previous frame's answer.
+    let (_tmp, dir) = gated_dir(GateInput::AgreesLastFrame, true);
+    let mut c = open(&dir, Mode::EarlyExit);
+    let mut last = None;
+    let mut stages = [0; 3];
+    for (i, pixels) in reference_frames().iter().enumerate() {
+        let want = if Some(exit0[i]) == last {
+            (0, exit0[i])
+        } else if Some(exit1[i]) == last {
+            (1, exit1[i])
+        } else {
+            (2, full[i])
+        };
+        let d = classify(&mut c, pixels);
+        assert_eq!((d.stage, d.class_id), want, "image {i}");
+        last = Some(d.class_id);
+        stages[d.stage] += 1;
+    }
+    // The images reach every branch above, so each could have failed.
+    assert!(stages.iter().all(|&n| n > 0), "{stages:?}");
+}
+
+#[test]
+fn agrees_previous_exit_compares_the_exits_of_one_frame() {
+    let [exit0, exit1, full] = classes_everywhere();
+    let (_tmp, dir) = gated_dir(GateInput::AgreesPreviousExit, true);
+    let decisions = classify_all(&dir, Mode::EarlyExit);
+    for (i, d) in decisions.iter().enumerate() {
+        // Exit 0 has no previous exit, so it never agrees; exit 1 leaves when it agrees with 0.
+        let want = if exit1[i] == exit0[i] {
+            (1, exit1[i])
+        } else {
+            (2, full[i])
+        };
+        assert_eq!((d.stage, d.class_id), want, "image {i}");
+    }
+    let stages: Vec<usize> = decisions.iter().map(|d| d.stage).collect();
+    assert!(stages.contains(&1) && stages.contains(&2), "{stages:?}");
+}
+
+#[test]
+fn full_mode_runs_no_gate() {
+    let (_tmp, dir) = gated_dir(GateInput::AgreesLastFrame, false);
+    let (_tmp2, plain) = valid_dir(common::THRESHOLDS);
+    let gated = classify_all(&dir, Mode::Full);
+    let full = classify_all(&plain, Mode::Full);
+    let outcomes = |d: &[Decision]| d.iter().map(outcome).collect::<Vec<_>>();
+    assert_eq!(outcomes(&gated), outcomes(&full));
 }
 
 #[test]

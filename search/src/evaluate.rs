@@ -121,6 +121,10 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             &short_name(&f.name),
             crate::footage::estimate_frames(f)?.map(|n| n as u64),
         );
+        // Each footage is a stream of its own: a format-2 gate must not read the previous
+        // footage's last answer.
+        classifier.reset_stream();
+        full.reset_stream();
         let decoder = Decoder::start(f, 1, None)?;
         let mut chunk: Vec<DecodedFrame> = Vec::new();
         let mut frames = decoder.frames.iter().peekable();
@@ -195,7 +199,9 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
 }
 
 /// Runs the chunk through the bundle and the full backbone `runs` times, alternating, adding the
-/// time of each run to the tally. Returns the decisions of the first run.
+/// time of each run to the tally. Returns the decisions of the first run. Every run continues
+/// the stream from where the previous chunk left it, so that repeats decide the same frames
+/// alike and the next chunk follows on from the first run.
 fn time_chunk(
     classifier: &mut Classifier,
     full: &mut Classifier,
@@ -203,13 +209,20 @@ fn time_chunk(
     tally: &mut Tally,
 ) -> Result<Vec<(Decision, Decision)>> {
     let mut decisions = Vec::with_capacity(chunk.len());
+    let start = (classifier.stream(), full.stream());
+    let mut end = start;
     for run in 0..tally.bundle_ns.len() {
+        classifier.set_stream(start.0);
+        full.set_stream(start.1);
         let ours = classify_all(classifier, chunk, &mut tally.bundle_ns[run])?;
         let theirs = classify_all(full, chunk, &mut tally.full_ns[run])?;
         if run == 0 {
             decisions = ours.into_iter().zip(theirs).collect();
+            end = (classifier.stream(), full.stream());
         }
     }
+    classifier.set_stream(end.0);
+    full.set_stream(end.1);
     Ok(decisions)
 }
 

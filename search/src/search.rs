@@ -306,6 +306,7 @@ fn bundle_parts(
                 head: format!("exit-{k}.onnx"),
                 threshold: choice.exits[k].threshold,
                 macs: Some(heads[k].macs),
+                gate: None,
             }),
         })
         .collect();
@@ -318,6 +319,7 @@ fn bundle_parts(
         input: input.clone(),
         labels,
         metric: choice.metric,
+        gate: None,
         promise: choice.promise.clone(),
         stages,
         output,

@@ -6,6 +6,8 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
+use crate::gate::{Gate, GateInput, GateWeights};
+
 pub use read::{BundleError, read, read_labels};
 pub use write::{to_yaml, write_atomically};
 
@@ -16,6 +18,8 @@ pub const EXITS_FILE: &str = "exits.yaml";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     V1,
+    /// Format 1 plus optional learned gates.
+    V2,
 }
 
 /// The enum-valued keys of the format, with the word each value is written as.
@@ -42,7 +46,14 @@ words!(Color { Rgb => "rgb", Bgr => "bgr", Gray => "gray" });
 words!(Metric { MaxProb => "max-prob", Margin => "margin", Entropy => "entropy" });
 words!(Output { Logits => "logits", Probabilities => "probabilities" });
 words!(Measure { Agreement => "agreement", Accuracy => "accuracy" });
-words!(Format { V1 => "earlyexit/1" });
+words!(Format { V1 => "earlyexit/1", V2 => "earlyexit/2" });
+words!(GateInput {
+    MaxProb => "max-prob",
+    Margin => "margin",
+    Entropy => "entropy",
+    AgreesPreviousExit => "agrees-previous-exit",
+    AgreesLastFrame => "agrees-last-frame",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -131,8 +142,11 @@ pub struct Promise {
 pub struct Exit {
     /// Path relative to the bundle folder.
     pub head: String,
+    /// Compared with the metric's value, or with the gate's probability when there is a gate.
     pub threshold: f64,
     pub macs: Option<u64>,
+    /// Format 2: this exit's gate; present exactly when the bundle has a [`Bundle::gate`].
+    pub gate: Option<GateWeights>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +174,10 @@ pub struct Bundle {
     pub name: Option<String>,
     pub input: InputSpec,
     pub labels: Option<Labels>,
+    /// The reported score, and the exit rule when there is no gate.
     pub metric: Metric,
+    /// Format 2: the inputs of every exit's gate. With a gate, exits leave on its probability.
+    pub gate: Option<Gate>,
     pub promise: Option<Promise>,
     pub stages: Vec<Stage>,
     /// What the last stage returns.
@@ -180,6 +197,75 @@ impl Bundle {
     /// MACs of every segment, when all are given.
     pub fn segment_macs(&self) -> Option<Vec<u64>> {
         self.stages.iter().map(|s| s.macs).collect()
+    }
+
+    /// Checks the gate rules that tie keys together: gates need format 2, every exit has a
+    /// gate exactly when the bundle has one, one finite weight per input, no input twice. The
+    /// reader calls it, and so does loading, for bundles built in code.
+    pub fn check_gates(&self) -> Result<(), BundleError> {
+        let fail = |key: String, message: String| {
+            Err(BundleError {
+                file: self.file.clone(),
+                key,
+                message,
+            })
+        };
+        let needs_v2 = || format!("needs format: {}", Format::V2.word());
+        if let Some(gate) = &self.gate {
+            if self.format == Format::V1 {
+                return fail("gate".into(), needs_v2());
+            }
+            if gate.inputs.is_empty() {
+                return fail("gate.inputs".into(), "needs at least one input".into());
+            }
+            for (i, input) in gate.inputs.iter().enumerate() {
+                if gate.inputs[..i].contains(input) {
+                    return fail(
+                        format!("gate.inputs[{i}]"),
+                        format!("'{}' is listed twice", input.word()),
+                    );
+                }
+            }
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            let Some(exit) = &stage.exit else { continue };
+            let key = format!("stages[{i}].exit.gate");
+            match (&self.gate, &exit.gate) {
+                (_, Some(_)) if self.format == Format::V1 => return fail(key, needs_v2()),
+                (None, Some(_)) => {
+                    return fail(
+                        key,
+                        "the bundle has no top-level gate to give its inputs".into(),
+                    );
+                }
+                (Some(_), None) => {
+                    return fail(
+                        key,
+                        "missing: the bundle has a gate, so every exit needs one".into(),
+                    );
+                }
+                (Some(gate), Some(weights)) => {
+                    if weights.weights.len() != gate.inputs.len() {
+                        return fail(
+                            format!("{key}.weights"),
+                            format!(
+                                "has {} values; gate.inputs has {}",
+                                weights.weights.len(),
+                                gate.inputs.len()
+                            ),
+                        );
+                    }
+                    if let Some(j) = weights.weights.iter().position(|w| !w.is_finite()) {
+                        return fail(format!("{key}.weights[{j}]"), "must be finite".into());
+                    }
+                    if !weights.bias.is_finite() {
+                        return fail(format!("{key}.bias"), "must be finite".into());
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -260,7 +346,8 @@ stages:
             Some(Exit {
                 head: "h0.onnx".into(),
                 threshold: 0.3,
-                macs: Some(7)
+                macs: Some(7),
+                gate: None,
             })
         );
         assert_eq!(b.resolve("s1.onnx"), dir.path().join("s1.onnx"));
@@ -354,6 +441,179 @@ stages:
         assert!(e.contains("not valid YAML"), "{e}");
         let e = error(&VALID.replace("format: earlyexit/1\n", ""));
         assert!(e.contains("format: missing"), "{e}");
+    }
+
+    const VALID_V2: &str = "\
+format: earlyexit/2
+input: { layout: nchw, width: 28, height: 28, color: gray, mean: [0], std: [255] }
+metric: margin
+gate:
+  inputs: [agrees-last-frame, max-prob, entropy, agrees-previous-exit, margin]
+stages:
+  - segment: s0.onnx
+    exit:
+      head: h0.onnx
+      threshold: 0.8
+      gate: { weights: [1.5, 0.2, -0.7, 2, 1.1e-3], bias: -3.2 }
+  - segment: s1.onnx
+";
+
+    #[test]
+    fn format_2_gates_are_read_and_round_trip() {
+        let dir = folder(VALID_V2);
+        let (b, warnings) = read(dir.path()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(b.format, Format::V2);
+        assert_eq!(b.metric, Metric::Margin);
+        assert_eq!(
+            b.gate,
+            Some(Gate {
+                inputs: vec![
+                    GateInput::AgreesLastFrame,
+                    GateInput::MaxProb,
+                    GateInput::Entropy,
+                    GateInput::AgreesPreviousExit,
+                    GateInput::Margin,
+                ]
+            })
+        );
+        let exit = b.stages[0].exit.as_ref().unwrap();
+        assert_eq!(exit.threshold, 0.8);
+        assert_eq!(
+            exit.gate,
+            Some(GateWeights {
+                weights: vec![1.5, 0.2, -0.7, 2.0, 0.0011],
+                bias: -3.2
+            })
+        );
+        let text = to_yaml(&b);
+        assert!(text.starts_with("format: earlyexit/2\n"), "{text}");
+        assert!(
+            text.contains(
+                "gate:\n  inputs: [agrees-last-frame, max-prob, entropy, agrees-previous-exit, margin]\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "      gate:\n        weights: [1.5, 0.2, -0.7, 2, 0.0011]\n        bias: -3.2\n"
+            ),
+            "{text}"
+        );
+        std::fs::write(dir.path().join(EXITS_FILE), &text).unwrap();
+        let (again, warnings) = read(dir.path()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again, b);
+    }
+
+    #[test]
+    fn format_2_without_a_gate_reads_like_format_1() {
+        let dir = folder(VALID);
+        let (v1, _) = read(dir.path()).unwrap();
+        let (v2, _) = read_text(
+            &dir,
+            &VALID.replace("format: earlyexit/1", "format: earlyexit/2"),
+        );
+        assert_eq!(v2.format, Format::V2);
+        assert_eq!(v2.gate, None);
+        assert_eq!(
+            Bundle {
+                format: Format::V1,
+                ..v2
+            },
+            v1
+        );
+    }
+
+    fn read_text(dir: &tempfile::TempDir, yaml: &str) -> (Bundle, Vec<String>) {
+        std::fs::write(dir.path().join(EXITS_FILE), yaml).unwrap();
+        read(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn gate_errors_name_the_key() {
+        let e = error(&VALID_V2.replace("max-prob, entropy", "max-prob, confidence"));
+        assert!(
+            e.contains("gate.inputs[2]: 'confidence' is not one of max-prob, margin, entropy, agrees-previous-exit, agrees-last-frame"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace("entropy, agrees-previous-exit", "entropy, max-prob"));
+        assert!(
+            e.contains("gate.inputs[3]: 'max-prob' is listed twice"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace(
+            "[agrees-last-frame, max-prob, entropy, agrees-previous-exit, margin]",
+            "[]",
+        ));
+        assert!(e.contains("gate.inputs: needs at least one input"), "{e}");
+        let e = error(&VALID_V2.replace("  inputs: [", "  input: ["));
+        assert!(e.contains("gate.inputs: missing"), "{e}");
+        let e = error(&VALID_V2.replace("2, 1.1e-3]", "2]"));
+        assert!(
+            e.contains("stages[0].exit.gate.weights: has 4 values; gate.inputs has 5"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace("-0.7", ".inf"));
+        assert!(
+            e.contains("stages[0].exit.gate.weights[2]: expected a finite number"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace("bias: -3.2", "bias: .nan"));
+        assert!(
+            e.contains("stages[0].exit.gate.bias: must be a finite number"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace(", bias: -3.2", ""));
+        assert!(e.contains("stages[0].exit.gate.bias: missing"), "{e}");
+        // Gates on every exit, or on none.
+        let no_top = VALID_V2.replace(
+            "gate:\n  inputs: [agrees-last-frame, max-prob, entropy, agrees-previous-exit, margin]\n",
+            "",
+        );
+        let e = error(&no_top);
+        assert!(
+            e.contains("stages[0].exit.gate: the bundle has no top-level gate"),
+            "{e}"
+        );
+        let e = error(&VALID_V2.replace(
+            "      gate: { weights: [1.5, 0.2, -0.7, 2, 1.1e-3], bias: -3.2 }\n",
+            "",
+        ));
+        assert!(e.contains("stages[0].exit.gate: missing"), "{e}");
+        // Format 1 knows no gates, at the top or on an exit.
+        let e = error(&VALID_V2.replace("earlyexit/2", "earlyexit/1"));
+        assert!(e.contains(": gate: needs format: earlyexit/2"), "{e}");
+        let e = error(&no_top.replace("earlyexit/2", "earlyexit/1"));
+        assert!(
+            e.contains("stages[0].exit.gate: needs format: earlyexit/2"),
+            "{e}"
+        );
+        let e = error(&VALID.replace("earlyexit/1", "earlyexit/9"));
+        assert!(
+            e.contains(
+                "format: unknown format 'earlyexit/9'; this reader knows earlyexit/1, earlyexit/2"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gate_rules_hold_for_bundles_built_in_code() {
+        let dir = folder(VALID_V2);
+        let (mut b, _) = read(dir.path()).unwrap();
+        b.stages[0]
+            .exit
+            .as_mut()
+            .unwrap()
+            .gate
+            .as_mut()
+            .unwrap()
+            .bias = f64::NAN;
+        let e = b.check_gates().unwrap_err();
+        assert_eq!(e.key, "stages[0].exit.gate.bias");
+        b.format = Format::V1;
+        assert_eq!(b.check_gates().unwrap_err().key, "gate");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::{
     Bundle, Color, EXITS_FILE, Exit, Format, InputSpec, Labels, Layout, Measure, Metric, Output,
     Promise, Stage, Word,
 };
+use crate::gate::{Gate, GateInput, GateWeights};
 
 /// A bundle that breaks a rule of the format.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,12 +55,14 @@ struct Reader {
 
 /// The keys the format defines at each level; others are warned about and ignored.
 const TOP_KEYS: &[&str] = &[
-    "format", "name", "input", "labels", "metric", "promise", "stages",
+    "format", "name", "input", "labels", "metric", "gate", "promise", "stages",
 ];
 const INPUT_KEYS: &[&str] = &["layout", "width", "height", "color", "mean", "std"];
 const PROMISE_KEYS: &[&str] = &["measure", "target", "confidence", "frames"];
 const STAGE_KEYS: &[&str] = &["segment", "macs", "exit", "output"];
-const EXIT_KEYS: &[&str] = &["head", "threshold", "macs"];
+const EXIT_KEYS: &[&str] = &["head", "threshold", "macs", "gate"];
+const GATE_KEYS: &[&str] = &["inputs"];
+const EXIT_GATE_KEYS: &[&str] = &["weights", "bias"];
 
 impl Reader {
     fn fail<T>(&self, key: &str, message: impl Into<String>) -> Result<T, BundleError> {
@@ -154,13 +157,7 @@ impl Reader {
         };
         match T::ALL.iter().find(|v| v.word() == word) {
             Some(value) => Ok(Some(*value)),
-            None => {
-                let words: Vec<&str> = T::ALL.iter().map(|v| v.word()).collect();
-                self.fail(
-                    &join(prefix, key),
-                    format!("'{word}' is not one of {}", words.join(", ")),
-                )
-            }
+            None => self.fail(&join(prefix, key), not_one_of::<T>(&word)),
         }
     }
 
@@ -194,22 +191,95 @@ impl Reader {
         let metric = self
             .choice::<Metric>(map, "", "metric")?
             .unwrap_or_default();
+        let gate = match map.get("gate") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                self.needs_v2(format, "gate")?;
+                Some(self.gate(v)?)
+            }
+        };
         let promise = match map.get("promise") {
             None | Some(Value::Null) => None,
             Some(v) => Some(self.promise(v)?),
         };
-        let (stages, output) = self.stages(map.get("stages"))?;
-        Ok(Bundle {
+        let (stages, output) = self.stages(map.get("stages"), format)?;
+        let bundle = Bundle {
             file: self.file.clone(),
             format,
             name,
             input,
             labels,
             metric,
+            gate,
             promise,
             stages,
             output,
-        })
+        };
+        bundle.check_gates()?;
+        Ok(bundle)
+    }
+
+    /// Refuses a format-2 key in an older bundle before looking inside it.
+    fn needs_v2(&self, format: Format, key: &str) -> Result<(), BundleError> {
+        if format == Format::V1 {
+            return self.fail(key, format!("needs format: {}", Format::V2.word()));
+        }
+        Ok(())
+    }
+
+    fn gate(&mut self, value: &Value) -> Result<Gate, BundleError> {
+        let map = self.mapping(value, "gate")?;
+        self.warn_unknown(map, "gate", GATE_KEYS);
+        let items = match map.get("inputs") {
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                return self.fail(
+                    "gate.inputs",
+                    format!("expected a list, found {}", kind(other)),
+                );
+            }
+            None => return self.fail("gate.inputs", "missing"),
+        };
+        let inputs = items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let key = format!("gate.inputs[{i}]");
+                let Value::String(word) = v else {
+                    return self.fail(&key, format!("expected a string, found {}", kind(v)));
+                };
+                GateInput::ALL
+                    .iter()
+                    .copied()
+                    .find(|input| input.word() == word)
+                    .map_or_else(|| self.fail(&key, not_one_of::<GateInput>(word)), Ok)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Gate { inputs })
+    }
+
+    fn exit_gate(&mut self, value: &Value, prefix: &str) -> Result<GateWeights, BundleError> {
+        let map = self.mapping(value, prefix)?;
+        self.warn_unknown(map, prefix, EXIT_GATE_KEYS);
+        let key = join(prefix, "weights");
+        let Some(Value::Sequence(items)) = map.get("weights") else {
+            return self.fail(&key, "expected a list of numbers, one per gate input");
+        };
+        let weights = items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match as_f64(v) {
+                Some(x) if x.is_finite() => Ok(x),
+                _ => self.fail(
+                    &format!("{key}[{i}]"),
+                    format!("expected a finite number, found {}", show(v)),
+                ),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bias = self
+            .number(map, prefix, "bias")?
+            .map_or_else(|| self.fail(&join(prefix, "bias"), "missing"), Ok)?;
+        Ok(GateWeights { weights, bias })
     }
 
     fn input(&mut self, value: &Value) -> Result<InputSpec, BundleError> {
@@ -324,7 +394,11 @@ impl Reader {
         })
     }
 
-    fn stages(&mut self, value: Option<&Value>) -> Result<(Vec<Stage>, Output), BundleError> {
+    fn stages(
+        &mut self,
+        value: Option<&Value>,
+        format: Format,
+    ) -> Result<(Vec<Stage>, Output), BundleError> {
         let items = match value {
             Some(Value::Sequence(items)) if !items.is_empty() => items,
             Some(Value::Sequence(_)) => return self.fail("stages", "needs at least one stage"),
@@ -351,7 +425,7 @@ impl Reader {
                         "the last stage must not have an exit: it always answers",
                     );
                 }
-                Some(v) => Some(self.exit(v, &join(&prefix, "exit"))?),
+                Some(v) => Some(self.exit(v, &join(&prefix, "exit"), format)?),
             };
             if map.contains_key("output") {
                 if i != last {
@@ -370,7 +444,7 @@ impl Reader {
         Ok((stages, output))
     }
 
-    fn exit(&mut self, value: &Value, prefix: &str) -> Result<Exit, BundleError> {
+    fn exit(&mut self, value: &Value, prefix: &str, format: Format) -> Result<Exit, BundleError> {
         let map = self.mapping(value, prefix)?;
         self.warn_unknown(map, prefix, EXIT_KEYS);
         let head = self.required_string(map, prefix, "head")?;
@@ -388,10 +462,19 @@ impl Reader {
             },
         };
         let macs = self.count(map, prefix, "macs")?;
+        let gate = match map.get("gate") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let key = join(prefix, "gate");
+                self.needs_v2(format, &key)?;
+                Some(self.exit_gate(v, &key)?)
+            }
+        };
         Ok(Exit {
             head,
             threshold,
             macs,
+            gate,
         })
     }
 
@@ -423,6 +506,11 @@ fn as_f64(v: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         _ => None,
     }
+}
+
+fn not_one_of<T: Word>(word: &str) -> String {
+    let words: Vec<&str> = T::ALL.iter().map(|v| v.word()).collect();
+    format!("'{word}' is not one of {}", words.join(", "))
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -31,6 +31,11 @@ pub fn to_yaml(bundle: &Bundle) -> String {
         put!(y, "labels: {}", quoted(&labels.file));
     }
     put!(y, "metric: {}", bundle.metric.word());
+    if let Some(gate) = &bundle.gate {
+        let inputs: Vec<&str> = gate.inputs.iter().map(|i| i.word()).collect();
+        put!(y, "gate:");
+        put!(y, "  inputs: [{}]", inputs.join(", "));
+    }
     if let Some(p) = &bundle.promise {
         put!(y, "promise:");
         put!(y, "  measure: {}", p.measure.word());
@@ -52,6 +57,11 @@ pub fn to_yaml(bundle: &Bundle) -> String {
             if let Some(macs) = exit.macs {
                 put!(y, "      macs: {macs}");
             }
+            if let Some(gate) = &exit.gate {
+                put!(y, "      gate:");
+                put!(y, "        weights: {}", list(&gate.weights));
+                put!(y, "        bias: {}", gate.bias);
+            }
         }
         if i == last {
             put!(y, "    output: {}", bundle.output.word());
@@ -61,7 +71,7 @@ pub fn to_yaml(bundle: &Bundle) -> String {
 }
 
 /// Rust's `Display` for floats never uses exponents, which is what the format asks for.
-fn list(values: &[f32]) -> String {
+fn list<T: std::fmt::Display>(values: &[T]) -> String {
     let items: Vec<String> = values.iter().map(|v| v.to_string()).collect();
     format!("[{}]", items.join(", "))
 }

@@ -11,6 +11,7 @@ use candle_onnx::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, V
 use earlyexit::bundle::{
     self, Bundle, Color, Exit, Format, InputSpec, Labels, Layout, Metric, Output, Stage,
 };
+use earlyexit::gate::{Gate, GateInput, GateWeights};
 use earlyexit::graph::{self, Graph, HeadSpec, Pool};
 use prost::Message;
 
@@ -93,6 +94,7 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
                 head: format!("exit-{i}.onnx"),
                 threshold: thresholds[i],
                 macs: Some(parts.heads[i].1),
+                gate: None,
             }),
         })
         .collect();
@@ -113,9 +115,39 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
             names: parts.labels.clone(),
         }),
         metric: Metric::MaxProb,
+        gate: None,
         promise: None,
         stages,
         output: Output::Logits,
+    }
+}
+
+/// The valid bundle as format 2, with a gate over `inputs` and these weights at the two exits.
+pub fn gated_bundle(
+    inputs: Vec<GateInput>,
+    weights: [GateWeights; 2],
+    thresholds: [f64; 2],
+) -> Bundle {
+    let mut b = valid_bundle(thresholds);
+    b.format = Format::V2;
+    b.gate = Some(Gate { inputs });
+    for (stage, w) in b.stages.iter_mut().zip(weights) {
+        stage
+            .exit
+            .as_mut()
+            .expect("the first two stages have exits")
+            .gate = Some(w);
+    }
+    b
+}
+
+/// A gate over one agreement input: probability sigmoid(±10), near 1 or near 0, so that with a
+/// threshold of 0.5 the agreement alone decides. `when_agreeing` says which way leaves.
+pub fn agreement_gate(when_agreeing: bool) -> GateWeights {
+    let sign = if when_agreeing { 1.0 } else { -1.0 };
+    GateWeights {
+        weights: vec![20.0 * sign],
+        bias: -10.0 * sign,
     }
 }
 

@@ -3,6 +3,10 @@
 //!
 //! The bundle is read and every ONNX session is created in `start()` (READY → PAUSED), so any
 //! fault in the bundle surfaces there as an ERROR message instead of on the first frame.
+//!
+//! A format-2 gate may read the class answered for the previous frame. That answer is forgotten
+//! wherever the frames stop being one continuous stream: FLUSH_STOP, SEGMENT (a seek),
+//! STREAM_START (new footage) and DISCONT buffers; start() and stop() make a fresh classifier.
 
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -142,6 +146,14 @@ impl EarlyExit {
             .map_err(|err| gst::error_msg!(gst::LibraryError::Init, ("{}", err)))
     }
 
+    /// Forgets the previous frame's answer, which a format-2 gate may read.
+    fn reset_stream(&self, why: &str) {
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.classifier.reset_stream();
+            gst::debug!(CAT, imp = self, "Stream reset: {}", why);
+        }
+    }
+
     /// Builds the core's view of a mapped frame and classifies it.
     fn classify(
         state: &mut State,
@@ -157,6 +169,10 @@ impl EarlyExit {
         let data = frame.plane_data(0).map_err(|e| e.to_string())?;
         let input = Frame::new(format, frame.width(), frame.height(), stride, data)
             .map_err(|e| e.to_string())?;
+        // A gap in the stream: the previous frame's answer says nothing about this one.
+        if frame.buffer().flags().contains(gst::BufferFlags::DISCONT) {
+            state.classifier.reset_stream();
+        }
         state.classifier.classify(&input).map_err(|e| e.to_string())
     }
 }
@@ -182,8 +198,11 @@ impl ObjectImpl for EarlyExit {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb(
-                        "Path of an exit bundle's exits.yaml, or of the folder that holds it. \
-                         Read when the element starts (READY to PAUSED).",
+                        "Path of an exit bundle's exits.yaml (format earlyexit/1, or earlyexit/2 \
+                         with learned exit gates), or of the folder that holds it. Read when the \
+                         element starts (READY to PAUSED). A gate may read the previous frame's \
+                         answer, which is forgotten on a flush, a new segment or stream, and a \
+                         DISCONT buffer.",
                     )
                     .mutable_ready()
                     .build(),
@@ -340,6 +359,16 @@ impl BaseTransformImpl for EarlyExit {
         *lock(&self.state) = None;
         gst::info!(CAT, imp = self, "Stopped");
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::FlushStop(_) => self.reset_stream("flush"),
+            gst::EventView::Segment(_) => self.reset_stream("new segment"),
+            gst::EventView::StreamStart(_) => self.reset_stream("new stream"),
+            _ => {}
+        }
+        self.parent_sink_event(event)
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {

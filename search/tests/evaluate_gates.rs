@@ -1,0 +1,128 @@
+//! `evaluate` on a format-2 bundle: it decides every frame as the element does, and each
+//! footage starts a fresh stream, so a gate never reads the previous footage's last answer.
+
+#[path = "../../core/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gst::prelude::*;
+
+use earlyexit::gate::GateInput;
+use earlyexit_e2e::footage;
+
+/// (footage, stage, class id) of every row of an `evaluate --per-frame` file.
+fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("footage,frame,stage,class_id,score"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.rsplitn(5, ',').collect();
+            (
+                f[4].to_owned(),
+                f[2].parse().unwrap(),
+                f[1].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The start of the Fashion-MNIST test-b footage as a short lossless clip in `dir`, so that the
+/// test runs in seconds. Both tools read this file, so the exact frame count does not matter.
+fn short_clip(dir: &Path) -> PathBuf {
+    earlyexit_e2e::init();
+    let clip = dir.join("short.mkv");
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! identity eos-after=300 ! videoconvert \
+         ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
+        footage("fmnist-test-b-5k.mkv").display(),
+        clip.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the clip is written within 60 s");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        matches!(msg.view(), gst::MessageView::Eos(_)),
+        "{desc}: {msg:?}"
+    );
+    clip
+}
+
+#[test]
+fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    // Exits leave only when they agree with the previous frame's answer.
+    let gate = common::agreement_gate(true);
+    let b = common::gated_bundle(
+        vec![GateInput::AgreesLastFrame],
+        [gate.clone(), gate],
+        [0.5, 0.5],
+    );
+    common::write_bundle(&bundle, &b);
+    let clip = short_clip(tmp.path());
+    let csv = tmp.path().join("per-frame.csv");
+    // The same footage twice: without a reset between them, the second would start with the
+    // first's last answer.
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(["evaluate", "--model"])
+        .arg(&bundle)
+        .arg("--footage")
+        .arg(&clip)
+        .arg("--footage")
+        .arg(&clip)
+        .arg("--per-frame")
+        .arg(&csv)
+        .arg("--json")
+        .output()
+        .expect("earlyexit-search runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = per_frame_rows(&csv);
+    assert_eq!(rows.len() % 2, 0);
+    let frames = rows.len() / 2;
+    assert!(frames >= 300, "{frames}");
+    let (first, second) = rows.split_at(frames);
+    assert!(first.iter().all(|r| r.0 == first[0].0));
+    let decisions = |rows: &[(String, u32, i32)]| -> Vec<(u32, i32)> {
+        rows.iter().map(|r| (r.1, r.2)).collect()
+    };
+    // A fresh stream has no answer to agree with: the first frame runs every stage.
+    assert_eq!(first[0].1, 2);
+    let (a, b) = (decisions(first), decisions(second));
+    if let Some(i) = (0..frames).find(|&i| a[i] != b[i]) {
+        panic!(
+            "frame {i}: the second footage decided {:?}, the first {:?}",
+            b[i], a[i]
+        );
+    }
+    let element: Vec<(u32, i32)> = earlyexit_e2e::element_meta(&clip, &bundle.join("exits.yaml"))
+        .into_iter()
+        .map(|m| (m.stage, m.class_id))
+        .collect();
+    assert_eq!(element.len(), frames);
+    for (i, (ours, theirs)) in decisions(first).iter().zip(&element).enumerate() {
+        assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let exits: Vec<u64> = json["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(exits[0] + exits[1] > 0, "{exits:?}");
+}
