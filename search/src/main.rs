@@ -11,6 +11,7 @@ mod input;
 mod inspect;
 mod nas;
 mod placement;
+mod plot;
 mod progress;
 mod report;
 mod search;

@@ -22,6 +22,8 @@ pub struct Summary<'a> {
     pub backbone_accuracy: Option<f64>,
     /// Sections the strategy adds (search space, Pareto front, certificate).
     pub notes: &'a str,
+    /// The Pareto front plot's file beside the report, when the strategy drew one.
+    pub plot: Option<&'a str>,
 }
 
 pub fn markdown(s: &Summary) -> String {
@@ -113,6 +115,9 @@ pub fn markdown(s: &Summary) -> String {
         r,
         "\nCost is MACs used / backbone MACs; a frame that reaches the last stage also paid for every head."
     );
+    if let Some(file) = s.plot {
+        let _ = writeln!(r, "\n![Pareto front]({file})\n\n{}", crate::plot::CAPTION);
+    }
     r.push_str(s.notes);
     r
 }
