@@ -12,6 +12,7 @@ mod inspect;
 mod latency;
 mod nas;
 mod placement;
+mod plot;
 mod progress;
 mod report;
 mod search;

@@ -102,6 +102,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         held: sim,
         notes: String::new(),
         baselines: Vec::new(),
+        plot: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub struct Summary<'a> {
     pub latency: Option<String>,
     /// Sections the strategy adds (search space, Pareto front, certificate).
     pub notes: &'a str,
+    /// The Pareto front plot's file beside the report, when the strategy drew one.
+    pub plot: Option<&'a str>,
 }
 
 /// The cost the search minimised (`--cost`).
@@ -149,6 +151,9 @@ pub fn markdown(s: &Summary) -> String {
     );
     if let Some(latency) = &s.latency {
         r.push_str(latency);
+    }
+    if let Some(file) = s.plot {
+        let _ = writeln!(r, "\n![Pareto front]({file})\n\n{}", crate::plot::CAPTION);
     }
     r.push_str(s.notes);
     r

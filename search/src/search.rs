@@ -18,7 +18,7 @@ use crate::features::{Extractor, FeatureTable, detect_output};
 use crate::footage::{Footage, estimate_frames};
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
-use crate::{placement, report};
+use crate::{placement, plot, report};
 
 /// The share of each footage held out, at its end, when no `--holdout` is given.
 const HOLDOUT_SHARE: f64 = 0.2;
@@ -113,6 +113,8 @@ pub struct Choice {
     pub notes: String,
     /// Baseline structures, written as bundles under `baselines/NAME/`.
     pub baselines: Vec<(&'static str, Choice)>,
+    /// The Pareto front with the baselines marked, as SVG, when the strategy has a front.
+    pub plot: Option<String>,
 }
 
 pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Result<()> {
@@ -265,9 +267,13 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             None => None,
         },
         notes: &choice.notes,
+        plot: choice.plot.as_ref().map(|_| plot::FILE),
     };
     let report = report::markdown(&summary);
     files.push(("report.md".into(), report.clone().into_bytes()));
+    if let Some(svg) = &choice.plot {
+        files.push((plot::FILE.into(), svg.clone().into_bytes()));
+    }
     bundle::write_atomically(&args.out, &bundle, &files)
         .with_context(|| format!("--out {}: cannot write the bundle", args.out.display()))?;
     println!("{report}");

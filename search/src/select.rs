@@ -17,6 +17,7 @@ use crate::calibrate::{ExitScores, Goal, Reference, Simulation, never, simulate}
 use crate::certify;
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::nas::{self, Space};
+use crate::plot;
 use crate::search::{Choice, ChosenExit, Problem, score, train_head};
 
 const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
@@ -205,7 +206,8 @@ struct Found {
     certificate: Certificate,
     select: Simulation,
     certify: Simulation,
-    scored: usize,
+    /// Every configuration scored on the selecting frames: (mean cost, error).
+    scored: Vec<[f64; 2]>,
 }
 
 pub fn choose(problem: &Problem) -> Result<Choice> {
@@ -438,7 +440,70 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             ),
         ),
     ];
-    Ok(to_choice(&zoo, &found, args.confidence, notes, baselines))
+    let mut choice = to_choice(&zoo, &found, args.confidence, notes, baselines);
+    let marked = [
+        (plot::Mark::ShallowDeep, &sdn_found),
+        (plot::Mark::Even, &even_found),
+    ];
+    let figure = figure(&zoo, &found, &marked, oracle, backbone_accuracy);
+    choice.plot = Some(plot::pareto_svg(&figure));
+    Ok(choice)
+}
+
+/// The plot's data: the search's configurations and front on the selecting frames; the
+/// backbone, the baselines, the oracle and the chosen structure on the certifying frames, as in
+/// the baselines table, and the chosen structure on the selecting frames too.
+fn figure(
+    zoo: &Zoo,
+    found: &Found,
+    baselines: &[(plot::Mark, &Found)],
+    oracle: f64,
+    backbone_accuracy: Option<f64>,
+) -> plot::Figure {
+    let measure = zoo.problem.goal.measure;
+    // The measure, less any shortfall from a --target-agreement floor (see `Zoo::error`).
+    let point = |[cost, error]: [f64; 2]| plot::Point {
+        cost,
+        measure: 1.0 - error,
+    };
+    let sim = |s: &Simulation| plot::Point {
+        cost: s.mean_cost,
+        measure: measure_of(measure, s),
+    };
+    // Both give the backbone's answer on every frame.
+    let backbone = match measure {
+        Measure::Accuracy => backbone_accuracy.unwrap_or(1.0),
+        Measure::Agreement => 1.0,
+    };
+    let mut marked = vec![(
+        plot::Mark::Backbone,
+        plot::Point {
+            cost: 1.0,
+            measure: backbone,
+        },
+    )];
+    marked.extend(baselines.iter().map(|(m, f)| (*m, sim(&f.certify))));
+    marked.extend([
+        (plot::Mark::ChosenSelect, sim(&found.select)),
+        (plot::Mark::ChosenCertify, sim(&found.certify)),
+        (
+            plot::Mark::Oracle,
+            plot::Point {
+                cost: oracle,
+                measure: backbone,
+            },
+        ),
+    ]);
+    plot::Figure {
+        measure: measure_name(measure),
+        target: zoo.problem.goal.target,
+        front: pareto_front(&found.scored, |o| *o)
+            .into_iter()
+            .map(|o| point(*o))
+            .collect(),
+        scored: found.scored.iter().map(|o| point(*o)).collect(),
+        marked,
+    }
 }
 
 fn to_choice(
@@ -474,6 +539,7 @@ fn to_choice(
         held: f.select.clone(),
         notes,
         baselines,
+        plot: None,
     }
 }
 
@@ -559,7 +625,7 @@ fn search_and_certify(
         certificate: zoo.certificate(&cert, each),
         select: sel,
         certify: cert,
-        scored: scored.len(),
+        scored: Vec::new(),
     };
     let mut best: Option<Found> = None;
     let mut tried = std::collections::HashSet::new();
@@ -600,7 +666,7 @@ fn search_and_certify(
             certificate,
             select: sel,
             certify: cert,
-            scored: scored.len(),
+            scored: Vec::new(),
         };
         if found.certificate.certified {
             best = Some(found);
@@ -613,13 +679,14 @@ fn search_and_certify(
             best = Some(found);
         }
     }
-    let found = best.unwrap_or(no_exit);
+    let mut found = best.unwrap_or(no_exit);
+    found.scored = scored.iter().map(|(_, s)| s.objectives).collect();
     if let Some(notes) = notes {
         let _ = writeln!(notes, "\n## Search\n");
         let _ = writeln!(
             notes,
             "{} configurations scored ({structures} structures, each at every threshold level) over {} kept positions × {} head architectures × {} metrics × {} threshold levels; {} selecting and {} certifying frames.\n",
-            found.scored,
+            found.scored.len(),
             family.positions.len(),
             family.kinds.len(),
             family.metrics.len(),
@@ -853,18 +920,24 @@ fn empty_simulation(frames: usize) -> Simulation {
     }
 }
 
-/// The non-dominated configurations on the selecting frames, cheapest first.
-fn front_table(notes: &mut String, scored: &[(usize, nas::Scored)]) {
-    let mut front: Vec<&(usize, nas::Scored)> = scored
+/// The non-dominated items by `objectives` (mean cost, error), cheapest first, one per point.
+fn pareto_front<T>(items: &[T], objectives: impl Fn(&T) -> [f64; 2]) -> Vec<&T> {
+    let mut front: Vec<&T> = items
         .iter()
         .filter(|a| {
-            !scored
+            !items
                 .iter()
-                .any(|b| nas::dominates(&b.1.objectives, &a.1.objectives))
+                .any(|b| nas::dominates(&objectives(b), &objectives(a)))
         })
         .collect();
-    front.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
-    front.dedup_by(|a, b| a.1.objectives == b.1.objectives);
+    front.sort_by(|a, b| objectives(a)[0].total_cmp(&objectives(b)[0]));
+    front.dedup_by(|a, b| objectives(a) == objectives(b));
+    front
+}
+
+/// The non-dominated configurations on the selecting frames, cheapest first.
+fn front_table(notes: &mut String, scored: &[(usize, nas::Scored)]) {
+    let front = pareto_front(scored, |s| s.1.objectives);
     let _ = writeln!(
         notes,
         "Pareto front on the selecting frames (error = 1 − the target's measure):\n"

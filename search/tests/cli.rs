@@ -234,8 +234,8 @@ fn evaluate(bundle: &Path, stream: &str) -> (Vec<(u32, i32)>, serde_json::Value)
     (per_frame, json)
 }
 
-/// The same inputs and seed give a byte-identical bundle (here with the full exit search, on
-/// 1,500 frames).
+/// The same inputs and seed give a byte-identical bundle, the Pareto plot included (here with
+/// the full exit search, on 1,500 frames).
 #[test]
 fn the_same_seed_writes_the_same_bundle() {
     let dir = tempfile::tempdir().unwrap();
@@ -265,6 +265,10 @@ fn the_same_seed_writes_the_same_bundle() {
         names.iter().any(|n| n.starts_with("baselines")),
         "{names:?}"
     );
+    let svg = std::fs::read_to_string(a.join("pareto.svg")).expect("pareto.svg beside the report");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(report.contains("![Pareto front](pareto.svg)"));
     for name in &names {
         let (x, y) = (
             std::fs::read(a.join(name)).unwrap(),
