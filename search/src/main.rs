@@ -6,6 +6,7 @@ mod cli;
 mod evaluate;
 mod features;
 mod footage;
+mod gating;
 mod heads;
 mod input;
 mod inspect;

@@ -96,6 +96,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         exit.threshold = t;
     }
     Ok(Choice {
+        gate: None,
         exits,
         metric,
         promise: None,

@@ -73,7 +73,12 @@ pub fn markdown(s: &Summary) -> String {
     );
     let _ = writeln!(
         r,
-        "- Exit metric: `{}`\n",
+        "- Exit {}: `{}`\n",
+        if s.bundle.gate.is_some() {
+            "rule: a learned gate per exit (format `earlyexit/2`), its probability against the threshold; scores use the metric"
+        } else {
+            "metric"
+        },
         earlyexit::bundle::Word::word(s.bundle.metric)
     );
     let _ = writeln!(r, "## Structure\n");

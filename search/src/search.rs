@@ -8,6 +8,7 @@ use earlyexit::bundle::{
     self, Bundle, Exit, Format, Labels, Measure, Metric, Output, Promise, Stage,
 };
 use earlyexit::cost::CostTable;
+use earlyexit::gate::{Gate, GateWeights};
 use earlyexit::graph::heads::build_head;
 use earlyexit::graph::{self, CutPoint, Graph};
 use earlyexit::rule;
@@ -106,8 +107,12 @@ pub struct ChosenExit {
 pub struct Choice {
     pub exits: Vec<ChosenExit>,
     pub metric: Metric,
+    /// Format 2: the gate's inputs and each exit's weights; the exits' thresholds are then
+    /// on the gate's probability.
+    pub gate: Option<(Gate, Vec<GateWeights>)>,
     pub promise: Option<Promise>,
-    /// The structure on the held-out frames used to choose it.
+    /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
+    /// footage reproduces.
     pub held: Simulation,
     /// Extra sections for the report.
     pub notes: String,
@@ -312,20 +317,25 @@ fn bundle_parts(
                 head: format!("exit-{k}.onnx"),
                 threshold: choice.exits[k].threshold,
                 macs: Some(heads[k].macs),
-                gate: None,
+                gate: choice.gate.as_ref().map(|(_, w)| w[k].clone()),
             }),
         })
         .collect();
     let bundle = Bundle {
         file: Default::default(),
-        format: Format::V1,
+        // Format 1 whenever it can say everything, so every reader takes the bundle.
+        format: if choice.gate.is_some() {
+            Format::V2
+        } else {
+            Format::V1
+        },
         name: backbone
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned()),
         input: input.clone(),
         labels,
         metric: choice.metric,
-        gate: None,
+        gate: choice.gate.as_ref().map(|(g, _)| g.clone()),
         promise: choice.promise.clone(),
         stages,
         output,

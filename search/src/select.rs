@@ -7,6 +7,7 @@
 //! and evenly spaced exits) go through the same search, restricted, and the same certificate.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use anyhow::Result;
 use earlyexit::bundle::{Measure, Metric, Promise, Word};
@@ -15,6 +16,7 @@ use earlyexit::graph::CutPoint;
 
 use crate::calibrate::{ExitScores, Goal, Reference, Simulation, never, simulate};
 use crate::certify;
+use crate::gating::{self, Gated};
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::nas::{self, Space};
 use crate::plot;
@@ -58,6 +60,11 @@ struct Zoo<'p> {
     options: Vec<Vec<Option<HeadOption>>>,
     select: Reference<'p>,
     certify: Reference<'p>,
+    /// Each footage's frames within the selecting and the certifying frames.
+    select_streams: Vec<Range<usize>>,
+    certify_streams: Vec<Range<usize>>,
+    /// All held-out frames, in time order: what `evaluate` on the held-out footage sees.
+    held: Reference<'p>,
 }
 
 /// A family of structures: the positions (candidate indices) and head kinds a genome chooses
@@ -140,6 +147,62 @@ impl Zoo<'_> {
         ))
     }
 
+    /// A head's outputs on all held-out frames in time order: each footage's selecting
+    /// frames, then its certifying frames.
+    fn held_outputs(&self, o: &HeadOption) -> Vec<ExitScores> {
+        o.select
+            .iter()
+            .zip(&o.certify)
+            .map(|(s, c)| {
+                let mut all = ExitScores {
+                    class: Vec::new(),
+                    score: Vec::new(),
+                };
+                for (a, b) in self.select_streams.iter().zip(&self.certify_streams) {
+                    all.class.extend(&s.class[a.clone()]);
+                    all.class.extend(&c.class[b.clone()]);
+                    all.score.extend(&s.score[a.clone()]);
+                    all.score.extend(&c.score[b.clone()]);
+                }
+                all
+            })
+            .collect()
+    }
+
+    /// A found structure on all held-out frames, as `evaluate` on the held-out footage runs it.
+    fn simulate_held(&self, f: &Found) -> Option<Simulation> {
+        let costs = self.costs(&f.placed)?;
+        let mut outputs = Vec::new();
+        let mut thresholds = Vec::new();
+        for &(c, k, t) in &f.placed {
+            let o = self.options[c][k].as_ref()?;
+            outputs.push(self.held_outputs(o));
+            thresholds.push(o.thresholds[f.metric][t]);
+        }
+        let streams = &self.problem.frames.held_ranges;
+        Some(match &f.gated {
+            Some(g) => {
+                let exits: Vec<&[ExitScores]> = outputs.iter().map(Vec::as_slice).collect();
+                gating::simulate(
+                    &g.gate,
+                    &g.weights,
+                    g.threshold,
+                    &exits,
+                    &self.held,
+                    streams,
+                    &costs,
+                )
+            }
+            None => {
+                let scores: Vec<ExitScores> = outputs
+                    .into_iter()
+                    .map(|mut o| o.swap_remove(f.metric))
+                    .collect();
+                simulate(METRICS[f.metric], &thresholds, &scores, &self.held, &costs)
+            }
+        })
+    }
+
     /// The selection objective: an upper bound on the mean penalty on the selecting frames
     /// (plus any agreement shortfall), to compare against the goal's limit.
     fn error(&self, sim: &Simulation) -> f64 {
@@ -203,6 +266,8 @@ impl Certificate {
 struct Found {
     metric: usize,
     placed: Vec<Placed>,
+    /// With `--format 2`: the exits' learned gates and their one threshold.
+    gated: Option<Gated>,
     certificate: Certificate,
     select: Simulation,
     certify: Simulation,
@@ -317,6 +382,12 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             teacher: &teacher_c,
             labels: labels_c.as_deref(),
         },
+        select_streams: streams(&problem.frames.held_ranges, false),
+        certify_streams: streams(&problem.frames.held_ranges, true),
+        held: Reference {
+            teacher: &held.teacher,
+            labels: labels.as_deref(),
+        },
     };
     let searched = Family {
         positions: kept.clone(),
@@ -324,14 +395,22 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         metrics: (0..METRICS.len()).collect(),
     };
     let budget = args.budget.max(30);
+    // A learned gate is certified as one more try, within the same Bonferroni budget.
+    let gates = args.format >= 2;
     let found = search_and_certify(
         &zoo,
         &searched,
         budget,
         args.seed,
         args.confidence,
+        CERTIFY_TRIES - usize::from(gates),
         Some(&mut notes),
     );
+    let found = if gates {
+        gate(&zoo, found, args.seed, args.confidence, &mut notes)?
+    } else {
+        found
+    };
 
     // Baselines: the same heads, target, search and certificate, in restricted families.
     let sdn = Family {
@@ -352,8 +431,24 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         kinds: vec![HeadKind::LinearGap],
         metrics: vec![0],
     };
-    let sdn_found = search_and_certify(&zoo, &sdn, budget / 3, args.seed, args.confidence, None);
-    let even_found = search_and_certify(&zoo, &even, budget / 3, args.seed, args.confidence, None);
+    let sdn_found = search_and_certify(
+        &zoo,
+        &sdn,
+        budget / 3,
+        args.seed,
+        args.confidence,
+        CERTIFY_TRIES,
+        None,
+    );
+    let even_found = search_and_certify(
+        &zoo,
+        &even,
+        budget / 3,
+        args.seed,
+        args.confidence,
+        CERTIFY_TRIES,
+        None,
+    );
 
     let _ = writeln!(notes, "\n## Against the baselines (certifying frames)\n");
     let _ = writeln!(
@@ -521,7 +616,10 @@ fn to_choice(
             Some(ChosenExit {
                 cut: zoo.problem.candidates[c].clone(),
                 head: o.head.clone(),
-                threshold: o.thresholds[f.metric][t],
+                threshold: f
+                    .gated
+                    .as_ref()
+                    .map_or(o.thresholds[f.metric][t], |g| g.threshold),
             })
         })
         .collect();
@@ -535,8 +633,12 @@ fn to_choice(
     Choice {
         exits,
         metric: METRICS[f.metric],
+        gate: f
+            .gated
+            .as_ref()
+            .map(|g| (g.gate.clone(), g.weights.clone())),
         promise: Some(promise),
-        held: f.select.clone(),
+        held: zoo.simulate_held(f).unwrap_or_else(|| f.select.clone()),
         notes,
         baselines,
         plot: None,
@@ -551,6 +653,7 @@ fn search_and_certify(
     budget: usize,
     seed: u64,
     confidence: f64,
+    tries: usize,
     notes: Option<&mut String>,
 ) -> Found {
     let space = family.space();
@@ -622,6 +725,7 @@ fn search_and_certify(
     let no_exit = Found {
         metric: 0,
         placed,
+        gated: None,
         certificate: zoo.certificate(&cert, each),
         select: sel,
         certify: cert,
@@ -630,7 +734,7 @@ fn search_and_certify(
     let mut best: Option<Found> = None;
     let mut tried = std::collections::HashSet::new();
     for (m, s) in feasible {
-        if tried.len() >= CERTIFY_TRIES {
+        if tried.len() >= tries {
             break;
         }
         let Some((level, genome)) = s.genome.split_last() else {
@@ -663,6 +767,7 @@ fn search_and_certify(
         let found = Found {
             metric: *m,
             placed,
+            gated: None,
             certificate,
             select: sel,
             certify: cert,
@@ -748,6 +853,132 @@ fn head_option(
     })
 }
 
+/// `--format 2`: learned gates on the found structure's exits, trained on the selecting frames,
+/// with the cheapest threshold that meets the target there. The gated structure is certified
+/// as one more try and replaces the found one when its certificate is better.
+fn gate(zoo: &Zoo, found: Found, seed: u64, confidence: f64, notes: &mut String) -> Result<Found> {
+    let _ = writeln!(notes, "\n## Learned gate\n");
+    let outputs = |certifying: bool| -> Vec<&[ExitScores]> {
+        found
+            .placed
+            .iter()
+            .filter_map(|&(c, k, _)| zoo.options[c][k].as_ref())
+            .map(|o| {
+                if certifying {
+                    o.certify.as_slice()
+                } else {
+                    o.select.as_slice()
+                }
+            })
+            .collect()
+    };
+    let (select, certify) = (outputs(false), outputs(true));
+    let Some(costs) = zoo.costs(&found.placed).filter(|_| !select.is_empty()) else {
+        let _ = writeln!(notes, "No structure with exits to gate.");
+        return Ok(found);
+    };
+    let goal = &zoo.problem.goal;
+    let weights = gating::train(&select, &zoo.select, &zoo.select_streams, goal, seed)?;
+    let gate = earlyexit::gate::Gate {
+        inputs: gating::INPUTS.to_vec(),
+    };
+    let best = gating::thresholds()
+        .map(|t| {
+            let sim = gating::simulate(
+                &gate,
+                &weights,
+                t,
+                &select,
+                &zoo.select,
+                &zoo.select_streams,
+                &costs,
+            );
+            (t, sim)
+        })
+        .filter(|(_, sim)| zoo.error(sim) <= goal.limit())
+        .min_by(|a, b| a.1.mean_cost.total_cmp(&b.1.mean_cost));
+    let Some((threshold, select_sim)) = best else {
+        let _ = writeln!(
+            notes,
+            "Gates on the found structure's exits meet the target at no threshold on the selecting frames."
+        );
+        return Ok(found);
+    };
+    let certify_sim = gating::simulate(
+        &gate,
+        &weights,
+        threshold,
+        &certify,
+        &zoo.certify,
+        &zoo.certify_streams,
+        &costs,
+    );
+    let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
+    let certificate = zoo.certificate(&certify_sim, each);
+    let m = measure_name(goal.measure);
+    let _ = writeln!(
+        notes,
+        "Each exit of the found structure gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing; one threshold on the gates' probability, the cheapest that meets the target there, is certified as one more try.\n",
+        gating::INPUTS
+            .iter()
+            .map(|i| format!("`{}`", i.word()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        notes,
+        "| rule | cost (select) | {m} (select) | cost (certify) | {m} (certify) | bound |"
+    );
+    let _ = writeln!(notes, "|---|---|---|---|---|---|");
+    for (name, sel, cert, c) in [
+        (
+            format!("metric `{}`", METRICS[found.metric].word()),
+            &found.select,
+            &found.certify,
+            &found.certificate,
+        ),
+        (
+            format!("gate ≥ {threshold:.4}"),
+            &select_sim,
+            &certify_sim,
+            &certificate,
+        ),
+    ] {
+        let _ = writeln!(
+            notes,
+            "| {name} | {:.4} | {:.2}% | {:.4} | {:.2}% | {}{} |",
+            sel.mean_cost,
+            100.0 * measure_of(goal.measure, sel),
+            cert.mean_cost,
+            100.0 * measure_of(goal.measure, cert),
+            bound_cell(c),
+            if c.certified { "" } else { " (not certified)" }
+        );
+    }
+    let better = match (certificate.certified, found.certificate.certified) {
+        (true, false) => true,
+        (true, true) => select_sim.mean_cost < found.select.mean_cost,
+        (false, true) => false,
+        (false, false) => certificate.merit() > found.certificate.merit(),
+    };
+    if !better {
+        let _ = writeln!(notes, "\nThe metric rule stays: its certificate is better.");
+        return Ok(found);
+    }
+    let _ = writeln!(notes, "\nThe gates are kept (bundle format `earlyexit/2`).");
+    Ok(Found {
+        gated: Some(Gated {
+            gate,
+            weights,
+            threshold,
+        }),
+        certificate,
+        select: select_sim,
+        certify: certify_sim,
+        ..found
+    })
+}
+
 /// The `keep` most salient candidates, in execution order; of candidates with no MACs between
 /// them (a block's Add and its ReLU), only the more salient.
 fn prune(problem: &Problem, saliency: &[(f64, f64)], keep: usize) -> Vec<usize> {
@@ -807,7 +1038,7 @@ fn heads_table(
 }
 
 /// The first half in time of each footage's held-out frames selects, the second certifies.
-fn split(ranges: &[std::ops::Range<usize>]) -> (Vec<usize>, Vec<usize>) {
+fn split(ranges: &[Range<usize>]) -> (Vec<usize>, Vec<usize>) {
     let (mut select, mut certify) = (Vec::new(), Vec::new());
     for r in ranges {
         let mid = r.start + (r.end - r.start) / 2;
@@ -815,6 +1046,24 @@ fn split(ranges: &[std::ops::Range<usize>]) -> (Vec<usize>, Vec<usize>) {
         certify.extend(mid..r.end);
     }
     (select, certify)
+}
+
+/// Each footage's part of the selecting or certifying frames, as ranges of those frames.
+fn streams(ranges: &[Range<usize>], certifying: bool) -> Vec<Range<usize>> {
+    let mut start = 0;
+    ranges
+        .iter()
+        .map(|r| {
+            let half = (r.end - r.start) / 2;
+            let n = if certifying {
+                r.end - r.start - half
+            } else {
+                half
+            };
+            start += n;
+            start - n..start
+        })
+        .collect()
 }
 
 fn subset(s: &ExitScores, idx: &[usize]) -> ExitScores {

@@ -1,0 +1,184 @@
+//! Learned exit gates (`--format 2`): for a structure the search found, a per-exit logistic
+//! model over what the exit knows of a frame (its max-prob, margin and entropy, whether it
+//! agrees with the previous exit, whether it agrees with the answer given to the previous
+//! frame of the stream), trained on the selecting frames to predict that leaving there costs
+//! nothing under the goal. One threshold on the gates' probability is then calibrated for all
+//! exits, so selection fits a single number on top of the gates.
+
+use std::ops::Range;
+
+use anyhow::Result;
+use earlyexit::cost::CostTable;
+use earlyexit::gate::{ExitRule, Gate, GateInput, GateWeights, Signals};
+
+use crate::calibrate::{ExitScores, Goal, Reference, Simulation, tally};
+use crate::heads::{self, Training};
+
+/// Every input a gate may read; training decides what each is worth.
+pub const INPUTS: [GateInput; 5] = [
+    GateInput::MaxProb,
+    GateInput::Margin,
+    GateInput::Entropy,
+    GateInput::AgreesPreviousExit,
+    GateInput::AgreesLastFrame,
+];
+
+/// The gate thresholds tried: a probability that leaving costs nothing.
+const THRESHOLDS: usize = 200;
+
+/// One exit's outputs on some frames, under the three metrics, in `rule` order
+/// (max-prob, margin, entropy): what its signals are made of.
+pub type ExitOutputs<'a> = &'a [ExitScores];
+
+fn signals(exit: ExitOutputs, i: usize, previous_exit: Option<u32>, last: Option<u32>) -> Signals {
+    Signals {
+        class_id: exit[0].class[i] as usize,
+        max_prob: exit[0].score[i],
+        margin: exit[1].score[i],
+        entropy: exit[2].score[i],
+        previous_exit: previous_exit.map(|c| c as usize),
+        last_frame: last.map(|c| c as usize),
+    }
+}
+
+/// A gated structure: the gate, each exit's weights, and the one threshold.
+#[derive(Debug, Clone)]
+pub struct Gated {
+    pub gate: Gate,
+    pub weights: Vec<GateWeights>,
+    pub threshold: f64,
+}
+
+/// Where each stream starts: the last frame's answer is forgotten there.
+fn starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
+    let mut start = vec![false; frames];
+    for r in streams {
+        if r.start < frames {
+            start[r.start] = true;
+        }
+    }
+    if let Some(first) = start.first_mut() {
+        *first = true;
+    }
+    start
+}
+
+/// Trains one gate per exit on the frames of `reference` (streams in time order).
+///
+/// The answer given to the previous frame is not known before the gates exist, so training
+/// reads the backbone's answer there; the bundle agrees with it on nearly every frame.
+pub fn train(
+    exits: &[ExitOutputs],
+    reference: &Reference,
+    streams: &[Range<usize>],
+    goal: &Goal,
+    seed: u64,
+) -> Result<Vec<GateWeights>> {
+    let gate = Gate {
+        inputs: INPUTS.to_vec(),
+    };
+    let frames = reference.teacher.len();
+    let start = starts(streams, frames);
+    let mut weights = Vec::with_capacity(exits.len());
+    for (k, exit) in exits.iter().enumerate() {
+        let mut x = Vec::with_capacity(frames * INPUTS.len());
+        let mut harmless = Vec::with_capacity(frames);
+        for i in 0..frames {
+            let previous = (k > 0).then(|| exits[k - 1][0].class[i]);
+            let last = (!start[i]).then(|| reference.teacher[i - 1]);
+            let s = signals(exit, i, previous, last);
+            x.extend(gate.input_vector(&s).into_iter().map(|v| v as f32));
+            let label = reference.labels.map(|l| l[i]);
+            let class = exit[0].class[i];
+            harmless.push(goal.penalty(class, reference.teacher[i], label) <= 0.0);
+        }
+        let training = Training {
+            seed: seed.wrapping_add(k as u64),
+            ..Training::default()
+        };
+        let (w, bias) = heads::logistic(&x, INPUTS.len(), &harmless, &training)?;
+        weights.push(GateWeights { weights: w, bias });
+    }
+    Ok(weights)
+}
+
+/// Runs the frames through the gated exits, as the element would, with one threshold.
+pub fn simulate(
+    gate: &Gate,
+    weights: &[GateWeights],
+    threshold: f64,
+    exits: &[ExitOutputs],
+    reference: &Reference,
+    streams: &[Range<usize>],
+    costs: &CostTable,
+) -> Simulation {
+    let start = starts(streams, reference.teacher.len());
+    tally(exits.len() + 1, reference, costs, |i, last| {
+        let last = if start[i] { None } else { last };
+        let mut previous = None;
+        for (k, exit) in exits.iter().enumerate() {
+            let s = signals(exit, i, previous, last);
+            if ExitRule::Gate(gate, &weights[k]).leaves(&s, threshold) {
+                return Some((k, exit[0].class[i]));
+            }
+            previous = Some(exit[0].class[i]);
+        }
+        None
+    })
+}
+
+/// The gate thresholds worth trying: from "every frame leaves" to "almost none".
+pub fn thresholds() -> impl Iterator<Item = f64> {
+    (0..THRESHOLDS).map(|j| 0.5 + 0.5 * (j as f64 + 0.5) / THRESHOLDS as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earlyexit::bundle::Measure;
+
+    /// Exit 0 is right exactly when the last frame's answer is its class: only the stream
+    /// signal tells right from wrong.
+    #[test]
+    fn the_gate_learns_the_stream_signal_and_resets_at_a_new_stream() {
+        let n = 2000;
+        // Runs of 10 frames share a class.
+        let teacher: Vec<u32> = (0..n).map(|i| ((i / 10) % 4) as u32).collect();
+        let class: Vec<u32> = (0..n)
+            .map(|i| {
+                if i % 10 == 0 {
+                    (teacher[i] + 1) % 4
+                } else {
+                    teacher[i]
+                }
+            })
+            .collect();
+        let flat = ExitScores {
+            class,
+            score: vec![0.9; n],
+        };
+        let exit = vec![flat.clone(), flat.clone(), flat];
+        let exits = [exit.as_slice()];
+        let reference = Reference {
+            teacher: &teacher,
+            labels: None,
+        };
+        let goal = Goal {
+            measure: Measure::Agreement,
+            target: 0.99,
+            min_agreement: None,
+            max_loss: None,
+        };
+        let streams = [0..1005, 1005..n];
+        let weights = train(&exits, &reference, &streams, &goal, 1).unwrap();
+        let gate = Gate {
+            inputs: INPUTS.to_vec(),
+        };
+        let costs = CostTable::new(vec![50, 50], vec![1, 0]).unwrap();
+        let sim = simulate(&gate, &weights, 0.7, &exits, &reference, &streams, &costs);
+        // Frames that agree with the previous one leave early and are right; the first of
+        // each run goes on to the backbone, and so does the first of the second stream.
+        assert_eq!(sim.agreement(), 1.0, "{sim:?}");
+        assert_eq!(sim.exits, vec![n - n / 10 - 1, n / 10 + 1]);
+    }
+}
