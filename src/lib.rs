@@ -119,8 +119,11 @@ pub fn end_after(pad: &gst::Pad, n: usize) {
         if seen == n + 1 {
             pad.send_event(gst::event::Eos::new());
         }
+        // Handled, with the buffer taken: the probe owns it (and drops it here), and upstream
+        // gets EOS. Drop with an error flow makes GStreamer unref the buffer a second time.
+        info.data.take();
         info.flow_res = Err(gst::FlowError::Eos);
-        gst::PadProbeReturn::Drop
+        gst::PadProbeReturn::Handled
     });
 }
 
