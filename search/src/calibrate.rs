@@ -1,6 +1,8 @@
 //! Thresholds from held-out frames: simulate the cascade with the shared exit rule, and pick the
 //! cheapest thresholds that keep the target.
 
+use std::borrow::Borrow;
+
 use earlyexit::bundle::{Measure, Metric};
 use earlyexit::cost::CostTable;
 use earlyexit::rule;
@@ -106,7 +108,7 @@ pub fn never(metric: Metric) -> f64 {
 pub fn simulate(
     metric: Metric,
     thresholds: &[f64],
-    exits: &[ExitScores],
+    exits: &[impl Borrow<ExitScores>],
     reference: &Reference,
     costs: &CostTable,
 ) -> Simulation {
@@ -115,8 +117,8 @@ pub fn simulate(
             .iter()
             .zip(thresholds)
             .enumerate()
-            .find(|(_, (e, t))| rule::leaves(metric, e.score[i], **t))
-            .map(|(k, (e, _))| (k, e.class[i]))
+            .find(|(_, (e, t))| rule::leaves(metric, (*e).borrow().score[i], **t))
+            .map(|(k, (e, _))| (k, e.borrow().class[i]))
     })
 }
 

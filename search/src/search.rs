@@ -476,7 +476,7 @@ pub fn train_head(
 }
 
 /// The MACs of a trained head placed at `cut`.
-pub fn head_macs(problem: &Problem, cut: &CutPoint, head: &TrainedHead) -> Result<u64> {
+fn head_macs(problem: &Problem, cut: &CutPoint, head: &TrainedHead) -> Result<u64> {
     Ok(build_head(
         &head.spec(),
         &cut.shape,
@@ -487,7 +487,7 @@ pub fn head_macs(problem: &Problem, cut: &CutPoint, head: &TrainedHead) -> Resul
 }
 
 /// MACs of each segment when the backbone is cut at `cuts` (in order).
-pub fn segment_macs(problem: &Problem, cuts: &[&CutPoint]) -> Vec<u64> {
+fn segment_macs(problem: &Problem, cuts: &[&CutPoint]) -> Vec<u64> {
     let mut bounds: Vec<u64> = cuts.iter().map(|c| c.macs_before).collect();
     bounds.push(problem.total_macs);
     let mut previous = 0;

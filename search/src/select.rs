@@ -121,15 +121,26 @@ impl Zoo<'_> {
     }
 
     fn simulate(&self, metric: usize, placed: &[Placed], certifying: bool) -> Option<Simulation> {
-        let costs = self.costs(placed)?;
+        self.simulate_costed(metric, placed, certifying, &self.costs(placed)?)
+    }
+
+    /// [`Zoo::simulate`] with the structure's cost table already built: the levels of one
+    /// structure share it.
+    fn simulate_costed(
+        &self,
+        metric: usize,
+        placed: &[Placed],
+        certifying: bool,
+        costs: &CostTable,
+    ) -> Option<Simulation> {
         let mut scores = Vec::new();
         let mut thresholds = Vec::new();
         for &(c, k, t) in placed {
             let o = self.options[c][k].as_ref()?;
             scores.push(if certifying {
-                o.certify[metric].clone()
+                &o.certify[metric]
             } else {
-                o.select[metric].clone()
+                &o.select[metric]
             });
             thresholds.push(o.thresholds[metric][t]);
         }
@@ -143,7 +154,7 @@ impl Zoo<'_> {
             &thresholds,
             &scores,
             reference,
-            &costs,
+            costs,
         ))
     }
 
@@ -676,11 +687,17 @@ fn search_and_certify(
         let outcome = nas::search(&space, &settings, &[vec![0; space.positions]], |g| {
             bar.inc(1);
             let mut best = [f64::INFINITY; 2];
+            let Some(mut placed) = zoo.placed(family, g, 0) else {
+                return best;
+            };
+            let Some(costs) = zoo.costs(&placed) else {
+                return best;
+            };
             for level in 0..LEVELS.len() {
-                let Some(sim) = zoo
-                    .placed(family, g, level)
-                    .and_then(|p| zoo.simulate(m, &p, false))
-                else {
+                for p in &mut placed {
+                    p.2 = level;
+                }
+                let Some(sim) = zoo.simulate_costed(m, &placed, false, &costs) else {
                     continue;
                 };
                 let objectives = [sim.mean_cost, zoo.error(&sim)];

@@ -136,31 +136,10 @@ fn text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-#[test]
-fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let backbone = dir.path().join("nhwc.onnx");
-    std::fs::write(&backbone, nhwc_softmax_backbone()).unwrap();
-    let bundle = dir.path().join("bundle");
-    let clip = footage("bikes-tail.mkv");
+/// Runs `earlyexit-search ARGS`, checks it succeeded, and returns what it printed.
+fn search_ok(args: &[&str]) -> Vec<u8> {
     let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
-        .args([
-            "search",
-            "--backbone",
-            &text(&backbone),
-            "--color",
-            "bgr",
-            "--footage",
-            &text(&clip),
-        ])
-        .args([
-            "--target-agreement",
-            "0.9",
-            "--seed",
-            "3",
-            "--out",
-            &text(&bundle),
-        ])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -168,6 +147,31 @@ fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
+}
+
+#[test]
+fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = dir.path().join("nhwc.onnx");
+    std::fs::write(&backbone, nhwc_softmax_backbone()).unwrap();
+    let bundle = dir.path().join("bundle");
+    let clip = footage("bikes-tail.mkv");
+    search_ok(&[
+        "search",
+        "--backbone",
+        &text(&backbone),
+        "--color",
+        "bgr",
+        "--footage",
+        &text(&clip),
+        "--target-agreement",
+        "0.9",
+        "--seed",
+        "3",
+        "--out",
+        &text(&bundle),
+    ]);
     let yaml = std::fs::read_to_string(bundle.join("exits.yaml")).unwrap();
     for expected in [
         "layout: nhwc",
@@ -187,25 +191,17 @@ fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
     }
 
     // evaluate agrees with the uncut backbone it came from on what "full" means.
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
-        .args([
-            "evaluate",
-            "--model",
-            &text(&bundle),
-            "--footage",
-            &text(&clip),
-            "--backbone",
-            &text(&backbone),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = search_ok(&[
+        "evaluate",
+        "--model",
+        &text(&bundle),
+        "--footage",
+        &text(&clip),
+        "--backbone",
+        &text(&backbone),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(json["frames"], 75);
     assert!(json["agreement"].as_f64().unwrap() > 0.5, "{json}");
 }
