@@ -23,10 +23,26 @@ pub enum HeadKind {
     MlpGrid2,
     /// 4×4 average pooling → Linear → ReLU → Linear.
     MlpGrid4,
+    /// The mean of the probabilities of other heads trained at the same position: members that
+    /// pool differently and start from other seeds err on different frames, so their mean is a
+    /// better judge of when to leave than any one of them.
+    Ensemble,
 }
 
 impl HeadKind {
-    pub const ALL: [HeadKind; 6] = [
+    /// Every architecture the search may place.
+    pub const ALL: [HeadKind; 7] = [
+        HeadKind::LinearGap,
+        HeadKind::LinearGrid2,
+        HeadKind::MlpGap,
+        HeadKind::LinearGrid4,
+        HeadKind::MlpGrid2,
+        HeadKind::MlpGrid4,
+        HeadKind::Ensemble,
+    ];
+
+    /// The architectures trained on pooled features; an ensemble is made of them.
+    pub const TRAINED: [HeadKind; 6] = [
         HeadKind::LinearGap,
         HeadKind::LinearGrid2,
         HeadKind::MlpGap,
@@ -35,10 +51,10 @@ impl HeadKind {
         HeadKind::MlpGrid4,
     ];
 
-    /// The pooling in front of the head's layers.
+    /// The pooling in front of the head's layers (an ensemble's members each pool their own).
     pub fn pool(self) -> Pool {
         match self {
-            HeadKind::LinearGap | HeadKind::MlpGap => Pool::Global,
+            HeadKind::LinearGap | HeadKind::MlpGap | HeadKind::Ensemble => Pool::Global,
             HeadKind::LinearGrid2 | HeadKind::MlpGrid2 => Pool::Grid(2),
             HeadKind::LinearGrid4 | HeadKind::MlpGrid4 => Pool::Grid(4),
         }
@@ -68,6 +84,7 @@ impl HeadKind {
             HeadKind::LinearGrid4 => "grid4-linear",
             HeadKind::MlpGrid2 => "grid2-mlp",
             HeadKind::MlpGrid4 => "grid4-mlp",
+            HeadKind::Ensemble => "ensemble",
         }
     }
 }
@@ -132,9 +149,35 @@ pub struct TrainedHead {
     pub classes: usize,
     /// (weight rows × cols row-major, bias), first layer first.
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// An ensemble's members; empty for the other kinds.
+    members: Vec<TrainedHead>,
 }
 
 impl TrainedHead {
+    /// The ensemble of `members` (trained heads at one position, for the same classes).
+    pub fn ensemble(members: Vec<TrainedHead>) -> TrainedHead {
+        TrainedHead {
+            kind: HeadKind::Ensemble,
+            features: 0,
+            classes: members.first().map_or(0, |m| m.classes),
+            layers: Vec::new(),
+            members,
+        }
+    }
+
+    pub fn members(&self) -> &[TrainedHead] {
+        &self.members
+    }
+
+    /// The architecture's name, with an ensemble's members.
+    pub fn describe(&self) -> String {
+        if self.members.is_empty() {
+            return self.kind.name().to_owned();
+        }
+        let members: Vec<&str> = self.members.iter().map(|m| m.kind.name()).collect();
+        format!("{} ({})", self.kind.name(), members.join(" + "))
+    }
+
     /// Logits for rows of raw pooled features, row-major rows × classes, computed as the
     /// exported ONNX head computes them.
     pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
@@ -157,6 +200,9 @@ impl TrainedHead {
 
     /// The ONNX head's description for the graph tools.
     pub fn spec(&self) -> HeadSpec {
+        if self.kind == HeadKind::Ensemble {
+            return HeadSpec::Ensemble(self.members.iter().map(TrainedHead::spec).collect());
+        }
         let pool = self.kind.pool();
         match self.layers.as_slice() {
             [(w, b)] => HeadSpec::Linear {
@@ -291,6 +337,7 @@ pub fn train(
         features: d,
         classes,
         layers,
+        members: Vec::new(),
     })
 }
 
@@ -396,7 +443,7 @@ mod tests {
             epochs: 5,
             ..Training::default()
         };
-        for kind in HeadKind::ALL {
+        for kind in HeadKind::TRAINED {
             let a = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
             let b = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
             assert_eq!(a.layers, b.layers, "{kind:?}");

@@ -11,7 +11,7 @@ pub struct Summary<'a> {
     pub backbone: &'a str,
     pub bundle: &'a Bundle,
     /// Per exit: the cut tensor, the head's architecture and the share of MACs before it.
-    pub cuts: Vec<(String, &'static str, f64)>,
+    pub cuts: Vec<(String, String, f64)>,
     pub train_frames: usize,
     pub holdout_frames: usize,
     pub trained_on: &'a str,
@@ -91,7 +91,7 @@ pub fn markdown(s: &Summary) -> String {
     for (k, stage) in s.bundle.stages.iter().enumerate() {
         let (cut, head, share) = s.cuts.get(k).map_or(
             ("(backbone output)".to_owned(), "-", "100%".to_owned()),
-            |(t, h, m)| (format!("`{t}`"), *h, pct(*m)),
+            |(t, h, m)| (format!("`{t}`"), h.as_str(), pct(*m)),
         );
         let threshold = stage
             .exit

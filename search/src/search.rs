@@ -245,7 +245,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             .map(|e| {
                 (
                     e.cut.tensor.clone(),
-                    e.head.kind.name(),
+                    e.head.describe(),
                     e.cut.macs_before as f64 / total_macs as f64,
                 )
             })
@@ -501,6 +501,29 @@ fn segment_macs(problem: &Problem, cuts: &[&CutPoint]) -> Vec<u64> {
         .collect()
 }
 
+/// A head's probabilities for every frame of `table`, rows of `head.classes`: the softmax of
+/// its logits, or for an ensemble the mean of its members'.
+fn probabilities(head: &TrainedHead, table: &FeatureTable, cut: usize) -> Result<Vec<f32>> {
+    if head.kind == HeadKind::Ensemble {
+        let mut mean = vec![0f32; table.frames() * head.classes];
+        let share = 1.0 / head.members().len().max(1) as f32;
+        for member in head.members() {
+            for (m, p) in mean.iter_mut().zip(probabilities(member, table, cut)?) {
+                *m += share * p;
+            }
+        }
+        return Ok(mean);
+    }
+    let (x, _) = table.column(cut, head.kind.pool_index());
+    let mut probs = Vec::new();
+    let mut all = Vec::new();
+    for row in head.logits(x)?.chunks_exact(head.classes) {
+        rule::softmax_into(row, &mut probs);
+        all.extend_from_slice(&probs);
+    }
+    Ok(all)
+}
+
 /// A head's class and score under `metric` for every frame of `table`, with the shared exit rule.
 pub fn score(
     head: &TrainedHead,
@@ -508,9 +531,6 @@ pub fn score(
     cut: usize,
     metrics: &[Metric],
 ) -> Result<Vec<ExitScores>> {
-    let (x, _) = table.column(cut, head.kind.pool_index());
-    let logits = head.logits(x)?;
-    let mut probs = Vec::new();
     let mut out: Vec<ExitScores> = metrics
         .iter()
         .map(|_| ExitScores {
@@ -518,10 +538,9 @@ pub fn score(
             score: Vec::new(),
         })
         .collect();
-    for row in logits.chunks_exact(head.classes) {
-        rule::softmax_into(row, &mut probs);
+    for probs in probabilities(head, table, cut)?.chunks_exact(head.classes) {
         for (m, scores) in metrics.iter().zip(out.iter_mut()) {
-            let v = rule::verdict(*m, &probs);
+            let v = rule::verdict(*m, probs);
             scores.class.push(v.class_id as u32);
             scores.score.push(v.score);
         }

@@ -353,7 +353,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     }
 
     // Every architecture at every kept position.
-    let others: Vec<HeadKind> = HeadKind::ALL
+    let others: Vec<HeadKind> = HeadKind::TRAINED
         .into_iter()
         .filter(|k| *k != HeadKind::LinearGap)
         .collect();
@@ -378,6 +378,15 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
                 &select_ref,
             )?);
         }
+        let ensemble = ensemble_of(&options[i], &teacher_s);
+        options[i][kind_index(HeadKind::Ensemble)] = Some(head_option(
+            problem,
+            i,
+            ensemble,
+            &select,
+            &certify_frames,
+            &select_ref,
+        )?);
     }
     bar.finish_and_clear();
     heads_table(&mut notes, problem, &kept, &options, &teacher_s);
@@ -1088,6 +1097,29 @@ fn subset(s: &ExitScores, idx: &[usize]) -> ExitScores {
         class: idx.iter().map(|&i| s.class[i]).collect(),
         score: idx.iter().map(|&i| s.score[i]).collect(),
     }
+}
+
+/// Heads an ensemble averages: the trained heads at one position that agree most with the
+/// backbone on the selecting frames.
+const ENSEMBLE_MEMBERS: usize = 3;
+
+/// The ensemble of the best [`ENSEMBLE_MEMBERS`] heads trained at a position.
+fn ensemble_of(trained: &[Option<HeadOption>], teacher: &[u32]) -> TrainedHead {
+    let mut ranked: Vec<(f64, &TrainedHead)> = trained
+        .iter()
+        .flatten()
+        .filter(|o| o.head.kind != HeadKind::Ensemble)
+        .map(|o| (agreement(&o.select[0], teacher), &o.head))
+        .collect();
+    // Stable, so ties keep the order of rising capacity.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    TrainedHead::ensemble(
+        ranked
+            .into_iter()
+            .take(ENSEMBLE_MEMBERS)
+            .map(|(_, h)| h.clone())
+            .collect(),
+    )
 }
 
 fn agreement(s: &ExitScores, teacher: &[u32]) -> f64 {

@@ -44,6 +44,10 @@ pub enum HeadSpec {
         weight: Vec<f32>,
         bias: Vec<f32>,
     },
+    /// The mean of the members' softmax probabilities, returned as its logarithm: the runtime's
+    /// softmax of those logits gives the mean back. Members read the same input and are not
+    /// ensembles themselves.
+    Ensemble(Vec<HeadSpec>),
 }
 
 /// A built exit head: input [N, ...] named "input", output logits [N, classes] named "logits".
@@ -112,6 +116,8 @@ struct Builder {
     /// Batch-1 shapes, for the MAC counter.
     shapes: HashMap<String, Vec<i64>>,
     current: String,
+    /// Prepended to initializer names, so that an ensemble's members do not clash.
+    prefix: String,
 }
 
 impl Builder {
@@ -120,9 +126,10 @@ impl Builder {
     }
 
     fn constant(&mut self, name: &str, dims: &[i64], values: &[f32]) -> String {
-        self.initializers.push(float_tensor(name, dims, values));
-        self.shapes.insert(name.to_owned(), dims.to_vec());
-        name.to_owned()
+        let name = format!("{}{name}", self.prefix);
+        self.initializers.push(float_tensor(&name, dims, values));
+        self.shapes.insert(name.clone(), dims.to_vec());
+        name
     }
 
     /// Adds a node that reads the current tensor (and `more`), and makes its output current.
@@ -163,6 +170,91 @@ impl Builder {
             vec![int_attr("transB", 1)],
             vec![1, outputs as i64],
         );
+        Ok(())
+    }
+
+    /// Adds the layers of a single (not ensemble) head, reading "input"; its logits become
+    /// current.
+    fn head(&mut self, spec: &HeadSpec, classes: usize) -> Result<(), GraphError> {
+        self.current = "input".to_owned();
+        let input = self.shapes.get("input").cloned().unwrap_or_default();
+        let (pool, weight, bias) = match spec {
+            HeadSpec::Linear { pool, weight, bias } => (pool, weight, bias),
+            HeadSpec::Mlp {
+                pool,
+                w1,
+                b1,
+                w2,
+                b2,
+            } => {
+                self.pool(*pool)?;
+                self.linear("hidden", w1, b1)?;
+                self.relu();
+                (&Pool::Global, w2, b2)
+            }
+            HeadSpec::ConvReduce {
+                conv_w,
+                conv_b,
+                pool,
+                weight,
+                bias,
+            } => {
+                let (r, c) = (conv_b.len() as i64, input[1]);
+                if conv_w.len() as i64 != r * c {
+                    return Err(GraphError::Head(format!(
+                        "reduce: weight has {} values, expected {r} × {c}",
+                        conv_w.len()
+                    )));
+                }
+                if input.len() == 4 {
+                    let w = self.constant("reduce_weight", &[r, c, 1, 1], conv_w);
+                    let bias = self.constant("reduce_bias", &[r], conv_b);
+                    self.then("Conv", &[&w, &bias], vec![], vec![1, r, input[2], input[3]]);
+                } else {
+                    self.linear("reduce", conv_w, conv_b)?;
+                }
+                self.relu();
+                (pool, weight, bias)
+            }
+            HeadSpec::Ensemble(_) => {
+                return Err(GraphError::Head(
+                    "an ensemble's members cannot be ensembles".into(),
+                ));
+            }
+        };
+        // Mlp pooled already; pooling a [1, F] tensor again leaves it as it is.
+        self.pool(*pool)?;
+        if bias.len() != classes {
+            return Err(GraphError::Head(format!(
+                "output: bias has {} values, expected {classes} classes",
+                bias.len()
+            )));
+        }
+        self.linear("output", weight, bias)
+    }
+
+    /// Adds every member, then ln(mean of their softmax probabilities) as the logits.
+    fn ensemble(&mut self, members: &[HeadSpec], classes: usize) -> Result<(), GraphError> {
+        let mut probabilities = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            self.prefix = format!("member{i}_");
+            self.head(member, classes)?;
+            self.then(
+                "Softmax",
+                &[],
+                vec![int_attr("axis", 1)],
+                vec![1, classes as i64],
+            );
+            probabilities.push(self.current.clone());
+        }
+        self.prefix.clear();
+        let Some((first, rest)) = probabilities.split_first() else {
+            return Err(GraphError::Head("an ensemble needs members".into()));
+        };
+        self.current = first.clone();
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        self.then("Mean", &rest, vec![], vec![1, classes as i64]);
+        self.then("Log", &[], vec![], vec![1, classes as i64]);
         Ok(())
     }
 
@@ -211,9 +303,9 @@ impl Builder {
                     }
                 }
             }
-            self.initializers
-                .push(int64_tensor("pool_shape", &[0, c, h * w]));
-            self.then("Reshape", &["pool_shape"], vec![], vec![1, c, h * w]);
+            let shape = format!("{}pool_shape", self.prefix);
+            self.initializers.push(int64_tensor(&shape, &[0, c, h * w]));
+            self.then("Reshape", &[&shape], vec![], vec![1, c, h * w]);
             let m = self.constant("pool_matrix", &[h * w, k * k], &matrix);
             self.then("MatMul", &[&m], vec![], vec![1, c, k * k]);
         }
@@ -243,56 +335,13 @@ pub fn build_head(
         initializers: Vec::new(),
         shapes: HashMap::from([("input".to_owned(), input.clone())]),
         current: "input".to_owned(),
+        prefix: String::new(),
     };
-    let (pool, weight, bias) = match spec {
-        HeadSpec::Linear { pool, weight, bias } => (pool, weight, bias),
-        HeadSpec::Mlp {
-            pool,
-            w1,
-            b1,
-            w2,
-            b2,
-        } => {
-            b.pool(*pool)?;
-            b.linear("hidden", w1, b1)?;
-            b.relu();
-            (&Pool::Global, w2, b2)
-        }
-        HeadSpec::ConvReduce {
-            conv_w,
-            conv_b,
-            pool,
-            weight,
-            bias,
-        } => {
-            let (r, c) = (conv_b.len() as i64, input[1]);
-            if conv_w.len() as i64 != r * c {
-                return Err(GraphError::Head(format!(
-                    "reduce: weight has {} values, expected {r} × {c}",
-                    conv_w.len()
-                )));
-            }
-            if input.len() == 4 {
-                let w = b.constant("reduce_weight", &[r, c, 1, 1], conv_w);
-                let bias = b.constant("reduce_bias", &[r], conv_b);
-                b.then("Conv", &[&w, &bias], vec![], vec![1, r, input[2], input[3]]);
-            } else {
-                b.linear("reduce", conv_w, conv_b)?;
-            }
-            b.relu();
-            (pool, weight, bias)
-        }
-    };
-    // Mlp pooled already; pooling a [1, F] tensor again leaves it as it is.
-    b.pool(*pool)?;
-    if bias.len() != classes {
-        return Err(GraphError::Head(format!(
-            "output: bias has {} values, expected {classes} classes",
-            bias.len()
-        )));
+    match spec {
+        HeadSpec::Ensemble(members) => b.ensemble(members, classes)?,
+        single => b.head(single, classes)?,
     }
-    b.linear("output", weight, bias)?;
-    // The last Gemm writes the graph output directly.
+    // The last node writes the graph output directly.
     if let Some(last) = b.nodes.last_mut() {
         last.output = vec!["logits".to_owned()];
     }
@@ -386,18 +435,18 @@ mod tests {
         out
     }
 
-    fn check(spec: &HeadSpec, shape: &[i64], classes: usize, expected_macs: u64) {
-        let n: i64 = shape.iter().product();
-        let x = values(n as usize, 7);
+    /// What `spec` computes for `x` of `shape`, in plain Rust: logits, or for an ensemble the
+    /// log of its members' mean probabilities.
+    fn expected(spec: &HeadSpec, shape: &[i64], x: &[f32], classes: usize) -> Vec<f32> {
         let pooled = |shape: &[i64], data: &[f32], pool: Pool| {
             let mut out = Vec::new();
             pool_features(pool, shape, data, &mut out);
             assert_eq!(out.len(), shape[0] as usize * feature_len(pool, shape));
             out
         };
-        let expected = match spec {
+        match spec {
             HeadSpec::Linear { pool, weight, bias } => {
-                linear(&pooled(shape, &x, *pool), weight, bias)
+                linear(&pooled(shape, x, *pool), weight, bias)
             }
             HeadSpec::Mlp {
                 pool,
@@ -405,7 +454,7 @@ mod tests {
                 b1,
                 w2,
                 b2,
-            } => linear(&relu(linear(&pooled(shape, &x, *pool), w1, b1)), w2, b2),
+            } => linear(&relu(linear(&pooled(shape, x, *pool), w1, b1)), w2, b2),
             HeadSpec::ConvReduce {
                 conv_w,
                 conv_b,
@@ -413,12 +462,35 @@ mod tests {
                 weight,
                 bias,
             } => {
-                let reduced = relu(conv1x1(shape, &x, conv_w, conv_b));
+                let reduced = relu(conv1x1(shape, x, conv_w, conv_b));
                 let mut rshape = shape.to_vec();
                 rshape[1] = conv_b.len() as i64;
                 linear(&pooled(&rshape, &reduced, *pool), weight, bias)
             }
-        };
+            HeadSpec::Ensemble(members) => {
+                let mut mean = vec![0f32; shape[0] as usize * classes];
+                for m in members {
+                    let logits = expected(m, shape, x, classes);
+                    for (row, out) in logits
+                        .chunks_exact(classes)
+                        .zip(mean.chunks_exact_mut(classes))
+                    {
+                        let mut p = Vec::new();
+                        crate::rule::softmax_into(row, &mut p);
+                        for (o, v) in out.iter_mut().zip(p) {
+                            *o += v / members.len() as f32;
+                        }
+                    }
+                }
+                mean.into_iter().map(f32::ln).collect()
+            }
+        }
+    }
+
+    fn check(spec: &HeadSpec, shape: &[i64], classes: usize, expected_macs: u64) {
+        let n: i64 = shape.iter().product();
+        let x = values(n as usize, 7);
+        let expected = expected(spec, shape, &x, classes);
         let head = build_head(spec, shape, classes, 13).unwrap();
         assert_eq!(head.macs, expected_macs, "{spec:?}");
         let (out_shape, got) = run(&head.model, shape, &x);
@@ -469,11 +541,18 @@ mod tests {
             };
             let reduce_pool = pool_macs / c as u64 * r as u64;
             let conv = (49 * r * c) as u64;
+            let reduce_macs = conv + reduce_pool + (r * per_channel * classes) as u64;
+            check(&reduce, &shape, classes, reduce_macs);
+
+            // Members with the same pooling each build their own: names must not clash.
+            let linear_macs = pool_macs + (f * classes) as u64;
+            let mlp_macs = pool_macs + (f * hidden + hidden * classes) as u64;
+            let ensemble = HeadSpec::Ensemble(vec![linear.clone(), mlp.clone(), reduce.clone()]);
             check(
-                &reduce,
+                &ensemble,
                 &shape,
                 classes,
-                conv + reduce_pool + (r * per_channel * classes) as u64,
+                linear_macs + mlp_macs + reduce_macs,
             );
         }
     }
