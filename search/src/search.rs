@@ -547,3 +547,66 @@ pub fn score(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ensemble answers with the mean of its members' probabilities, each member reading
+    /// its own pooling of the same cut; the metrics follow from that mean.
+    #[test]
+    fn an_ensemble_scores_the_mean_of_its_members() {
+        let (frames, classes) = (40usize, 3usize);
+        // One cut, global (2 features) and 2×2 (8 features) poolings.
+        let dims = vec![2usize, 8];
+        let columns: Vec<Vec<f32>> = dims
+            .iter()
+            .map(|&d| {
+                (0..frames * d)
+                    .map(|i| ((i * 7919 + d) % 23) as f32 / 23.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let table = FeatureTable {
+            columns: vec![columns],
+            dims: vec![dims],
+            teacher: (0..frames).map(|i| (i % classes) as u32).collect(),
+            labels: vec![None; frames],
+            classes,
+            ..FeatureTable::default()
+        };
+        let training = Training {
+            epochs: 3,
+            ..Training::default()
+        };
+        let members: Vec<TrainedHead> = [HeadKind::LinearGap, HeadKind::LinearGrid2]
+            .into_iter()
+            .map(|k| {
+                let (x, d) = table.column(0, k.pool_index());
+                train(k, x, d, Targets::Hard(&table.teacher), classes, &training).unwrap()
+            })
+            .collect();
+        let ensemble = TrainedHead::ensemble(members.clone());
+        let mean = probabilities(&ensemble, &table, 0).unwrap();
+        let (a, b) = (
+            probabilities(&members[0], &table, 0).unwrap(),
+            probabilities(&members[1], &table, 0).unwrap(),
+        );
+        for ((m, x), y) in mean.iter().zip(&a).zip(&b) {
+            assert!((m - (x + y) / 2.0).abs() < 1e-6);
+        }
+        let scores = score(&ensemble, &table, 0, &[Metric::MaxProb]).unwrap();
+        for (f, row) in mean.chunks_exact(classes).enumerate() {
+            let v = rule::verdict(Metric::MaxProb, row);
+            assert_eq!(scores[0].class[f], v.class_id as u32);
+            assert_eq!(scores[0].score[f], v.score);
+        }
+        // The members disagree somewhere, or the test shows nothing.
+        assert!(
+            a.chunks_exact(classes)
+                .zip(b.chunks_exact(classes))
+                .any(|(x, y)| (x[0] - y[0]).abs() > 1e-3)
+        );
+        assert_eq!(ensemble.describe(), "ensemble (gap-linear + grid2-linear)");
+    }
+}
