@@ -104,21 +104,28 @@ pub fn never(metric: Metric) -> f64 {
     }
 }
 
-/// Runs the held-out frames through the exits with `thresholds`, as the element would.
+/// Runs the held-out frames through the exits with `thresholds`, as the element would. When
+/// `patient`, an exit after the first also needs the previous exit's class to let a frame
+/// leave (the rule [`crate::gating::patient`] writes as a gate).
 pub fn simulate(
     metric: Metric,
     thresholds: &[f64],
     exits: &[impl Borrow<ExitScores>],
     reference: &Reference,
     costs: &CostTable,
+    patient: bool,
 ) -> Simulation {
     tally(exits.len() + 1, reference, costs, |i, _| {
+        let class = |k: usize| exits[k].borrow().class[i];
         exits
             .iter()
             .zip(thresholds)
             .enumerate()
-            .find(|(_, (e, t))| rule::leaves(metric, (*e).borrow().score[i], **t))
-            .map(|(k, (e, _))| (k, e.borrow().class[i]))
+            .find(|(k, (e, t))| {
+                rule::leaves(metric, (*e).borrow().score[i], **t)
+                    && (!patient || *k == 0 || class(*k) == class(*k - 1))
+            })
+            .map(|(k, _)| (k, class(k)))
     })
 }
 
@@ -210,12 +217,12 @@ pub fn calibrate(
     let nothing = vec![never(metric); exits.len()];
     let mut best = (
         nothing.clone(),
-        simulate(metric, &nothing, exits, reference, costs),
+        simulate(metric, &nothing, exits, reference, costs, false),
     );
     for step in 0..=400 {
         let precision = 0.8 + 0.2 * f64::from(step) / 400.0;
         let thresholds = thresholds_for_precision(metric, precision, exits, &right, frames);
-        let sim = simulate(metric, &thresholds, exits, reference, costs);
+        let sim = simulate(metric, &thresholds, exits, reference, costs, false);
         if sim.meets(goal, reference) && sim.mean_cost < best.1.mean_cost {
             best = (thresholds, sim);
         }
@@ -248,11 +255,35 @@ mod tests {
             teacher: &teacher,
             labels: None,
         };
-        let sim = simulate(Metric::MaxProb, &[0.9, 0.8], &exits, &reference, &costs());
+        let sim = simulate(
+            Metric::MaxProb,
+            &[0.9, 0.8],
+            &exits,
+            &reference,
+            &costs(),
+            false,
+        );
         assert_eq!(sim.exits, vec![1, 1, 1]);
         assert_eq!(sim.agreement(), 1.0);
         let expected = (0.31 + 0.62 + 1.02) / 3.0;
         assert!((sim.mean_cost - expected).abs() < 1e-12);
+
+        // Frame 1's exit 1 is confident but not of exit 0's mind: a patient cascade goes on.
+        let mut disagreeing = exits.clone();
+        disagreeing[1].class[1] = 3;
+        let leave = |patient| {
+            simulate(
+                Metric::MaxProb,
+                &[0.9, 0.8],
+                &disagreeing,
+                &reference,
+                &costs(),
+                patient,
+            )
+            .exits
+        };
+        assert_eq!(leave(false), vec![1, 1, 1]);
+        assert_eq!(leave(true), vec![1, 0, 2]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use anyhow::Result;
+use earlyexit::bundle::Metric;
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{ExitRule, Gate, GateInput, GateWeights, Signals};
 
@@ -127,6 +128,49 @@ pub fn simulate(
     })
 }
 
+/// The gate input that reads `metric`.
+fn metric_input(metric: Metric) -> GateInput {
+    match metric {
+        Metric::MaxProb => GateInput::MaxProb,
+        Metric::Margin => GateInput::Margin,
+        Metric::Entropy => GateInput::Entropy,
+    }
+}
+
+/// The patient rule as a gate: exit k lets a frame leave when `metric` passes `thresholds[k]`
+/// and, after the first exit, its class is the previous exit's. Two heads at different depths
+/// that agree are rarely both wrong, which holds on footage the thresholds never saw.
+///
+/// The gate's sum is `scale · (value − threshold)` (negated for entropy), less `veto` when the
+/// exits disagree; at gate threshold 0.5 that leaves exactly when the sum is not negative. The
+/// scale keeps the sum far from zero in floating point, and the veto outweighs any metric.
+pub fn patient(metric: Metric, thresholds: &[f64]) -> Gated {
+    const SCALE: f64 = 1e6;
+    const VETO: f64 = 100.0 * SCALE;
+    let sign = match metric {
+        Metric::Entropy => -1.0,
+        Metric::MaxProb | Metric::Margin => 1.0,
+    };
+    let weights = thresholds
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| {
+            let veto = if k == 0 { 0.0 } else { VETO };
+            GateWeights {
+                weights: vec![sign * SCALE, veto],
+                bias: -sign * SCALE * t - veto,
+            }
+        })
+        .collect();
+    Gated {
+        gate: Gate {
+            inputs: vec![metric_input(metric), GateInput::AgreesPreviousExit],
+        },
+        weights,
+        threshold: 0.5,
+    }
+}
+
 /// The gate thresholds worth trying: from "every frame leaves" to "almost none".
 pub fn thresholds() -> impl Iterator<Item = f64> {
     (0..THRESHOLDS).map(|j| 0.5 + 0.5 * (j as f64 + 0.5) / THRESHOLDS as f64)
@@ -180,5 +224,71 @@ mod tests {
         // each run goes on to the backbone, and so does the first of the second stream.
         assert_eq!(sim.agreement(), 1.0, "{sim:?}");
         assert_eq!(sim.exits, vec![n - n / 10 - 1, n / 10 + 1]);
+    }
+
+    /// The patient gate decides every frame as the patient metric rule does.
+    #[test]
+    fn the_patient_gate_is_the_patient_rule() {
+        let n = 500;
+        let outputs = |seed: usize| -> Vec<ExitScores> {
+            let class: Vec<u32> = (0..n).map(|i| ((i * seed) % 7 % 3) as u32).collect();
+            // Each metric's scores, in the gate's order: max-prob, margin, entropy.
+            [0.0, 0.3, 1.0]
+                .iter()
+                .map(|shift| ExitScores {
+                    class: class.clone(),
+                    score: (0..n)
+                        .map(|i| shift + ((i * seed * 31) % 101) as f64 / 101.0)
+                        .collect(),
+                })
+                .collect()
+        };
+        let exits = [outputs(3), outputs(5), outputs(11)];
+        let views: Vec<&[ExitScores]> = exits.iter().map(Vec::as_slice).collect();
+        let teacher: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+        let reference = Reference {
+            teacher: &teacher,
+            labels: None,
+        };
+        let costs = CostTable::new(vec![25, 25, 25, 25], vec![1, 1, 1, 0]).unwrap();
+        for (m, metric) in [Metric::MaxProb, Metric::Margin, Metric::Entropy]
+            .into_iter()
+            .enumerate()
+        {
+            let thresholds = match metric {
+                Metric::Entropy => [1.4, 1.5, 2.0],
+                _ => [0.6, 0.5, 0.2],
+            };
+            let g = patient(metric, &thresholds);
+            let gated = simulate(
+                &g.gate,
+                &g.weights,
+                g.threshold,
+                &views,
+                &reference,
+                &[0..n],
+                &costs,
+            );
+            let by_metric: Vec<&ExitScores> = exits.iter().map(|e| &e[m]).collect();
+            let rule = crate::calibrate::simulate(
+                metric,
+                &thresholds,
+                &by_metric,
+                &reference,
+                &costs,
+                true,
+            );
+            assert_eq!(gated, rule, "{metric:?}");
+            let impatient = crate::calibrate::simulate(
+                metric,
+                &thresholds,
+                &by_metric,
+                &reference,
+                &costs,
+                false,
+            );
+            // Patience must matter here, or the test shows nothing.
+            assert_ne!(rule.exits, impatient.exits, "{metric:?}");
+        }
     }
 }

@@ -71,16 +71,19 @@ pub fn markdown(s: &Summary) -> String {
                 "measured latency with ONNX Runtime on this machine (`--cost latency`)",
         }
     );
-    let _ = writeln!(
-        r,
-        "- Exit {}: `{}`\n",
-        if s.bundle.gate.is_some() {
-            "rule: a learned gate per exit (format `earlyexit/2`), its probability against the threshold; scores use the metric"
-        } else {
-            "metric"
-        },
-        earlyexit::bundle::Word::word(s.bundle.metric)
-    );
+    let metric = earlyexit::bundle::Word::word(s.bundle.metric);
+    let _ = match &s.bundle.gate {
+        Some(gate) => writeln!(
+            r,
+            "- Exit rule: a gate per exit over {} (format `earlyexit/2`), its probability against the threshold; scores use the metric `{metric}`\n",
+            gate.inputs
+                .iter()
+                .map(|i| format!("`{}`", earlyexit::bundle::Word::word(*i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => writeln!(r, "- Exit metric: `{metric}`\n"),
+    };
     let _ = writeln!(r, "## Structure\n");
     let _ = writeln!(
         r,

@@ -24,6 +24,23 @@ use crate::search::{Choice, ChosenExit, Problem, score, train_head};
 
 const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
 
+/// An exit rule the search may choose, by index: each of [`METRICS`] alone, then each with
+/// patience (an exit after the first also needs the previous exit's class; format 2 writes
+/// it as a gate). Returns the metric's index and whether the rule is patient.
+fn rule_of(rule: usize) -> (usize, bool) {
+    (rule % METRICS.len(), rule >= METRICS.len())
+}
+
+fn rule_name(rule: usize) -> String {
+    let (m, patient) = rule_of(rule);
+    let word = METRICS[m].word();
+    if patient {
+        format!("{word} + agrees-previous-exit")
+    } else {
+        word.to_owned()
+    }
+}
+
 /// Threshold levels tried: at level τ, every exit of a structure lets a frame leave when a
 /// logistic fit of "leaving here costs nothing" on its metric value says so with probability
 /// at least τ. One level per structure, not one threshold per exit: selecting among
@@ -120,19 +137,20 @@ impl Zoo<'_> {
         self.problem.cost_table(&cuts, heads).ok()
     }
 
-    fn simulate(&self, metric: usize, placed: &[Placed], certifying: bool) -> Option<Simulation> {
-        self.simulate_costed(metric, placed, certifying, &self.costs(placed)?)
+    fn simulate(&self, rule: usize, placed: &[Placed], certifying: bool) -> Option<Simulation> {
+        self.simulate_costed(rule, placed, certifying, &self.costs(placed)?)
     }
 
     /// [`Zoo::simulate`] with the structure's cost table already built: the levels of one
     /// structure share it.
     fn simulate_costed(
         &self,
-        metric: usize,
+        rule: usize,
         placed: &[Placed],
         certifying: bool,
         costs: &CostTable,
     ) -> Option<Simulation> {
+        let (metric, patient) = rule_of(rule);
         let mut scores = Vec::new();
         let mut thresholds = Vec::new();
         for &(c, k, t) in placed {
@@ -155,6 +173,7 @@ impl Zoo<'_> {
             &scores,
             reference,
             costs,
+            patient,
         ))
     }
 
@@ -209,7 +228,14 @@ impl Zoo<'_> {
                     .into_iter()
                     .map(|mut o| o.swap_remove(f.metric))
                     .collect();
-                simulate(METRICS[f.metric], &thresholds, &scores, &self.held, &costs)
+                simulate(
+                    METRICS[f.metric],
+                    &thresholds,
+                    &scores,
+                    &self.held,
+                    &costs,
+                    false,
+                )
             }
         })
     }
@@ -275,6 +301,7 @@ impl Certificate {
 
 /// What a search of one family found and certified.
 struct Found {
+    /// The exit rule (see [`rule_of`]); a metric's index once a patient rule is a gate.
     metric: usize,
     placed: Vec<Placed>,
     /// With `--format 2`: the exits' learned gates and their one threshold.
@@ -409,14 +436,14 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
             labels: labels.as_deref(),
         },
     };
+    // Patient rules are gates: format 2 only.
+    let gates = args.format >= 2;
     let searched = Family {
         positions: kept.clone(),
         kinds: HeadKind::ALL.to_vec(),
-        metrics: (0..METRICS.len()).collect(),
+        metrics: (0..METRICS.len() * if gates { 2 } else { 1 }).collect(),
     };
     let budget = args.budget.max(30);
-    // A learned gate is certified as one more try, within the same Bonferroni budget.
-    let gates = args.format >= 2;
     let found = search_and_certify(
         &zoo,
         &searched,
@@ -426,6 +453,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         CERTIFY_TRIES - usize::from(gates),
         Some(&mut notes),
     );
+    let found = patient_as_gate(&zoo, found);
     let found = if gates {
         gate(&zoo, found, args.seed, args.confidence, &mut notes)?
     } else {
@@ -784,7 +812,7 @@ fn search_and_certify(
             table,
             "| {:.4} | {} | {:.2}% | {:.2}% | {} | {:.0} |",
             sel.mean_cost,
-            METRICS[*m].word(),
+            rule_name(*m),
             100.0 * measure_of(zoo.problem.goal.measure, &sel),
             100.0 * measure_of(zoo.problem.goal.measure, &cert),
             bound_cell(&certificate),
@@ -879,6 +907,25 @@ fn head_option(
     })
 }
 
+/// A found patient rule as the gate that runs it (see [`gating::patient`]), so that the bundle,
+/// `evaluate` and the report's held-out figures all run it the same way.
+fn patient_as_gate(zoo: &Zoo, found: Found) -> Found {
+    let (metric, patient) = rule_of(found.metric);
+    let gated = patient.then(|| {
+        let thresholds: Vec<f64> = found
+            .placed
+            .iter()
+            .filter_map(|&(c, k, t)| zoo.options[c][k].as_ref().map(|o| o.thresholds[metric][t]))
+            .collect();
+        gating::patient(METRICS[metric], &thresholds)
+    });
+    Found {
+        metric,
+        gated,
+        ..found
+    }
+}
+
 /// `--format 2`: learned gates on the found structure's exits, trained on the selecting frames,
 /// with the cheapest threshold that meets the target there. The gated structure is certified
 /// as one more try and replaces the found one when its certificate is better.
@@ -958,7 +1005,13 @@ fn gate(zoo: &Zoo, found: Found, seed: u64, confidence: f64, notes: &mut String)
     let _ = writeln!(notes, "|---|---|---|---|---|---|");
     for (name, sel, cert, c) in [
         (
-            format!("metric `{}`", METRICS[found.metric].word()),
+            match found.gated {
+                Some(_) => format!(
+                    "metric `{}` and `agrees-previous-exit`",
+                    METRICS[found.metric].word()
+                ),
+                None => format!("metric `{}`", METRICS[found.metric].word()),
+            },
             &found.select,
             &found.certify,
             &found.certificate,
@@ -1252,7 +1305,7 @@ fn front_table(notes: &mut String, scored: &[(usize, nas::Scored)]) {
             "| {:.4} | {:.4} | {} | {exits} |",
             s.objectives[0],
             s.objectives[1],
-            METRICS[*m].word()
+            rule_name(*m)
         );
     }
 }
