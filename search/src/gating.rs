@@ -251,6 +251,7 @@ mod tests {
             labels: None,
         };
         let costs = CostTable::new(vec![25, 25, 25, 25], vec![1, 1, 1, 0]).unwrap();
+        let one_stream = vec![0..n];
         for (m, metric) in [Metric::MaxProb, Metric::Margin, Metric::Entropy]
             .into_iter()
             .enumerate()
@@ -266,7 +267,7 @@ mod tests {
                 g.threshold,
                 &views,
                 &reference,
-                &[0..n],
+                &one_stream,
                 &costs,
             );
             let by_metric: Vec<&ExitScores> = exits.iter().map(|e| &e[m]).collect();
