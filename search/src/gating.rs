@@ -251,7 +251,7 @@ mod tests {
             labels: None,
         };
         let costs = CostTable::new(vec![25, 25, 25, 25], vec![1, 1, 1, 0]).unwrap();
-        let one_stream = vec![0..n];
+        let one_stream = [Range { start: 0, end: n }];
         for (m, metric) in [Metric::MaxProb, Metric::Margin, Metric::Entropy]
             .into_iter()
             .enumerate()
