@@ -104,16 +104,38 @@ pub fn never(metric: Metric) -> f64 {
     }
 }
 
-/// Runs the held-out frames through the exits with `thresholds`, as the element would. When
-/// `patient`, an exit after the first also needs the previous exit's class to let a frame
-/// leave (the rule [`crate::gating::patient`] writes as a gate).
+/// Whether an exit also needs the previous exit's class to let a frame leave (the rules that
+/// [`crate::gating::patient`] writes as gates): two heads at different depths that agree are
+/// rarely both wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// The metric alone decides.
+    None,
+    /// Every exit after the first needs agreement; the first decides on its metric.
+    AfterFirst,
+    /// Every exit needs agreement, so the first, with no exit before it, only votes.
+    Every,
+}
+
+impl Patience {
+    /// Whether exit `k` may let a frame leave, given whether its class is exit k-1's.
+    pub fn allows(self, k: usize, agrees: bool) -> bool {
+        match self {
+            Patience::None => true,
+            Patience::AfterFirst => k == 0 || agrees,
+            Patience::Every => k > 0 && agrees,
+        }
+    }
+}
+
+/// Runs the held-out frames through the exits with `thresholds`, as the element would.
 pub fn simulate(
     metric: Metric,
     thresholds: &[f64],
     exits: &[impl Borrow<ExitScores>],
     reference: &Reference,
     costs: &CostTable,
-    patient: bool,
+    patience: Patience,
 ) -> Simulation {
     tally(exits.len() + 1, reference, costs, |i, _| {
         let class = |k: usize| exits[k].borrow().class[i];
@@ -123,7 +145,7 @@ pub fn simulate(
             .enumerate()
             .find(|(k, (e, t))| {
                 rule::leaves(metric, (*e).borrow().score[i], **t)
-                    && (!patient || *k == 0 || class(*k) == class(*k - 1))
+                    && patience.allows(*k, *k > 0 && class(*k) == class(*k - 1))
             })
             .map(|(k, _)| (k, class(k)))
     })
@@ -217,12 +239,12 @@ pub fn calibrate(
     let nothing = vec![never(metric); exits.len()];
     let mut best = (
         nothing.clone(),
-        simulate(metric, &nothing, exits, reference, costs, false),
+        simulate(metric, &nothing, exits, reference, costs, Patience::None),
     );
     for step in 0..=400 {
         let precision = 0.8 + 0.2 * f64::from(step) / 400.0;
         let thresholds = thresholds_for_precision(metric, precision, exits, &right, frames);
-        let sim = simulate(metric, &thresholds, exits, reference, costs, false);
+        let sim = simulate(metric, &thresholds, exits, reference, costs, Patience::None);
         if sim.meets(goal, reference) && sim.mean_cost < best.1.mean_cost {
             best = (thresholds, sim);
         }
@@ -261,7 +283,7 @@ mod tests {
             &exits,
             &reference,
             &costs(),
-            false,
+            Patience::None,
         );
         assert_eq!(sim.exits, vec![1, 1, 1]);
         assert_eq!(sim.agreement(), 1.0);
@@ -271,19 +293,21 @@ mod tests {
         // Frame 1's exit 1 is confident but not of exit 0's mind: a patient cascade goes on.
         let mut disagreeing = exits.clone();
         disagreeing[1].class[1] = 3;
-        let leave = |patient| {
+        let leave = |patience| {
             simulate(
                 Metric::MaxProb,
                 &[0.9, 0.8],
                 &disagreeing,
                 &reference,
                 &costs(),
-                patient,
+                patience,
             )
             .exits
         };
-        assert_eq!(leave(false), vec![1, 1, 1]);
-        assert_eq!(leave(true), vec![1, 0, 2]);
+        assert_eq!(leave(Patience::None), vec![1, 1, 1]);
+        assert_eq!(leave(Patience::AfterFirst), vec![1, 0, 2]);
+        // With every exit patient, frame 0 leaves at exit 1, where both exits agree.
+        assert_eq!(leave(Patience::Every), vec![0, 1, 2]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use earlyexit::bundle::Metric;
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{ExitRule, Gate, GateInput, GateWeights, Signals};
 
-use crate::calibrate::{ExitScores, Goal, Reference, Simulation, tally};
+use crate::calibrate::{ExitScores, Goal, Patience, Reference, Simulation, tally};
 use crate::heads::{self, Training};
 
 /// Every input a gate may read; training decides what each is worth.
@@ -137,14 +137,15 @@ fn metric_input(metric: Metric) -> GateInput {
     }
 }
 
-/// The patient rule as a gate: exit k lets a frame leave when `metric` passes `thresholds[k]`
-/// and, after the first exit, its class is the previous exit's. Two heads at different depths
-/// that agree are rarely both wrong, which holds on footage the thresholds never saw.
+/// A patient rule as a gate: exit k lets a frame leave when `metric` passes `thresholds[k]`
+/// and `patience` allows it (see [`Patience`]). Two heads at different depths that agree are
+/// rarely both wrong, which holds on footage the thresholds never saw.
 ///
-/// The gate's sum is `scale · (value − threshold)` (negated for entropy), less `veto` when the
-/// exits disagree; at gate threshold 0.5 that leaves exactly when the sum is not negative. The
-/// scale keeps the sum far from zero in floating point, and the veto outweighs any metric.
-pub fn patient(metric: Metric, thresholds: &[f64]) -> Gated {
+/// The gate's sum is `scale · (value − threshold)` (negated for entropy), less `veto` unless
+/// the exit agrees with the previous one (`agrees-previous-exit` is 0 at the first exit); at
+/// gate threshold 0.5 that leaves exactly when the sum is not negative. The scale keeps the sum
+/// far from zero in floating point, and the veto outweighs any metric.
+pub fn patient(metric: Metric, thresholds: &[f64], patience: Patience) -> Gated {
     const SCALE: f64 = 1e6;
     const VETO: f64 = 100.0 * SCALE;
     let sign = match metric {
@@ -155,7 +156,7 @@ pub fn patient(metric: Metric, thresholds: &[f64]) -> Gated {
         .iter()
         .enumerate()
         .map(|(k, &t)| {
-            let veto = if k == 0 { 0.0 } else { VETO };
+            let veto = if patience.allows(k, false) { 0.0 } else { VETO };
             GateWeights {
                 weights: vec![sign * SCALE, veto],
                 bias: -sign * SCALE * t - veto,
@@ -226,7 +227,7 @@ mod tests {
         assert_eq!(sim.exits, vec![n - n / 10 - 1, n / 10 + 1]);
     }
 
-    /// The patient gate decides every frame as the patient metric rule does.
+    /// A patient gate decides every frame as the patient metric rule does.
     #[test]
     fn the_patient_gate_is_the_patient_rule() {
         let n = 500;
@@ -260,36 +261,34 @@ mod tests {
                 Metric::Entropy => [1.4, 1.5, 2.0],
                 _ => [0.6, 0.5, 0.2],
             };
-            let g = patient(metric, &thresholds);
-            let gated = simulate(
-                &g.gate,
-                &g.weights,
-                g.threshold,
-                &views,
-                &reference,
-                &one_stream,
-                &costs,
-            );
             let by_metric: Vec<&ExitScores> = exits.iter().map(|e| &e[m]).collect();
-            let rule = crate::calibrate::simulate(
-                metric,
-                &thresholds,
-                &by_metric,
-                &reference,
-                &costs,
-                true,
-            );
-            assert_eq!(gated, rule, "{metric:?}");
-            let impatient = crate::calibrate::simulate(
-                metric,
-                &thresholds,
-                &by_metric,
-                &reference,
-                &costs,
-                false,
-            );
+            let rule = |patience| {
+                crate::calibrate::simulate(
+                    metric,
+                    &thresholds,
+                    &by_metric,
+                    &reference,
+                    &costs,
+                    patience,
+                )
+            };
+            for patience in [Patience::AfterFirst, Patience::Every] {
+                let g = patient(metric, &thresholds, patience);
+                let gated = simulate(
+                    &g.gate,
+                    &g.weights,
+                    g.threshold,
+                    &views,
+                    &reference,
+                    &one_stream,
+                    &costs,
+                );
+                assert_eq!(gated, rule(patience), "{metric:?} {patience:?}");
+            }
             // Patience must matter here, or the test shows nothing.
-            assert_ne!(rule.exits, impatient.exits, "{metric:?}");
+            let exits = |p| rule(p).exits;
+            assert_ne!(exits(Patience::None), exits(Patience::AfterFirst));
+            assert_ne!(exits(Patience::AfterFirst), exits(Patience::Every));
         }
     }
 }

@@ -14,7 +14,7 @@ use earlyexit::bundle::{Measure, Metric, Promise, Word};
 use earlyexit::cost::CostTable;
 use earlyexit::graph::CutPoint;
 
-use crate::calibrate::{ExitScores, Goal, Reference, Simulation, never, simulate};
+use crate::calibrate::{ExitScores, Goal, Patience, Reference, Simulation, never, simulate};
 use crate::certify;
 use crate::gating::{self, Gated};
 use crate::heads::{HeadKind, TrainedHead, Training};
@@ -24,20 +24,23 @@ use crate::search::{Choice, ChosenExit, Problem, score, train_head};
 
 const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
 
-/// An exit rule the search may choose, by index: each of [`METRICS`] alone, then each with
-/// patience (an exit after the first also needs the previous exit's class; format 2 writes
-/// it as a gate). Returns the metric's index and whether the rule is patient.
-fn rule_of(rule: usize) -> (usize, bool) {
-    (rule % METRICS.len(), rule >= METRICS.len())
+/// How patient the exit rules are, in the order of [`rule_of`]; format 2 writes the patient
+/// ones as gates.
+const PATIENCE: [Patience; 3] = [Patience::None, Patience::AfterFirst, Patience::Every];
+
+/// An exit rule the search may choose, by index: each of [`METRICS`] at each of [`PATIENCE`].
+/// Returns the metric's index and the patience.
+fn rule_of(rule: usize) -> (usize, Patience) {
+    (rule % METRICS.len(), PATIENCE[rule / METRICS.len()])
 }
 
 fn rule_name(rule: usize) -> String {
-    let (m, patient) = rule_of(rule);
+    let (m, patience) = rule_of(rule);
     let word = METRICS[m].word();
-    if patient {
-        format!("{word} + agrees-previous-exit")
-    } else {
-        word.to_owned()
+    match patience {
+        Patience::None => word.to_owned(),
+        Patience::AfterFirst => format!("{word}, agreeing after exit 0"),
+        Patience::Every => format!("{word}, agreeing (exit 0 votes)"),
     }
 }
 
@@ -150,7 +153,7 @@ impl Zoo<'_> {
         certifying: bool,
         costs: &CostTable,
     ) -> Option<Simulation> {
-        let (metric, patient) = rule_of(rule);
+        let (metric, patience) = rule_of(rule);
         let mut scores = Vec::new();
         let mut thresholds = Vec::new();
         for &(c, k, t) in placed {
@@ -173,7 +176,7 @@ impl Zoo<'_> {
             &scores,
             reference,
             costs,
-            patient,
+            patience,
         ))
     }
 
@@ -234,7 +237,7 @@ impl Zoo<'_> {
                     &scores,
                     &self.held,
                     &costs,
-                    false,
+                    Patience::None,
                 )
             }
         })
@@ -441,7 +444,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let searched = Family {
         positions: kept.clone(),
         kinds: HeadKind::ALL.to_vec(),
-        metrics: (0..METRICS.len() * if gates { 2 } else { 1 }).collect(),
+        metrics: (0..METRICS.len() * if gates { PATIENCE.len() } else { 1 }).collect(),
     };
     let budget = args.budget.max(30);
     let found = search_and_certify(
@@ -910,14 +913,14 @@ fn head_option(
 /// A found patient rule as the gate that runs it (see [`gating::patient`]), so that the bundle,
 /// `evaluate` and the report's held-out figures all run it the same way.
 fn patient_as_gate(zoo: &Zoo, found: Found) -> Found {
-    let (metric, patient) = rule_of(found.metric);
-    let gated = patient.then(|| {
+    let (metric, patience) = rule_of(found.metric);
+    let gated = (patience != Patience::None).then(|| {
         let thresholds: Vec<f64> = found
             .placed
             .iter()
             .filter_map(|&(c, k, t)| zoo.options[c][k].as_ref().map(|o| o.thresholds[metric][t]))
             .collect();
-        gating::patient(METRICS[metric], &thresholds)
+        gating::patient(METRICS[metric], &thresholds, patience)
     });
     Found {
         metric,
@@ -1005,10 +1008,15 @@ fn gate(zoo: &Zoo, found: Found, seed: u64, confidence: f64, notes: &mut String)
     let _ = writeln!(notes, "|---|---|---|---|---|---|");
     for (name, sel, cert, c) in [
         (
-            match found.gated {
-                Some(_) => format!(
-                    "metric `{}` and `agrees-previous-exit`",
-                    METRICS[found.metric].word()
+            match &found.gated {
+                Some(g) => format!(
+                    "patient: gate over {}",
+                    g.gate
+                        .inputs
+                        .iter()
+                        .map(|i| format!("`{}`", i.word()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 None => format!("metric `{}`", METRICS[found.metric].word()),
             },
