@@ -141,9 +141,10 @@ pub struct SearchArgs {
     /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// How exits are chosen: `even` places --exits GAP → Linear heads evenly by MACs;
-    /// `nas` searches positions, heads and thresholds (NSGA-II) and certifies the result.
-    #[arg(long, value_enum, default_value_t = Strategy::Even)]
+    /// How exits are chosen: `nas` searches positions, heads and exit rules (NSGA-II) and
+    /// certifies the result; `even` (the first version's rule) places --exits GAP → Linear
+    /// heads evenly by MACs.
+    #[arg(long, value_enum, default_value_t = Strategy::Nas)]
     pub strategy: Strategy,
     /// What structures are compared by: `macs` counts multiply-accumulates; `latency` times
     /// every piece of the backbone between candidate cuts and every head with ONNX Runtime on

@@ -116,10 +116,20 @@ fn element_decisions(bundle: &Path, clip: &Path) -> Vec<(u32, i32)> {
         .collect()
 }
 
+/// What `fmnist_end_to_end` measured on test-b.
+struct TestB {
+    accuracy: f64,
+    /// The share of frames leaving early.
+    early: f64,
+    mean_cost: f64,
+    /// The accuracy the bundle promised, if it promised any.
+    promise: Option<f64>,
+}
+
 /// The main job end to end: search on the training stream with ground truth and calibrate on
 /// test-a, then `evaluate --per-frame` and the element over test-b must decide the same for
-/// every frame. Returns evaluate's totals: accuracy, share of frames leaving early, mean cost.
-fn fmnist_end_to_end(extra: &[&str]) -> (f64, f64, f64) {
+/// every frame.
+fn fmnist_end_to_end(extra: &[&str]) -> TestB {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let report = run_fmnist_search(&bundle, extra);
@@ -138,33 +148,41 @@ fn fmnist_end_to_end(extra: &[&str]) -> (f64, f64, f64) {
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect();
-    let early = exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0;
-    (
-        json["accuracy"].as_f64().unwrap(),
-        early,
-        json["mean_cost"].as_f64().unwrap(),
-    )
+    let (written, _) = earlyexit::bundle::read(&bundle).unwrap();
+    TestB {
+        accuracy: json["accuracy"].as_f64().unwrap(),
+        early: exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0,
+        mean_cost: json["mean_cost"].as_f64().unwrap(),
+        promise: written.promise.map(|p| p.target),
+    }
 }
 
-/// A reduced-size run of the main job, for CI. The full-size figures are in `full_size_fmnist`
-/// (ignored: a benchmark, run with `cargo test --release -- --ignored`).
+/// A reduced-size run of the main job (the exit search), for CI. The full-size figures are
+/// benchmarks in the closing notes.
 #[test]
 fn search_evaluate_and_element_agree_on_every_frame() {
-    let (accuracy, early, cost) = fmnist_end_to_end(&["--max-frames", "3000"]);
-    // Heads trained on 1,500 frames are weaker than the full run's: looser bounds here.
-    assert!(accuracy >= 0.93, "accuracy {accuracy}");
-    assert!(early >= 0.3, "only {early} left early");
-    assert!(cost <= 0.85, "mean cost {cost}");
+    let b = fmnist_end_to_end(&["--max-frames", "3000"]);
+    // With 750 frames to select on, the target itself is not certain to hold on test-b; the
+    // promise, certified on frames nothing was fitted on, must.
+    let promise = b.promise.expect("the exit search writes a promise");
+    assert!(
+        b.accuracy >= promise,
+        "accuracy {} < promise {promise}",
+        b.accuracy
+    );
+    assert!(b.early >= 0.3, "only {} left early", b.early);
+    assert!(b.mean_cost <= 0.85, "mean cost {}", b.mean_cost);
 }
 
-/// The full-size acceptance run of issue 2 (a benchmark: about 2 minutes).
+/// The full-size acceptance run of issue 2, with its evenly spaced exits (a benchmark: about
+/// 2 minutes).
 #[test]
 #[ignore]
 fn full_size_fmnist() {
-    let (accuracy, early, cost) = fmnist_end_to_end(&[]);
-    assert!(accuracy >= 0.945, "accuracy {accuracy}");
-    assert!(early >= 0.4, "only {early} left early");
-    assert!(cost <= 0.75, "mean cost {cost}");
+    let b = fmnist_end_to_end(&["--strategy", "even"]);
+    assert!(b.accuracy >= 0.945, "accuracy {}", b.accuracy);
+    assert!(b.early >= 0.4, "only {} left early", b.early);
+    assert!(b.mean_cost <= 0.75, "mean cost {}", b.mean_cost);
 }
 
 /// Searches exits for the Fashion-MNIST backbone: heads on the training stream, thresholds on
