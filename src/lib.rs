@@ -171,3 +171,21 @@ pub fn element_meta(clip: &Path, bundle: &Path) -> Vec<gstearlyexit::EarlyExitIn
     }
     meta
 }
+
+/// [`element_meta`] as (stage, class id) per buffer: what `evaluate --per-frame` decides.
+pub fn element_decisions(clip: &Path, bundle: &Path) -> Vec<(u32, i32)> {
+    element_meta(clip, bundle)
+        .into_iter()
+        .map(|m| (m.stage, m.class_id))
+        .collect()
+}
+
+/// The frames leaving at each stage, from the totals of `earlyexit-search evaluate --json`.
+pub fn evaluate_exits(json: &serde_json::Value) -> Vec<u64> {
+    json["exits"]
+        .as_array()
+        .expect("evaluate --json gives exits")
+        .iter()
+        .map(|v| v.as_u64().expect("a count"))
+        .collect()
+}

@@ -200,7 +200,22 @@ impl FrameWalk {
 
     /// The next exit, with its softmax probabilities: its signals, and whether the frame leaves.
     pub fn exit(&mut self, probs: &[f32], rule: ExitRule<'_>, threshold: f64) -> (Signals, bool) {
-        let signals = Signals::new(probs, self.previous_exit, self.last_frame);
+        self.exit_with(Signals::new(probs, None, None), rule, threshold)
+    }
+
+    /// [`FrameWalk::exit`] for an exit whose signals are known already (a replay on cached
+    /// head outputs): their `previous_exit` and `last_frame` are the walk's.
+    pub fn exit_with(
+        &mut self,
+        signals: Signals,
+        rule: ExitRule<'_>,
+        threshold: f64,
+    ) -> (Signals, bool) {
+        let signals = Signals {
+            previous_exit: self.previous_exit,
+            last_frame: self.last_frame,
+            ..signals
+        };
         self.previous_exit = Some(signals.class_id);
         (signals, rule.leaves(&signals, threshold))
     }

@@ -37,6 +37,16 @@ pub struct Goal {
 }
 
 impl Goal {
+    /// Agreement with the backbone at least `target`, nothing else.
+    pub fn agreement(target: f64) -> Goal {
+        Goal {
+            measure: Measure::Agreement,
+            target,
+            min_agreement: None,
+            max_loss: None,
+        }
+    }
+
     /// What the bundle's answer costs on one frame: 1 for a failure, and under `max_loss`
     /// -1 where the bundle is right and the backbone wrong (that gains accuracy back).
     pub fn penalty(&self, answer: u32, teacher: u32, label: Option<u32>) -> f64 {
@@ -330,12 +340,7 @@ mod tests {
             teacher: &teacher,
             labels: None,
         };
-        let goal = Goal {
-            measure: Measure::Agreement,
-            target: 1.0,
-            min_agreement: None,
-            max_loss: None,
-        };
+        let goal = Goal::agreement(1.0);
         let (t, sim) = calibrate(Metric::MaxProb, &exits, &reference, &costs(), &goal);
         assert!(sim.meets(&goal, &reference));
         assert_eq!(
@@ -357,12 +362,7 @@ mod tests {
             labels: None,
         };
         let costs = CostTable::new(vec![50, 50], vec![1, 0]).unwrap();
-        let goal = Goal {
-            measure: Measure::Agreement,
-            target: 0.99,
-            min_agreement: None,
-            max_loss: None,
-        };
+        let goal = Goal::agreement(0.99);
         let (t, sim) = calibrate(Metric::MaxProb, &exits, &reference, &costs, &goal);
         assert_eq!(t, vec![never(Metric::MaxProb)]);
         assert_eq!(sim.exits, vec![0, 10]);

@@ -10,7 +10,7 @@ use std::ops::Range;
 use anyhow::Result;
 use earlyexit::bundle::Metric;
 use earlyexit::cost::CostTable;
-use earlyexit::gate::{ExitRule, Gate, GateInput, GateWeights, Signals};
+use earlyexit::gate::{ExitRule, FrameWalk, Gate, GateInput, GateWeights, Signals};
 
 use crate::calibrate::{ExitScores, Goal, Patience, Reference, Simulation, tally};
 use crate::heads::{self, Training};
@@ -116,15 +116,19 @@ pub fn simulate(
     let start = starts(streams, reference.teacher.len());
     tally(exits.len() + 1, reference, costs, |i, last| {
         let last = if start[i] { None } else { last };
-        let mut previous = None;
-        for (k, exit) in exits.iter().enumerate() {
-            let s = signals(exit, i, previous, last);
-            if ExitRule::Gate(gate, &weights[k]).leaves(&s, threshold) {
-                return Some((k, exit[0].class[i]));
-            }
-            previous = Some(exit[0].class[i]);
-        }
-        None
+        let mut walk = FrameWalk::new(last.map(|c| c as usize));
+        exits
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .find_map(|(k, (exit, w))| {
+                let (s, leaves) = walk.exit_with(
+                    signals(exit, i, None, None),
+                    ExitRule::Gate(gate, w),
+                    threshold,
+                );
+                leaves.then_some((k, s.class_id as u32))
+            })
     })
 }
 
@@ -180,7 +184,6 @@ pub fn thresholds() -> impl Iterator<Item = f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use earlyexit::bundle::Measure;
 
     /// Exit 0 is right exactly when the last frame's answer is its class: only the stream
     /// signal tells right from wrong.
@@ -208,12 +211,7 @@ mod tests {
             teacher: &teacher,
             labels: None,
         };
-        let goal = Goal {
-            measure: Measure::Agreement,
-            target: 0.99,
-            min_agreement: None,
-            max_loss: None,
-        };
+        let goal = Goal::agreement(0.99);
         let streams = [0..1005, 1005..n];
         let weights = train(&exits, &reference, &streams, &goal, 1).unwrap();
         let gate = Gate {

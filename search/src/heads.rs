@@ -41,15 +41,12 @@ impl HeadKind {
         HeadKind::Ensemble,
     ];
 
-    /// The architectures trained on pooled features; an ensemble is made of them.
-    pub const TRAINED: [HeadKind; 6] = [
-        HeadKind::LinearGap,
-        HeadKind::LinearGrid2,
-        HeadKind::MlpGap,
-        HeadKind::LinearGrid4,
-        HeadKind::MlpGrid2,
-        HeadKind::MlpGrid4,
-    ];
+    /// The architectures trained on pooled features (all but the last); an ensemble is made of
+    /// them.
+    pub const TRAINED: &'static [HeadKind] = match HeadKind::ALL.split_last() {
+        Some((_, trained)) => trained,
+        None => &[],
+    };
 
     /// The pooling in front of the head's layers (an ensemble's members each pool their own).
     pub fn pool(self) -> Pool {
@@ -443,7 +440,7 @@ mod tests {
             epochs: 5,
             ..Training::default()
         };
-        for kind in HeadKind::TRAINED {
+        for &kind in HeadKind::TRAINED {
             let a = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
             let b = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
             assert_eq!(a.layers, b.layers, "{kind:?}");

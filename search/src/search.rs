@@ -385,12 +385,7 @@ fn goal(args: &SearchArgs) -> Result<Goal> {
             min_agreement: args.target_agreement,
             max_loss: Some(loss),
         },
-        (None, None) => Goal {
-            measure: Measure::Agreement,
-            target: args.target_agreement.unwrap_or(0.99),
-            min_agreement: None,
-            max_loss: None,
-        },
+        (None, None) => Goal::agreement(args.target_agreement.unwrap_or(0.99)),
     })
 }
 

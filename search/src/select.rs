@@ -88,11 +88,11 @@ struct Zoo<'p> {
 }
 
 /// A family of structures: the positions (candidate indices) and head kinds a genome chooses
-/// from, and the metrics tried.
+/// from, and the exit rules tried (see [`rule_of`]).
 struct Family {
     positions: Vec<usize>,
     kinds: Vec<HeadKind>,
-    metrics: Vec<usize>,
+    rules: Vec<usize>,
 }
 
 impl Family {
@@ -384,7 +384,8 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
 
     // Every architecture at every kept position.
     let others: Vec<HeadKind> = HeadKind::TRAINED
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|k| *k != HeadKind::LinearGap)
         .collect();
     let bar = crate::progress::bar("training heads", Some((kept.len() * others.len()) as u64));
@@ -444,7 +445,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let searched = Family {
         positions: kept.clone(),
         kinds: HeadKind::ALL.to_vec(),
-        metrics: (0..METRICS.len() * if gates { PATIENCE.len() } else { 1 }).collect(),
+        rules: (0..METRICS.len() * if gates { PATIENCE.len() } else { 1 }).collect(),
     };
     let budget = args.budget.max(30);
     let found = search_and_certify(
@@ -467,7 +468,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let sdn = Family {
         positions: kept.clone(),
         kinds: vec![HeadKind::LinearGap],
-        metrics: vec![0],
+        rules: vec![0],
     };
     let exits = found.placed.len().max(1);
     let even = Family {
@@ -480,7 +481,7 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         .filter_map(|c| problem.candidates.iter().position(|d| d.tensor == c.tensor))
         .collect(),
         kinds: vec![HeadKind::LinearGap],
-        metrics: vec![0],
+        rules: vec![0],
     };
     let sdn_found = search_and_certify(
         &zoo,
@@ -696,7 +697,7 @@ fn to_choice(
     }
 }
 
-/// NSGA-II over `family` for each of its metrics on the selecting frames, then the cheapest
+/// NSGA-II over `family` for each of its exit rules on the selecting frames, then the cheapest
 /// configurations that meet the target there, certified one by one.
 fn search_and_certify(
     zoo: &Zoo,
@@ -711,14 +712,14 @@ fn search_and_certify(
     // Every (structure, level) scored, the level as a last gene.
     let mut scored: Vec<(usize, nas::Scored)> = Vec::new();
     let mut structures = 0;
-    let per_metric = (budget / family.metrics.len()).max(10);
+    let per_rule = (budget / family.rules.len()).max(10);
     let bar = crate::progress::bar(
         "searching structures",
-        Some((per_metric * family.metrics.len()) as u64),
+        Some((per_rule * family.rules.len()) as u64),
     );
-    for &m in &family.metrics {
+    for &m in &family.rules {
         let settings = nas::Settings {
-            budget: per_metric,
+            budget: per_rule,
             population: 48,
             seed: seed.wrapping_add(m as u64),
         };
@@ -847,11 +848,11 @@ fn search_and_certify(
         let _ = writeln!(notes, "\n## Search\n");
         let _ = writeln!(
             notes,
-            "{} configurations scored ({structures} structures, each at every threshold level) over {} kept positions × {} head architectures × {} metrics × {} threshold levels; {} selecting and {} certifying frames.\n",
+            "{} configurations scored ({structures} structures, each at every threshold level) over {} kept positions × {} head architectures × {} exit rules × {} threshold levels; {} selecting and {} certifying frames.\n",
             found.scored.len(),
             family.positions.len(),
             family.kinds.len(),
-            family.metrics.len(),
+            family.rules.len(),
             LEVELS.len(),
             zoo.select.teacher.len(),
             zoo.certify.teacher.len()

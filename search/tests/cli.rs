@@ -108,14 +108,6 @@ fn errors_name_the_file_and_exit_non_zero() {
     }
 }
 
-/// The element's (stage, class id) for every frame of `clip`, from the meta.
-fn element_decisions(bundle: &Path, clip: &Path) -> Vec<(u32, i32)> {
-    earlyexit_e2e::element_meta(clip, bundle)
-        .into_iter()
-        .map(|m| (m.stage, m.class_id))
-        .collect()
-}
-
 /// What `fmnist_end_to_end` measured on test-b.
 struct TestB {
     accuracy: f64,
@@ -135,19 +127,14 @@ fn fmnist_end_to_end(extra: &[&str]) -> TestB {
     let report = run_fmnist_search(&bundle, extra);
     assert!(report.contains("Exit bundle report"));
     let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k");
-    let element = element_decisions(&bundle, &footage("fmnist-test-b-5k.mkv"));
+    let element = earlyexit_e2e::element_decisions(&footage("fmnist-test-b-5k.mkv"), &bundle);
     assert_eq!(element.len(), 5000);
     assert_eq!(per_frame.len(), 5000);
     for (i, (ours, theirs)) in per_frame.iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
     println!("{json}");
-    let exits: Vec<u64> = json["exits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let exits = earlyexit_e2e::evaluate_exits(&json);
     let (written, _) = earlyexit::bundle::read(&bundle).unwrap();
     TestB {
         accuracy: json["accuracy"].as_f64().unwrap(),

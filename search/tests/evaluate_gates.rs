@@ -109,20 +109,12 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
             b[i], a[i]
         );
     }
-    let element: Vec<(u32, i32)> = earlyexit_e2e::element_meta(&clip, &bundle.join("exits.yaml"))
-        .into_iter()
-        .map(|m| (m.stage, m.class_id))
-        .collect();
+    let element = earlyexit_e2e::element_decisions(&clip, &bundle.join("exits.yaml"));
     assert_eq!(element.len(), frames);
     for (i, (ours, theirs)) in decisions(first).iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let exits: Vec<u64> = json["exits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let exits = earlyexit_e2e::evaluate_exits(&json);
     assert!(exits[0] + exits[1] > 0, "{exits:?}");
 }
