@@ -1,0 +1,215 @@
+//! One family searched with NSGA-II on the selecting frames, then its cheapest configurations
+//! that meet the target there certified one by one on frames nothing was fitted on.
+
+use std::fmt::Write;
+
+use super::rules::{LEVELS, rule_name};
+use super::tables::{bound_cell, front_table, measure_name, measure_of};
+use super::zoo::{Family, Found, Zoo};
+use crate::calibrate::Simulation;
+use crate::nas;
+
+/// Configurations certified at most; the confidence is split among them (Bonferroni).
+pub(super) const CERTIFY_TRIES: usize = 5;
+
+/// NSGA-II over `family` for each of its exit rules on the selecting frames, then the cheapest
+/// configurations that meet the target there, certified one by one.
+pub(super) fn search_and_certify(
+    zoo: &Zoo,
+    family: &Family,
+    budget: usize,
+    seed: u64,
+    confidence: f64,
+    tries: usize,
+    notes: Option<&mut String>,
+) -> Found {
+    let space = family.space();
+    // Every (structure, level) scored, the level as a last gene.
+    let mut scored: Vec<(usize, nas::Scored)> = Vec::new();
+    let mut structures = 0;
+    let per_rule = (budget / family.rules.len()).max(10);
+    let bar = crate::progress::bar(
+        "searching structures",
+        Some((per_rule * family.rules.len()) as u64),
+    );
+    for &m in &family.rules {
+        let settings = nas::Settings {
+            budget: per_rule,
+            population: 48,
+            seed: seed.wrapping_add(m as u64),
+        };
+        let max_error = zoo.problem.goal.limit();
+        // A structure is worth its cheapest feasible level, else its most accurate one.
+        let outcome = nas::search(&space, &settings, &[vec![0; space.positions]], |g| {
+            bar.inc(1);
+            let mut best = [f64::INFINITY; 2];
+            let Some(mut placed) = zoo.placed(family, g, 0) else {
+                return best;
+            };
+            let Some(costs) = zoo.costs(&placed) else {
+                return best;
+            };
+            for level in 0..LEVELS.len() {
+                for p in &mut placed {
+                    p.2 = level;
+                }
+                let Some(sim) = zoo.simulate_costed(m, &placed, false, &costs) else {
+                    continue;
+                };
+                let objectives = [sim.mean_cost, zoo.error(&sim)];
+                let mut genome = g.to_vec();
+                genome.push(level as u16);
+                scored.push((m, nas::Scored { genome, objectives }));
+                let feasible = |o: &[f64; 2]| o[1] <= max_error;
+                let better = match (feasible(&objectives), feasible(&best)) {
+                    (true, true) => objectives[0] < best[0],
+                    (true, false) => true,
+                    (false, true) => false,
+                    (false, false) => objectives[1] < best[1],
+                };
+                if better {
+                    best = objectives;
+                }
+            }
+            best
+        });
+        structures += outcome.scored.len();
+    }
+    bar.finish_and_clear();
+    let max_error = zoo.problem.goal.limit();
+    let mut feasible: Vec<&(usize, nas::Scored)> = scored
+        .iter()
+        .filter(|(_, s)| s.objectives[1] <= max_error)
+        .collect();
+    feasible.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
+
+    let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
+    let mut table = String::new();
+    // No exit at all is what is left when no structure meets the target on the selecting
+    // frames. When some do but none certifies, the best certified of them is kept, with the
+    // promise it did certify: the backbone alone would certify more and save nothing.
+    let placed = Vec::new();
+    let sel = zoo
+        .simulate(0, &placed, false)
+        .unwrap_or_else(|| empty_simulation(zoo.select.teacher.len()));
+    let cert = zoo
+        .simulate(0, &placed, true)
+        .unwrap_or_else(|| empty_simulation(zoo.certify.teacher.len()));
+    let no_exit = Found {
+        metric: 0,
+        placed,
+        gated: None,
+        certificate: zoo.certificate(&cert, each),
+        select: sel,
+        certify: cert,
+        scored: Vec::new(),
+    };
+    let mut best: Option<Found> = None;
+    let mut tried = std::collections::HashSet::new();
+    for (m, s) in feasible {
+        if tried.len() >= tries {
+            break;
+        }
+        let Some((level, genome)) = s.genome.split_last() else {
+            continue;
+        };
+        let Some(placed) = zoo.placed(family, genome, usize::from(*level)) else {
+            continue;
+        };
+        let (Some(sel), Some(cert)) = (
+            zoo.simulate(*m, &placed, false),
+            zoo.simulate(*m, &placed, true),
+        ) else {
+            continue;
+        };
+        // Structures that answer every frame alike (an exit nobody leaves at) are one try.
+        if !tried.insert((sel.answers.clone(), sel.exits.clone(), cert.answers.clone())) {
+            continue;
+        }
+        let certificate = zoo.certificate(&cert, each);
+        let _ = writeln!(
+            table,
+            "| {:.4} | {} | {:.2}% | {:.2}% | {} | {:.0} |",
+            sel.mean_cost,
+            rule_name(*m),
+            100.0 * measure_of(zoo.problem.goal.measure, &sel),
+            100.0 * measure_of(zoo.problem.goal.measure, &cert),
+            bound_cell(&certificate),
+            certificate.effective
+        );
+        let found = Found {
+            metric: *m,
+            placed,
+            gated: None,
+            certificate,
+            select: sel,
+            certify: cert,
+            scored: Vec::new(),
+        };
+        if found.certificate.certified {
+            best = Some(found);
+            break;
+        }
+        if best
+            .as_ref()
+            .is_none_or(|b| found.certificate.merit() > b.certificate.merit())
+        {
+            best = Some(found);
+        }
+    }
+    let mut found = best.unwrap_or(no_exit);
+    found.scored = scored.iter().map(|(_, s)| s.objectives).collect();
+    if let Some(notes) = notes {
+        let _ = writeln!(notes, "\n## Search\n");
+        let _ = writeln!(
+            notes,
+            "{} configurations scored ({structures} structures, each at every threshold level) over {} kept positions × {} head architectures × {} exit rules × {} threshold levels; {} selecting and {} certifying frames.\n",
+            found.scored.len(),
+            family.positions.len(),
+            family.kinds.len(),
+            family.rules.len(),
+            LEVELS.len(),
+            zoo.select.teacher.len(),
+            zoo.certify.teacher.len()
+        );
+        front_table(notes, &scored, zoo.problem.goal.limit());
+        let _ = writeln!(notes, "\n## Certificate\n");
+        let _ = writeln!(
+            notes,
+            "The cheapest configurations that meet the target on the selecting frames are scored once each on the certifying frames, at most {CERTIFY_TRIES}; each bound holds with {:.2}% confidence, so {:.0}% for all together (Bonferroni). Correlated neighbouring frames count as fewer samples (effective frames).\n",
+            100.0 * each,
+            100.0 * confidence
+        );
+        let m = measure_name(zoo.problem.goal.measure);
+        let bound = if zoo.problem.goal.max_loss.is_some() {
+            "accuracy loss, upper bound"
+        } else {
+            "lower bound"
+        };
+        let _ = writeln!(
+            notes,
+            "| cost (select) | metric | {m} (select) | {m} (certify) | {bound} | effective frames |"
+        );
+        let _ = writeln!(notes, "|---|---|---|---|---|---|");
+        notes.push_str(&table);
+        if !found.certificate.certified {
+            let _ = writeln!(
+                notes,
+                "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.",
+                zoo.certify.teacher.len()
+            );
+        }
+    }
+    found
+}
+
+pub(super) fn empty_simulation(frames: usize) -> Simulation {
+    Simulation {
+        exits: vec![frames],
+        agree: vec![frames],
+        correct: vec![0],
+        frames,
+        mean_cost: 1.0,
+        answers: Vec::new(),
+    }
+}
