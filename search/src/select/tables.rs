@@ -284,3 +284,44 @@ pub(super) fn baselines_table(
     );
     backbone_accuracy
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cost: f64, error: f64) -> (usize, nas::Scored) {
+        (
+            0,
+            nas::Scored {
+                genome: vec![1, 0, 3],
+                objectives: [cost, error],
+            },
+        )
+    }
+
+    #[test]
+    fn the_front_table_shows_the_rows_around_the_cheapest_within_the_target() {
+        // A front of 100 configurations, error falling as cost rises, and dominated ones
+        // beside it that must not show.
+        let mut scored: Vec<_> = (0..100)
+            .map(|i| config(0.01 * i as f64, 0.1 - 0.001 * i as f64))
+            .collect();
+        scored.extend((0..100).map(|i| config(0.01 * i as f64 + 0.005, 0.2)));
+        let mut notes = String::new();
+        // Configurations 70 and up are within the limit.
+        front_table(&mut notes, &scored, 0.0305);
+        let rows: Vec<&str> = notes.lines().filter(|l| l.starts_with("| ")).collect();
+        // The header, then FRONT_ROWS rows.
+        assert_eq!(rows.len(), 1 + FRONT_ROWS, "{notes}");
+        assert!(notes.contains("40 of its 100 configurations"), "{notes}");
+        let bold: Vec<&&str> = rows.iter().filter(|r| r.contains("**")).collect();
+        assert_eq!(bold.len(), 1, "{notes}");
+        assert!(
+            bold[0].starts_with("| **0.7000** | **0.0300** |"),
+            "{notes}"
+        );
+        // Twenty rows before it, the rest after, up to the front's end.
+        assert!(rows[1].starts_with("| 0.5000 |"), "{notes}");
+        assert!(rows[FRONT_ROWS].starts_with("| 0.8900 |"), "{notes}");
+    }
+}
