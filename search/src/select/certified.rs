@@ -203,7 +203,7 @@ pub(super) fn search_and_certify(
     found
 }
 
-pub(super) fn empty_simulation(frames: usize) -> Simulation {
+fn empty_simulation(frames: usize) -> Simulation {
     Simulation {
         exits: vec![frames],
         agree: vec![frames],

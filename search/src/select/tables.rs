@@ -51,7 +51,7 @@ pub(super) fn heads_table(
 }
 
 /// The non-dominated items by `objectives` (mean cost, error), cheapest first, one per point.
-pub(super) fn pareto_front<T>(items: &[T], objectives: impl Fn(&T) -> [f64; 2]) -> Vec<&T> {
+fn pareto_front<T>(items: &[T], objectives: impl Fn(&T) -> [f64; 2]) -> Vec<&T> {
     let mut front: Vec<&T> = items
         .iter()
         .filter(|a| {

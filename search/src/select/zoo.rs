@@ -70,10 +70,10 @@ pub(super) type Placed = (usize, usize, usize);
 /// Selection ranks thousands of configurations on the same frames, so a configuration is
 /// feasible only when an upper bound on its mean penalty there, at this one-sided confidence
 /// (about one standard error), is within the goal. The certificate is what the promise rests on.
-pub(super) const SELECT_CONFIDENCE: f64 = 0.84;
+const SELECT_CONFIDENCE: f64 = 0.84;
 
 impl Zoo<'_> {
-    pub(super) fn option(&self, candidate: usize, kind: HeadKind) -> Option<&HeadOption> {
+    fn option(&self, candidate: usize, kind: HeadKind) -> Option<&HeadOption> {
         self.options[candidate][kind_index(kind)].as_ref()
     }
 
@@ -155,7 +155,7 @@ impl Zoo<'_> {
 
     /// A head's outputs on all held-out frames in time order: each footage's selecting
     /// frames, then its certifying frames.
-    pub(super) fn held_outputs(&self, o: &HeadOption) -> Vec<ExitScores> {
+    fn held_outputs(&self, o: &HeadOption) -> Vec<ExitScores> {
         o.select
             .iter()
             .zip(&o.certify)
@@ -314,7 +314,7 @@ pub(super) fn head_option(
 
 /// Heads an ensemble averages: the trained heads at one position that agree most with the
 /// backbone on the selecting frames.
-pub(super) const ENSEMBLE_MEMBERS: usize = 3;
+const ENSEMBLE_MEMBERS: usize = 3;
 
 /// The ensemble of the best [`ENSEMBLE_MEMBERS`] heads trained at a position.
 pub(super) fn ensemble_of(trained: &[Option<HeadOption>], teacher: &[u32]) -> TrainedHead {
@@ -364,7 +364,7 @@ pub(super) fn coverage_at(
     best as f64 / order.len().max(1) as f64
 }
 
-pub(super) fn subset(s: &ExitScores, idx: &[usize]) -> ExitScores {
+fn subset(s: &ExitScores, idx: &[usize]) -> ExitScores {
     ExitScores {
         class: idx.iter().map(|&i| s.class[i]).collect(),
         score: idx.iter().map(|&i| s.score[i]).collect(),
