@@ -39,24 +39,16 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let labels_c = labels.as_ref().map(|l| pick(l, &certify_frames));
     let mut notes = String::new();
 
-    let (kept, options) = train_heads(
-        problem,
-        &select,
-        &certify_frames,
-        &Reference {
-            teacher: &teacher_s,
-            labels: labels_s.as_deref(),
-        },
-        &mut notes,
-    )?;
+    let select_ref = Reference {
+        teacher: &teacher_s,
+        labels: labels_s.as_deref(),
+    };
+    let (kept, options) = train_heads(problem, &select, &certify_frames, &select_ref, &mut notes)?;
 
     let zoo = Zoo {
         problem,
         options,
-        select: Reference {
-            teacher: &teacher_s,
-            labels: labels_s.as_deref(),
-        },
+        select: select_ref,
         certify: Reference {
             teacher: &teacher_c,
             labels: labels_c.as_deref(),

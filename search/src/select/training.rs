@@ -25,6 +25,7 @@ pub(super) fn train_heads(
 ) -> Result<(Vec<usize>, Options)> {
     let args = problem.args;
     let teacher_s = select_ref.teacher;
+    let scored = |i: usize, head| head_option(problem, i, head, select, certify_frames, select_ref);
     // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
     let bar = crate::progress::bar("saliency probes", Some(problem.candidates.len() as u64));
     let mut options: Options = Vec::new();
@@ -35,7 +36,7 @@ pub(super) fn train_heads(
             ..Training::default()
         };
         let head = train_head(problem, i, HeadKind::LinearGap, true, &training)?;
-        let option = head_option(problem, i, head, select, certify_frames, select_ref)?;
+        let option = scored(i, head)?;
         let share = problem.share_before(i);
         let probe = &option.select[0];
         let coverage = coverage_at(
@@ -93,24 +94,10 @@ pub(super) fn train_heads(
                 .seed
                 .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
             let head = train_head(problem, i, *kind, true, &Training::for_kind(*kind, seed))?;
-            options[i][kind_index(*kind)] = Some(head_option(
-                problem,
-                i,
-                head,
-                select,
-                certify_frames,
-                select_ref,
-            )?);
+            options[i][kind_index(*kind)] = Some(scored(i, head)?);
         }
         let ensemble = ensemble_of(&options[i], teacher_s);
-        options[i][kind_index(HeadKind::Ensemble)] = Some(head_option(
-            problem,
-            i,
-            ensemble,
-            select,
-            certify_frames,
-            select_ref,
-        )?);
+        options[i][kind_index(HeadKind::Ensemble)] = Some(scored(i, ensemble)?);
     }
     bar.finish_and_clear();
     heads_table(notes, problem, &kept, &options, teacher_s);
