@@ -88,6 +88,17 @@ impl Signals {
     }
 }
 
+/// The input that reads a metric's value.
+impl From<Metric> for GateInput {
+    fn from(metric: Metric) -> GateInput {
+        match metric {
+            Metric::MaxProb => GateInput::MaxProb,
+            Metric::Margin => GateInput::Margin,
+            Metric::Entropy => GateInput::Entropy,
+        }
+    }
+}
+
 impl GateInput {
     pub fn value(self, signals: &Signals) -> f64 {
         let agrees = |other: Option<usize>| f64::from(u8::from(other == Some(signals.class_id)));

@@ -78,6 +78,15 @@ pub fn verdict(metric: Metric, probs: &[f32]) -> Verdict {
     }
 }
 
+/// +1 where a higher score is surer (max-prob, margin), −1 where a lower one is (entropy):
+/// the direction in which [`leaves`] compares.
+pub fn surer(metric: Metric) -> f64 {
+    match metric {
+        Metric::MaxProb | Metric::Margin => 1.0,
+        Metric::Entropy => -1.0,
+    }
+}
+
 /// Whether a frame with this score leaves at an exit with this threshold, under the metric
 /// alone (format 1). [`crate::gate::ExitRule`] decides for either rule.
 pub fn leaves(metric: Metric, score: f64, threshold: f64) -> bool {
@@ -90,6 +99,15 @@ pub fn leaves(metric: Metric, score: f64, threshold: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_surer_score_leaves_and_a_less_sure_one_stays() {
+        for metric in [Metric::MaxProb, Metric::Margin, Metric::Entropy] {
+            let step = 0.1 * surer(metric);
+            assert!(leaves(metric, 0.5 + step, 0.5), "{metric:?}");
+            assert!(!leaves(metric, 0.5 - step, 0.5), "{metric:?}");
+        }
+    }
 
     fn probs(logits: &[f32]) -> Vec<f32> {
         let mut p = Vec::new();

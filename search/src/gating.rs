@@ -132,15 +132,6 @@ pub fn simulate(
     })
 }
 
-/// The gate input that reads `metric`.
-fn metric_input(metric: Metric) -> GateInput {
-    match metric {
-        Metric::MaxProb => GateInput::MaxProb,
-        Metric::Margin => GateInput::Margin,
-        Metric::Entropy => GateInput::Entropy,
-    }
-}
-
 /// A patient rule as a gate: exit k lets a frame leave when `metric` passes `thresholds[k]`
 /// and `patience` allows it (see [`Patience`]). Two heads at different depths that agree are
 /// rarely both wrong, which holds on footage the thresholds never saw.
@@ -152,10 +143,7 @@ fn metric_input(metric: Metric) -> GateInput {
 pub fn patient(metric: Metric, thresholds: &[f64], patience: Patience) -> Gated {
     const SCALE: f64 = 1e6;
     const VETO: f64 = 100.0 * SCALE;
-    let sign = match metric {
-        Metric::Entropy => -1.0,
-        Metric::MaxProb | Metric::Margin => 1.0,
-    };
+    let sign = earlyexit::rule::surer(metric);
     let weights = thresholds
         .iter()
         .enumerate()
@@ -169,7 +157,7 @@ pub fn patient(metric: Metric, thresholds: &[f64], patience: Patience) -> Gated 
         .collect();
     Gated {
         gate: Gate {
-            inputs: vec![metric_input(metric), GateInput::AgreesPreviousExit],
+            inputs: vec![GateInput::from(metric), GateInput::AgreesPreviousExit],
         },
         weights,
         threshold: 0.5,

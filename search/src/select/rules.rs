@@ -62,10 +62,7 @@ pub(super) fn level_thresholds(
     let (w, bias) = crate::heads::logistic(&x, 1, &harmless, &training)?;
     let w = w[0];
     // Confidence must raise the chance: higher max-prob or margin, lower entropy.
-    let sensible = match metric {
-        Metric::Entropy => w < 0.0,
-        _ => w > 0.0,
-    };
+    let sensible = earlyexit::rule::surer(metric) * w > 0.0;
     Ok(LEVELS
         .iter()
         .map(|&level| {
