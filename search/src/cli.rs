@@ -183,6 +183,11 @@ pub struct EvaluateArgs {
     /// Write one row per frame: footage,frame,stage,class_id,score.
     #[arg(long)]
     pub per_frame: Option<PathBuf>,
+    /// Another bundle (a baseline, say) to run on the same frames, untimed: reports its figures
+    /// and, with ground truth, the accuracy difference on the same frames with the p-value of
+    /// McNemar's exact test.
+    #[arg(long, value_name = "DIR")]
+    pub compare: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

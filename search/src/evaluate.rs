@@ -1,15 +1,17 @@
 //! `evaluate`: runs a bundle over footage exactly as the element does, next to the full backbone,
-//! and reports accuracy, agreement, exits, cost and time per frame.
+//! and reports accuracy, agreement, exits, cost and time per frame; optionally next to another
+//! bundle too, compared frame by frame.
 
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
 use serde_json::json;
 
 use crate::cli::EvaluateArgs;
 use crate::footage::{DecodedFrame, Decoder, Footage};
+use crate::paired::Paired;
 use crate::progress;
 
 /// Decoded frames are held in memory in chunks of at most this many bytes, so that decoding
@@ -59,6 +61,18 @@ impl Tally {
         }
     }
 
+    /// Counts one frame the bundle decided as `ours` and the full backbone as `full`.
+    fn count(&mut self, ours: &Decision, full: &Decision, label: Option<u32>) {
+        self.frames += 1;
+        self.exits[ours.stage] += 1;
+        self.cost_sum += ours.cost.unwrap_or(0.0);
+        self.agree += u64::from(ours.class_id == full.class_id);
+        if let Some(label) = label {
+            self.labeled += 1;
+            self.correct += u64::from(ours.class_id as u32 == label);
+        }
+    }
+
     fn ratio(n: u64, d: u64) -> Option<f64> {
         (d > 0).then(|| n as f64 / d as f64)
     }
@@ -87,6 +101,38 @@ impl Tally {
     }
 }
 
+/// The `--compare` bundle's counts, and how it and the evaluated bundle differ on the same
+/// labeled frames.
+#[derive(Clone)]
+struct Comparison {
+    tally: Tally,
+    paired: Paired,
+}
+
+impl Comparison {
+    fn add(&mut self, other: &Comparison) {
+        self.tally.add(&other.tally);
+        self.paired.merge(other.paired);
+    }
+
+    /// Its figures (untimed) and the paired test; `difference` is the evaluated bundle's
+    /// accuracy minus this one's.
+    fn json(&self, model: &Path) -> serde_json::Value {
+        let mut o = self.tally.json();
+        if let Some(o) = o.as_object_mut() {
+            o.remove("ms_per_frame");
+            o.remove("ms_per_frame_full");
+        }
+        let labeled = self.tally.labeled;
+        o["model"] = json!(model.display().to_string());
+        o["only_model_right"] = json!(self.paired.only_a);
+        o["only_compare_right"] = json!(self.paired.only_b);
+        o["accuracy_difference"] = json!(self.paired.difference(labeled));
+        o["p_value"] = json!((labeled > 0).then(|| self.paired.p_value()));
+        o
+    }
+}
+
 pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     let (bundle, warnings) = bundle::read(&args.model)?;
     for w in warnings {
@@ -99,6 +145,27 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     let mut full = match &args.backbone {
         Some(path) => Classifier::backbone(path, bundle.input.clone(), bundle.output, options)?,
         None => Classifier::open(&bundle, Mode::Full, options)?,
+    };
+    if let Some(path) = &args.backbone {
+        same_classes(&classifier, &full, "--backbone", path)?;
+    }
+    let mut compared = match &args.compare {
+        Some(path) => {
+            let (other, warnings) = bundle::read(path)?;
+            for w in warnings {
+                eprintln!("warning: --compare {}: {w}", path.display());
+            }
+            let cost_known = earlyexit::cost::CostTable::from_bundle(&other).is_some();
+            let opened = Classifier::open(&other, Mode::EarlyExit, options)
+                .with_context(|| format!("--compare {}", path.display()))?;
+            same_classes(&classifier, &opened, "--compare", path)?;
+            let empty = Comparison {
+                tally: Tally::new(opened.stages(), 0, cost_known),
+                paired: Paired::default(),
+            };
+            Some((path.as_path(), opened, empty))
+        }
+        None => None,
     };
     let mut per_frame = match &args.per_frame {
         Some(path) => {
@@ -114,9 +181,11 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     let runs = args.runs as usize;
     let cost_known = earlyexit::cost::CostTable::from_bundle(&bundle).is_some();
     let mut total = Tally::new(classifier.stages(), runs, cost_known);
+    let mut total_compared = compared.as_ref().map(|(_, _, empty)| empty.clone());
     let mut reports = Vec::new();
     for f in footage {
         let mut tally = Tally::new(classifier.stages(), runs, cost_known);
+        let mut comparison = compared.as_ref().map(|(_, _, empty)| empty.clone());
         let bar = progress::bar(
             &short_name(&f.name),
             crate::footage::estimate_frames(f)?.map(|n| n as u64),
@@ -125,6 +194,9 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         // footage's last answer.
         classifier.reset_stream();
         full.reset_stream();
+        if let Some((_, other, _)) = &mut compared {
+            other.reset_stream();
+        }
         let decoder = Decoder::start(f, 1, None)?;
         let mut chunk: Vec<DecodedFrame> = Vec::new();
         let mut frames = decoder.frames.iter().peekable();
@@ -138,13 +210,17 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             }
             let decisions = time_chunk(&mut classifier, &mut full, &chunk, &mut tally)?;
             for (frame, (ours, theirs)) in chunk.iter().zip(decisions) {
-                tally.frames += 1;
-                tally.exits[ours.stage] += 1;
-                tally.cost_sum += ours.cost.unwrap_or(0.0);
-                tally.agree += u64::from(ours.class_id == theirs.class_id);
-                if let Some(label) = f.label(frame.index) {
-                    tally.labeled += 1;
-                    tally.correct += u64::from(ours.class_id as u32 == label);
+                let label = f.label(frame.index);
+                tally.count(&ours, &theirs, label);
+                if let (Some((path, other, _)), Some(c)) = (&mut compared, &mut comparison) {
+                    let d = other.classify(&frame.frame()).with_context(|| {
+                        format!("--compare {}: frame {}", path.display(), frame.index)
+                    })?;
+                    c.tally.count(&d, &theirs, label);
+                    if let Some(label) = label {
+                        c.paired
+                            .add(ours.class_id as u32 == label, d.class_id as u32 == label);
+                    }
                 }
                 if let Some((path, file)) = &mut per_frame {
                     writeln!(
@@ -175,25 +251,49 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             );
         }
         total.add(&tally);
-        reports.push((f, tally));
+        if let (Some(t), Some(c)) = (&mut total_compared, &comparison) {
+            t.add(c);
+        }
+        reports.push((f, tally, comparison));
     }
     if let Some((path, mut file)) = per_frame {
         file.flush()
             .with_context(|| format!("--per-frame {}", path.display()))?;
     }
+    let compare_path = compared.as_ref().map(|(path, _, _)| *path);
     if args.json {
-        let mut top = total.json();
+        let with_comparison = |t: &Tally, c: &Option<Comparison>| {
+            let mut o = t.json();
+            if let (Some(c), Some(path)) = (c, compare_path) {
+                o["compare"] = c.json(path);
+            }
+            o
+        };
+        let mut top = with_comparison(&total, &total_compared);
         top["footage"] = reports
             .iter()
-            .map(|(f, t)| {
-                let mut o = t.json();
+            .map(|(f, t, c)| {
+                let mut o = with_comparison(t, c);
                 o["path"] = json!(f.name);
                 o
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&top)?);
     } else {
-        print_table(&reports, &total);
+        print_table(&reports, &total, &total_compared, compare_path);
+    }
+    Ok(())
+}
+
+/// Class ids mean the same only between models with the same classes.
+fn same_classes(ours: &Classifier, theirs: &Classifier, flag: &str, path: &Path) -> Result<()> {
+    if ours.classes() != theirs.classes() {
+        bail!(
+            "{flag} {}: it predicts {} classes, the bundle {}",
+            path.display(),
+            theirs.classes(),
+            ours.classes()
+        );
     }
     Ok(())
 }
@@ -257,7 +357,12 @@ fn short_name(name: &str) -> String {
         .map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-fn print_table(reports: &[(&Footage, Tally)], total: &Tally) {
+fn print_table(
+    reports: &[(&Footage, Tally, Option<Comparison>)],
+    total: &Tally,
+    total_compared: &Option<Comparison>,
+    compare_path: Option<&Path>,
+) {
     let pct = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{:.2}%", v * 100.0));
     let num = |x: Option<f64>, digits: usize| {
         x.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
@@ -266,8 +371,11 @@ fn print_table(reports: &[(&Footage, Tally)], total: &Tally) {
         "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  exits per stage",
         "footage", "frames", "accuracy", "agreement", "cost", "ms/frame", "ms full"
     );
-    let rows = reports.iter().map(|(f, t)| (short_name(&f.name), t));
-    for (name, t) in rows.chain(std::iter::once(("total".to_owned(), total))) {
+    let rows = reports
+        .iter()
+        .map(|(f, t, c)| (short_name(&f.name), t, c))
+        .chain(std::iter::once(("total".to_owned(), total, total_compared)));
+    for (name, t, _) in rows.clone() {
         let j = t.json();
         println!(
             "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {:?}",
@@ -279,6 +387,42 @@ fn print_table(reports: &[(&Footage, Tally)], total: &Tally) {
             num(j["ms_per_frame"].as_f64(), 3),
             num(j["ms_per_frame_full"].as_f64(), 3),
             t.exits
+        );
+    }
+    let Some(path) = compare_path else { return };
+    println!(
+        "\ncompared with {} on the same frames (untimed); difference = accuracy of --model minus this one's, p from McNemar's exact test",
+        path.display()
+    );
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  exits per stage",
+        "footage",
+        "frames",
+        "accuracy",
+        "agreement",
+        "cost",
+        "only model",
+        "only this",
+        "difference",
+        "p"
+    );
+    for (name, _, c) in rows {
+        let Some(c) = c else { continue };
+        let j = c.json(path);
+        println!(
+            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  {:?}",
+            name,
+            c.tally.frames,
+            pct(j["accuracy"].as_f64()),
+            pct(j["agreement"].as_f64()),
+            num(j["mean_cost"].as_f64(), 3),
+            c.paired.only_a,
+            c.paired.only_b,
+            j["accuracy_difference"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |d| format!("{:+.2} pp", 100.0 * d)),
+            num(j["p_value"].as_f64(), 3),
+            c.tally.exits
         );
     }
 }

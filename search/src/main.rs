@@ -12,6 +12,7 @@ mod input;
 mod inspect;
 mod latency;
 mod nas;
+mod paired;
 mod placement;
 mod plot;
 mod progress;

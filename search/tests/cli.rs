@@ -1,7 +1,7 @@
 //! The search's command line end to end, on the shared assets: `inspect`, errors that name the
 //! file, and search → bundle → `evaluate` and the element deciding the same for every frame.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use earlyexit_e2e::{footage, model};
@@ -116,6 +116,10 @@ struct TestB {
     mean_cost: f64,
     /// The accuracy the bundle promised, if it promised any.
     promise: Option<f64>,
+    /// Where the bundle's baselines were written.
+    baselines: PathBuf,
+    /// Keeps the bundle and its baselines until the checks are done.
+    _dir: tempfile::TempDir,
 }
 
 /// The main job end to end: search on the training stream with ground truth and calibrate on
@@ -126,7 +130,7 @@ fn fmnist_end_to_end(extra: &[&str]) -> TestB {
     let bundle = dir.path().join("bundle");
     let report = run_fmnist_search(&bundle, extra);
     assert!(report.contains("Exit bundle report"));
-    let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k");
+    let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k", &[]);
     let element = earlyexit_e2e::element_decisions(&footage("fmnist-test-b-5k.mkv"), &bundle);
     assert_eq!(element.len(), 5000);
     assert_eq!(per_frame.len(), 5000);
@@ -141,6 +145,8 @@ fn fmnist_end_to_end(extra: &[&str]) -> TestB {
         early: exits[..exits.len() - 1].iter().sum::<u64>() as f64 / 5000.0,
         mean_cost: json["mean_cost"].as_f64().unwrap(),
         promise: written.promise.map(|p| p.target),
+        baselines: bundle.join("baselines"),
+        _dir: dir,
     }
 }
 
@@ -159,6 +165,28 @@ fn search_evaluate_and_element_agree_on_every_frame() {
     );
     assert!(b.early >= 0.3, "only {} left early", b.early);
     assert!(b.mean_cost <= 0.85, "mean cost {}", b.mean_cost);
+    compare_reports_the_other_bundle_as_evaluate_does(&b);
+}
+
+/// `evaluate --compare` runs the other bundle on the same frames as `evaluate` runs it alone,
+/// and its paired counts add up to the difference in accuracy.
+fn compare_reports_the_other_bundle_as_evaluate_does(b: &TestB) {
+    let sdn = b.baselines.join("sdn");
+    let bundle = b.baselines.parent().unwrap();
+    let (_, alone) = evaluate(&sdn, "fmnist-test-b-5k", &[]);
+    let (_, ours) = evaluate(bundle, "fmnist-test-b-5k", &["--compare", &text(&sdn)]);
+    let compared = &ours["compare"];
+    for key in ["accuracy", "agreement", "exits", "mean_cost", "frames"] {
+        assert_eq!(compared[key], alone[key], "{key}");
+    }
+    let only_model = compared["only_model_right"].as_f64().unwrap();
+    let only_compare = compared["only_compare_right"].as_f64().unwrap();
+    let difference = compared["accuracy_difference"].as_f64().unwrap();
+    let accuracy = |j: &serde_json::Value| j["accuracy"].as_f64().unwrap();
+    assert!((difference - (accuracy(&ours) - accuracy(&alone))).abs() < 1e-9);
+    assert!((difference - (only_model - only_compare) / 5000.0).abs() < 1e-9);
+    let p = compared["p_value"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0, "p {p}");
 }
 
 /// The full-size acceptance run of issue 2, with its evenly spaced exits (a benchmark: about
@@ -208,23 +236,31 @@ fn run_fmnist_search(bundle: &Path, extra: &[&str]) -> String {
 }
 
 /// `evaluate --per-frame --json` over a labeled stream: per-frame (stage, class id), and totals.
-fn evaluate(bundle: &Path, stream: &str) -> (Vec<(u32, i32)>, serde_json::Value) {
+fn evaluate(bundle: &Path, stream: &str, extra: &[&str]) -> (Vec<(u32, i32)>, serde_json::Value) {
     let csv = bundle
         .parent()
         .unwrap()
         .join(format!("{stream}.per-frame.csv"));
-    let out = search(&[
+    let (model, video, labels, csv_path) = (
+        text(bundle),
+        text(&footage(&format!("{stream}.mkv"))),
+        text(&footage(&format!("{stream}.labels.csv"))),
+        text(&csv),
+    );
+    let mut args = vec![
         "evaluate",
         "--model",
-        &text(bundle),
+        &model,
         "--footage",
-        &text(&footage(&format!("{stream}.mkv"))),
+        &video,
         "--ground-truth",
-        &text(&footage(&format!("{stream}.labels.csv"))),
+        &labels,
         "--per-frame",
-        &text(&csv),
+        &csv_path,
         "--json",
-    ]);
+    ];
+    args.extend(extra);
+    let out = search(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let rows = std::fs::read_to_string(&csv).unwrap();
@@ -288,7 +324,7 @@ fn the_same_seed_writes_the_same_bundle() {
 }
 
 /// Every file below `dir`, relative to it, sorted.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
