@@ -3,9 +3,10 @@
 # Input files are the output of `gst-launch-1.0 -m ... earlyexit post-messages=true ...`, in which
 # each frame gives one line like
 #
-#   Got message #12 from element "earlyexit0" (element): earlyexit, frame=(guint64)0,
-#     stage=(uint)1, stages=(uint)3, class-id=(int)9, label=(string)"Ankle\ boot",
-#     confidence=(double)0.98, score=(double)0.98, cost=(double)0.67, inference-ns=(guint64)412345;
+#   Got message #12 from element "earlyexit0" (element): earlyexit, stage=(uint)1,
+#     stages=(uint)3, class-id=(int)9, label=(string)"Ankle\ boot", confidence=(double)0.98,
+#     score=(double)0.98, cost=(double)0.67, inference-ns=(guint64)412345, frame=(guint64)0,
+#     pts=(guint64)0;
 #
 # (on one line; fields may come in any order). Every other line is ignored. Say what each file is
 # with role=... before it on the command line:

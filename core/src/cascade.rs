@@ -306,7 +306,8 @@ fn load_stage(
 ) -> Result<LoadedStage, OnnxError> {
     // The format asks every error to name the key too: which entry of exits.yaml named the file.
     let load = |relative: &str, key: &str| {
-        Model::load(&bundle.resolve(relative), options).map_err(|e| match e {
+        let named = |message: String| format!("stages[{index}].{key}: {message}");
+        let model = Model::load(&bundle.resolve(relative), options).map_err(|e| match e {
             OnnxError::Model {
                 file,
                 tensor,
@@ -314,10 +315,20 @@ fn load_stage(
             } => OnnxError::Model {
                 file,
                 tensor,
-                message: format!("stages[{index}].{key}: {message}"),
+                message: named(message),
             },
             other => other,
-        })
+        })?;
+        // The format allows one output; a second would be ignored without a word.
+        let outputs = model.output_names().len();
+        if outputs != 1 {
+            return Err(OnnxError::model(
+                model.path(),
+                None,
+                named(format!("expected exactly one output, found {outputs}")),
+            ));
+        }
+        Ok(model)
     };
     let segment = load(&stage.segment, "segment")?;
     let exit = match &stage.exit {

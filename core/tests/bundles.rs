@@ -260,6 +260,23 @@ fn a_segment_with_two_inputs_is_refused() {
 }
 
 #[test]
+fn a_head_with_two_outputs_is_refused() {
+    let (_tmp, dir) = valid_dir(THRESHOLDS);
+    std::fs::write(
+        dir.join("exit-0.onnx"),
+        common::two_output_identity_model(&[1, 32, 28, 28]),
+    )
+    .unwrap();
+    let e = error_of(&dir);
+    assert_names(
+        &e,
+        &dir,
+        "exit-0.onnx",
+        &["stages[0].exit.head", "one output, found 2"],
+    );
+}
+
+#[test]
 fn a_segment_that_does_not_take_the_previous_output_is_named_with_its_tensor() {
     // Stage 1 pointed at stage 2's segment: it wants [N, 64, 14, 14], gets [1, 32, 28, 28].
     let (_tmp, dir) = with_bundle(|b| b.stages[1].segment = "stage-2.onnx".into());
@@ -436,6 +453,27 @@ fn a_missing_exits_file_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("other.yaml"), "{e}");
+}
+
+#[test]
+fn write_atomically_replaces_only_a_bundle_or_an_empty_folder() {
+    let (tmp, dir) = valid_dir(THRESHOLDS);
+    let b = valid_bundle([0.1, 0.2]);
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::write(photos.join("holiday.jpg"), "keep me").unwrap();
+    let e = bundle::write_atomically(&photos, &b, &[]).unwrap_err();
+    assert!(e.to_string().contains("no exits.yaml"), "{e}");
+    assert!(photos.join("holiday.jpg").is_file());
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    assert!(bundle::write_atomically(&file, &b, &[]).is_err());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    write_bundle(&empty, &b);
+    assert!(bundle::read(&empty).is_ok());
+    assert!(bundle::check_replaceable(&dir).is_ok());
 }
 
 #[test]

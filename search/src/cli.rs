@@ -43,10 +43,12 @@ pub struct InputArgs {
     /// Tensor layout; required when the model's input shape fits both.
     #[arg(long, value_enum)]
     pub layout: Option<LayoutArg>,
-    /// Input width, when the model does not fix it.
+    /// Input width; checked against the model's, which must be fixed (only the batch dimension
+    /// may be symbolic).
     #[arg(long)]
     pub width: Option<u32>,
-    /// Input height, when the model does not fix it.
+    /// Input height; checked against the model's, which must be fixed (only the batch dimension
+    /// may be symbolic).
     #[arg(long)]
     pub height: Option<u32>,
     /// Color: gray by default for 1 channel, else rgb.
@@ -202,7 +204,12 @@ pub struct EvaluateArgs {
 /// Pairs each `--ground-truth` with the `--footage` or `--holdout` given just before it.
 /// Returns the footage and the holdout footage, in command-line order.
 pub fn pair_footage(matches: &ArgMatches) -> Result<(Vec<Footage>, Vec<Footage>)> {
+    // `evaluate` has no `--holdout`, and clap's debug builds panic on asking for an unknown id.
+    let given = |id: &str| matches.ids().any(|i| i.as_str() == id);
     let positions = |id: &str| -> Vec<(usize, String)> {
+        if !given(id) {
+            return Vec::new();
+        }
         match (matches.indices_of(id), matches.get_many::<String>(id)) {
             (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
             _ => Vec::new(),

@@ -149,6 +149,9 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     if let Some(path) = &args.backbone {
         same_classes(&classifier, &full, "--backbone", path)?;
     }
+    for f in footage {
+        f.check_classes(classifier.classes())?;
+    }
     let mut compared = match &args.compare {
         Some(path) => {
             let (other, warnings) = bundle::read(path)?;
@@ -187,7 +190,7 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         let mut tally = Tally::new(classifier.stages(), runs, cost_known);
         let mut comparison = compared.as_ref().map(|(_, _, empty)| empty.clone());
         let bar = progress::bar(
-            &short_name(&f.name),
+            &f.short_name(),
             crate::footage::estimate_frames(f)?.map(|n| n as u64),
         );
         // Each footage is a stream of its own: a format-2 gate must not read the previous
@@ -351,12 +354,6 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn short_name(name: &str) -> String {
-    Path::new(name)
-        .file_name()
-        .map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned())
-}
-
 fn print_table(
     reports: &[(&Footage, Tally, Option<Comparison>)],
     total: &Tally,
@@ -373,7 +370,7 @@ fn print_table(
     );
     let rows = reports
         .iter()
-        .map(|(f, t, c)| (short_name(&f.name), t, c))
+        .map(|(f, t, c)| (f.short_name(), t, c))
         .chain(std::iter::once(("total".to_owned(), total, total_compared)));
     for (name, t, _) in rows.clone() {
         let j = t.json();

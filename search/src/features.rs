@@ -173,18 +173,20 @@ impl Extractor {
         Ok(())
     }
 
-    /// Decodes `footage` (one frame in `keep_every`, at most `limit`) and extracts every frame.
+    /// Decodes `footage` (one frame in `keep_every`, at most `limit`) and extracts every frame;
+    /// `total`, the footage's frames when known, sizes the progress bar.
     pub fn extract(
         &mut self,
         footage: &Footage,
+        total: Option<usize>,
         keep_every: usize,
         limit: Option<usize>,
     ) -> Result<FeatureTable> {
-        let estimate = crate::footage::estimate_frames(footage)?.map(|n| {
+        let estimate = total.map(|n| {
             n.div_ceil(keep_every.max(1))
                 .min(limit.unwrap_or(usize::MAX)) as u64
         });
-        let bar = progress::bar(&format!("features {}", short(&footage.name)), estimate);
+        let bar = progress::bar(&format!("features {}", footage.short_name()), estimate);
         let decoder = Decoder::start(footage, keep_every, limit)?;
         let mut table = self.empty_table();
         for decoded in decoder.frames.iter() {
@@ -215,12 +217,6 @@ pub fn pools_for(shape: &[i64]) -> &'static [Pool] {
     } else {
         &POOLS[..1]
     }
-}
-
-fn short(name: &str) -> String {
-    std::path::Path::new(name)
-        .file_name()
-        .map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Which output kind a backbone has, when the user did not say.

@@ -31,8 +31,33 @@ impl Footage {
         })
     }
 
+    /// The file name alone, for progress bars and tables.
+    pub fn short_name(&self) -> String {
+        Path::new(&self.name)
+            .file_name()
+            .map_or_else(|| self.name.clone(), |n| n.to_string_lossy().into_owned())
+    }
+
     pub fn label(&self, frame: usize) -> Option<u32> {
         self.labels.as_ref()?.get(frame).copied()
+    }
+
+    /// Refuses ground truth that names a class the model does not have: it would count as
+    /// wrong without a word, or train heads on a class that is not there.
+    pub fn check_classes(&self, classes: usize) -> Result<()> {
+        let labels = self.labels.as_deref().unwrap_or_default();
+        if let Some((frame, label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l as usize >= classes)
+        {
+            bail!(
+                "footage {}: the ground truth labels frame {frame} as class {label}, but the model has {classes} classes (0 to {})",
+                self.name,
+                classes.saturating_sub(1)
+            );
+        }
+        Ok(())
     }
 }
 
@@ -63,11 +88,10 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
             path.display()
         ),
     }
-    let mut labels = Vec::new();
+    // Every frame from 0 has one row, so no frame number reaches the number of rows.
+    let lines: Vec<(usize, &str)> = lines.filter(|(_, l)| !l.trim().is_empty()).collect();
+    let mut labels = vec![u32::MAX; lines.len()];
     for (number, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
         let parse = || -> Option<(usize, u32)> {
             let (frame, label) = line.split_once(',')?;
             Some((frame.trim().parse().ok()?, label.trim().parse().ok()?))
@@ -79,10 +103,15 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
                 number + 1
             )
         })?;
-        if frame >= labels.len() {
-            labels.resize(frame + 1, u32::MAX);
-        }
-        labels[frame] = label;
+        let Some(slot) = labels.get_mut(frame) else {
+            bail!(
+                "ground truth {}: line {}: frame {frame}, but the file has rows for {} frames, counted from 0",
+                path.display(),
+                number + 1,
+                labels.len()
+            );
+        };
+        *slot = label;
     }
     if let Some(missing) = labels.iter().position(|&l| l == u32::MAX) {
         bail!(
@@ -288,4 +317,47 @@ pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
     });
     let _ = pipeline.set_state(gst::State::Null);
     Ok(estimate.flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truth(text: &str) -> (tempfile::NamedTempFile, Result<Vec<u32>>) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        let labels = read_ground_truth(file.path());
+        (file, labels)
+    }
+
+    #[test]
+    fn ground_truth_needs_one_row_per_frame_from_0() {
+        let (_f, labels) = truth("frame,label\n1,7\n0,3\n\n2,0\n");
+        assert_eq!(labels.unwrap(), vec![3, 7, 0]);
+        // A typo in a frame number is named, not taken as a reason to allocate gigabytes.
+        let (_f, labels) = truth("frame,label\n0,1\n4000000000,3\n");
+        let e = labels.unwrap_err().to_string();
+        assert!(
+            e.contains("line 3") && e.contains("rows for 2 frames"),
+            "{e}"
+        );
+        let (_f, labels) = truth("frame,label\n0,1\n0,3\n");
+        let e = labels.unwrap_err().to_string();
+        assert!(e.contains("no label for frame 1"), "{e}");
+    }
+
+    #[test]
+    fn a_label_beyond_the_classes_is_refused() {
+        let footage = Footage {
+            name: "clip.mkv".into(),
+            uri: "file:///clip.mkv".into(),
+            labels: Some(vec![0, 9, 10]),
+        };
+        assert!(footage.check_classes(11).is_ok());
+        let e = footage.check_classes(10).unwrap_err().to_string();
+        assert!(
+            e.contains("clip.mkv") && e.contains("frame 2 as class 10"),
+            "{e}"
+        );
+    }
 }

@@ -124,6 +124,9 @@ pub struct Choice {
 
 pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Result<()> {
     let goal = goal(args)?;
+    // Before the long work, not after it.
+    bundle::check_replaceable(&args.out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
     let graph = Graph::load(&args.backbone)?;
     let input = crate::input::resolve(&graph.input().shape, &args.input)
         .with_context(|| format!("backbone {}", args.backbone.display()))?;
@@ -139,6 +142,9 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
             args.backbone.display()
         ),
     };
+    for f in footage.iter().chain(holdout) {
+        f.check_classes(classes)?;
+    }
     let labels = match &args.labels {
         Some(path) => {
             let names = bundle::read_labels(path)
@@ -216,19 +222,10 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     for (name, baseline) in &choice.baselines {
         let (b, parts) = describe(baseline)?;
         let dir = format!("baselines/{name}");
-        files.push((
-            format!("{dir}/{}", bundle::EXITS_FILE),
-            bundle::to_yaml(&b).into_bytes(),
-        ));
-        if let Some(l) = &b.labels {
-            files.push((
-                format!("{dir}/{}", l.file),
-                format!("{}\n", l.names.join("\n")).into_bytes(),
-            ));
-        }
         files.extend(
-            parts
+            bundle::own_files(&b)
                 .into_iter()
+                .chain(parts)
                 .map(|(n, bytes)| (format!("{dir}/{n}"), bytes)),
         );
     }
@@ -412,11 +409,12 @@ fn frames(
         .map(|f| (f, false))
         .chain(holdout.iter().map(|f| (f, true)));
     for (f, is_holdout) in all {
-        let keep_every = match per_footage {
-            Some(budget) => estimate_frames(f)?.map_or(1, |n| n.div_ceil(budget).max(1)),
-            None => 1,
+        let total = estimate_frames(f)?;
+        let keep_every = match (per_footage, total) {
+            (Some(budget), Some(n)) => n.div_ceil(budget).max(1),
+            _ => 1,
         };
-        let table = extractor.extract(f, keep_every, per_footage)?;
+        let table = extractor.extract(f, total, keep_every, per_footage)?;
         if is_holdout {
             add_held(&mut held, table);
         } else if holdout.is_empty() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::gate::{Gate, GateInput, GateWeights};
 
 pub use read::{BundleError, read, read_labels};
-pub use write::{to_yaml, write_atomically};
+pub use write::{check_replaceable, own_files, to_yaml, write_atomically};
 
 /// The file name of a bundle's description inside its folder.
 pub const EXITS_FILE: &str = "exits.yaml";
@@ -403,6 +403,16 @@ stages:
         assert!(e.contains("input.width"), "{e}");
         let e = error(&VALID.replace("height: 160", "height: 12.5"));
         assert!(e.contains("input.height"), "{e}");
+        // A whole number in exponent form is still a whole number.
+        let dir = folder(
+            &VALID
+                .replace("height: 160", "height: 1.6e2")
+                .replace("macs: 100", "macs: 1e2"),
+        );
+        let (b, _) = read(dir.path()).unwrap();
+        assert_eq!((b.input.height, b.stages[0].macs), (160, Some(100)));
+        let e = error(&VALID.replace("macs: 100", "macs: 1.5e0"));
+        assert!(e.contains("stages[0].macs"), "{e}");
         let e = error(&VALID.replace("macs: 100", "macs: -100"));
         assert!(e.contains("stages[0].macs"), "{e}");
         let e = error(&VALID.replace("macs: 7", "macs: lots"));
@@ -581,14 +591,20 @@ stages:
             "",
         ));
         assert!(e.contains("stages[0].exit.gate: missing"), "{e}");
-        // Format 1 knows no gates, at the top or on an exit.
-        let e = error(&VALID_V2.replace("earlyexit/2", "earlyexit/1"));
-        assert!(e.contains(": gate: needs format: earlyexit/2"), "{e}");
-        let e = error(&no_top.replace("earlyexit/2", "earlyexit/1"));
-        assert!(
-            e.contains("stages[0].exit.gate: needs format: earlyexit/2"),
-            "{e}"
-        );
+        // Format 1 knows no gates, at the top or on an exit: like any unknown key, they are
+        // named in a warning and ignored.
+        let dir = folder(&VALID_V2.replace("earlyexit/2", "earlyexit/1"));
+        let (b, warnings) = read(dir.path()).unwrap();
+        assert!(b.gate.is_none(), "{b:?}");
+        assert!(b.stages[0].exit.as_ref().is_some_and(|e| e.gate.is_none()));
+        for key in [": gate:", ": stages[0].exit.gate:"] {
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains(key) && w.ends_with("ignored")),
+                "{key} {warnings:?}"
+            );
+        }
         let e = error(&VALID.replace("earlyexit/1", "earlyexit/9"));
         assert!(
             e.contains(

@@ -139,6 +139,15 @@ impl Reader {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            // Readers accept `4.3577856e7` for 43577856: a whole number written as a float,
+            // up to 2^53, where every whole number still has its own float.
+            Some(Value::Number(n))
+                if n.as_f64().is_some_and(|x| {
+                    (0.0..=9_007_199_254_740_992.0).contains(&x) && x.fract() == 0.0
+                }) =>
+            {
+                Ok(n.as_f64().map(|x| x as u64))
+            }
             Some(other) => self.fail(
                 &path,
                 format!("expected a whole number ≥ 0, found {}", show(other)),
@@ -193,10 +202,8 @@ impl Reader {
             .unwrap_or_default();
         let gate = match map.get("gate") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                self.needs_v2(format, "gate")?;
-                Some(self.gate(v)?)
-            }
+            Some(_) if self.unknown_in_v1(format, "gate") => None,
+            Some(v) => Some(self.gate(v)?),
         };
         let promise = match map.get("promise") {
             None | Some(Value::Null) => None,
@@ -219,12 +226,19 @@ impl Reader {
         Ok(bundle)
     }
 
-    /// Refuses a format-2 key in an older bundle before looking inside it.
-    fn needs_v2(&self, format: Format, key: &str) -> Result<(), BundleError> {
-        if format == Format::V1 {
-            return self.fail(key, format!("needs format: {}", Format::V2.word()));
+    /// Whether `key`, a format-2 key, is unknown to this bundle's format: format 1 warns about
+    /// it and ignores it, as it does every key it does not know.
+    fn unknown_in_v1(&mut self, format: Format, key: &str) -> bool {
+        if format != Format::V1 {
+            return false;
         }
-        Ok(())
+        self.warnings.push(format!(
+            "{}: {key}: unknown key in format {} (gates need {}), ignored",
+            self.file.display(),
+            Format::V1.word(),
+            Format::V2.word()
+        ));
+        true
     }
 
     fn gate(&mut self, value: &Value) -> Result<Gate, BundleError> {
@@ -352,7 +366,7 @@ impl Reader {
     }
 
     fn labels(&self, relative: String) -> Result<Labels, BundleError> {
-        let path = self.file.parent().unwrap_or(Path::new(".")).join(&relative);
+        let path = self.resolve(&relative);
         let text = std::fs::read_to_string(&path).map_err(|e| BundleError {
             file: path.clone(),
             key: "labels".into(),
@@ -462,13 +476,11 @@ impl Reader {
             },
         };
         let macs = self.count(map, prefix, "macs")?;
+        let key = join(prefix, "gate");
         let gate = match map.get("gate") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                let key = join(prefix, "gate");
-                self.needs_v2(format, &key)?;
-                Some(self.exit_gate(v, &key)?)
-            }
+            Some(_) if self.unknown_in_v1(format, &key) => None,
+            Some(v) => Some(self.exit_gate(v, &key)?),
         };
         Ok(Exit {
             head,
@@ -478,8 +490,13 @@ impl Reader {
         })
     }
 
+    /// A path of the bundle, against its folder (as [`Bundle::resolve`] does once it is read).
+    fn resolve(&self, relative: &str) -> PathBuf {
+        self.file.parent().unwrap_or(Path::new(".")).join(relative)
+    }
+
     fn check_file(&self, relative: &str, key: &str) -> Result<(), BundleError> {
-        let path = self.file.parent().unwrap_or(Path::new(".")).join(relative);
+        let path = self.resolve(relative);
         if path.is_file() {
             Ok(())
         } else {

@@ -83,14 +83,50 @@ fn quoted(s: &str) -> String {
         .unwrap_or_else(|_| format!("{s:?}"))
 }
 
+/// The files a bundle's description makes (relative name, bytes): `exits.yaml`, and the labels
+/// file when it has labels. The models it names are the writer's to add.
+pub fn own_files(bundle: &Bundle) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![(EXITS_FILE.to_owned(), to_yaml(bundle).into_bytes())];
+    if let Some(labels) = &bundle.labels {
+        let mut text = labels.names.join("\n");
+        text.push('\n');
+        files.push((labels.file.clone(), text.into_bytes()));
+    }
+    files
+}
+
+/// Whether a bundle may be written at `dir`: it does not exist yet, or it is a folder that is
+/// empty or holds a bundle (an `exits.yaml`), which is then replaced. Any other folder, or one
+/// that holds the current directory, is refused, so that a mistyped `--out` deletes nothing.
+pub fn check_replaceable(dir: &Path) -> std::io::Result<()> {
+    let refuse = |why: &str| Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why));
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        return refuse("a file is in the way; a bundle is a folder");
+    }
+    let cwd = std::env::current_dir()?;
+    if cwd.starts_with(dir.canonicalize()?) {
+        return refuse("it holds the current directory, so it is not replaced");
+    }
+    let empty = std::fs::read_dir(dir)?.next().is_none();
+    if !empty && !dir.join(EXITS_FILE).is_file() {
+        return refuse("the folder holds files but no exits.yaml; only a bundle is replaced");
+    }
+    Ok(())
+}
+
 /// Writes a bundle folder at `dir`: `exits.yaml`, the labels file when the bundle has labels, and
 /// `files` (relative name, bytes). Everything goes to a temporary sibling folder first, which is
-/// renamed into place, so an interrupted writer never leaves half a bundle behind.
+/// renamed into place, so an interrupted writer never leaves half a bundle behind. `dir` must
+/// pass [`check_replaceable`].
 pub fn write_atomically(
     dir: &Path,
     bundle: &Bundle,
     files: &[(String, Vec<u8>)],
 ) -> std::io::Result<()> {
+    check_replaceable(dir)?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -107,12 +143,9 @@ pub fn write_atomically(
         }
         std::fs::write(path, bytes)?;
     }
-    if let Some(labels) = &bundle.labels {
-        let mut text = labels.names.join("\n");
-        text.push('\n');
-        std::fs::write(staging.path().join(&labels.file), text)?;
+    for (name, bytes) in own_files(bundle) {
+        std::fs::write(staging.path().join(name), bytes)?;
     }
-    std::fs::write(staging.path().join(EXITS_FILE), to_yaml(bundle))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }

@@ -204,3 +204,31 @@ pub fn two_input_add_model(shape: &[i64]) -> Vec<u8> {
     };
     model.encode_to_vec()
 }
+
+/// A valid ONNX model with one input `x` of `shape` and two outputs, both copies of it.
+pub fn two_output_identity_model(shape: &[i64]) -> Vec<u8> {
+    let copy = |out: &str| NodeProto {
+        input: vec!["x".into()],
+        output: vec![out.into()],
+        name: out.into(),
+        op_type: "Identity".into(),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "earlyexit-tests".into(),
+        graph: Some(GraphProto {
+            name: "copies".into(),
+            node: vec![copy("first"), copy("second")],
+            input: vec![float_info("x", shape)],
+            output: vec![float_info("first", shape), float_info("second", shape)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
