@@ -198,11 +198,13 @@ impl ObjectImpl for EarlyExit {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb(
-                        "Path of an exit bundle's exits.yaml (format earlyexit/1, or earlyexit/2 \
-                         with learned exit gates), or of the folder that holds it. Read when the \
-                         element starts (READY to PAUSED). A gate may read the previous frame's \
-                         answer, which is forgotten on a flush, a new segment or stream, and a \
-                         DISCONT buffer.",
+                        "Required. Path of an exit bundle's exits.yaml (format earlyexit/1, or \
+                         earlyexit/2 with learned exit gates), or of the folder that holds it. \
+                         Read when the element starts (READY to PAUSED); starting fails if it is \
+                         unset, or with an error naming the file and key if the bundle is \
+                         invalid. A gate may \
+                         read the previous frame's answer, which is forgotten on a flush, a new \
+                         segment or stream, and a DISCONT buffer.",
                     )
                     .mutable_ready()
                     .build(),
@@ -230,7 +232,8 @@ impl ObjectImpl for EarlyExit {
                     .nick("Post messages")
                     .blurb(
                         "Post one element message named 'earlyexit' per frame on the bus, with \
-                         the EarlyExitMeta fields plus 'frame' (count since start) and 'pts'.",
+                         the EarlyExitMeta fields plus 'frame' (count since start) and 'pts' \
+                         (nanoseconds; absent when the buffer has no timestamp).",
                     )
                     .default_value(false)
                     .mutable_ready()
