@@ -178,31 +178,36 @@ pub fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     graph::float_value_info(name, dims, true)
 }
 
-/// A valid ONNX model with two inputs, `a` and `b` of `shape`, and one output `sum = a + b`.
-pub fn two_input_add_model(shape: &[i64]) -> Vec<u8> {
-    let model = ModelProto {
+/// An ONNX model (opset 17) of `graph`, encoded.
+fn encoded(graph: GraphProto) -> Vec<u8> {
+    ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
             version: 17,
         }],
         producer_name: "earlyexit-tests".into(),
-        graph: Some(GraphProto {
-            name: "add".into(),
-            node: vec![NodeProto {
-                input: vec!["a".into(), "b".into()],
-                output: vec!["sum".into()],
-                name: "add".into(),
-                op_type: "Add".into(),
-                ..Default::default()
-            }],
-            input: vec![float_info("a", shape), float_info("b", shape)],
-            output: vec![float_info("sum", shape)],
-            ..Default::default()
-        }),
+        graph: Some(graph),
         ..Default::default()
-    };
-    model.encode_to_vec()
+    }
+    .encode_to_vec()
+}
+
+/// A valid ONNX model with two inputs, `a` and `b` of `shape`, and one output `sum = a + b`.
+pub fn two_input_add_model(shape: &[i64]) -> Vec<u8> {
+    encoded(GraphProto {
+        name: "add".into(),
+        node: vec![NodeProto {
+            input: vec!["a".into(), "b".into()],
+            output: vec!["sum".into()],
+            name: "add".into(),
+            op_type: "Add".into(),
+            ..Default::default()
+        }],
+        input: vec![float_info("a", shape), float_info("b", shape)],
+        output: vec![float_info("sum", shape)],
+        ..Default::default()
+    })
 }
 
 /// A valid ONNX model with one input `x` of `shape` and two outputs, both copies of it.
@@ -214,21 +219,11 @@ pub fn two_output_identity_model(shape: &[i64]) -> Vec<u8> {
         op_type: "Identity".into(),
         ..Default::default()
     };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "earlyexit-tests".into(),
-        graph: Some(GraphProto {
-            name: "copies".into(),
-            node: vec![copy("first"), copy("second")],
-            input: vec![float_info("x", shape)],
-            output: vec![float_info("first", shape), float_info("second", shape)],
-            ..Default::default()
-        }),
+    encoded(GraphProto {
+        name: "copies".into(),
+        node: vec![copy("first"), copy("second")],
+        input: vec![float_info("x", shape)],
+        output: vec![float_info("first", shape), float_info("second", shape)],
         ..Default::default()
-    };
-    model.encode_to_vec()
+    })
 }
