@@ -22,6 +22,17 @@ pub struct Reference<'a> {
     pub labels: Option<&'a [u32]>,
 }
 
+impl Reference<'_> {
+    /// Whether `class` is right for frame `i` under `measure`: the ground truth for accuracy
+    /// when there is any, else the backbone's answer.
+    pub fn right(&self, measure: Measure, i: usize, class: u32) -> bool {
+        match (measure, self.labels) {
+            (Measure::Accuracy, Some(l)) => class == l[i],
+            _ => class == self.teacher[i],
+        }
+    }
+}
+
 /// What must hold on held-out frames.
 #[derive(Debug, Clone, Copy)]
 pub struct Goal {

@@ -9,6 +9,7 @@ use super::zoo::{Certificate, Found, HeadOption, Zoo, agreement};
 use crate::calibrate::Simulation;
 use crate::heads::HeadKind;
 use crate::nas;
+use crate::paired::Paired;
 use crate::plot;
 use crate::search::Problem;
 
@@ -229,12 +230,12 @@ pub(super) fn baselines_table(
     };
     let _ = writeln!(
         notes,
-        "| structure | exits | mean cost | agreement |{} certified bound |",
+        "| structure | exits | mean cost | agreement |{} certified bound | frames only the chosen / only this one gets right, p |",
         if accuracy_too { " accuracy |" } else { "" }
     );
     let _ = writeln!(
         notes,
-        "|---|---|---|---|{}---|",
+        "|---|---|---|---|{}---|---|",
         if accuracy_too { "---|" } else { "" }
     );
     let backbone_accuracy = zoo.certify.labels.map(|l| {
@@ -246,8 +247,9 @@ pub(super) fn baselines_table(
     });
     let _ = writeln!(
         notes,
-        "| full backbone | 0 | 1.000 | 100.00% |{} - |",
-        accuracy_cell(backbone_accuracy)
+        "| full backbone | 0 | 1.000 | 100.00% |{} - | {} |",
+        accuracy_cell(backbone_accuracy),
+        against_chosen(zoo, found, zoo.certify.teacher)
     );
     for (name, f) in [
         ("chosen (searched)", found),
@@ -259,7 +261,7 @@ pub(super) fn baselines_table(
     ] {
         let _ = writeln!(
             notes,
-            "| {name} | {} | {:.3} | {:.2}% |{} {:.2}%{} |",
+            "| {name} | {} | {:.3} | {:.2}% |{} {:.2}%{} | {} |",
             f.placed.len(),
             f.certify.mean_cost,
             100.0 * f.certify.agreement(),
@@ -269,20 +271,44 @@ pub(super) fn baselines_table(
                 ""
             } else {
                 " (target not certified)"
+            },
+            if std::ptr::eq(f, found) {
+                "-".to_owned()
+            } else {
+                against_chosen(zoo, found, &f.certify.answers)
             }
         );
     }
     let _ = writeln!(
         notes,
-        "| oracle for the chosen heads | {} | {oracle:.3} | 100.00% |{} - |",
+        "| oracle for the chosen heads | {} | {oracle:.3} | 100.00% |{} - | - |",
         found.placed.len(),
         accuracy_cell(None)
     );
     let _ = writeln!(
         notes,
-        "\nThe oracle lets each frame leave at the earliest chosen exit that gives the backbone's answer: no exit rule can cost less at full agreement with these heads."
+        "\nThe last column counts, under the target's measure, the frames where only one of the chosen structure and that row is right; p is McNemar's exact test of whether a split that uneven could be chance.\n\nThe oracle lets each frame leave at the earliest chosen exit that gives the backbone's answer: no exit rule can cost less at full agreement with these heads."
     );
     backbone_accuracy
+}
+
+/// The frames where only the chosen structure, or only a structure answering `answers`, is
+/// right on the certifying frames, with McNemar's p.
+fn against_chosen(zoo: &Zoo, found: &Found, answers: &[u32]) -> String {
+    let measure = zoo.problem.goal.measure;
+    let mut paired = Paired::default();
+    for (i, (&ours, &theirs)) in found.certify.answers.iter().zip(answers).enumerate() {
+        paired.add(
+            zoo.certify.right(measure, i, ours),
+            zoo.certify.right(measure, i, theirs),
+        );
+    }
+    format!(
+        "{} / {}, {:.3}",
+        paired.only_a,
+        paired.only_b,
+        paired.p_value()
+    )
 }
 
 #[cfg(test)]

@@ -349,10 +349,7 @@ pub(super) fn coverage_at(
 ) -> f64 {
     let mut order: Vec<usize> = (0..s.score.len()).collect();
     order.sort_by(|&a, &b| s.score[b].total_cmp(&s.score[a]));
-    let right = |i: usize| match (measure, reference.labels) {
-        (Measure::Accuracy, Some(l)) => s.class[i] == l[i],
-        _ => s.class[i] == reference.teacher[i],
-    };
+    let right = |i: usize| reference.right(measure, i, s.class[i]);
     let mut hits = 0usize;
     let mut best = 0usize;
     for (m, &i) in order.iter().enumerate() {
