@@ -101,9 +101,39 @@ impl Tally {
     }
 }
 
+/// The `--compare` bundle, run on the same frames.
+struct Compared<'a> {
+    path: &'a Path,
+    classifier: Classifier,
+    cost_known: bool,
+}
+
+impl Compared<'_> {
+    fn open(path: &Path, options: SessionOptions) -> Result<Compared<'_>> {
+        let (bundle, warnings) = bundle::read(path)?;
+        for w in warnings {
+            eprintln!("warning: --compare {}: {w}", path.display());
+        }
+        let classifier = Classifier::open(&bundle, Mode::EarlyExit, options)
+            .with_context(|| format!("--compare {}", path.display()))?;
+        Ok(Compared {
+            path,
+            classifier,
+            cost_known: earlyexit::cost::CostTable::from_bundle(&bundle).is_some(),
+        })
+    }
+
+    /// Counts before the first frame.
+    fn start(&self) -> Comparison {
+        Comparison {
+            tally: Tally::new(self.classifier.stages(), 0, self.cost_known),
+            paired: Paired::default(),
+        }
+    }
+}
+
 /// The `--compare` bundle's counts, and how it and the evaluated bundle differ on the same
 /// labeled frames.
-#[derive(Clone)]
 struct Comparison {
     tally: Tally,
     paired: Paired,
@@ -154,19 +184,9 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     }
     let mut compared = match &args.compare {
         Some(path) => {
-            let (other, warnings) = bundle::read(path)?;
-            for w in warnings {
-                eprintln!("warning: --compare {}: {w}", path.display());
-            }
-            let cost_known = earlyexit::cost::CostTable::from_bundle(&other).is_some();
-            let opened = Classifier::open(&other, Mode::EarlyExit, options)
-                .with_context(|| format!("--compare {}", path.display()))?;
-            same_classes(&classifier, &opened, "--compare", path)?;
-            let empty = Comparison {
-                tally: Tally::new(opened.stages(), 0, cost_known),
-                paired: Paired::default(),
-            };
-            Some((path.as_path(), opened, empty))
+            let compared = Compared::open(path, options)?;
+            same_classes(&classifier, &compared.classifier, "--compare", path)?;
+            Some(compared)
         }
         None => None,
     };
@@ -184,11 +204,11 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
     let runs = args.runs as usize;
     let cost_known = earlyexit::cost::CostTable::from_bundle(&bundle).is_some();
     let mut total = Tally::new(classifier.stages(), runs, cost_known);
-    let mut total_compared = compared.as_ref().map(|(_, _, empty)| empty.clone());
+    let mut total_compared = compared.as_ref().map(Compared::start);
     let mut reports = Vec::new();
     for f in footage {
         let mut tally = Tally::new(classifier.stages(), runs, cost_known);
-        let mut comparison = compared.as_ref().map(|(_, _, empty)| empty.clone());
+        let mut comparison = compared.as_ref().map(Compared::start);
         let bar = progress::bar(
             &f.short_name(),
             crate::footage::estimate_frames(f)?.map(|n| n as u64),
@@ -197,8 +217,8 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         // footage's last answer.
         classifier.reset_stream();
         full.reset_stream();
-        if let Some((_, other, _)) = &mut compared {
-            other.reset_stream();
+        if let Some(other) = &mut compared {
+            other.classifier.reset_stream();
         }
         let decoder = Decoder::start(f, 1, None)?;
         let mut chunk: Vec<DecodedFrame> = Vec::new();
@@ -215,9 +235,9 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             for (frame, (ours, theirs)) in chunk.iter().zip(decisions) {
                 let label = f.label(frame.index);
                 tally.count(&ours, &theirs, label);
-                if let (Some((path, other, _)), Some(c)) = (&mut compared, &mut comparison) {
-                    let d = other.classify(&frame.frame()).with_context(|| {
-                        format!("--compare {}: frame {}", path.display(), frame.index)
+                if let (Some(other), Some(c)) = (&mut compared, &mut comparison) {
+                    let d = other.classifier.classify(&frame.frame()).with_context(|| {
+                        format!("--compare {}: frame {}", other.path.display(), frame.index)
                     })?;
                     c.tally.count(&d, &theirs, label);
                     if let Some(label) = label {
@@ -263,7 +283,7 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         file.flush()
             .with_context(|| format!("--per-frame {}", path.display()))?;
     }
-    let compare_path = compared.as_ref().map(|(path, _, _)| *path);
+    let compare_path = compared.as_ref().map(|c| c.path);
     if args.json {
         let with_comparison = |t: &Tally, c: &Option<Comparison>| {
             let mut o = t.json();
