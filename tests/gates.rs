@@ -133,7 +133,7 @@ fn image_that_shows_the_state(c: &mut Classifier) -> (Vec<u8>, (u32, i32), (u32,
 }
 
 #[test]
-fn discont_flush_segment_and_stream_start_forget_the_last_frame() {
+fn discont_flush_segment_stream_start_and_gap_forget_the_last_frame() {
     init();
     let (_tmp, file) = last_frame_bundle();
     let (pixels, fresh, following) = image_that_shows_the_state(&mut classifier(&file));
@@ -174,5 +174,9 @@ fn discont_flush_segment_and_stream_start_forget_the_last_frame() {
 
     assert!(h.push_event(gst::event::StreamStart::new("another stream")));
     assert_eq!(push(&mut h, false), fresh, "stream-start");
+    assert_eq!(push(&mut h, false), following);
+
+    assert!(h.push_event(gst::event::Gap::builder(gst::ClockTime::ZERO).build()));
+    assert_eq!(push(&mut h, false), fresh, "gap");
     assert_eq!(push(&mut h, false), following);
 }

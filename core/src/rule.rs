@@ -54,8 +54,13 @@ pub fn margin(top: TopTwo) -> f64 {
     f64::from(top.first) - f64::from(top.second.max(0.0))
 }
 
-/// −Σ p ln p, natural logarithm; zero probabilities add nothing.
+/// −Σ p ln p, natural logarithm; zero probabilities add nothing. NaN when a probability is
+/// NaN (a NaN or infinite logit), so that such a frame never leaves: skipping the NaN would
+/// give 0, the surest entropy there is.
 pub fn entropy(probs: &[f32]) -> f64 {
+    if probs.iter().any(|p| p.is_nan()) {
+        return f64::NAN;
+    }
     -probs
         .iter()
         .filter(|&&p| p > 0.0)
@@ -155,6 +160,24 @@ mod tests {
         let v = verdict(Metric::Entropy, &sharp);
         assert_eq!(v.class_id, 0);
         assert!(v.score < 0.01 && leaves(Metric::Entropy, v.score, 0.01));
+    }
+
+    #[test]
+    fn a_nan_or_infinite_logit_never_leaves() {
+        for logits in [[f32::NAN, 1.0, 2.0], [f32::INFINITY, 0.0, 0.0]] {
+            let p = probs(&logits);
+            for (metric, loosest) in [
+                (Metric::MaxProb, 0.0),
+                (Metric::Margin, 0.0),
+                (Metric::Entropy, f64::MAX),
+            ] {
+                let v = verdict(metric, &p);
+                assert!(
+                    !leaves(metric, v.score, loosest),
+                    "{logits:?} {metric:?} {v:?}"
+                );
+            }
+        }
     }
 
     #[test]

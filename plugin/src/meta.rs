@@ -83,8 +83,12 @@ impl EarlyExitInfo {
         })
     }
 
-    /// Adds an `EarlyExitMeta` holding this info to `buffer`.
+    /// Puts an `EarlyExitMeta` holding this info on `buffer`, in place of any it had: after two
+    /// `earlyexit` elements, readers (who find the first meta of its kind) see the last decision.
     pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), gst::glib::BoolError> {
+        if let Ok(earlier) = CustomMeta::from_mut_buffer(buffer, NAME) {
+            earlier.remove()?;
+        }
         let mut meta = CustomMeta::add(buffer, NAME)?;
         self.write(meta.mut_structure());
         Ok(())

@@ -237,3 +237,26 @@ fn rgb_frames_of_another_size_are_resized_in_full_mode() {
     );
     check_meta(&buffers, &stats);
 }
+
+/// A buffer that passes two `earlyexit` elements carries one meta: the second decision.
+#[test]
+fn a_second_decision_replaces_the_first_meta() {
+    init();
+    let decision = |stage: u32, label: Option<&str>| EarlyExitInfo {
+        stage,
+        stages: 3,
+        class_id: 4,
+        label: label.map(str::to_owned),
+        confidence: 0.9,
+        score: 0.9,
+        cost: None,
+        inference_ns: 1,
+    };
+    let mut buffer = gst::Buffer::with_size(4).unwrap();
+    let buf = buffer.get_mut().unwrap();
+    decision(0, Some("Coat")).attach(buf).unwrap();
+    let second = decision(2, None);
+    second.attach(buf).unwrap();
+    assert_eq!(EarlyExitInfo::from_buffer(buf), Some(second));
+    assert_eq!(buf.iter_meta::<gst::Meta>().count(), 1, "one meta, not two");
+}

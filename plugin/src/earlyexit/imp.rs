@@ -6,8 +6,10 @@
 //!
 //! A format-2 gate may read the class answered for the previous frame. That answer is forgotten
 //! wherever the frames stop being one continuous stream: FLUSH_STOP, SEGMENT (a seek),
-//! STREAM_START (new footage) and DISCONT buffers; start() and stop() make a fresh classifier.
+//! STREAM_START (new footage), GAP (no frames for a while) and DISCONT buffers; start() and
+//! stop() make a fresh classifier.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use gst::glib;
@@ -106,6 +108,9 @@ pub struct EarlyExit {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// From start() to stop(): settings are read and may no longer change. A flag of its own,
+    /// because the streaming thread holds `state` for a whole inference.
+    running: AtomicBool,
 }
 
 impl EarlyExit {
@@ -204,7 +209,7 @@ impl ObjectImpl for EarlyExit {
                          unset, or with an error naming the file and key if the bundle is \
                          invalid. A gate may \
                          read the previous frame's answer, which is forgotten on a flush, a new \
-                         segment or stream, and a DISCONT buffer.",
+                         segment or stream, a gap event and a DISCONT buffer.",
                     )
                     .mutable_ready()
                     .build(),
@@ -256,7 +261,7 @@ impl ObjectImpl for EarlyExit {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         // Settings are applied at start(); changing them while running would not take effect,
         // so refuse rather than silently ignore.
-        if lock(&self.state).is_some() {
+        if self.running.load(Ordering::SeqCst) {
             gst::warning!(
                 CAT,
                 imp = self,
@@ -339,8 +344,11 @@ impl BaseTransformImpl for EarlyExit {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        // Before the settings are read, so that no change slips in while the bundle loads.
+        self.running.store(true, Ordering::SeqCst);
         let settings = lock(&self.settings).clone();
         let classifier = self.open(&settings).inspect_err(|err| {
+            self.running.store(false, Ordering::SeqCst);
             // Also logged, for hosts without a bus (such as gst-check's harness).
             gst::error!(CAT, imp = self, "Cannot start: {}", err);
         })?;
@@ -360,6 +368,7 @@ impl BaseTransformImpl for EarlyExit {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *lock(&self.state) = None;
+        self.running.store(false, Ordering::SeqCst);
         gst::info!(CAT, imp = self, "Stopped");
         Ok(())
     }
@@ -369,6 +378,8 @@ impl BaseTransformImpl for EarlyExit {
             gst::EventView::FlushStop(_) => self.reset_stream("flush"),
             gst::EventView::Segment(_) => self.reset_stream("new segment"),
             gst::EventView::StreamStart(_) => self.reset_stream("new stream"),
+            // The next buffer after a gap need not be flagged DISCONT.
+            gst::EventView::Gap(_) => self.reset_stream("gap"),
             _ => {}
         }
         self.parent_sink_event(event)
