@@ -260,3 +260,29 @@ fn a_second_decision_replaces_the_first_meta() {
     assert_eq!(EarlyExitInfo::from_buffer(buf), Some(second));
     assert_eq!(buf.iter_meta::<gst::Meta>().count(), 1, "one meta, not two");
 }
+
+/// The element only reads pixels: a frame shared with another branch (as after a `tee`) leaves
+/// with the same memory, not a copy made to be written.
+#[test]
+fn shared_frames_are_read_in_place_not_copied() {
+    init();
+    let bundle = one_stage_bundle();
+    let ee = gst::ElementFactory::make("earlyexit")
+        .property("model", bundle.path().to_str().unwrap())
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&ee, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=28,height=28,framerate=25/1");
+    h.play();
+    let input = gst::Buffer::from_mut_slice(vec![90u8; 28 * 28]);
+    // A second reference makes the buffer shared.
+    h.push(input.clone()).unwrap();
+    let out = h.pull().unwrap();
+    assert!(EarlyExitInfo::from_buffer(&out).is_some());
+    let pixels = |b: &gst::Buffer| b.map_readable().unwrap().as_ptr();
+    assert_eq!(
+        pixels(&out),
+        pixels(&input),
+        "the frame's pixels were copied"
+    );
+}

@@ -53,9 +53,8 @@ struct State {
     /// Frames classified since start; the next frame's number.
     frames: u64,
     post_messages: bool,
-    /// The decision `transform_frame_ip` made, for `transform_ip` to attach once the frame is
-    /// unmapped and the buffer itself can be written.
-    pending: Option<Decision>,
+    /// The negotiated frame layout (from `set_info`), to map each buffer by.
+    video_info: Option<gst_video::VideoInfo>,
 }
 
 /// Counts for the `stats` property. Kept after `stop()` so that they can be read at EOS or in
@@ -161,8 +160,8 @@ impl EarlyExit {
 
     /// Builds the core's view of a mapped frame and classifies it.
     fn classify(
-        state: &mut State,
-        frame: &gst_video::VideoFrameRef<&mut gst::BufferRef>,
+        classifier: &mut Classifier,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
     ) -> Result<Decision, String> {
         let format = PixelFormat::from_name(frame.format().to_str())
             .ok_or_else(|| format!("unsupported video format {}", frame.format()))?;
@@ -176,9 +175,9 @@ impl EarlyExit {
             .map_err(|e| e.to_string())?;
         // A gap in the stream: the previous frame's answer says nothing about this one.
         if frame.buffer().flags().contains(gst::BufferFlags::DISCONT) {
-            state.classifier.reset_stream();
+            classifier.reset_stream();
         }
-        state.classifier.classify(&input).map_err(|e| e.to_string())
+        classifier.classify(&input).map_err(|e| e.to_string())
     }
 }
 
@@ -360,7 +359,7 @@ impl BaseTransformImpl for EarlyExit {
             classifier,
             frames: 0,
             post_messages: settings.post_messages,
-            pending: None,
+            video_info: None,
         });
         gst::info!(CAT, imp = self, "Started");
         Ok(())
@@ -386,22 +385,43 @@ impl BaseTransformImpl for EarlyExit {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        // The parent maps the frame and calls transform_frame_ip, which classifies it.
-        self.parent_transform_ip(buf)?;
-
         let (decision, info, frame, post) = {
             let mut guard = lock(&self.state);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
-            let Some(decision) = state.pending.take() else {
+            let Some(video_info) = &state.video_info else {
                 gst::element_imp_error!(
                     self,
-                    gst::CoreError::Failed,
-                    ("The frame was not classified")
+                    gst::CoreError::Negotiation,
+                    ("A frame came before its caps")
                 );
-                return Err(gst::FlowError::Error);
+                return Err(gst::FlowError::NotNegotiated);
             };
+            // Mapped for reading only: pixels shared with another branch are not copied.
+            let mapped = match gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info) {
+                Ok(mapped) => mapped,
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("Cannot map frame {} for reading: {}", state.frames, err)
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            let decision = match EarlyExit::classify(&mut state.classifier, &mapped) {
+                Ok(decision) => decision,
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("Cannot classify frame {}: {}", state.frames, err)
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            drop(mapped);
             let info =
                 EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
             let frame = state.frames;
@@ -437,27 +457,16 @@ impl BaseTransformImpl for EarlyExit {
 }
 
 impl VideoFilterImpl for EarlyExit {
-    fn transform_frame_ip(
+    fn set_info(
         &self,
-        frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut guard = lock(&self.state);
-        let Some(state) = guard.as_mut() else {
-            return Err(gst::FlowError::Flushing);
-        };
-        match EarlyExit::classify(state, frame) {
-            Ok(decision) => {
-                state.pending = Some(decision);
-                Ok(gst::FlowSuccess::Ok)
-            }
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Cannot classify frame {}: {}", state.frames, err)
-                );
-                Err(gst::FlowError::Error)
-            }
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        outcaps: &gst::Caps,
+        out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.video_info = Some(in_info.clone());
         }
+        self.parent_set_info(incaps, in_info, outcaps, out_info)
     }
 }
