@@ -179,6 +179,68 @@ impl EarlyExit {
         }
         classifier.classify(&input).map_err(|e| e.to_string())
     }
+
+    /// Classifies the frame in `buf`, mapped for reading only, so that pixels shared with
+    /// another branch are not copied. Returns the decision, its meta, the frame's number and
+    /// whether to post it.
+    fn decide(
+        &self,
+        buf: &gst::BufferRef,
+    ) -> Result<(Decision, EarlyExitInfo, u64, bool), gst::FlowError> {
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let Some(video_info) = &state.video_info else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("A frame came before its caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let mapped = match gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info) {
+            Ok(mapped) => mapped,
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Cannot map frame {} for reading: {}", state.frames, err)
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let decision = match EarlyExit::classify(&mut state.classifier, &mapped) {
+            Ok(decision) => decision,
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Cannot classify frame {}: {}", state.frames, err)
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let info =
+            EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
+        let frame = state.frames;
+        state.frames += 1;
+        Ok((decision, info, frame, state.post_messages))
+    }
+
+    /// Posts the frame's decision on the bus as an `earlyexit` element message.
+    fn post(&self, info: &EarlyExitInfo, frame: u64, pts: Option<gst::ClockTime>) {
+        let mut s = gst::Structure::new_empty("earlyexit");
+        info.write(&mut s);
+        s.set("frame", frame);
+        if let Some(pts) = pts {
+            s.set("pts", pts.nseconds());
+        }
+        let obj = self.obj();
+        let message = gst::message::Element::builder(s).src(&*obj).build();
+        // Fails only without a bus (no parent), where nobody could read it anyway.
+        let _ = obj.post_message(message);
+    }
 }
 
 #[glib::object_subclass]
@@ -385,50 +447,7 @@ impl BaseTransformImpl for EarlyExit {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (decision, info, frame, post) = {
-            let mut guard = lock(&self.state);
-            let Some(state) = guard.as_mut() else {
-                return Err(gst::FlowError::Flushing);
-            };
-            let Some(video_info) = &state.video_info else {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("A frame came before its caps")
-                );
-                return Err(gst::FlowError::NotNegotiated);
-            };
-            // Mapped for reading only: pixels shared with another branch are not copied.
-            let mapped = match gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info) {
-                Ok(mapped) => mapped,
-                Err(err) => {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ("Cannot map frame {} for reading: {}", state.frames, err)
-                    );
-                    return Err(gst::FlowError::Error);
-                }
-            };
-            let decision = match EarlyExit::classify(&mut state.classifier, &mapped) {
-                Ok(decision) => decision,
-                Err(err) => {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ("Cannot classify frame {}: {}", state.frames, err)
-                    );
-                    return Err(gst::FlowError::Error);
-                }
-            };
-            drop(mapped);
-            let info =
-                EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
-            let frame = state.frames;
-            state.frames += 1;
-            (decision, info, frame, state.post_messages)
-        };
-
+        let (decision, info, frame, post) = self.decide(buf)?;
         if let Err(err) = info.attach(buf) {
             gst::element_imp_error!(
                 self,
@@ -439,18 +458,8 @@ impl BaseTransformImpl for EarlyExit {
         }
         lock(&self.stats).add(&decision);
         gst::trace!(CAT, imp = self, "Frame {}: {:?}", frame, info);
-
         if post {
-            let mut s = gst::Structure::new_empty("earlyexit");
-            info.write(&mut s);
-            s.set("frame", frame);
-            if let Some(pts) = buf.pts() {
-                s.set("pts", pts.nseconds());
-            }
-            let obj = self.obj();
-            let message = gst::message::Element::builder(s).src(&*obj).build();
-            // Fails only without a bus (no parent), where nobody could read it anyway.
-            let _ = obj.post_message(message);
+            self.post(&info, frame, buf.pts());
         }
         Ok(gst::FlowSuccess::Ok)
     }
