@@ -61,16 +61,19 @@ impl Tally {
         }
     }
 
-    /// Counts one frame the bundle decided as `ours` and the full backbone as `full`.
-    fn count(&mut self, ours: &Decision, full: &Decision, label: Option<u32>) {
+    /// Counts one frame the bundle decided as `ours` and the full backbone as `full`; returns
+    /// whether `ours` is right, when the frame has a label.
+    fn count(&mut self, ours: &Decision, full: &Decision, label: Option<u32>) -> Option<bool> {
         self.frames += 1;
         self.exits[ours.stage] += 1;
         self.cost_sum += ours.cost.unwrap_or(0.0);
         self.agree += u64::from(ours.class_id == full.class_id);
-        if let Some(label) = label {
+        let right = label.map(|label| ours.class_id as u32 == label);
+        if let Some(right) = right {
             self.labeled += 1;
-            self.correct += u64::from(ours.class_id as u32 == label);
+            self.correct += u64::from(right);
         }
+        right
     }
 
     fn ratio(n: u64, d: u64) -> Option<f64> {
@@ -234,15 +237,13 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             let decisions = time_chunk(&mut classifier, &mut full, &chunk, &mut tally)?;
             for (frame, (ours, theirs)) in chunk.iter().zip(decisions) {
                 let label = f.label(frame.index);
-                tally.count(&ours, &theirs, label);
+                let ours_right = tally.count(&ours, &theirs, label);
                 if let (Some(other), Some(c)) = (&mut compared, &mut comparison) {
                     let d = other.classifier.classify(&frame.frame()).with_context(|| {
                         format!("--compare {}: frame {}", other.path.display(), frame.index)
                     })?;
-                    c.tally.count(&d, &theirs, label);
-                    if let Some(label) = label {
-                        c.paired
-                            .add(ours.class_id as u32 == label, d.class_id as u32 == label);
+                    if let (Some(a), Some(b)) = (ours_right, c.tally.count(&d, &theirs, label)) {
+                        c.paired.add(a, b);
                     }
                 }
                 if let Some((path, file)) = &mut per_frame {

@@ -199,33 +199,23 @@ impl EarlyExit {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
-        let mapped = match gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info) {
-            Ok(mapped) => mapped,
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Cannot map frame {} for reading: {}", state.frames, err)
-                );
-                return Err(gst::FlowError::Error);
-            }
+        let number = state.frames;
+        let fail = |what: &str, err: String| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("Frame {}: cannot {}: {}", number, what, err)
+            );
+            gst::FlowError::Error
         };
-        let decision = match EarlyExit::classify(&mut state.classifier, &mapped) {
-            Ok(decision) => decision,
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Cannot classify frame {}: {}", state.frames, err)
-                );
-                return Err(gst::FlowError::Error);
-            }
-        };
+        let mapped = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info)
+            .map_err(|e| fail("map for reading", e.to_string()))?;
+        let decision =
+            EarlyExit::classify(&mut state.classifier, &mapped).map_err(|e| fail("classify", e))?;
         let info =
             EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
-        let frame = state.frames;
         state.frames += 1;
-        Ok((decision, info, frame, state.post_messages))
+        Ok((decision, info, number, state.post_messages))
     }
 
     /// Posts the frame's decision on the bus as an `earlyexit` element message.
