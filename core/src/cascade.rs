@@ -305,7 +305,7 @@ fn load_stage(
     options: SessionOptions,
 ) -> Result<LoadedStage, OnnxError> {
     // The format asks every error to name the key too: which entry of exits.yaml named the file.
-    let load = |relative: &str, key: &str| {
+    let load = |relative: &str, key: &str, options: SessionOptions| {
         let named = |message: String| format!("stages[{index}].{key}: {message}");
         let model = Model::load(&bundle.resolve(relative), options).map_err(|e| match e {
             OnnxError::Model {
@@ -330,10 +330,10 @@ fn load_stage(
         }
         Ok(model)
     };
-    let segment = load(&stage.segment, "segment")?;
+    let segment = load(&stage.segment, "segment", options)?;
     let exit = match &stage.exit {
         Some(exit) => Some(LoadedExit {
-            head: load(&exit.head, "exit.head")?,
+            head: load(&exit.head, "exit.head", options.for_head())?,
             threshold: exit.threshold,
             gate: exit.gate.clone(),
         }),

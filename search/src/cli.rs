@@ -140,7 +140,7 @@ pub struct SearchArgs {
     /// Same inputs and seed, same bundle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. Exit heads run on one.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// How exits are chosen: `nas` searches positions, heads and exit rules (NSGA-II) and
@@ -193,7 +193,7 @@ pub struct EvaluateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. Exit heads run on one.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Time each footage this many times, bundle and backbone alternating; the median is reported.

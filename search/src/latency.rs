@@ -155,7 +155,13 @@ impl Latency {
         let name = self
             .source
             .with_file_name(format!("head-{}-{candidate}.onnx", head.kind.name()));
-        let t = time_model(&encode_model(&built.model), &name, &shape, self.options)?;
+        // Timed as the runtime runs heads.
+        let t = time_model(
+            &encode_model(&built.model),
+            &name,
+            &shape,
+            self.options.for_head(),
+        )?;
         if let Ok(mut heads) = self.heads.lock() {
             heads.insert(key, t);
         }
@@ -176,6 +182,7 @@ impl Latency {
             0 => "threads chosen by ONNX Runtime".to_owned(),
             n => format!("{n} intra-op thread{}", if n == 1 { "" } else { "s" }),
         };
+        let threads = format!("{threads}; heads on one thread");
         let _ = writeln!(
             s,
             "ONNX Runtime on this machine ({threads}), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs, the backbone and its pieces taking turns. A segment's time is the sum of its pieces'.\n"

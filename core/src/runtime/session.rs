@@ -39,6 +39,15 @@ pub struct SessionOptions {
     pub threads: usize,
 }
 
+impl SessionOptions {
+    /// The options for an exit head: one thread, whatever `threads` says. A head runs in tens
+    /// of microseconds, and waking a second thread for each of its small operators costs more
+    /// than the thread saves.
+    pub fn for_head(self) -> SessionOptions {
+        SessionOptions { threads: 1 }
+    }
+}
+
 /// A loaded model with one float32 input and at least one float32 output.
 pub struct Model {
     session: Session,

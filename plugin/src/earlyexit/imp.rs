@@ -276,8 +276,9 @@ impl ObjectImpl for EarlyExit {
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
                     .blurb(
-                        "ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime choose. \
-                         On few cores, a small number leaves room for the decoder.",
+                        "ONNX Runtime intra-op threads for each segment; 0 lets ONNX Runtime \
+                         choose. Exit heads always run on one thread: they are too small to gain \
+                         from more. On few cores, a small number leaves room for the decoder.",
                     )
                     .minimum(0)
                     .maximum(1024)
