@@ -333,7 +333,7 @@ fn load_stage(
     let segment = load(&stage.segment, "segment", options)?;
     let exit = match &stage.exit {
         Some(exit) => Some(LoadedExit {
-            head: load(&exit.head, "exit.head", options.for_head())?,
+            head: load(&exit.head, "exit.head", SessionOptions::HEAD)?,
             threshold: exit.threshold,
             gate: exit.gate.clone(),
         }),

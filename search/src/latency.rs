@@ -160,7 +160,7 @@ impl Latency {
             &encode_model(&built.model),
             &name,
             &shape,
-            self.options.for_head(),
+            SessionOptions::HEAD,
         )?;
         if let Ok(mut heads) = self.heads.lock() {
             heads.insert(key, t);
@@ -182,10 +182,9 @@ impl Latency {
             0 => "threads chosen by ONNX Runtime".to_owned(),
             n => format!("{n} intra-op thread{}", if n == 1 { "" } else { "s" }),
         };
-        let threads = format!("{threads}; heads on one thread");
         let _ = writeln!(
             s,
-            "ONNX Runtime on this machine ({threads}), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs, the backbone and its pieces taking turns. A segment's time is the sum of its pieces'.\n"
+            "ONNX Runtime on this machine ({threads}; heads on one thread), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs, the backbone and its pieces taking turns. A segment's time is the sum of its pieces'.\n"
         );
         let _ = writeln!(s, "| piece | ms |");
         let _ = writeln!(s, "|---|---|");

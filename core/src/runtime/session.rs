@@ -40,12 +40,10 @@ pub struct SessionOptions {
 }
 
 impl SessionOptions {
-    /// The options for an exit head: one thread, whatever `threads` says. A head runs in tens
-    /// of microseconds, and waking a second thread for each of its small operators costs more
-    /// than the thread saves.
-    pub fn for_head(self) -> SessionOptions {
-        SessionOptions { threads: 1 }
-    }
+    /// The options for every exit head: one thread, whatever a bundle's segments get. A head
+    /// runs in tens of microseconds, and waking a second thread for each of its small
+    /// operators costs more than the thread saves.
+    pub const HEAD: SessionOptions = SessionOptions { threads: 1 };
 }
 
 /// A loaded model with one float32 input and at least one float32 output.

@@ -53,8 +53,9 @@ struct State {
     /// Frames classified since start; the next frame's number.
     frames: u64,
     post_messages: bool,
-    /// The negotiated frame layout (from `set_info`), to map each buffer by.
-    video_info: Option<gst_video::VideoInfo>,
+    /// The negotiated frame layout and its pixel format (from `set_info`), to map and read
+    /// each buffer by.
+    negotiated: Option<(gst_video::VideoInfo, PixelFormat)>,
 }
 
 /// Counts for the `stats` property. Kept after `stop()` so that they can be read at EOS or in
@@ -162,9 +163,8 @@ impl EarlyExit {
     fn classify(
         classifier: &mut Classifier,
         frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        format: PixelFormat,
     ) -> Result<Decision, String> {
-        let format = PixelFormat::from_name(frame.format().to_str())
-            .ok_or_else(|| format!("unsupported video format {}", frame.format()))?;
         let stride = frame
             .plane_stride()
             .first()
@@ -191,7 +191,7 @@ impl EarlyExit {
         let Some(state) = guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };
-        let Some(video_info) = &state.video_info else {
+        let Some((video_info, format)) = &state.negotiated else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -210,8 +210,8 @@ impl EarlyExit {
         };
         let mapped = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info)
             .map_err(|e| fail("map for reading", e.to_string()))?;
-        let decision =
-            EarlyExit::classify(&mut state.classifier, &mapped).map_err(|e| fail("classify", e))?;
+        let decision = EarlyExit::classify(&mut state.classifier, &mapped, *format)
+            .map_err(|e| fail("classify", e))?;
         let info =
             EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
         state.frames += 1;
@@ -412,7 +412,7 @@ impl BaseTransformImpl for EarlyExit {
             classifier,
             frames: 0,
             post_messages: settings.post_messages,
-            video_info: None,
+            negotiated: None,
         });
         gst::info!(CAT, imp = self, "Started");
         Ok(())
@@ -464,8 +464,12 @@ impl VideoFilterImpl for EarlyExit {
         outcaps: &gst::Caps,
         out_info: &gst_video::VideoInfo,
     ) -> Result<(), gst::LoggableError> {
+        // Once per caps, not per frame; the caps template admits only formats the core reads.
+        let format = PixelFormat::from_name(in_info.format().to_str()).ok_or_else(|| {
+            gst::loggable_error!(CAT, "unsupported video format {}", in_info.format())
+        })?;
         if let Some(state) = lock(&self.state).as_mut() {
-            state.video_info = Some(in_info.clone());
+            state.negotiated = Some((in_info.clone(), format));
         }
         self.parent_set_info(incaps, in_info, outcaps, out_info)
     }
