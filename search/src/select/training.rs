@@ -52,11 +52,11 @@ pub(super) fn train_heads(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let kept = prune(problem, &saliency, args.candidates);
+    let kept = prune(&problem.candidates, &saliency, args.candidates);
     let _ = writeln!(notes, "\n## Candidate positions (saliency)\n");
     let _ = writeln!(
         notes,
-        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of the backbone's cost (MACs, or measured time) it would save. The {} most salient positions are kept (of positions with no MACs between them, only the more salient).\n",
+        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of the backbone's cost (MACs, or measured time) it would save. The {} most salient positions are kept (of positions with no MACs between them, only the last may be: it costs the same, and a cut there leaves ONNX Runtime's fused Conv+Add+ReLU whole).\n",
         kept.len()
     );
     let _ = writeln!(

@@ -397,22 +397,51 @@ pub(super) fn streams(ranges: &[Range<usize>], certifying: bool) -> Vec<Range<us
         .collect()
 }
 
-/// The `keep` most salient candidates, in execution order; of candidates with no MACs between
-/// them (a block's Add and its ReLU), only the more salient.
-pub(super) fn prune(problem: &Problem, saliency: &[(f64, f64)], keep: usize) -> Vec<usize> {
-    let mut ranked: Vec<usize> = (0..saliency.len()).collect();
-    ranked.sort_by(|&a, &b| saliency[b].0.total_cmp(&saliency[a].0).then(a.cmp(&b)));
-    let mut kept: Vec<usize> = Vec::new();
-    for i in ranked {
-        let at = problem.candidates[i].macs_before;
-        if kept.len() < keep.max(1)
-            && !kept
-                .iter()
-                .any(|&k| problem.candidates[k].macs_before == at)
-        {
-            kept.push(i);
-        }
-    }
+/// The `keep` most salient candidates, in execution order. Of candidates with no MACs between
+/// them (a block's Add and its ReLU), only the last may be kept: it costs the same, and a cut
+/// there leaves ONNX Runtime's fused Conv+Add+ReLU whole instead of running the Add and the
+/// ReLU alone after the cut.
+pub(super) fn prune(candidates: &[CutPoint], saliency: &[(f64, f64)], keep: usize) -> Vec<usize> {
+    let last_of_chain = |i: usize| {
+        candidates
+            .get(i + 1)
+            .is_none_or(|next| next.macs_before != candidates[i].macs_before)
+    };
+    let mut kept: Vec<usize> = (0..saliency.len()).filter(|&i| last_of_chain(i)).collect();
+    kept.sort_by(|&a, &b| saliency[b].0.total_cmp(&saliency[a].0).then(a.cmp(&b)));
+    kept.truncate(keep.max(1));
     kept.sort_unstable();
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(tensor: &str, macs_before: u64) -> CutPoint {
+        CutPoint {
+            tensor: tensor.to_owned(),
+            shape: vec![1, 8, 4, 4],
+            macs_before,
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_salient_chain_ends_in_execution_order() {
+        let candidates = [
+            cut("stem/Conv", 10),
+            cut("stem/Relu", 10),
+            cut("block0/Add", 40),
+            cut("block0/Relu", 40),
+            cut("block1/Add", 70),
+            cut("block1/Relu", 70),
+            cut("block2/Relu", 90),
+        ];
+        // The Adds are the more salient of their chains, and still give way to the ReLUs.
+        let saliency = [0.9, 0.1, 0.8, 0.3, 0.7, 0.5, 0.2].map(|s| (s, 0.0));
+        assert_eq!(prune(&candidates, &saliency, 2), vec![3, 5]);
+        assert_eq!(prune(&candidates, &saliency, 3), vec![3, 5, 6]);
+        assert_eq!(prune(&candidates, &saliency, 10), vec![1, 3, 5, 6]);
+        assert_eq!(prune(&candidates, &saliency, 0), vec![5]);
+    }
 }
