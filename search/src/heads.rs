@@ -349,7 +349,11 @@ pub fn logistic(x: &[f32], d: usize, y: &[bool], t: &Training) -> Result<(Vec<f6
     Ok((weights, f64::from(b[1] - b[0])))
 }
 
-/// Per-feature mean and standard deviation (1 where a feature is constant).
+/// Per-feature mean and scale: the standard deviation, but at least [`SCALE_FLOOR`] of the
+/// median one (1 where every feature is constant).
+///
+/// A feature nearly constant on the training frames teaches the head nothing, and dividing by
+/// its tiny spread would magnify any change on new footage thousands of times over.
 fn standardisation(x: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
     let mut mean = vec![0f64; d];
     let mut sq = vec![0f64; d];
@@ -361,16 +365,22 @@ fn standardisation(x: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
     }
     let n = n.max(1) as f64;
     let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
-    let scale = sq
+    let sd: Vec<f64> = sq
         .iter()
         .zip(&mean)
-        .map(|(s, m)| {
-            let var = (s / n - m * m).max(0.0);
-            if var > 1e-12 { var.sqrt() as f32 } else { 1.0 }
-        })
+        .map(|(s, m)| (s / n - m * m).max(0.0).sqrt())
         .collect();
+    let mut spread: Vec<f64> = sd.iter().copied().filter(|&s| s > 1e-6).collect();
+    spread.sort_by(f64::total_cmp);
+    let floor = spread
+        .get(spread.len() / 2)
+        .map_or(1.0, |median| SCALE_FLOOR * median);
+    let scale = sd.iter().map(|&s| s.max(floor) as f32).collect();
     (mean.into_iter().map(|m| m as f32).collect(), scale)
 }
+
+/// The smallest scale a feature is standardised by, as a share of the median feature's.
+const SCALE_FLOOR: f64 = 0.1;
 
 #[cfg(test)]
 mod tests {
@@ -410,6 +420,41 @@ mod tests {
                 "{kind:?}: scaling must be folded in"
             );
         }
+    }
+
+    #[test]
+    fn a_feature_nearly_constant_in_training_does_not_swamp_new_frames() {
+        // Features 0 to 2 carry the class; feature 3 barely moves on the training frames, in
+        // step with the class, as a channel that is all but dead there would.
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for i in 0..400u32 {
+            let class = i % 2;
+            let sign = if class == 1 { 1.0 } else { -1.0 };
+            let noise = |k: u32| ((i * k) % 13) as f32 * 0.1;
+            x.extend([
+                sign + noise(7),
+                sign + noise(11),
+                sign + noise(5),
+                1e-5 * sign,
+            ]);
+            y.push(class);
+        }
+        let head = train(
+            HeadKind::LinearGap,
+            &x,
+            4,
+            Targets::Hard(&y),
+            2,
+            &Training::default(),
+        )
+        .unwrap();
+        assert_eq!(accuracy(&head, &x, &y), 400);
+        // On new footage the dead channel wakes up a little, on every frame alike.
+        let woken: Vec<f32> = x
+            .chunks_exact(4)
+            .flat_map(|r| [r[0], r[1], r[2], r[3] + 0.05])
+            .collect();
+        assert_eq!(accuracy(&head, &woken, &y), 400);
     }
 
     #[test]
