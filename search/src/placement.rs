@@ -108,10 +108,11 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cut(name: &str, macs_before: u64) -> CutPoint {
+    /// A cut point of a made-up backbone.
+    pub(crate) fn cut(name: &str, macs_before: u64) -> CutPoint {
         CutPoint {
             tensor: name.into(),
             shape: vec![1, 8, 4, 4],

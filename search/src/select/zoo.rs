@@ -417,14 +417,7 @@ pub(super) fn prune(candidates: &[CutPoint], saliency: &[(f64, f64)], keep: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cut(tensor: &str, macs_before: u64) -> CutPoint {
-        CutPoint {
-            tensor: tensor.to_owned(),
-            shape: vec![1, 8, 4, 4],
-            macs_before,
-        }
-    }
+    use crate::placement::tests::cut;
 
     #[test]
     fn pruning_keeps_the_most_salient_chain_ends_in_execution_order() {
