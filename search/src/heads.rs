@@ -370,6 +370,7 @@ fn standardisation(x: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
         .zip(&mean)
         .map(|(s, m)| (s / n - m * m).max(0.0).sqrt())
         .collect();
+    // Constant features (up to rounding) do not count towards the median.
     let mut spread: Vec<f64> = sd.iter().copied().filter(|&s| s > 1e-6).collect();
     spread.sort_by(f64::total_cmp);
     let floor = spread
@@ -398,6 +399,11 @@ mod tests {
             y.push(class);
         }
         (x, y)
+    }
+
+    /// A two-class GAP → Linear head on rows of `d` features, trained with the defaults.
+    fn linear(x: &[f32], d: usize, targets: Targets) -> TrainedHead {
+        train(HeadKind::LinearGap, x, d, targets, 2, &Training::default()).unwrap()
     }
 
     fn accuracy(head: &TrainedHead, x: &[f32], y: &[u32]) -> usize {
@@ -439,15 +445,7 @@ mod tests {
             ]);
             y.push(class);
         }
-        let head = train(
-            HeadKind::LinearGap,
-            &x,
-            4,
-            Targets::Hard(&y),
-            2,
-            &Training::default(),
-        )
-        .unwrap();
+        let head = linear(&x, 4, Targets::Hard(&y));
         assert_eq!(accuracy(&head, &x, &y), 400);
         // On new footage the dead channel wakes up a little, on every frame alike.
         let woken: Vec<f32> = x
@@ -464,15 +462,7 @@ mod tests {
             .iter()
             .flat_map(|&c| if c == 1 { [0.1, 0.9] } else { [0.9, 0.1] })
             .collect();
-        let head = train(
-            HeadKind::LinearGap,
-            &x,
-            2,
-            Targets::Soft(&soft),
-            2,
-            &Training::default(),
-        )
-        .unwrap();
+        let head = linear(&x, 2, Targets::Soft(&soft));
         assert_eq!(accuracy(&head, &x, &y), 400);
     }
 
