@@ -8,12 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use candle_onnx::onnx::tensor_proto::DataType;
-use candle_onnx::onnx::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    attribute_proto,
-};
+use candle_onnx::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto};
 use earlyexit_e2e::footage;
-use prost::Message;
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
@@ -119,17 +115,7 @@ fn nhwc_softmax_backbone() -> Vec<u8> {
         output: vec![common::float_info("probabilities", &[1, 4])],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "earlyexit-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    common::encoded(graph)
 }
 
 fn text(p: &Path) -> String {

@@ -179,7 +179,7 @@ pub fn float_info(name: &str, dims: &[i64]) -> ValueInfoProto {
 }
 
 /// An ONNX model (opset 17) of `graph`, encoded.
-fn encoded(graph: GraphProto) -> Vec<u8> {
+pub fn encoded(graph: GraphProto) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
