@@ -64,25 +64,23 @@ fn starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
     start
 }
 
-/// Trains one gate per exit on the frames of `reference` (streams in time order).
+/// Trains one `gate` per exit on the frames of `reference` (streams in time order).
 ///
 /// The answer given to the previous frame is not known before the gates exist, so training
 /// reads the backbone's answer there; the bundle agrees with it on nearly every frame.
 pub fn train(
+    gate: &Gate,
     exits: &[ExitOutputs],
     reference: &Reference,
     streams: &[Range<usize>],
     goal: &Goal,
     seed: u64,
 ) -> Result<Vec<GateWeights>> {
-    let gate = Gate {
-        inputs: INPUTS.to_vec(),
-    };
     let frames = reference.teacher.len();
     let start = starts(streams, frames);
     let mut weights = Vec::with_capacity(exits.len());
     for (k, exit) in exits.iter().enumerate() {
-        let mut x = Vec::with_capacity(frames * INPUTS.len());
+        let mut x = Vec::with_capacity(frames * gate.inputs.len());
         let mut harmless = Vec::with_capacity(frames);
         for i in 0..frames {
             let previous = (k > 0).then(|| exits[k - 1][0].class[i]);
@@ -97,7 +95,7 @@ pub fn train(
             seed: seed.wrapping_add(k as u64),
             ..Training::default()
         };
-        let (w, bias) = heads::logistic(&x, INPUTS.len(), &harmless, &training)?;
+        let (w, bias) = heads::logistic(&x, gate.inputs.len(), &harmless, &training)?;
         weights.push(GateWeights { weights: w, bias });
     }
     Ok(weights)
@@ -201,16 +199,31 @@ mod tests {
         };
         let goal = Goal::agreement(0.99);
         let streams = [0..1005, 1005..n];
-        let weights = train(&exits, &reference, &streams, &goal, 1).unwrap();
         let gate = Gate {
             inputs: INPUTS.to_vec(),
         };
+        let weights = train(&gate, &exits, &reference, &streams, &goal, 1).unwrap();
         let costs = CostTable::new(vec![50, 50], vec![1, 0]).unwrap();
         let sim = simulate(&gate, &weights, 0.7, &exits, &reference, &streams, &costs);
         // Frames that agree with the previous one leave early and are right; the first of
         // each run goes on to the backbone, and so does the first of the second stream.
         assert_eq!(sim.agreement(), 1.0, "{sim:?}");
         assert_eq!(sim.exits, vec![n - n / 10 - 1, n / 10 + 1]);
+
+        // Without the stream signal every input is the same on every frame: a gate can only
+        // let all frames leave, wrong ones included, or keep right ones too.
+        let blind = Gate {
+            inputs: INPUTS
+                .into_iter()
+                .filter(|i| *i != GateInput::AgreesLastFrame)
+                .collect(),
+        };
+        let weights = train(&blind, &exits, &reference, &streams, &goal, 1).unwrap();
+        let blind_sim = simulate(&blind, &weights, 0.7, &exits, &reference, &streams, &costs);
+        assert!(
+            blind_sim.agreement() < 1.0 || blind_sim.exits[0] < sim.exits[0],
+            "{blind_sim:?}"
+        );
     }
 
     /// A patient gate decides every frame as the patient metric rule does.

@@ -5,12 +5,14 @@ use std::fmt::Write;
 
 use anyhow::Result;
 use earlyexit::bundle::Word;
+use earlyexit::cost::CostTable;
+use earlyexit::gate::{Gate, GateInput};
 
 use super::certified::CERTIFY_TRIES;
 use super::rules::{METRICS, rule_of};
 use super::tables::{bound_cell, measure_name, measure_of};
-use super::zoo::{Found, Zoo};
-use crate::calibrate::{ExitScores, Patience};
+use super::zoo::{Certificate, Found, Zoo};
+use crate::calibrate::{ExitScores, Patience, Simulation};
 use crate::gating::{self, Gated};
 
 /// A found patient rule as the gate that runs it (see [`gating::patient`]), so that the bundle,
@@ -32,17 +34,24 @@ pub(super) fn patient_as_gate(zoo: &Zoo, found: Found) -> Found {
     }
 }
 
-/// `--format 2`: learned gates on the found structure's exits, trained on the selecting frames,
-/// with the cheapest threshold that meets the target there. The gated structure is certified
-/// as one more try and replaces the found one when its certificate is better.
-pub(super) fn gate(
+/// Learned gates trained and certified on a found structure's exits.
+struct Fitted {
+    gated: Gated,
+    select: Simulation,
+    certify: Simulation,
+    certificate: Certificate,
+}
+
+/// Trains a gate over `inputs` for each exit of `found` on the selecting frames, takes the
+/// cheapest threshold that meets the target there, and certifies it as one try.
+fn fit(
     zoo: &Zoo,
-    found: Found,
+    found: &Found,
+    inputs: &[GateInput],
+    costs: &CostTable,
     seed: u64,
-    confidence: f64,
-    notes: &mut String,
-) -> Result<Found> {
-    let _ = writeln!(notes, "\n## Learned gate\n");
+    each: f64,
+) -> Result<Option<Fitted>> {
     let outputs = |certifying: bool| -> Vec<&[ExitScores]> {
         found
             .placed
@@ -58,15 +67,11 @@ pub(super) fn gate(
             .collect()
     };
     let (select, certify) = (outputs(false), outputs(true));
-    let Some(costs) = zoo.costs(&found.placed).filter(|_| !select.is_empty()) else {
-        let _ = writeln!(notes, "No structure with exits to gate.");
-        return Ok(found);
-    };
     let goal = &zoo.problem.goal;
-    let weights = gating::train(&select, &zoo.select, &zoo.select_streams, goal, seed)?;
-    let gate = earlyexit::gate::Gate {
-        inputs: gating::INPUTS.to_vec(),
+    let gate = Gate {
+        inputs: inputs.to_vec(),
     };
+    let weights = gating::train(&gate, &select, &zoo.select, &zoo.select_streams, goal, seed)?;
     let best = gating::thresholds()
         .map(|t| {
             let sim = gating::simulate(
@@ -76,70 +81,136 @@ pub(super) fn gate(
                 &select,
                 &zoo.select,
                 &zoo.select_streams,
-                &costs,
+                costs,
             );
             (t, sim)
         })
         .filter(|(_, sim)| zoo.error(sim) <= goal.limit())
         .min_by(|a, b| a.1.mean_cost.total_cmp(&b.1.mean_cost));
-    let Some((threshold, select_sim)) = best else {
-        let _ = writeln!(
-            notes,
-            "Gates on the found structure's exits meet the target at no threshold on the selecting frames."
-        );
-        return Ok(found);
+    let Some((threshold, select)) = best else {
+        return Ok(None);
     };
-    let certify_sim = gating::simulate(
+    let certify = gating::simulate(
         &gate,
         &weights,
         threshold,
         &certify,
         &zoo.certify,
         &zoo.certify_streams,
-        &costs,
+        costs,
     );
+    let certificate = zoo.certificate(&certify, each);
+    Ok(Some(Fitted {
+        gated: Gated {
+            gate,
+            weights,
+            threshold,
+        },
+        select,
+        certify,
+        certificate,
+    }))
+}
+
+impl Fitted {
+    /// `found`'s structure, with these gates deciding; its scored configurations stay behind.
+    fn on(self, found: &Found) -> Found {
+        Found {
+            metric: found.metric,
+            placed: found.placed.clone(),
+            gated: Some(self.gated),
+            certificate: self.certificate,
+            select: self.select,
+            certify: self.certify,
+            scored: Vec::new(),
+        }
+    }
+}
+
+fn inputs_list(inputs: &[GateInput]) -> String {
+    inputs
+        .iter()
+        .map(|i| format!("`{}`", i.word()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `--format 2`: learned gates on the found structure's exits (see [`fit`]), kept when their
+/// certificate is better than the found rule's. When they are kept, the same gates without the
+/// stream signal are fitted too, to show what it buys; they are returned for `baselines/`.
+pub(super) fn gate(
+    zoo: &Zoo,
+    found: Found,
+    seed: u64,
+    confidence: f64,
+    notes: &mut String,
+) -> Result<(Found, Option<Found>)> {
+    let _ = writeln!(notes, "\n## Learned gate\n");
+    let Some(costs) = zoo
+        .costs(&found.placed)
+        .filter(|_| !found.placed.is_empty())
+    else {
+        let _ = writeln!(notes, "No structure with exits to gate.");
+        return Ok((found, None));
+    };
     let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
-    let certificate = zoo.certificate(&certify_sim, each);
+    let Some(fitted) = fit(zoo, &found, &gating::INPUTS, &costs, seed, each)? else {
+        let _ = writeln!(
+            notes,
+            "Gates on the found structure's exits meet the target at no threshold on the selecting frames."
+        );
+        return Ok((found, None));
+    };
+    let blind_inputs: Vec<GateInput> = gating::INPUTS
+        .into_iter()
+        .filter(|i| *i != GateInput::AgreesLastFrame)
+        .collect();
+    let blind = fit(zoo, &found, &blind_inputs, &costs, seed, each)?;
+
+    let goal = &zoo.problem.goal;
     let m = measure_name(goal.measure);
     let _ = writeln!(
         notes,
-        "Each exit of the found structure gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing; one threshold on the gates' probability, the cheapest that meets the target there, is certified as one more try.\n",
-        gating::INPUTS
-            .iter()
-            .map(|i| format!("`{}`", i.word()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "Each exit of the found structure gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing; one threshold on the gates' probability, the cheapest that meets the target there, is certified as one more try. The same gates without `{}`, fitted the same way, show what the stream signal buys; they are not a candidate.\n",
+        inputs_list(&gating::INPUTS),
+        GateInput::AgreesLastFrame.word()
     );
     let _ = writeln!(
         notes,
         "| rule | cost (select) | {m} (select) | cost (certify) | {m} (certify) | bound |"
     );
     let _ = writeln!(notes, "|---|---|---|---|---|---|");
-    for (name, sel, cert, c) in [
+    let found_name = match &found.gated {
+        Some(g) => format!("patient: gate over {}", inputs_list(&g.gate.inputs)),
+        None => format!("metric `{}`", METRICS[found.metric].word()),
+    };
+    let mut rows = vec![
         (
-            match &found.gated {
-                Some(g) => format!(
-                    "patient: gate over {}",
-                    g.gate
-                        .inputs
-                        .iter()
-                        .map(|i| format!("`{}`", i.word()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None => format!("metric `{}`", METRICS[found.metric].word()),
-            },
+            found_name,
             &found.select,
             &found.certify,
             &found.certificate,
         ),
         (
-            format!("gate ≥ {threshold:.4}"),
-            &select_sim,
-            &certify_sim,
-            &certificate,
+            format!("gate ≥ {:.4}", fitted.gated.threshold),
+            &fitted.select,
+            &fitted.certify,
+            &fitted.certificate,
         ),
-    ] {
+    ];
+    if let Some(b) = &blind {
+        rows.push((
+            format!(
+                "gate ≥ {:.4} without `{}`",
+                b.gated.threshold,
+                GateInput::AgreesLastFrame.word()
+            ),
+            &b.select,
+            &b.certify,
+            &b.certificate,
+        ));
+    }
+    for (name, sel, cert, c) in rows {
         let _ = writeln!(
             notes,
             "| {name} | {:.4} | {:.2}% | {:.4} | {:.2}% | {}{} |",
@@ -151,26 +222,31 @@ pub(super) fn gate(
             if c.certified { "" } else { " (not certified)" }
         );
     }
-    let better = match (certificate.certified, found.certificate.certified) {
+    if blind.is_none() {
+        let _ = writeln!(
+            notes,
+            "\nWithout `{}`, gates meet the target at no threshold on the selecting frames.",
+            GateInput::AgreesLastFrame.word()
+        );
+    }
+    let (ours, theirs) = (&fitted.certificate, &found.certificate);
+    let better = match (ours.certified, theirs.certified) {
         (true, false) => true,
-        (true, true) => select_sim.mean_cost < found.select.mean_cost,
+        (true, true) => fitted.select.mean_cost < found.select.mean_cost,
         (false, true) => false,
-        (false, false) => certificate.merit() > found.certificate.merit(),
+        (false, false) => ours.merit() > theirs.merit(),
     };
     if !better {
         let _ = writeln!(notes, "\nThe metric rule stays: its certificate is better.");
-        return Ok(found);
+        return Ok((found, None));
     }
-    let _ = writeln!(notes, "\nThe gates are kept (bundle format `earlyexit/2`).");
-    Ok(Found {
-        gated: Some(Gated {
-            gate,
-            weights,
-            threshold,
-        }),
-        certificate,
-        select: select_sim,
-        certify: certify_sim,
-        ..found
-    })
+    let _ = writeln!(
+        notes,
+        "\nThe gates are kept (bundle format `earlyexit/2`); the gates without `{}` are written under `baselines/no-last-frame`.",
+        GateInput::AgreesLastFrame.word()
+    );
+    let blind = blind.map(|b| b.on(&found));
+    let mut kept = fitted.on(&found);
+    kept.scored = found.scored;
+    Ok((kept, blind))
 }

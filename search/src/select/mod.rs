@@ -78,10 +78,10 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
         Some(&mut notes),
     );
     let found = patient_as_gate(&zoo, found);
-    let found = if gates {
+    let (found, stream_blind) = if gates {
         gate(&zoo, found, args.seed, args.confidence, &mut notes)?
     } else {
-        found
+        (found, None)
     };
 
     // Baselines: the same heads, target, search and certificate, in restricted families.
@@ -126,22 +126,14 @@ pub fn choose(problem: &Problem) -> Result<Choice> {
     let backbone_accuracy =
         baselines_table(&mut notes, &zoo, &found, &sdn_found, &even_found, oracle);
 
-    let baselines = vec![
-        (
-            "sdn",
-            to_choice(&zoo, &sdn_found, args.confidence, String::new(), Vec::new()),
-        ),
-        (
-            "even",
-            to_choice(
-                &zoo,
-                &even_found,
-                args.confidence,
-                String::new(),
-                Vec::new(),
-            ),
-        ),
+    let baseline = |f: &Found| to_choice(&zoo, f, args.confidence, String::new(), Vec::new());
+    let mut baselines = vec![
+        ("sdn", baseline(&sdn_found)),
+        ("even", baseline(&even_found)),
     ];
+    if let Some(f) = &stream_blind {
+        baselines.push(("no-last-frame", baseline(f)));
+    }
     let mut choice = to_choice(&zoo, &found, args.confidence, notes, baselines);
     let marked = [
         (plot::Mark::ShallowDeep, &sdn_found),
