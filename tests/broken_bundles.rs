@@ -129,6 +129,37 @@ fn every_broken_bundle_posts_an_error_naming_file_and_key() {
     }
 }
 
+/// An unknown key is ignored, as bundle-v1 asks, and named in a WARNING on the bus.
+#[test]
+fn an_unknown_key_posts_a_warning_naming_it_and_the_bundle_runs() {
+    earlyexit_e2e::init();
+    let (_tmp, dir) = common::valid_dir([0.5, 0.75]);
+    let yaml = dir.join("exits.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(&yaml, format!("{text}colour: blue\n")).unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
+        dir.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut warnings = Vec::new();
+    for message in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match message.view() {
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            gst::MessageView::Error(e) => panic!("{}", e.error()),
+            gst::MessageView::Eos(_) => break,
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("colour")),
+        "no warning names the unknown key: {warnings:?}"
+    );
+}
+
 /// The ONNX Runtime library is loaded once per process, so this runs the test binary again as a
 /// child with a library path that does not exist.
 #[test]

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage};
+use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage, Word};
 use crate::cost::CostTable;
 use crate::frame::Frame;
 use crate::gate::{ExitRule, FrameWalk, Gate, GateWeights};
@@ -177,7 +177,32 @@ impl Cascade {
 
     fn check_shapes(&mut self, input: &InputSpec) -> Result<usize, OnnxError> {
         let mut shape = input.shape().to_vec();
-        let mut data = vec![0.0; shape.iter().product::<i64>() as usize];
+        let first = &self.stages[0].segment;
+        // Before a frame of the bundle's size is made: a size no model takes must not abort
+        // the process by asking for more memory than there is.
+        if let Some(declared) = first.declared_input_shape()
+            && (declared.len() != shape.len()
+                || declared.iter().zip(&shape).any(|(d, s)| *d > 0 && d != s))
+        {
+            return Err(OnnxError::model(
+                first.path(),
+                Some(first.input_name()),
+                format!(
+                    "takes {declared:?}, but the bundle's input gives {shape:?} ({} layout)",
+                    input.layout.word()
+                ),
+            ));
+        }
+        let len = shape.iter().product::<i64>() as usize;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| {
+            OnnxError::model(
+                first.path(),
+                Some(first.input_name()),
+                format!("an input of {shape:?} does not fit in memory"),
+            )
+        })?;
+        data.resize(len, 0.0);
         let mut outputs = Vec::with_capacity(self.stages.len());
         for (i, stage) in self.stages.iter_mut().enumerate() {
             let mut out = Tensor::default();
@@ -191,7 +216,10 @@ impl Cascade {
                         OnnxError::model(
                             stage.segment.path(),
                             Some(stage.segment.input_name()),
-                            format!("does not take the previous stage's output {shape:?}: {e}"),
+                            format!(
+                                "does not take the previous stage's output {shape:?}: {}",
+                                e.detail()
+                            ),
                         )
                     }
                 })?;
@@ -218,8 +246,9 @@ impl Cascade {
                         head.path(),
                         Some(head.input_name()),
                         format!(
-                            "does not take its segment's output {:?}: {e}",
-                            activation.shape
+                            "does not take its segment's output {:?}: {}",
+                            activation.shape,
+                            e.detail()
                         ),
                     )
                 })?;
@@ -357,9 +386,12 @@ impl Classifier {
         mode: Mode,
         options: SessionOptions,
     ) -> Result<Classifier, LoadError> {
+        // The cascade first: it refuses an input size its first stage does not take before the
+        // preprocessor makes buffers of that size.
+        let cascade = Cascade::load(bundle, mode, options)?;
         Ok(Classifier {
             preprocessor: Preprocessor::new(bundle.input.clone()),
-            cascade: Cascade::load(bundle, mode, options)?,
+            cascade,
             costs: CostTable::from_bundle(bundle),
             labels: bundle.labels.as_ref().map(|l| l.names.clone()),
         })

@@ -27,11 +27,7 @@ impl CostTable {
     /// From per-stage MACs; `None` when the backbone counts no MACs at all.
     pub fn new(segments: Vec<u64>, heads: Vec<u64>) -> Option<CostTable> {
         let backbone = segments.iter().sum();
-        (backbone > 0 && heads.len() == segments.len()).then_some(CostTable {
-            segments,
-            heads,
-            backbone,
-        })
+        CostTable::with_backbone(segments, heads, backbone)
     }
 
     /// From per-stage costs measured against a `backbone` timed on its own: measured pieces

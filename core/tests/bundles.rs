@@ -208,6 +208,55 @@ fn a_std_with_a_zero_is_refused() {
 }
 
 #[test]
+fn a_mean_beyond_32_bit_floats_is_refused() {
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "mean: [0]", "mean: [1e39]"));
+    let e = error_of(&dir);
+    assert_names(&e, &dir, EXITS_FILE, &["input.mean[0]", "32-bit"]);
+}
+
+/// 48 GiB for one frame: refused for the first stage's input size, before any buffer of it
+/// is made (a failed allocation would abort the process).
+#[test]
+fn an_input_size_the_first_stage_does_not_take_is_refused_before_allocating() {
+    let (_tmp, dir) = with_yaml(|t| {
+        let t = replace_once(&t, "width: 28", "width: 65536");
+        let t = replace_once(&t, "height: 28", "height: 65536");
+        let t = replace_once(&t, "color: gray", "color: rgb");
+        let t = replace_once(&t, "mean: [0]", "mean: [0, 0, 0]");
+        replace_once(&t, "std: [255]", "std: [255, 255, 255]")
+    });
+    let e = error_of(&dir);
+    assert_names(&e, &dir, "stage-0.onnx", &["input", "65536"]);
+}
+
+#[test]
+fn a_byte_order_mark_is_read_past_in_exits_and_labels() {
+    let (_tmp, dir) = with_yaml(|t| format!("\u{feff}{t}"));
+    let labels = dir.join("labels.txt");
+    let text = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(&labels, format!("\u{feff}{text}")).unwrap();
+    let (b, _) = bundle::read(&dir).unwrap();
+    let names = b.labels.unwrap().names;
+    assert_eq!(names[0], text.lines().next().unwrap());
+}
+
+#[test]
+fn a_name_is_free_text_even_unquoted_numbers_and_booleans() {
+    for (written, read) in [("2024", "2024"), ("true", "true"), ("'2024'", "2024")] {
+        let (_tmp, dir) = with_yaml(|t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with("name:"))
+                .unwrap()
+                .to_owned();
+            replace_once(&t, &line, &format!("name: {written}"))
+        });
+        let (b, _) = bundle::read(&dir).unwrap();
+        assert_eq!(b.name.as_deref(), Some(read));
+    }
+}
+
+#[test]
 fn non_finite_thresholds_are_refused() {
     for bad in [".nan", ".inf", "-.inf", ".NaN", "-.Inf"] {
         let (_tmp, dir) =
@@ -332,6 +381,19 @@ fn each_missing_input_key_is_named() {
                 .unwrap()
                 .to_owned();
             replace_once(&t, &format!("{line}\n"), "")
+        });
+        let e = error_of(&dir);
+        assert_names(&e, &dir, EXITS_FILE, &[&format!("input.{key}"), "missing"]);
+    }
+    // A key given no value is as missing as one left out.
+    for key in ["layout", "color", "mean"] {
+        let (_tmp, dir) = with_yaml(|t| {
+            let line = t
+                .lines()
+                .find(|l| l.starts_with(&format!("  {key}:")))
+                .unwrap()
+                .to_owned();
+            replace_once(&t, &line, &format!("  {key}: ~"))
         });
         let e = error_of(&dir);
         assert_names(&e, &dir, EXITS_FILE, &[&format!("input.{key}"), "missing"]);

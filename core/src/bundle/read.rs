@@ -35,7 +35,10 @@ pub fn read(path: &Path) -> Result<(Bundle, Vec<String>), BundleError> {
         key: "model".into(),
         message: format!("cannot read the bundle: {e}"),
     })?;
-    let root: Value = serde_yaml::from_str(&text).map_err(|e| BundleError {
+    // A byte-order mark is allowed in YAML (editors on Windows write one); serde_yaml takes it
+    // for the start of a second document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let root: Value = serde_yaml::from_str(text).map_err(|e| BundleError {
         file: file.clone(),
         key: "(document)".into(),
         message: format!("not valid YAML: {e}"),
@@ -188,7 +191,12 @@ impl Reader {
                 ),
             );
         };
-        let name = self.string(map, "", "name")?;
+        // Free text: an unquoted `2024` or `yes` is still a name.
+        let name = match map.get("name") {
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            _ => self.string(map, "", "name")?,
+        };
         let input = match map.get("input") {
             Some(v) => self.input(v)?,
             None => return self.fail("input", "missing"),
@@ -279,17 +287,7 @@ impl Reader {
         let Some(Value::Sequence(items)) = map.get("weights") else {
             return self.fail(&key, "expected a list of numbers, one per gate input");
         };
-        let weights = items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match as_f64(v) {
-                Some(x) if x.is_finite() => Ok(x),
-                _ => self.fail(
-                    &format!("{key}[{i}]"),
-                    format!("expected a finite number, found {}", show(v)),
-                ),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let weights = self.finite_numbers(items, &key)?;
         let bias = self
             .number(map, prefix, "bias")?
             .map_or_else(|| self.fail(&join(prefix, "bias"), "missing"), Ok)?;
@@ -299,17 +297,19 @@ impl Reader {
     fn input(&mut self, value: &Value) -> Result<InputSpec, BundleError> {
         let map = self.mapping(value, "input")?;
         self.warn_unknown(map, "input", INPUT_KEYS);
-        for key in INPUT_KEYS {
-            if !map.contains_key(*key) {
-                return self.fail(&join("input", key), "missing (input needs all six keys)");
-            }
+        const MISSING: &str = "missing (input needs all six keys)";
+        if let Some(key) = INPUT_KEYS
+            .iter()
+            .find(|k| matches!(map.get(**k), None | Some(Value::Null)))
+        {
+            return self.fail(&join("input", key), MISSING);
         }
         let layout = self
             .choice::<Layout>(map, "input", "layout")?
-            .unwrap_or(Layout::Nchw);
+            .map_or_else(|| self.fail("input.layout", MISSING), Ok)?;
         let color = self
             .choice::<Color>(map, "input", "color")?
-            .unwrap_or(Color::Rgb);
+            .map_or_else(|| self.fail("input.color", MISSING), Ok)?;
         let size = |key: &str| -> Result<u32, BundleError> {
             match self.count(map, "input", key)? {
                 Some(n) if n > 0 && n <= 65_536 => Ok(n as u32),
@@ -352,11 +352,28 @@ impl Reader {
                 ),
             );
         }
+        let values = self.finite_numbers(items, &path)?;
+        // Frames are preprocessed in 32-bit floats.
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| match x as f32 {
+                y if y.is_finite() => Ok(y),
+                _ => self.fail(
+                    &format!("{path}[{i}]"),
+                    format!("{x} is beyond the range of 32-bit floats"),
+                ),
+            })
+            .collect()
+    }
+
+    /// A YAML list of finite numbers at `path`.
+    fn finite_numbers(&self, items: &[Value], path: &str) -> Result<Vec<f64>, BundleError> {
         items
             .iter()
             .enumerate()
             .map(|(i, v)| match as_f64(v) {
-                Some(x) if x.is_finite() => Ok(x as f32),
+                Some(x) if x.is_finite() => Ok(x),
                 _ => self.fail(
                     &format!("{path}[{i}]"),
                     format!("expected a finite number, found {}", show(v)),
@@ -463,18 +480,9 @@ impl Reader {
         self.warn_unknown(map, prefix, EXIT_KEYS);
         let head = self.required_string(map, prefix, "head")?;
         self.check_file(&head, &join(prefix, "head"))?;
-        let threshold = match map.get("threshold") {
-            None | Some(Value::Null) => return self.fail(&join(prefix, "threshold"), "missing"),
-            Some(v) => match as_f64(v) {
-                Some(x) if x.is_finite() => x,
-                _ => {
-                    return self.fail(
-                        &join(prefix, "threshold"),
-                        format!("must be a finite number, found {}", show(v)),
-                    );
-                }
-            },
-        };
+        let threshold = self
+            .number(map, prefix, "threshold")?
+            .map_or_else(|| self.fail(&join(prefix, "threshold"), "missing"), Ok)?;
         let macs = self.count(map, prefix, "macs")?;
         let key = join(prefix, "gate");
         let gate = match map.get("gate") {
@@ -552,7 +560,8 @@ fn show(v: &Value) -> String {
 
 /// One class name per line; a final newline does not make an extra class.
 fn parse_labels(text: &str) -> Vec<String> {
-    text.lines()
+    text.trim_start_matches('\u{feff}')
+        .lines()
         .map(|l| l.trim_end_matches('\r').to_owned())
         .collect()
 }

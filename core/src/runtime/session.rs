@@ -30,6 +30,14 @@ impl OnnxError {
             message: message.into(),
         }
     }
+
+    /// What went wrong, without the file and tensor, for a caller that names them itself.
+    pub fn detail(&self) -> String {
+        match self {
+            OnnxError::Model { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// How sessions are built.
@@ -121,6 +129,12 @@ impl Model {
 
     pub fn input_name(&self) -> &str {
         &self.input
+    }
+
+    /// The input's shape as the model declares it; dynamic dimensions are negative.
+    pub fn declared_input_shape(&self) -> Option<&[i64]> {
+        let outlet = self.session.inputs().first()?;
+        outlet.dtype().tensor_shape().map(|s| &s[..])
     }
 
     pub fn output_names(&self) -> Vec<&str> {

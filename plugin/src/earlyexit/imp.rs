@@ -132,8 +132,9 @@ impl EarlyExit {
                 };
                 gst::error_msg!(code, ("{}", err))
             })?;
+        // On the bus, not only in the debug log: an unknown key is most often a misspelt one.
         for warning in warnings {
-            gst::warning!(CAT, imp = self, "{}", warning);
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", warning));
         }
         gst::info!(
             CAT,
