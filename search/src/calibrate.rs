@@ -115,6 +115,11 @@ impl Simulation {
     }
 }
 
+/// The share of frames on which two lists of answers agree.
+pub fn share_alike(a: &[u32], b: &[u32]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
 /// A threshold no frame passes under `metric`.
 pub fn never(metric: Metric) -> f64 {
     match metric {

@@ -55,10 +55,10 @@ pub struct InputArgs {
     #[arg(long, value_enum)]
     pub color: Option<ColorArg>,
     /// Per-channel mean, comma-separated, or one number for all channels [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub mean: Option<String>,
     /// Per-channel std, comma-separated, or one number for all channels [default: 255].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub std: Option<String>,
 }
 
@@ -126,8 +126,9 @@ pub struct SearchArgs {
     /// ground truth there), e.g. 0.005 for half a point.
     #[arg(long)]
     pub max_accuracy_loss: Option<f64>,
-    /// Use at most N frames in all, taken evenly from each footage.
-    #[arg(long)]
+    /// Use at most N frames in all, taken evenly from each footage (the first ones of footage
+    /// whose length is unknown, such as a live stream).
+    #[arg(long, value_parser = at_least_one)]
     pub max_frames: Option<usize>,
     /// Confidence of the promise written into the bundle.
     #[arg(long, default_value_t = 0.95)]
@@ -155,10 +156,10 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = CostArg::Macs)]
     pub cost: CostArg,
     /// With --strategy even: the number of exits, spread evenly over the backbone's MACs.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     pub exits: usize,
     /// With --strategy nas: candidate positions kept after saliency pruning.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pub candidates: usize,
     /// With --strategy nas: exit structures scored at most, each at every threshold level.
     #[arg(long, default_value_t = 3000)]
@@ -201,32 +202,31 @@ pub struct EvaluateArgs {
     pub runs: u32,
 }
 
+/// Each value of argument `id` with its position on the command line.
+fn positions<T: Clone + Send + Sync + 'static>(matches: &ArgMatches, id: &str) -> Vec<(usize, T)> {
+    // `evaluate` has no `--holdout`, and clap's debug builds panic on asking for an unknown id.
+    if !matches.ids().any(|i| i.as_str() == id) {
+        return Vec::new();
+    }
+    match (matches.indices_of(id), matches.get_many::<T>(id)) {
+        (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Pairs each `--ground-truth` with the `--footage` or `--holdout` given just before it.
 /// Returns the footage and the holdout footage, in command-line order.
 pub fn pair_footage(matches: &ArgMatches) -> Result<(Vec<Footage>, Vec<Footage>)> {
-    // `evaluate` has no `--holdout`, and clap's debug builds panic on asking for an unknown id.
-    let given = |id: &str| matches.ids().any(|i| i.as_str() == id);
-    let positions = |id: &str| -> Vec<(usize, String)> {
-        if !given(id) {
-            return Vec::new();
-        }
-        match (matches.indices_of(id), matches.get_many::<String>(id)) {
-            (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
-            _ => Vec::new(),
-        }
-    };
-    let truths: Vec<(usize, PathBuf)> = match (
-        matches.indices_of("ground_truth"),
-        matches.get_many::<PathBuf>("ground_truth"),
-    ) {
-        (Some(i), Some(v)) => i.zip(v.cloned()).collect(),
-        _ => Vec::new(),
-    };
+    let truths: Vec<(usize, PathBuf)> = positions(matches, "ground_truth");
     // Every footage-like argument in order, with whether it is held out.
-    let mut items: Vec<(usize, String, bool)> = positions("footage")
+    let mut items: Vec<(usize, String, bool)> = positions(matches, "footage")
         .into_iter()
         .map(|(i, f)| (i, f, false))
-        .chain(positions("holdout").into_iter().map(|(i, f)| (i, f, true)))
+        .chain(
+            positions(matches, "holdout")
+                .into_iter()
+                .map(|(i, f)| (i, f, true)),
+        )
         .collect();
     items.sort_by_key(|(i, _, _)| *i);
     let mut truth_of: Vec<Option<PathBuf>> = vec![None; items.len()];
@@ -255,4 +255,13 @@ pub fn pair_footage(matches: &ArgMatches) -> Result<(Vec<Footage>, Vec<Footage>)
         }
     }
     Ok((footage, holdout))
+}
+
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -10,7 +10,7 @@ use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
 use serde_json::json;
 
 use crate::cli::EvaluateArgs;
-use crate::footage::{DecodedFrame, Decoder, Footage};
+use crate::footage::{DecodedFrame, Decoder, Footage, Sampling};
 use crate::paired::Paired;
 use crate::progress;
 
@@ -91,13 +91,26 @@ impl Tally {
         per_run.get(per_run.len() / 2).copied()
     }
 
+    fn accuracy(&self) -> Option<f64> {
+        Tally::ratio(self.correct, self.labeled)
+    }
+
+    fn agreement(&self) -> Option<f64> {
+        Tally::ratio(self.agree, self.frames)
+    }
+
+    fn mean_cost(&self) -> Option<f64> {
+        self.cost_known
+            .then(|| self.cost_sum / self.frames.max(1) as f64)
+    }
+
     fn json(&self) -> serde_json::Value {
         json!({
             "frames": self.frames,
-            "accuracy": Tally::ratio(self.correct, self.labeled),
-            "agreement": Tally::ratio(self.agree, self.frames),
+            "accuracy": self.accuracy(),
+            "agreement": self.agreement(),
             "exits": self.exits,
-            "mean_cost": self.cost_known.then(|| self.cost_sum / self.frames.max(1) as f64),
+            "mean_cost": self.mean_cost(),
             "ms_per_frame": self.ms_per_frame(&self.bundle_ns),
             "ms_per_frame_full": self.ms_per_frame(&self.full_ns),
         })
@@ -223,7 +236,7 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         if let Some(other) = &mut compared {
             other.classifier.reset_stream();
         }
-        let decoder = Decoder::start(f, 1, None)?;
+        let decoder = Decoder::start(f, Sampling::All)?;
         let mut chunk: Vec<DecodedFrame> = Vec::new();
         let mut frames = decoder.frames.iter().peekable();
         while frames.peek().is_some() {
@@ -394,16 +407,15 @@ fn print_table(
         .map(|(f, t, c)| (f.short_name(), t, c))
         .chain(std::iter::once(("total".to_owned(), total, total_compared)));
     for (name, t, _) in rows.clone() {
-        let j = t.json();
         println!(
             "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {:?}",
             name,
             t.frames,
-            pct(j["accuracy"].as_f64()),
-            pct(j["agreement"].as_f64()),
-            num(j["mean_cost"].as_f64(), 3),
-            num(j["ms_per_frame"].as_f64(), 3),
-            num(j["ms_per_frame_full"].as_f64(), 3),
+            pct(t.accuracy()),
+            pct(t.agreement()),
+            num(t.mean_cost(), 3),
+            num(t.ms_per_frame(&t.bundle_ns), 3),
+            num(t.ms_per_frame(&t.full_ns), 3),
             t.exits
         );
     }
@@ -426,20 +438,20 @@ fn print_table(
     );
     for (name, _, c) in rows {
         let Some(c) = c else { continue };
-        let j = c.json(path);
+        let labeled = c.tally.labeled;
         println!(
             "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  {:?}",
             name,
             c.tally.frames,
-            pct(j["accuracy"].as_f64()),
-            pct(j["agreement"].as_f64()),
-            num(j["mean_cost"].as_f64(), 3),
+            pct(c.tally.accuracy()),
+            pct(c.tally.agreement()),
+            num(c.tally.mean_cost(), 3),
             c.paired.only_a,
             c.paired.only_b,
-            j["accuracy_difference"]
-                .as_f64()
+            c.paired
+                .difference(labeled)
                 .map_or_else(|| "-".to_owned(), |d| format!("{:+.2} pp", 100.0 * d)),
-            num(j["p_value"].as_f64(), 3),
+            num((labeled > 0).then(|| c.paired.p_value()), 3),
             c.tally.exits
         );
     }

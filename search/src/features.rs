@@ -10,7 +10,7 @@ use earlyexit::preprocess::Preprocessor;
 use earlyexit::rule;
 use earlyexit::runtime::{Model, SessionOptions};
 
-use crate::footage::{Decoder, Footage};
+use crate::footage::{Decoder, Footage, Sampling};
 use crate::progress;
 
 /// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
@@ -173,21 +173,17 @@ impl Extractor {
         Ok(())
     }
 
-    /// Decodes `footage` (one frame in `keep_every`, at most `limit`) and extracts every frame;
-    /// `total`, the footage's frames when known, sizes the progress bar.
+    /// Decodes the frames of `footage` that `sampling` picks and extracts each; `total`, the
+    /// footage's frames when known, sizes the progress bar.
     pub fn extract(
         &mut self,
         footage: &Footage,
         total: Option<usize>,
-        keep_every: usize,
-        limit: Option<usize>,
+        sampling: Sampling,
     ) -> Result<FeatureTable> {
-        let estimate = total.map(|n| {
-            n.div_ceil(keep_every.max(1))
-                .min(limit.unwrap_or(usize::MAX)) as u64
-        });
+        let estimate = sampling.expected(total).map(|n| n as u64);
         let bar = progress::bar(&format!("features {}", footage.short_name()), estimate);
-        let decoder = Decoder::start(footage, keep_every, limit)?;
+        let decoder = Decoder::start(footage, sampling)?;
         let mut table = self.empty_table();
         for decoded in decoder.frames.iter() {
             self.run(&decoded.frame(), footage.label(decoded.index), &mut table)
@@ -203,6 +199,18 @@ impl Extractor {
             bail!(
                 "footage {}: the ground truth has fewer rows than the footage has frames",
                 footage.name
+            );
+        }
+        if let Some(labels) = &footage.labels
+            && sampling == Sampling::All
+            && labels.len() > table.frames()
+        {
+            // Likely the ground truth of other footage: say so, as evaluate does.
+            eprintln!(
+                "warning: {}: ground truth has {} rows, the footage decoded to {} frames",
+                footage.name,
+                labels.len(),
+                table.frames()
             );
         }
         Ok(table)

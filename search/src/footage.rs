@@ -151,6 +151,67 @@ impl DecodedFrame {
     }
 }
 
+/// Which decoded frames of a footage are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    All,
+    /// `count` frames spread evenly over a footage of about `total` frames.
+    Evenly {
+        count: usize,
+        total: usize,
+    },
+    /// The first `count` frames: the footage's length is unknown, as a live stream's is.
+    First(usize),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Pick {
+    Keep,
+    Skip,
+    Stop,
+}
+
+impl Sampling {
+    /// At most `count` frames of a footage of `total` frames, when that is known.
+    pub fn at_most(count: usize, total: Option<usize>) -> Sampling {
+        match total {
+            Some(total) => Sampling::Evenly {
+                count,
+                total: total.max(count),
+            },
+            None => Sampling::First(count),
+        }
+    }
+
+    /// How many frames are kept of a footage of `total` frames, when either is known.
+    pub fn expected(self, total: Option<usize>) -> Option<usize> {
+        match self {
+            Sampling::All => total,
+            Sampling::Evenly { count, total: t } => Some(count.min(total.unwrap_or(t))),
+            Sampling::First(count) => Some(total.map_or(count, |t| t.min(count))),
+        }
+    }
+
+    fn pick(self, index: usize) -> Pick {
+        match self {
+            Sampling::All => Pick::Keep,
+            Sampling::First(count) if index < count => Pick::Keep,
+            Sampling::First(_) => Pick::Stop,
+            Sampling::Evenly { count, total } => {
+                // The j-th kept frame is frame ⌊j·total/count⌋; this is the only j it can be.
+                let j = (index * count).div_ceil(total.max(1));
+                if j >= count {
+                    Pick::Stop
+                } else if j * total / count == index {
+                    Pick::Keep
+                } else {
+                    Pick::Skip
+                }
+            }
+        }
+    }
+}
+
 /// Frames of one footage arriving from a decoding thread.
 pub struct Decoder {
     pub frames: Receiver<DecodedFrame>,
@@ -158,26 +219,17 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Starts decoding `footage`, keeping one decoded frame in `keep_every` (1 keeps all).
-    pub fn start(footage: &Footage, keep_every: usize, limit: Option<usize>) -> Result<Decoder> {
+    /// Starts decoding `footage`, keeping the frames `sampling` picks.
+    pub fn start(footage: &Footage, sampling: Sampling) -> Result<Decoder> {
         init()?;
         let (tx, rx) = bounded(8);
         let uri = footage.uri.clone();
         let name = footage.name.clone();
-        let keep_every = keep_every.max(1);
         let thread = std::thread::Builder::new()
             .name("decode".into())
             .spawn(move || {
-                decode(&uri, |index, frame| {
-                    if index % keep_every != 0 {
-                        return true;
-                    }
-                    if limit.is_some_and(|l| index / keep_every >= l) {
-                        return false;
-                    }
-                    tx.send(frame).is_ok()
-                })
-                .with_context(|| format!("footage {name}"))
+                decode(&uri, sampling, |frame| tx.send(frame).is_ok())
+                    .with_context(|| format!("footage {name}"))
             })
             .context("cannot start the decoding thread")?;
         Ok(Decoder {
@@ -234,8 +286,8 @@ fn bus_error(bus: &gst::Bus) -> Result<()> {
     Ok(())
 }
 
-/// Decodes `uri`, calling `sink(index, frame)` for every frame until it returns false.
-fn decode(uri: &str, mut sink: impl FnMut(usize, DecodedFrame) -> bool) -> Result<()> {
+/// Decodes `uri` and hands the frames `sampling` picks to `sink`, until it returns false.
+fn decode(uri: &str, sampling: Sampling, mut sink: impl FnMut(DecodedFrame) -> bool) -> Result<()> {
     let (pipeline, appsink) = pipeline(uri)?;
     let bus = pipeline
         .bus()
@@ -254,7 +306,8 @@ fn decode(uri: &str, mut sink: impl FnMut(usize, DecodedFrame) -> bool) -> Resul
                 }
                 continue;
             };
-            if !sink(index, to_frame(index, &sample)?) {
+            let pick = sampling.pick(index);
+            if pick == Pick::Stop || (pick == Pick::Keep && !sink(to_frame(index, &sample)?)) {
                 return Ok(());
             }
             index += 1;
@@ -297,9 +350,13 @@ fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
 pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
     init()?;
     let (pipeline, appsink) = pipeline(&footage.uri)?;
-    pipeline
-        .set_state(gst::State::Paused)
-        .with_context(|| format!("footage {}: cannot open", footage.name))?;
+    if pipeline.set_state(gst::State::Paused).is_err() {
+        // The bus holds why, such as a missing file; the state change only says that it failed.
+        let why = pipeline.bus().map_or(Ok(()), |bus| bus_error(&bus));
+        let _ = pipeline.set_state(gst::State::Null);
+        why.and(Err(anyhow!("the pipeline did not start")))
+            .with_context(|| format!("footage {}: cannot open", footage.name))?;
+    }
     let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
     let estimate = prerolled.is_ok().then(|| {
         let in_frames = pipeline
@@ -328,6 +385,42 @@ mod tests {
         std::fs::write(file.path(), text).unwrap();
         let labels = read_ground_truth(file.path());
         (file, labels)
+    }
+
+    /// The frames `sampling` keeps of a footage of `frames` frames.
+    fn kept(sampling: Sampling, frames: usize) -> Vec<usize> {
+        let mut kept = Vec::new();
+        for i in 0..frames {
+            match sampling.pick(i) {
+                Pick::Keep => kept.push(i),
+                Pick::Skip => {}
+                Pick::Stop => break,
+            }
+        }
+        kept
+    }
+
+    #[test]
+    fn at_most_n_frames_are_n_spread_evenly_or_the_first_n_of_a_live_stream() {
+        // 150 of 175: a stride of 2 would give 88.
+        let k = kept(Sampling::at_most(150, Some(175)), 175);
+        assert_eq!(k.len(), 150);
+        assert!(
+            k.windows(2).all(|w| (1..=2).contains(&(w[1] - w[0]))),
+            "{k:?}"
+        );
+        assert_eq!(kept(Sampling::at_most(3, Some(10)), 10), vec![0, 3, 6]);
+        // More asked for than there are: all of them.
+        assert_eq!(kept(Sampling::at_most(20, Some(10)), 10).len(), 10);
+        // A length estimate short of the truth still keeps at most the count.
+        assert_eq!(kept(Sampling::at_most(10, Some(10)), 15).len(), 10);
+        assert_eq!(kept(Sampling::at_most(4, None), 100), vec![0, 1, 2, 3]);
+        assert_eq!(
+            Sampling::at_most(150, Some(175)).expected(Some(175)),
+            Some(150)
+        );
+        assert_eq!(Sampling::at_most(4, None).expected(None), Some(4));
+        assert_eq!(kept(Sampling::All, 5).len(), 5);
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         exits,
         metric,
         promise: None,
+        uncertified: false,
         held: sim,
         notes: String::new(),
         baselines: Vec::new(),

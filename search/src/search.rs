@@ -16,7 +16,7 @@ use earlyexit::rule;
 use crate::calibrate::{ExitScores, Goal, Simulation};
 use crate::cli::{CostArg, OutputArg, SearchArgs, Strategy};
 use crate::features::{Extractor, FeatureTable, detect_output};
-use crate::footage::{Footage, estimate_frames};
+use crate::footage::{Footage, Sampling, estimate_frames};
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
 use crate::{placement, plot, report};
@@ -111,6 +111,9 @@ pub struct Choice {
     /// on the gate's probability.
     pub gate: Option<(Gate, Vec<GateWeights>)>,
     pub promise: Option<Promise>,
+    /// No configuration tried certified the target: the promise is the bound the chosen one
+    /// did certify.
+    pub uncertified: bool,
     /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
     /// footage reproduces.
     pub held: Simulation,
@@ -180,12 +183,17 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     };
     let mut extractor =
         Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;
-    let frames = frames(args, &mut extractor, footage, holdout)?;
-    if goal.measure == Measure::Accuracy && frames.held.labels.iter().any(Option::is_none) {
+    // Before any decoding, which can take minutes.
+    let held_out = if holdout.is_empty() { footage } else { holdout };
+    if goal.measure == Measure::Accuracy
+        && let Some(f) = held_out.iter().find(|f| f.labels.is_none())
+    {
         bail!(
-            "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame: give --ground-truth after each --holdout (or after each --footage when holding out its end)"
+            "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame, and footage {} has none: give --ground-truth after each --holdout (or after each --footage when holding out its end)",
+            f.name
         );
     }
+    let frames = frames(args, &mut extractor, footage, holdout)?;
     drop(extractor);
     // Timed once the footage is decoded, so that no decoding competes for the cores.
     let latency = match args.cost {
@@ -230,9 +238,9 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         );
     }
     let held = &problem.frames.held;
-    let backbone_accuracy = held.all_labels().map(|t| {
-        t.iter().zip(&held.teacher).filter(|(a, b)| a == b).count() as f64 / t.len().max(1) as f64
-    });
+    let backbone_accuracy = held
+        .all_labels()
+        .map(|t| crate::calibrate::share_alike(&t, &held.teacher));
     let summary = report::Summary {
         backbone: &args.backbone.display().to_string(),
         bundle: &bundle,
@@ -280,6 +288,14 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         .with_context(|| format!("--out {}: cannot write the bundle", args.out.display()))?;
     println!("{report}");
     println!("bundle written to {}", args.out.display());
+    if choice.uncertified {
+        // On standard error too, for scripts: the bundle is written, but short of the target.
+        eprintln!(
+            "warning: no configuration tried certifies the target on the {} certifying frames; {} promises only what they did certify (its `promise`, and report.md under Certificate)",
+            choice.promise.as_ref().map_or(0, |p| p.frames),
+            args.out.display()
+        );
+    }
     Ok(())
 }
 
@@ -410,11 +426,8 @@ fn frames(
         .chain(holdout.iter().map(|f| (f, true)));
     for (f, is_holdout) in all {
         let total = estimate_frames(f)?;
-        let keep_every = match (per_footage, total) {
-            (Some(budget), Some(n)) => n.div_ceil(budget).max(1),
-            _ => 1,
-        };
-        let table = extractor.extract(f, total, keep_every, per_footage)?;
+        let sampling = per_footage.map_or(Sampling::All, |b| Sampling::at_most(b, total));
+        let table = extractor.extract(f, total, sampling)?;
         if is_holdout {
             add_held(&mut held, table);
         } else if holdout.is_empty() {

@@ -7,15 +7,16 @@ use crate::runtime::OnnxError;
 /// A graph operation that failed. Every message names the file, and the tensor or node at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
-    #[error("{}: cannot read: {source}", file.display())]
+    // The cause is in the message and not a `source`, which would print it twice in a chain.
+    #[error("{}: cannot read: {cause}", file.display())]
     Read {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: cannot write: {source}", file.display())]
+    #[error("{}: cannot write: {cause}", file.display())]
     Write {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: not an ONNX model: {reason}", file.display())]
     NotOnnx { file: PathBuf, reason: String },

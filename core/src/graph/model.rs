@@ -17,9 +17,9 @@ pub const BATCH_DIM: &str = "N";
 
 /// Reads an ONNX model from `path`.
 pub fn read_model(path: &Path) -> Result<ModelProto, GraphError> {
-    let bytes = std::fs::read(path).map_err(|source| GraphError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| GraphError::Read {
         file: path.to_path_buf(),
-        source,
+        cause,
     })?;
     decode_model(&bytes, path)
 }
@@ -50,9 +50,9 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 
 /// Writes `model` to `path`.
 pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), GraphError> {
-    std::fs::write(path, encode_model(model)).map_err(|source| GraphError::Write {
+    std::fs::write(path, encode_model(model)).map_err(|cause| GraphError::Write {
         file: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

@@ -181,6 +181,7 @@ fn to_choice(
             .as_ref()
             .map(|g| (g.gate.clone(), g.weights.clone())),
         promise: Some(promise),
+        uncertified: !f.certificate.certified,
         held: zoo.simulate_held(f).unwrap_or_else(|| f.select.clone()),
         notes,
         baselines,

@@ -238,13 +238,10 @@ pub(super) fn baselines_table(
         "|---|---|---|---|{}---|---|",
         if accuracy_too { "---|" } else { "" }
     );
-    let backbone_accuracy = zoo.certify.labels.map(|l| {
-        l.iter()
-            .zip(zoo.certify.teacher)
-            .filter(|(a, b)| a == b)
-            .count() as f64
-            / l.len().max(1) as f64
-    });
+    let backbone_accuracy = zoo
+        .certify
+        .labels
+        .map(|l| crate::calibrate::share_alike(l, zoo.certify.teacher));
     let _ = writeln!(
         notes,
         "| full backbone | 0 | 1.000 | 100.00% |{} - | {} |",

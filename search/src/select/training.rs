@@ -86,15 +86,15 @@ pub(super) fn train_heads(
     for &i in &kept {
         let cut = &problem.candidates[i];
         for kind in &others {
-            bar.inc(1);
-            if kind.pool_index() >= crate::features::pools_for(&cut.shape).len() {
-                continue;
+            // A vector (not an image) has only global pooling: no grid heads.
+            if kind.pool_index() < crate::features::pools_for(&cut.shape).len() {
+                let seed = args
+                    .seed
+                    .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
+                let head = train_head(problem, i, *kind, true, &Training::for_kind(*kind, seed))?;
+                options[i][kind_index(*kind)] = Some(scored(i, head)?);
             }
-            let seed = args
-                .seed
-                .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
-            let head = train_head(problem, i, *kind, true, &Training::for_kind(*kind, seed))?;
-            options[i][kind_index(*kind)] = Some(scored(i, head)?);
+            bar.inc(1);
         }
         let ensemble = ensemble_of(&options[i], teacher_s);
         options[i][kind_index(HeadKind::Ensemble)] = Some(scored(i, ensemble)?);

@@ -336,7 +336,7 @@ pub(super) fn ensemble_of(trained: &[Option<HeadOption>], teacher: &[u32]) -> Tr
 }
 
 pub(super) fn agreement(s: &ExitScores, teacher: &[u32]) -> f64 {
-    s.class.iter().zip(teacher).filter(|(a, b)| a == b).count() as f64 / teacher.len().max(1) as f64
+    crate::calibrate::share_alike(&s.class, teacher)
 }
 
 /// The share of frames an exit could let leave (most confident first) with at least
