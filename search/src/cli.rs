@@ -43,13 +43,11 @@ pub struct InputArgs {
     /// Tensor layout; required when the model's input shape fits both.
     #[arg(long, value_enum)]
     pub layout: Option<LayoutArg>,
-    /// Input width; checked against the model's, which must be fixed (only the batch dimension
-    /// may be symbolic).
-    #[arg(long)]
+    /// Input width: required when the model leaves it open, else checked against the model's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub width: Option<u32>,
-    /// Input height; checked against the model's, which must be fixed (only the batch dimension
-    /// may be symbolic).
-    #[arg(long)]
+    /// Input height: required when the model leaves it open, else checked against the model's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub height: Option<u32>,
     /// Color: gray by default for 1 channel, else rgb.
     #[arg(long, value_enum)]

@@ -1,34 +1,66 @@
 //! The backbone's input as a bundle describes it, from what the model fixes and the flags.
 
-use anyhow::{Result, bail};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 use earlyexit::bundle::{Color, InputSpec, Layout};
+use earlyexit::graph::{self, Graph};
 
 use crate::cli::{ColorArg, InputArgs, LayoutArg};
 
-/// Resolves the input spec from the model's batch-1 input shape and the user's flags.
-pub fn resolve(shape: &[i64], args: &InputArgs) -> Result<InputSpec> {
-    let &[_, a, b, c] = shape else {
-        bail!("the backbone's input {shape:?} is not an image tensor [N, C, H, W] or [N, H, W, C]");
+/// Reads the backbone and resolves its input from what the model fixes and the flags. A height
+/// or width the model leaves open is fixed to the flag's before the graph is read, so that
+/// every tensor's shape is known.
+pub fn load_backbone(path: &Path, args: &InputArgs) -> Result<(Graph, InputSpec)> {
+    let mut model = graph::read_model(path)?;
+    let Some(declared) = graph::declared_input_dims(&model) else {
+        // Not one input with a shape: the graph reader says which.
+        Graph::from_model(model, path)?;
+        bail!("backbone {}: the input declares no shape", path.display());
     };
-    let is_channels = |d: i64| d == 1 || d == 3;
+    let spec = resolve(&declared, args).with_context(|| format!("backbone {}", path.display()))?;
+    if declared.iter().skip(1).any(Option::is_none) {
+        graph::fix_input_dims(&mut model, &spec.shape()[1..]);
+    }
+    Ok((Graph::from_model(model, path)?, spec))
+}
+
+/// Dimensions as the model declares them, `?` where open: `[?, 3, ?, ?]`.
+fn show(dims: &[Option<i64>]) -> String {
+    let dims: Vec<String> = dims
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Resolves the input spec from the dimensions the model's input declares (`None` where it
+/// leaves one open) and the user's flags.
+pub fn resolve(dims: &[Option<i64>], args: &InputArgs) -> Result<InputSpec> {
+    let shape = show(dims);
+    let &[_, a, b, c] = dims else {
+        bail!("the backbone's input {shape} is not an image tensor [N, C, H, W] or [N, H, W, C]");
+    };
+    let is_channels = |d: Option<i64>| d == Some(1) || d == Some(3);
     let layout = match (args.layout, is_channels(a), is_channels(c)) {
         (Some(LayoutArg::Nchw), ..) => Layout::Nchw,
         (Some(LayoutArg::Nhwc), ..) => Layout::Nhwc,
         (None, true, false) => Layout::Nchw,
         (None, false, true) => Layout::Nhwc,
         (None, ..) => bail!(
-            "the backbone's input {shape:?} could be read as nchw or nhwc (or neither); pass --layout"
+            "the backbone's input {shape} could be read as nchw or nhwc (or neither); pass --layout"
         ),
     };
     let (channels, height, width) = match layout {
         Layout::Nchw => (a, b, c),
         Layout::Nhwc => (c, a, b),
     };
-    if !is_channels(channels) {
+    let Some(channels) = channels.filter(|&c| is_channels(Some(c))) else {
         bail!(
-            "the backbone's input {shape:?} has {channels} channels as {layout:?}; 1 (gray) or 3 (rgb, bgr) are supported"
+            "the backbone's input {shape} has {} channels as {layout:?}; 1 (gray) or 3 (rgb, bgr) are supported",
+            channels.map_or_else(|| "open".to_owned(), |c| c.to_string())
         );
-    }
+    };
     let color = match args.color {
         Some(ColorArg::Gray) => Color::Gray,
         Some(ColorArg::Rgb) => Color::Rgb,
@@ -38,24 +70,24 @@ pub fn resolve(shape: &[i64], args: &InputArgs) -> Result<InputSpec> {
     };
     if color.channels() as i64 != channels {
         bail!(
-            "--color needs {} channels, the backbone's input {shape:?} has {channels}",
+            "--color needs {} channels, the backbone's input {shape} has {channels}",
             color.channels()
         );
     }
-    for (flag, given, model) in [
-        ("--width", args.width, width),
-        ("--height", args.height, height),
-    ] {
-        if let Some(v) = given
-            && i64::from(v) != model
-        {
-            bail!("{flag} {v} differs from the backbone's input {shape:?}");
+    let size = |flag: &str, given: Option<u32>, model: Option<i64>| -> Result<u32> {
+        match (given, model) {
+            (Some(v), Some(m)) if i64::from(v) != m => {
+                bail!("{flag} {v} differs from the backbone's input {shape}")
+            }
+            (_, Some(m)) => Ok(u32::try_from(m)?),
+            (Some(v), None) => Ok(v),
+            (None, None) => bail!("the backbone's input {shape} leaves its size open: give {flag}"),
         }
-    }
+    };
     Ok(InputSpec {
         layout,
-        width: u32::try_from(width)?,
-        height: u32::try_from(height)?,
+        width: size("--width", args.width, width)?,
+        height: size("--height", args.height, height)?,
         color,
         mean: per_channel("--mean", args.mean.as_deref(), 0.0, color.channels())?,
         std: {
@@ -89,10 +121,36 @@ fn per_channel(flag: &str, text: Option<&str>, default: f32, channels: usize) ->
 mod tests {
     use super::*;
 
+    fn fixed(dims: &[i64]) -> Vec<Option<i64>> {
+        dims.iter().map(|&d| Some(d)).collect()
+    }
+
+    #[test]
+    fn a_size_the_model_leaves_open_comes_from_the_flags() {
+        let open = [None, Some(3), None, None];
+        let err = resolve(&open, &InputArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("--width"), "{err}");
+        let args = InputArgs {
+            width: Some(40),
+            height: Some(30),
+            ..InputArgs::default()
+        };
+        let spec = resolve(&open, &args).unwrap();
+        assert_eq!(
+            (spec.layout, spec.width, spec.height),
+            (Layout::Nchw, 40, 30)
+        );
+        let nhwc = resolve(&[None, None, None, Some(3)], &args).unwrap();
+        assert_eq!(nhwc.shape(), [1, 30, 40, 3]);
+        // A fixed size must match the flag still.
+        let err = resolve(&[None, Some(3), Some(30), Some(41)], &args).unwrap_err();
+        assert!(err.to_string().contains("--width 40 differs"), "{err}");
+    }
+
     #[test]
     fn layout_is_read_from_the_shape_when_only_one_fits() {
         let args = InputArgs::default();
-        let nchw = resolve(&[1, 1, 28, 28], &args).unwrap();
+        let nchw = resolve(&fixed(&[1, 1, 28, 28]), &args).unwrap();
         assert_eq!(
             (nchw.layout, nchw.color, nchw.width),
             (Layout::Nchw, Color::Gray, 28)
@@ -101,7 +159,7 @@ mod tests {
             (nchw.mean.clone(), nchw.std.clone()),
             (vec![0.0], vec![255.0])
         );
-        let nhwc = resolve(&[1, 32, 48, 3], &args).unwrap();
+        let nhwc = resolve(&fixed(&[1, 32, 48, 3]), &args).unwrap();
         assert_eq!(
             (nhwc.layout, nhwc.color, nhwc.width, nhwc.height),
             (Layout::Nhwc, Color::Rgb, 48, 32)
@@ -110,13 +168,16 @@ mod tests {
 
     #[test]
     fn an_ambiguous_shape_needs_layout() {
-        let err = resolve(&[1, 3, 8, 3], &InputArgs::default()).unwrap_err();
+        let err = resolve(&fixed(&[1, 3, 8, 3]), &InputArgs::default()).unwrap_err();
         assert!(err.to_string().contains("--layout"), "{err}");
         let args = InputArgs {
             layout: Some(LayoutArg::Nhwc),
             ..InputArgs::default()
         };
-        assert_eq!(resolve(&[1, 3, 8, 3], &args).unwrap().layout, Layout::Nhwc);
+        assert_eq!(
+            resolve(&fixed(&[1, 3, 8, 3]), &args).unwrap().layout,
+            Layout::Nhwc
+        );
     }
 
     #[test]
@@ -126,13 +187,13 @@ mod tests {
             std: Some("1,2,3".into()),
             ..InputArgs::default()
         };
-        let spec = resolve(&[1, 3, 4, 4], &args).unwrap();
+        let spec = resolve(&fixed(&[1, 3, 4, 4]), &args).unwrap();
         assert_eq!(spec.mean, vec![127.0; 3]);
         assert_eq!(spec.std, vec![1.0, 2.0, 3.0]);
         let bad = InputArgs {
             std: Some("1,2".into()),
             ..InputArgs::default()
         };
-        assert!(resolve(&[1, 3, 4, 4], &bad).is_err());
+        assert!(resolve(&fixed(&[1, 3, 4, 4]), &bad).is_err());
     }
 }

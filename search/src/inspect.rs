@@ -1,17 +1,14 @@
 //! `inspect`: every place where the backbone can be cut, with its tensor's shape and the share of
 //! MACs before it.
 
-use anyhow::{Context, Result};
-use earlyexit::graph::Graph;
+use anyhow::Result;
 
 use crate::cli::InspectArgs;
 
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let graph = Graph::load(&args.backbone)?;
-    let input = graph.input();
     // Validates the flags against the model, as the search would.
-    let spec = crate::input::resolve(&input.shape, &args.input)
-        .with_context(|| format!("backbone {}", args.backbone.display()))?;
+    let (graph, spec) = crate::input::load_backbone(&args.backbone, &args.input)?;
+    let input = graph.input();
     let total = graph.total_macs();
     println!("backbone  {}", args.backbone.display());
     println!(

@@ -130,9 +130,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     // Before the long work, not after it.
     bundle::check_replaceable(&args.out)
         .with_context(|| format!("--out {}", args.out.display()))?;
-    let graph = Graph::load(&args.backbone)?;
-    let input = crate::input::resolve(&graph.input().shape, &args.input)
-        .with_context(|| format!("backbone {}", args.backbone.display()))?;
+    let (graph, input) = crate::input::load_backbone(&args.backbone, &args.input)?;
     let output = match args.output {
         Some(OutputArg::Logits) => Output::Logits,
         Some(OutputArg::Probabilities) => Output::Probabilities,

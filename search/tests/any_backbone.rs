@@ -191,3 +191,83 @@ fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
     assert_eq!(json["frames"], 75);
     assert!(json["agreement"].as_f64().unwrap() > 0.5, "{json}");
 }
+
+/// The same backbone, exported with its height and width left open (as `dynamic_axes` does).
+fn open_size_backbone() -> Vec<u8> {
+    use candle_onnx::onnx::tensor_shape_proto::dimension::Value;
+    use candle_onnx::onnx::type_proto;
+    let path = Path::new("open-size.onnx");
+    let mut model = earlyexit::graph::decode_model(&nhwc_softmax_backbone(), path).unwrap();
+    let input = &mut model.graph.as_mut().unwrap().input[0];
+    let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("the input is a tensor");
+    };
+    let dims = &mut t.shape.as_mut().unwrap().dim;
+    dims[1].value = Some(Value::DimParam("height".into()));
+    dims[2].value = Some(Value::DimParam("width".into()));
+    earlyexit::graph::encode_model(&model)
+}
+
+#[test]
+fn a_backbone_that_leaves_its_size_open_takes_it_from_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = dir.path().join("open.onnx");
+    std::fs::write(&backbone, open_size_backbone()).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(["inspect", "--backbone", &text(&backbone)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--width"),
+        "{stderr}"
+    );
+
+    let bundle = dir.path().join("bundle");
+    let clip = footage("bikes-tail.mkv");
+    let size = ["--width", "20", "--height", "12"];
+    let backbone_arg = ["--backbone", &text(&backbone)];
+    search_ok(&[&["inspect"][..], &backbone_arg, &size].concat());
+    search_ok(
+        &[
+            &["search"][..],
+            &backbone_arg,
+            &size,
+            &[
+                "--color",
+                "bgr",
+                "--footage",
+                &text(&clip),
+                "--max-frames",
+                "40",
+                "--target-agreement",
+                "0.9",
+                "--out",
+                &text(&bundle),
+            ],
+        ]
+        .concat(),
+    );
+    let yaml = std::fs::read_to_string(bundle.join("exits.yaml")).unwrap();
+    assert!(
+        yaml.contains("width: 20") && yaml.contains("height: 12"),
+        "{yaml}"
+    );
+    let meta = earlyexit_e2e::element_meta(&clip, &bundle);
+    assert_eq!(meta.len(), 75);
+    // The uncut backbone, open size and all, is fed frames of the bundle's size.
+    let stdout = search_ok(&[
+        "evaluate",
+        "--model",
+        &text(&bundle),
+        "--footage",
+        &text(&clip),
+        "--backbone",
+        &text(&backbone),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert!(json["ms_per_frame_full"].as_f64().is_some(), "{json}");
+}

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_onnx::onnx::tensor_proto::DataType;
-use candle_onnx::onnx::{ModelProto, NodeProto};
+use candle_onnx::onnx::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 pub use error::GraphError;
 pub use heads::{Head, HeadSpec, Pool, build_head, feature_len, pool_features};
@@ -85,12 +85,7 @@ impl Graph {
         };
         let initializers: HashSet<String> =
             graph.initializer.iter().map(|t| t.name.clone()).collect();
-        // Old exporters list initializers among the inputs too.
-        let inputs: Vec<_> = graph
-            .input
-            .iter()
-            .filter(|i| !initializers.contains(&i.name))
-            .collect();
+        let inputs = real_inputs(graph);
         let [input] = inputs.as_slice() else {
             return Err(GraphError::model(
                 path,
@@ -262,11 +257,41 @@ impl Graph {
     }
 }
 
+/// The graph's inputs that are not initializers: old exporters list initializers there too.
+fn real_inputs(graph: &GraphProto) -> Vec<&ValueInfoProto> {
+    graph
+        .input
+        .iter()
+        .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+        .collect()
+}
+
+/// The dimensions the model's one input declares, `None` where it leaves one open (a symbolic
+/// batch, height or width); `None` when it has no one input with a tensor shape.
+pub fn declared_input_dims(model: &ModelProto) -> Option<Vec<Option<i64>>> {
+    match real_inputs(model.graph.as_ref()?).as_slice() {
+        [input] => model::declared_type(input).map(|(_, dims)| dims),
+        _ => None,
+    }
+}
+
+/// Fixes the dimensions of the model's one input after the batch to `dims`, such as the height
+/// and width a model leaves open, so that every tensor's shape can be learned.
+pub fn fix_input_dims(model: &mut ModelProto, dims: &[i64]) {
+    let Some(graph) = model.graph.as_mut() else {
+        return;
+    };
+    let name = match real_inputs(graph).as_slice() {
+        [input] => input.name.clone(),
+        _ => return,
+    };
+    if let Some(input) = graph.input.iter_mut().find(|i| i.name == name) {
+        model::set_dims_after_batch(input, dims);
+    }
+}
+
 /// The input's shape with a symbolic or unknown leading dimension set to 1.
-fn batch_one_shape(
-    path: &Path,
-    input: &candle_onnx::onnx::ValueInfoProto,
-) -> Result<Vec<i64>, GraphError> {
+fn batch_one_shape(path: &Path, input: &ValueInfoProto) -> Result<Vec<i64>, GraphError> {
     let Some((elem_type, dims)) = model::declared_type(input) else {
         return Err(GraphError::tensor(
             path,

@@ -56,8 +56,8 @@ pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), GraphError> {
     })
 }
 
-/// A float tensor's ValueInfo; with `symbolic_batch`, the first dimension becomes [`BATCH_DIM`].
-/// A float32 tensor description; the leading dimension becomes the symbolic batch when asked.
+/// A float32 tensor's ValueInfo; with `symbolic_batch`, the first dimension becomes
+/// [`BATCH_DIM`].
 pub fn float_value_info(name: &str, dims: &[i64], symbolic_batch: bool) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -100,6 +100,21 @@ pub(crate) fn declared_type(info: &ValueInfoProto) -> Option<(i32, Vec<Option<i6
         })
         .collect();
     Some((t.elem_type, dims))
+}
+
+/// Sets the dimensions after the first (the batch) that `info` declares to `dims`.
+pub(crate) fn set_dims_after_batch(info: &mut ValueInfoProto, dims: &[i64]) {
+    let Some(type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        return;
+    };
+    let Some(shape) = t.shape.as_mut() else {
+        return;
+    };
+    for (d, &v) in shape.dim.iter_mut().skip(1).zip(dims) {
+        d.value = Some(dimension::Value::DimValue(v));
+    }
 }
 
 pub(crate) fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
