@@ -373,27 +373,18 @@ fn a_missing_labels_file_is_named() {
 
 #[test]
 fn each_missing_input_key_is_named() {
-    for key in ["layout", "width", "height", "color", "mean", "std"] {
+    // Left out, or given no value: either way it is missing.
+    let left_out =
+        ["layout", "width", "height", "color", "mean", "std"].map(|k| (k, String::new()));
+    let no_value = ["layout", "color", "mean"].map(|k| (k, format!("  {k}: ~\n")));
+    for (key, edited) in left_out.into_iter().chain(no_value) {
         let (_tmp, dir) = with_yaml(|t| {
             let line = t
                 .lines()
                 .find(|l| l.starts_with(&format!("  {key}:")))
                 .unwrap()
                 .to_owned();
-            replace_once(&t, &format!("{line}\n"), "")
-        });
-        let e = error_of(&dir);
-        assert_names(&e, &dir, EXITS_FILE, &[&format!("input.{key}"), "missing"]);
-    }
-    // A key given no value is as missing as one left out.
-    for key in ["layout", "color", "mean"] {
-        let (_tmp, dir) = with_yaml(|t| {
-            let line = t
-                .lines()
-                .find(|l| l.starts_with(&format!("  {key}:")))
-                .unwrap()
-                .to_owned();
-            replace_once(&t, &line, &format!("  {key}: ~"))
+            replace_once(&t, &format!("{line}\n"), &edited)
         });
         let e = error_of(&dir);
         assert_names(&e, &dir, EXITS_FILE, &[&format!("input.{key}"), "missing"]);

@@ -136,6 +136,21 @@ fn search_ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// `evaluate --json` of `bundle` on `clip`, timing the uncut `backbone` beside it.
+fn evaluate_with_backbone(bundle: &Path, clip: &Path, backbone: &Path) -> serde_json::Value {
+    let stdout = search_ok(&[
+        "evaluate",
+        "--model",
+        &text(bundle),
+        "--footage",
+        &text(clip),
+        "--backbone",
+        &text(backbone),
+        "--json",
+    ]);
+    serde_json::from_slice(&stdout).unwrap()
+}
+
 #[test]
 fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,17 +192,7 @@ fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
     }
 
     // evaluate agrees with the uncut backbone it came from on what "full" means.
-    let stdout = search_ok(&[
-        "evaluate",
-        "--model",
-        &text(&bundle),
-        "--footage",
-        &text(&clip),
-        "--backbone",
-        &text(&backbone),
-        "--json",
-    ]);
-    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let json = evaluate_with_backbone(&bundle, &clip, &backbone);
     assert_eq!(json["frames"], 75);
     assert!(json["agreement"].as_f64().unwrap() > 0.5, "{json}");
 }
@@ -258,16 +263,6 @@ fn a_backbone_that_leaves_its_size_open_takes_it_from_the_flags() {
     let meta = earlyexit_e2e::element_meta(&clip, &bundle);
     assert_eq!(meta.len(), 75);
     // The uncut backbone, open size and all, is fed frames of the bundle's size.
-    let stdout = search_ok(&[
-        "evaluate",
-        "--model",
-        &text(&bundle),
-        "--footage",
-        &text(&clip),
-        "--backbone",
-        &text(&backbone),
-        "--json",
-    ]);
-    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let json = evaluate_with_backbone(&bundle, &clip, &backbone);
     assert!(json["ms_per_frame_full"].as_f64().is_some(), "{json}");
 }
