@@ -161,20 +161,28 @@ impl Comparison {
         self.paired.merge(other.paired);
     }
 
-    /// Its figures (untimed) and the paired test; `difference` is the evaluated bundle's
-    /// accuracy minus this one's.
+    /// The evaluated bundle's accuracy minus this one's, on labeled frames.
+    fn difference(&self) -> Option<f64> {
+        self.paired.difference(self.tally.labeled)
+    }
+
+    /// McNemar's p for that difference, on labeled frames.
+    fn p_value(&self) -> Option<f64> {
+        (self.tally.labeled > 0).then(|| self.paired.p_value())
+    }
+
+    /// Its figures (untimed) and the paired test.
     fn json(&self, model: &Path) -> serde_json::Value {
         let mut o = self.tally.json();
         if let Some(o) = o.as_object_mut() {
             o.remove("ms_per_frame");
             o.remove("ms_per_frame_full");
         }
-        let labeled = self.tally.labeled;
         o["model"] = json!(model.display().to_string());
         o["only_model_right"] = json!(self.paired.only_a);
         o["only_compare_right"] = json!(self.paired.only_b);
-        o["accuracy_difference"] = json!(self.paired.difference(labeled));
-        o["p_value"] = json!((labeled > 0).then(|| self.paired.p_value()));
+        o["accuracy_difference"] = json!(self.difference());
+        o["p_value"] = json!(self.p_value());
         o
     }
 }
@@ -277,15 +285,8 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         drop(frames);
         decoder.finish()?;
         bar.finish_and_clear();
-        if let Some(labels) = &f.labels
-            && labels.len() as u64 != tally.frames
-        {
-            eprintln!(
-                "warning: {}: ground truth has {} rows, the footage decoded to {} frames",
-                f.name,
-                labels.len(),
-                tally.frames
-            );
+        if let Some(warning) = f.ground_truth_mismatch(tally.frames as usize) {
+            eprintln!("warning: {warning}");
         }
         total.add(&tally);
         if let (Some(t), Some(c)) = (&mut total_compared, &comparison) {
@@ -438,7 +439,6 @@ fn print_table(
     );
     for (name, _, c) in rows {
         let Some(c) = c else { continue };
-        let labeled = c.tally.labeled;
         println!(
             "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  {:?}",
             name,
@@ -448,10 +448,9 @@ fn print_table(
             num(c.tally.mean_cost(), 3),
             c.paired.only_a,
             c.paired.only_b,
-            c.paired
-                .difference(labeled)
+            c.difference()
                 .map_or_else(|| "-".to_owned(), |d| format!("{:+.2} pp", 100.0 * d)),
-            num((labeled > 0).then(|| c.paired.p_value()), 3),
+            num(c.p_value(), 3),
             c.tally.exits
         );
     }

@@ -201,17 +201,11 @@ impl Extractor {
                 footage.name
             );
         }
-        if let Some(labels) = &footage.labels
-            && sampling == Sampling::All
-            && labels.len() > table.frames()
+        // Fewer rows are refused above; sampled footage is not decoded to its end.
+        if sampling == Sampling::All
+            && let Some(warning) = footage.ground_truth_mismatch(table.frames())
         {
-            // Likely the ground truth of other footage: say so, as evaluate does.
-            eprintln!(
-                "warning: {}: ground truth has {} rows, the footage decoded to {} frames",
-                footage.name,
-                labels.len(),
-                table.frames()
-            );
+            eprintln!("warning: {warning}");
         }
         Ok(table)
     }

@@ -32,6 +32,18 @@ impl Footage {
     }
 
     /// The file name alone, for progress bars and tables.
+    /// When ground truth was given with another row count than the `frames` decoded, says so:
+    /// it may well be another footage's.
+    pub fn ground_truth_mismatch(&self, frames: usize) -> Option<String> {
+        let rows = self.labels.as_ref()?.len();
+        (rows != frames).then(|| {
+            format!(
+                "{}: ground truth has {rows} rows, the footage decoded to {frames} frames",
+                self.name
+            )
+        })
+    }
+
     pub fn short_name(&self) -> String {
         Path::new(&self.name)
             .file_name()
@@ -175,11 +187,9 @@ impl Sampling {
     /// At most `count` frames of a footage of `total` frames, when that is known.
     pub fn at_most(count: usize, total: Option<usize>) -> Sampling {
         match total {
-            Some(total) => Sampling::Evenly {
-                count,
-                total: total.max(count),
-            },
-            None => Sampling::First(count),
+            Some(total) if total > count => Sampling::Evenly { count, total },
+            // All of them, or the first ones when the length is unknown.
+            _ => Sampling::First(count),
         }
     }
 
@@ -187,7 +197,7 @@ impl Sampling {
     pub fn expected(self, total: Option<usize>) -> Option<usize> {
         match self {
             Sampling::All => total,
-            Sampling::Evenly { count, total: t } => Some(count.min(total.unwrap_or(t))),
+            Sampling::Evenly { count, .. } => Some(count),
             Sampling::First(count) => Some(total.map_or(count, |t| t.min(count))),
         }
     }
@@ -352,10 +362,12 @@ pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
     let (pipeline, appsink) = pipeline(&footage.uri)?;
     if pipeline.set_state(gst::State::Paused).is_err() {
         // The bus holds why, such as a missing file; the state change only says that it failed.
-        let why = pipeline.bus().map_or(Ok(()), |bus| bus_error(&bus));
+        let why = match pipeline.bus().map(|bus| bus_error(&bus)) {
+            Some(Err(e)) => e,
+            _ => anyhow!("the pipeline did not start"),
+        };
         let _ = pipeline.set_state(gst::State::Null);
-        why.and(Err(anyhow!("the pipeline did not start")))
-            .with_context(|| format!("footage {}: cannot open", footage.name))?;
+        return Err(why.context(format!("footage {}: cannot open", footage.name)));
     }
     let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
     let estimate = prerolled.is_ok().then(|| {

@@ -24,6 +24,14 @@ pub const INPUTS: [GateInput; 5] = [
     GateInput::AgreesLastFrame,
 ];
 
+/// [`INPUTS`] but `agrees-last-frame`: what a gate knows of a frame without the stream.
+pub fn stream_blind_inputs() -> Vec<GateInput> {
+    INPUTS
+        .into_iter()
+        .filter(|i| *i != GateInput::AgreesLastFrame)
+        .collect()
+}
+
 /// The gate thresholds tried: a probability that leaving costs nothing.
 const THRESHOLDS: usize = 200;
 
@@ -213,10 +221,7 @@ mod tests {
         // Without the stream signal every input is the same on every frame: a gate can only
         // let all frames leave, wrong ones included, or keep right ones too.
         let blind = Gate {
-            inputs: INPUTS
-                .into_iter()
-                .filter(|i| *i != GateInput::AgreesLastFrame)
-                .collect(),
+            inputs: stream_blind_inputs(),
         };
         let weights = train(&blind, &exits, &reference, &streams, &goal, 1).unwrap();
         let blind_sim = simulate(&blind, &weights, 0.7, &exits, &reference, &streams, &costs);

@@ -130,6 +130,15 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     // Before the long work, not after it.
     bundle::check_replaceable(&args.out)
         .with_context(|| format!("--out {}", args.out.display()))?;
+    let held_out = if holdout.is_empty() { footage } else { holdout };
+    if goal.measure == Measure::Accuracy
+        && let Some(f) = held_out.iter().find(|f| f.labels.is_none())
+    {
+        bail!(
+            "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame, and footage {} has none: give --ground-truth after each --holdout (or after each --footage when holding out its end)",
+            f.name
+        );
+    }
     let (graph, input) = crate::input::load_backbone(&args.backbone, &args.input)?;
     let output = match args.output {
         Some(OutputArg::Logits) => Output::Logits,
@@ -181,16 +190,6 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     };
     let mut extractor =
         Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;
-    // Before any decoding, which can take minutes.
-    let held_out = if holdout.is_empty() { footage } else { holdout };
-    if goal.measure == Measure::Accuracy
-        && let Some(f) = held_out.iter().find(|f| f.labels.is_none())
-    {
-        bail!(
-            "--target-accuracy and --max-accuracy-loss need ground truth for every held-out frame, and footage {} has none: give --ground-truth after each --holdout (or after each --footage when holding out its end)",
-            f.name
-        );
-    }
     let frames = frames(args, &mut extractor, footage, holdout)?;
     drop(extractor);
     // Timed once the footage is decoded, so that no decoding competes for the cores.

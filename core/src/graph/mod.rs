@@ -257,36 +257,44 @@ impl Graph {
     }
 }
 
-/// The graph's inputs that are not initializers: old exporters list initializers there too.
+/// Where in `graph.input` the inputs that are not initializers are: old exporters list
+/// initializers there too.
+fn real_input_indices(graph: &GraphProto) -> impl Iterator<Item = usize> + '_ {
+    (0..graph.input.len()).filter(|&k| {
+        !graph
+            .initializer
+            .iter()
+            .any(|t| t.name == graph.input[k].name)
+    })
+}
+
 fn real_inputs(graph: &GraphProto) -> Vec<&ValueInfoProto> {
-    graph
-        .input
-        .iter()
-        .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-        .collect()
+    real_input_indices(graph).map(|k| &graph.input[k]).collect()
+}
+
+/// Where in `graph.input` the graph's one input is, when it has exactly one.
+fn one_input(graph: &GraphProto) -> Option<usize> {
+    let mut real = real_input_indices(graph);
+    match (real.next(), real.next()) {
+        (Some(k), None) => Some(k),
+        _ => None,
+    }
 }
 
 /// The dimensions the model's one input declares, `None` where it leaves one open (a symbolic
 /// batch, height or width); `None` when it has no one input with a tensor shape.
 pub fn declared_input_dims(model: &ModelProto) -> Option<Vec<Option<i64>>> {
-    match real_inputs(model.graph.as_ref()?).as_slice() {
-        [input] => model::declared_type(input).map(|(_, dims)| dims),
-        _ => None,
-    }
+    let graph = model.graph.as_ref()?;
+    model::declared_type(&graph.input[one_input(graph)?]).map(|(_, dims)| dims)
 }
 
 /// Fixes the dimensions of the model's one input after the batch to `dims`, such as the height
 /// and width a model leaves open, so that every tensor's shape can be learned.
 pub fn fix_input_dims(model: &mut ModelProto, dims: &[i64]) {
-    let Some(graph) = model.graph.as_mut() else {
-        return;
-    };
-    let name = match real_inputs(graph).as_slice() {
-        [input] => input.name.clone(),
-        _ => return,
-    };
-    if let Some(input) = graph.input.iter_mut().find(|i| i.name == name) {
-        model::set_dims_after_batch(input, dims);
+    if let Some(graph) = model.graph.as_mut()
+        && let Some(i) = one_input(graph)
+    {
+        model::set_dims_after_batch(&mut graph.input[i], dims);
     }
 }
 

@@ -12,6 +12,11 @@ use crate::nas;
 /// Configurations certified at most; the confidence is split among them (Bonferroni).
 pub(super) const CERTIFY_TRIES: usize = 5;
 
+/// The confidence each try's bound holds with, so that all of them hold with `confidence`.
+pub(super) fn per_try(confidence: f64) -> f64 {
+    1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64
+}
+
 /// NSGA-II over `family` for each of its exit rules on the selecting frames, then the cheapest
 /// configurations that meet the target there, certified one by one.
 pub(super) fn search_and_certify(
@@ -83,7 +88,7 @@ pub(super) fn search_and_certify(
         .collect();
     feasible.sort_by(|a, b| a.1.objectives[0].total_cmp(&b.1.objectives[0]));
 
-    let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
+    let each = per_try(confidence);
     let mut table = String::new();
     // No exit at all is what is left when no structure meets the target on the selecting
     // frames. When some do but none certifies, the best certified of them is kept, with the

@@ -8,7 +8,7 @@ use earlyexit::bundle::Word;
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{Gate, GateInput};
 
-use super::certified::CERTIFY_TRIES;
+use super::certified::per_try;
 use super::rules::{METRICS, rule_of};
 use super::tables::{bound_cell, measure_name, measure_of};
 use super::zoo::{Certificate, Found, Zoo};
@@ -153,7 +153,7 @@ pub(super) fn gate(
         let _ = writeln!(notes, "No structure with exits to gate.");
         return Ok((found, None));
     };
-    let each = 1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64;
+    let each = per_try(confidence);
     let Some(fitted) = fit(zoo, &found, &gating::INPUTS, &costs, seed, each)? else {
         let _ = writeln!(
             notes,
@@ -161,11 +161,14 @@ pub(super) fn gate(
         );
         return Ok((found, None));
     };
-    let blind_inputs: Vec<GateInput> = gating::INPUTS
-        .into_iter()
-        .filter(|i| *i != GateInput::AgreesLastFrame)
-        .collect();
-    let blind = fit(zoo, &found, &blind_inputs, &costs, seed, each)?;
+    let blind = fit(
+        zoo,
+        &found,
+        &gating::stream_blind_inputs(),
+        &costs,
+        seed,
+        each,
+    )?;
 
     let goal = &zoo.problem.goal;
     let m = measure_name(goal.measure);
