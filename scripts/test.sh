@@ -3,7 +3,10 @@
 # (unit and end-to-end), and the shell-script tests. ARGS go to `cargo test`, for example
 #   scripts/test.sh -p earlyexit          only the core crate's tests
 #   scripts/test.sh -- --nocapture        show the tests' output
-# The end-to-end tests read the shared assets at ../shared/assets when that folder is there.
+# The end-to-end tests read models and footage from $EARLYEXIT_ASSETS. Unless it is set, this
+# script assembles that folder from the repository in data/test-assets: the models in models/,
+# the clips in media/, and the Fashion-MNIST streams rendered by scripts/fetch-fmnist.sh into
+# data/fmnist (as the demo does). Run on its own, `cargo test` falls back to ../shared/assets.
 # Every check runs even when an earlier one fails; the exit status says whether all passed.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,11 +25,17 @@ cargo fmt --version >/dev/null 2>&1 ||
   { echo "test: error: cargo fmt is missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 ||
   { echo "test: error: cargo clippy is missing: rustup component add clippy" >&2; exit 1; }
-if [ -d ../shared/assets ]; then
-  say "shared assets: $(cd ../shared/assets && pwd)"
-else
-  say "no ../shared/assets: the end-to-end tests that need it will say so"
+if [ -z "${EARLYEXIT_ASSETS:-}" ]; then
+  say "assembling the tests' models and footage in data/test-assets"
+  scripts/fetch-fmnist.sh data/fmnist
+  assets=$repo/data/test-assets
+  mkdir -p "$assets/models" "$assets/footage"
+  # Links, not copies: the files stay where the demos use them.
+  ln -sf "$repo"/models/* "$assets/models/"
+  ln -sf "$repo"/media/*.mkv "$repo"/data/fmnist/*.mkv "$repo"/data/fmnist/*.labels.csv "$assets/footage/"
+  export EARLYEXIT_ASSETS=$assets
 fi
+say "models and footage: $EARLYEXIT_ASSETS"
 
 failed=()
 check() { # NAME COMMAND...

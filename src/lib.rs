@@ -1,18 +1,18 @@
-//! Shared helpers for the end-to-end tests and examples: where the shared assets are, registering
+//! Shared helpers for the end-to-end tests and examples: where the assets are, registering
 //! the `earlyexit` plugin without installing it, and a one-stage Fashion-MNIST bundle.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The shared assets folder (models and footage), next to the repository.
-pub const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/assets");
+#[path = "../core/tests/common/assets.rs"]
+mod assets;
 
 /// MACs of `fmnist_resnet20w32.onnx` (bundle-v1.md's known answer), so the one-stage bundle has a
 /// cost: exactly 1 for every frame.
 pub const FMNIST_MACS: u64 = 123_860_736;
 
 pub fn asset(relative: &str) -> PathBuf {
-    Path::new(ASSETS).join(relative)
+    assets::assets_dir().join(relative)
 }
 
 pub fn footage(name: &str) -> PathBuf {

@@ -1,12 +1,17 @@
 //! The element on its own: properties, start errors, and meta on pushed buffers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Once;
 
 use gst::prelude::*;
 use gstearlyexit::{EarlyExitInfo, Mode};
 
-const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/assets/models");
+#[path = "../../core/tests/common/assets.rs"]
+mod assets;
+
+fn models() -> PathBuf {
+    assets::assets_dir().join("models")
+}
 
 fn init() {
     static ONCE: Once = Once::new();
@@ -19,7 +24,7 @@ fn init() {
 /// A one-stage bundle of the uncut Fashion-MNIST ResNet, with labels and MACs.
 fn one_stage_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let models = Path::new(MODELS);
+    let models = models();
     std::fs::copy(
         models.join("fmnist_resnet20w32.onnx"),
         dir.path().join("net.onnx"),
@@ -198,8 +203,7 @@ fn check_meta(buffers: &[gst::Buffer], stats: &gst::Structure) {
         let info = EarlyExitInfo::from_buffer(buf).expect("EarlyExitMeta on every buffer");
         assert_eq!((info.stage, info.stages), (0, 1));
         assert!((0..10).contains(&info.class_id));
-        let labels =
-            std::fs::read_to_string(PathBuf::from(MODELS).join("fmnist_classes.txt")).unwrap();
+        let labels = std::fs::read_to_string(models().join("fmnist_classes.txt")).unwrap();
         let expected = labels.lines().nth(info.class_id as usize).unwrap();
         assert_eq!(info.label.as_deref(), Some(expected));
         assert!(info.confidence > 0.0 && info.confidence <= 1.0);

@@ -7,14 +7,13 @@ use candle_onnx::onnx::ModelProto;
 use super::encode_model;
 use crate::runtime::{Model, SessionOptions};
 
+/// A file of the assets' `models/` folder.
 pub fn asset(name: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/assets/models"
-    ))
-    .join(name)
+    assets::assets_dir().join("models").join(name)
 }
 
+#[path = "../../tests/common/assets.rs"]
+mod assets;
 #[path = "../../tests/common/npy.rs"]
 mod npy;
 

@@ -2,6 +2,7 @@
 //! backbone, a tiny .npy reader and a few ONNX builders.
 #![allow(dead_code)]
 
+pub mod assets;
 pub mod npy;
 
 use std::path::{Path, PathBuf};
@@ -25,16 +26,9 @@ pub const CLASSES: usize = 10;
 /// The valid bundle's thresholds, distinct so that tests can find them in the text.
 pub const THRESHOLDS: [f64; 2] = [0.5, 0.75];
 
-/// A shared model. This module is also compiled into the workspace root's tests, one folder
-/// higher, so both places are tried.
+/// A file of the assets' `models/` folder.
 pub fn asset(name: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [manifest.join("../../shared"), manifest.join("../shared")]
-        .into_iter()
-        .map(|shared| shared.join("assets/models"))
-        .find(|dir| dir.is_dir())
-        .unwrap_or_else(|| manifest.join("../../shared/assets/models"))
-        .join(name)
+    assets::assets_dir().join("models").join(name)
 }
 
 /// The ONNX bytes and facts of the cut backbone and its heads, made once per test binary.
