@@ -31,7 +31,6 @@ impl Footage {
         })
     }
 
-    /// The file name alone, for progress bars and tables.
     /// When ground truth was given with another row count than the `frames` decoded, says so:
     /// it may well be another footage's.
     pub fn ground_truth_mismatch(&self, frames: usize) -> Option<String> {
@@ -44,6 +43,7 @@ impl Footage {
         })
     }
 
+    /// The file name alone, for progress bars and tables.
     pub fn short_name(&self) -> String {
         Path::new(&self.name)
             .file_name()
