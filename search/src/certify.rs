@@ -1,5 +1,5 @@
 //! Certificates: a lower confidence bound on a rate measured on held-out frames that nothing
-//! was fitted on. Neighbouring frames are correlated, so they count as fewer independent
+//! was fitted on (and the upper bound that shows a target missed). Neighbouring frames are correlated, so they count as fewer independent
 //! samples: the effective sample size shrinks with the failures' autocorrelation.
 
 use statrs::distribution::{Beta, ContinuousCDF, Normal};
@@ -65,20 +65,43 @@ pub fn rate_lower_bound(failures: &[bool], confidence: f64) -> f64 {
     1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
 }
 
+/// An upper bound on the success rate of `failures` that holds with `confidence`: a target
+/// above it is shown to be missed.
+pub fn rate_upper_bound(failures: &[bool], confidence: f64) -> f64 {
+    let n = failures.len();
+    if n == 0 {
+        return 1.0;
+    }
+    let successes = failures.iter().filter(|&&f| !f).count() as f64;
+    let n_eff = effective_samples(failures);
+    // Clopper–Pearson with the roles swapped: successes are the counted events.
+    failure_upper_bound(successes * n_eff / n as f64, n_eff, confidence)
+}
+
 /// An upper bound on the mean of per-frame `values` (in time order) that holds with about
 /// `confidence`: mean + z·sd/√n_eff, by the normal approximation. The variance counts one
 /// more unit event than seen, so a handful of failures (or none) is not taken as certainty.
 pub fn mean_upper_bound(values: &[f64], confidence: f64) -> f64 {
+    mean_and_margin(values, confidence).map_or(f64::INFINITY, |(mean, margin)| mean + margin)
+}
+
+/// The lower bound that mirrors [`mean_upper_bound`]: a limit below it is shown to be exceeded.
+pub fn mean_lower_bound(values: &[f64], confidence: f64) -> f64 {
+    mean_and_margin(values, confidence).map_or(f64::NEG_INFINITY, |(mean, margin)| mean - margin)
+}
+
+/// The mean of `values` and z·sd/√n_eff, or `None` for no values.
+fn mean_and_margin(values: &[f64], confidence: f64) -> Option<(f64, f64)> {
     let n = values.len();
     if n == 0 {
-        return f64::INFINITY;
+        return None;
     }
     let nf = n as f64;
     let mean = values.iter().sum::<f64>() / nf;
     let square = (values.iter().map(|v| v * v).sum::<f64>() + 1.0) / nf;
     let sd = (square - mean * mean).max(0.0).sqrt();
     let z = Normal::standard().inverse_cdf(confidence);
-    mean + z * sd / effective_samples_of(values).sqrt()
+    Some((mean, z * sd / effective_samples_of(values).sqrt()))
 }
 
 #[cfg(test)]
@@ -123,5 +146,24 @@ mod tests {
         assert!(mean_upper_bound(&runs, 0.90) > u90);
         // No failure seen is not certainty.
         assert!(mean_upper_bound(&[0.0; 100], 0.95) > 0.0);
+    }
+
+    #[test]
+    fn the_upper_bounds_show_a_missed_target_only_on_enough_evidence() {
+        // 20 of 100 frames fail: the success rate is at most about 0.87 (R: binom.test(80,
+        // 100, alt = "less") gives 0.8640), far below a 0.95 target.
+        let failures: Vec<bool> = (0..100).map(|i| (i * 7919) % 5 == 0).collect();
+        let upper = rate_upper_bound(&failures, 0.95);
+        assert!((upper - 0.8640).abs() < 5e-3, "{upper}");
+        assert!(rate_lower_bound(&failures, 0.95) < 0.8 && upper > 0.8);
+        // The same share on 10 frames proves nothing about 0.95.
+        assert!(rate_upper_bound(&failures[..10], 0.95) > 0.95);
+        // A mean loss of 2% on 2,000 frames is above 1%; on 50 frames it may not be.
+        let loss: Vec<f64> = (0..2000)
+            .map(|i| f64::from(u8::from((i * 7919) % 50 == 0)))
+            .collect();
+        assert!(mean_lower_bound(&loss, 0.95) > 0.01);
+        assert!(mean_lower_bound(&loss[..50], 0.95) < 0.01);
+        assert!(mean_lower_bound(&loss, 0.95) < mean_upper_bound(&loss, 0.95));
     }
 }

@@ -285,8 +285,14 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         .with_context(|| format!("--out {}: cannot write the bundle", args.out.display()))?;
     println!("{report}");
     println!("bundle written to {}", args.out.display());
-    if choice.uncertified {
-        // On standard error too, for scripts: the bundle is written, but short of the target.
+    if choice.exits.is_empty() {
+        // On standard error too, for scripts: a bundle that saves nothing is worth a word.
+        eprintln!(
+            "warning: {} has no exits: no configuration keeps the target on the held-out frames (report.md, under Search and Certificate, says why)",
+            args.out.display()
+        );
+    } else if choice.uncertified {
+        // The bundle is written, but short of the target.
         eprintln!(
             "warning: no configuration tried certifies the target on the {} certifying frames; {} promises only what they did certify (its `promise`, and report.md under Certificate)",
             choice.promise.as_ref().map_or(0, |p| p.frames),

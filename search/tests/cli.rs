@@ -1,4 +1,4 @@
-//! The search's command line end to end, on the shared assets: `inspect`, errors that name the
+//! The search's command line end to end, on the test assets: `inspect`, errors that name the
 //! file, and search → bundle → `evaluate` and the element deciding the same for every frame.
 
 use std::path::{Path, PathBuf};
@@ -376,4 +376,82 @@ fn latency_cost_is_reported_and_the_bundle_keeps_macs() {
     let (b, _) = earlyexit::bundle::read(&bundle.join("exits.yaml")).unwrap();
     let macs: u64 = b.segment_macs().unwrap().iter().sum();
     assert_eq!(macs, earlyexit_e2e::FMNIST_MACS);
+}
+
+/// Held-out footage that changes halfway (test-a's images, then the same images in negative):
+/// the heads do well on the selecting half and badly on the certifying half, so every
+/// configuration tried is refuted there and the bundle keeps no exits, rather than one whose
+/// promise is a fraction of the target.
+#[test]
+fn certifying_frames_that_refute_every_try_leave_no_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let holdout = dir.path().join("changes-halfway.mkv");
+    write_changing_stream(&footage("fmnist-test-a-5k.mkv"), 500, &holdout);
+    let bundle = dir.path().join("bundle");
+    let out = search(&[
+        "search",
+        "--backbone",
+        &text(&model("fmnist_resnet20w32.onnx")),
+        "--footage",
+        &text(&footage("fmnist-train-10k.mkv")),
+        "--ground-truth",
+        &text(&footage("fmnist-train-10k.labels.csv")),
+        "--max-frames",
+        "1000",
+        "--holdout",
+        &text(&holdout),
+        "--target-agreement",
+        "0.9",
+        "--seed",
+        "1",
+        "--out",
+        &text(&bundle),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no exits"), "{}", stderr(&out));
+    let (written, _) = earlyexit::bundle::read(&bundle).unwrap();
+    assert_eq!(written.stages.len(), 1, "the backbone alone");
+    let report = std::fs::read_to_string(bundle.join("report.md")).unwrap();
+    assert!(report.contains("(refuted)"), "{report}");
+    assert!(
+        report.contains("refute every configuration tried"),
+        "{report}"
+    );
+}
+
+/// Writes `frames` of `clip` (28×28 gray), then the same frames in negative, as a lossless
+/// stream at `out`.
+fn write_changing_stream(clip: &Path, frames: usize, out: &Path) {
+    let raw = out.with_extension("raw");
+    // `from` and `to` stand for the two locations. One argument per token, so that
+    // gst-launch-1.0 escapes any space inside a path.
+    let launch = |pipeline: &str, from: &Path, to: &Path| {
+        let args = pipeline.split_whitespace().map(|token| match token {
+            "from" => format!("location={}", from.display()),
+            "to" => format!("location={}", to.display()),
+            _ => token.to_owned(),
+        });
+        let status = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(args)
+            .status()
+            .expect("gst-launch-1.0 runs");
+        assert!(status.success(), "{pipeline}");
+    };
+    launch(
+        "filesrc from ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! filesink to",
+        clip,
+        &raw,
+    );
+    let decoded = std::fs::read(&raw).unwrap();
+    let first = &decoded[..28 * 28 * frames];
+    let negative = first.iter().map(|p| 255 - p);
+    let changing: Vec<u8> = first.iter().copied().chain(negative).collect();
+    std::fs::write(&raw, changing).unwrap();
+    launch(
+        "filesrc from ! rawvideoparse format=gray8 width=28 height=28 framerate=30/1 \
+         ! avenc_ffv1 ! matroskamux ! filesink to",
+        &raw,
+        out,
+    );
 }

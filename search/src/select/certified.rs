@@ -91,8 +91,9 @@ pub(super) fn search_and_certify(
     let each = per_try(confidence);
     let mut table = String::new();
     // No exit at all is what is left when no structure meets the target on the selecting
-    // frames. When some do but none certifies, the best certified of them is kept, with the
-    // promise it did certify: the backbone alone would certify more and save nothing.
+    // frames, or the certifying frames refute every one that does. When some do but none
+    // certifies, the best certified of those not refuted is kept, with the promise it did
+    // certify: the backbone alone would certify more and save nothing.
     let placed = Vec::new();
     let sel = zoo
         .simulate(0, &placed, false)
@@ -111,6 +112,7 @@ pub(super) fn search_and_certify(
     };
     let mut best: Option<Found> = None;
     let mut tried = std::collections::HashSet::new();
+    let mut refuted = 0;
     for (m, s) in feasible {
         if tried.len() >= tries {
             break;
@@ -133,14 +135,20 @@ pub(super) fn search_and_certify(
             continue;
         }
         let certificate = zoo.certificate(&cert, each);
+        refuted += usize::from(certificate.refuted);
         let _ = writeln!(
             table,
-            "| {:.4} | {} | {:.2}% | {:.2}% | {} | {:.0} |",
+            "| {:.4} | {} | {:.2}% | {:.2}% | {}{} | {:.0} |",
             sel.mean_cost,
             rule_name(*m),
             100.0 * measure_of(zoo.problem.goal.measure, &sel),
             100.0 * measure_of(zoo.problem.goal.measure, &cert),
             bound_cell(&certificate),
+            if certificate.refuted {
+                " (refuted)"
+            } else {
+                ""
+            },
             certificate.effective
         );
         let found = Found {
@@ -156,13 +164,16 @@ pub(super) fn search_and_certify(
             best = Some(found);
             break;
         }
-        if best
-            .as_ref()
-            .is_none_or(|b| found.certificate.merit() > b.certificate.merit())
+        if !found.certificate.refuted
+            && best
+                .as_ref()
+                .is_none_or(|b| found.certificate.merit() > b.certificate.merit())
         {
             best = Some(found);
         }
     }
+    // Every try refuted: none is kept, however well it did on the selecting frames.
+    let all_refuted = refuted > 0 && refuted == tried.len();
     let mut found = best.unwrap_or(no_exit);
     found.scored = scored.iter().map(|(_, s)| s.objectives).collect();
     if let Some(notes) = notes {
@@ -198,11 +209,21 @@ pub(super) fn search_and_certify(
         );
         let _ = writeln!(notes, "|---|---|---|---|---|---|");
         notes.push_str(&table);
-        if !found.certificate.certified {
+        if all_refuted {
             let _ = writeln!(
                 notes,
-                "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.",
-                zoo.certify.teacher.len()
+                "\nThe certifying frames refute every configuration tried: even the upper bound of what they show, with the same confidence, misses the target. The selecting frames were not like them, so the bundle keeps no exits. Held-out frames from more of the footage (more clips, or `--holdout`) make the two halves alike."
+            );
+        } else if !found.certificate.certified {
+            let _ = writeln!(
+                notes,
+                "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.{}",
+                zoo.certify.teacher.len(),
+                if refuted > 0 {
+                    " A try marked refuted is not kept: even the upper bound of what these frames show misses the target."
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -222,7 +222,11 @@ pub(super) fn gate(
             cert.mean_cost,
             100.0 * measure_of(goal.measure, cert),
             bound_cell(c),
-            if c.certified { "" } else { " (not certified)" }
+            match (c.certified, c.refuted) {
+                (true, _) => "",
+                (false, false) => " (not certified)",
+                (false, true) => " (refuted)",
+            }
         );
     }
     if blind.is_none() {
@@ -237,7 +241,7 @@ pub(super) fn gate(
         (true, false) => true,
         (true, true) => fitted.select.mean_cost < found.select.mean_cost,
         (false, true) => false,
-        (false, false) => ours.merit() > theirs.merit(),
+        (false, false) => !ours.refuted && ours.merit() > theirs.merit(),
     };
     if !better {
         let _ = writeln!(notes, "\nThe metric rule stays: its certificate is better.");

@@ -245,10 +245,15 @@ impl Zoo<'_> {
             (Some(max), Some(b)) => b <= max,
             _ => bound >= goal.target,
         } && goal.min_agreement.is_none_or(|a| cert.agreement() >= a);
+        let refuted = match goal.max_loss {
+            Some(max) => certify::mean_lower_bound(&penalties, confidence) > max,
+            None => certify::rate_upper_bound(&failures, confidence) < goal.target,
+        };
         Certificate {
             bound,
             loss_bound,
             certified,
+            refuted,
             effective: certify::effective_samples_of(&penalties),
         }
     }
@@ -265,6 +270,9 @@ pub(super) struct Certificate {
     /// Under a loss goal: upper bound on the accuracy loss against the backbone.
     pub(super) loss_bound: Option<f64>,
     pub(super) certified: bool,
+    /// The certifying frames show, with the same confidence, that the target is missed: a
+    /// shift between the selecting and the certifying frames, not bad luck.
+    pub(super) refuted: bool,
     pub(super) effective: f64,
 }
 
