@@ -16,7 +16,7 @@ mkdir -p "$out"
 # name bundle backbone clips (comma-separated) raw-format width height
 cases=(
   "fmnist data/fmnist-bundle models/fmnist_resnet20w32.onnx data/fmnist/fmnist-test-b-5k.mkv GRAY8 28 28"
-  "efficientnet-lite0 data/bikes-bundle models/efficientnet_lite0_imagenet.onnx media/bikes-head.mkv,media/bikes-tail.mkv RGB 640 272"
+  "efficientnet-lite0 data/video-bundle models/efficientnet_lite0_imagenet.onnx data/video/vtest-head.mkv,data/video/vtest-tail.mkv RGB 768 576"
 )
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
