@@ -203,25 +203,16 @@ fn full_size_fmnist() {
 /// Searches exits for the Fashion-MNIST backbone: heads on the training stream, thresholds on
 /// test-a, both with ground truth; target accuracy 0.945 and seed 1 unless `extra` says otherwise.
 fn run_fmnist_search(bundle: &Path, extra: &[&str]) -> String {
-    let mut args: Vec<String> = [
-        "search",
-        "--backbone",
-        &text(&model("fmnist_resnet20w32.onnx")),
-        "--labels",
-        &text(&model("fmnist_classes.txt")),
-        "--footage",
-        &text(&footage("fmnist-train-10k.mkv")),
-        "--ground-truth",
-        &text(&footage("fmnist-train-10k.labels.csv")),
-        "--holdout",
-        &text(&footage("fmnist-test-a-5k.mkv")),
-        "--ground-truth",
-        &text(&footage("fmnist-test-a-5k.labels.csv")),
-        "--out",
-        &text(bundle),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args = fmnist_search_args(bundle);
+    args.extend(
+        [
+            "--holdout",
+            &text(&footage("fmnist-test-a-5k.mkv")),
+            "--ground-truth",
+            &text(&footage("fmnist-test-a-5k.labels.csv")),
+        ]
+        .map(str::to_owned),
+    );
     for (flag, default) in [("--target-accuracy", "0.945"), ("--seed", "1")] {
         if !extra.contains(&flag) {
             args.extend([flag.to_owned(), default.to_owned()]);
@@ -233,6 +224,26 @@ fn run_fmnist_search(bundle: &Path, extra: &[&str]) -> String {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(bundle.join("exits.yaml").is_file());
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `search` for the Fashion-MNIST backbone into `bundle`, its heads trained on the training
+/// stream with ground truth; the held-out footage is the caller's.
+fn fmnist_search_args(bundle: &Path) -> Vec<String> {
+    [
+        "search",
+        "--backbone",
+        &text(&model("fmnist_resnet20w32.onnx")),
+        "--labels",
+        &text(&model("fmnist_classes.txt")),
+        "--footage",
+        &text(&footage("fmnist-train-10k.mkv")),
+        "--ground-truth",
+        &text(&footage("fmnist-train-10k.labels.csv")),
+        "--out",
+        &text(bundle),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// `evaluate --per-frame --json` over a labeled stream: per-frame (stage, class id), and totals.
@@ -388,25 +399,21 @@ fn certifying_frames_that_refute_every_try_leave_no_exits() {
     let holdout = dir.path().join("changes-halfway.mkv");
     write_changing_stream(&footage("fmnist-test-a-5k.mkv"), 500, &holdout);
     let bundle = dir.path().join("bundle");
-    let out = search(&[
-        "search",
-        "--backbone",
-        &text(&model("fmnist_resnet20w32.onnx")),
-        "--footage",
-        &text(&footage("fmnist-train-10k.mkv")),
-        "--ground-truth",
-        &text(&footage("fmnist-train-10k.labels.csv")),
-        "--max-frames",
-        "1000",
-        "--holdout",
-        &text(&holdout),
-        "--target-agreement",
-        "0.9",
-        "--seed",
-        "1",
-        "--out",
-        &text(&bundle),
-    ]);
+    let mut args = fmnist_search_args(&bundle);
+    args.extend(
+        [
+            "--holdout",
+            &text(&holdout),
+            "--max-frames",
+            "1000",
+            "--target-agreement",
+            "0.9",
+            "--seed",
+            "1",
+        ]
+        .map(str::to_owned),
+    );
+    let out = search(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("has no exits"), "{}", stderr(&out));
     let (written, _) = earlyexit::bundle::read(&bundle).unwrap();
