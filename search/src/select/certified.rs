@@ -113,9 +113,15 @@ pub(super) fn search_and_certify(
     let mut best: Option<Found> = None;
     let mut tried = std::collections::HashSet::new();
     let mut refuted = 0;
+    // After a refuted try, only configurations stricter on the selecting frames are worth a
+    // try: those as lax as it are likely refuted too.
+    let mut laxest_worth_trying = f64::INFINITY;
     for (m, s) in feasible {
         if tried.len() >= tries {
             break;
+        }
+        if s.objectives[1] >= laxest_worth_trying {
+            continue;
         }
         let Some((level, genome)) = s.genome.split_last() else {
             continue;
@@ -135,7 +141,10 @@ pub(super) fn search_and_certify(
             continue;
         }
         let certificate = zoo.certificate(&cert, each);
-        refuted += usize::from(certificate.refuted);
+        if certificate.refuted {
+            refuted += 1;
+            laxest_worth_trying = laxest_worth_trying.min(s.objectives[1]);
+        }
         let _ = writeln!(
             table,
             "| {:.4} | {} | {:.2}% | {:.2}% | {}{} | {:.0} |",
@@ -220,7 +229,7 @@ pub(super) fn search_and_certify(
                 "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.{}",
                 zoo.certify.teacher.len(),
                 if refuted > 0 {
-                    " A try marked refuted is not kept: even the upper bound of what these frames show misses the target."
+                    " A try marked refuted is not kept: even the upper bound of what these frames show misses the target. After one, only configurations stricter on the selecting frames are tried."
                 } else {
                     ""
                 }
