@@ -1,6 +1,7 @@
 //! Certificates: a lower confidence bound on a rate measured on held-out frames that nothing
-//! was fitted on (and the upper bound that shows a target missed). Neighbouring frames are correlated, so they count as fewer independent
-//! samples: the effective sample size shrinks with the failures' autocorrelation.
+//! was fitted on, and the upper bound that shows a target missed. Neighbouring frames are
+//! correlated, so they count as fewer independent samples: the effective sample size shrinks
+//! with the failures' autocorrelation.
 
 use statrs::distribution::{Beta, ContinuousCDF, Normal};
 

@@ -221,7 +221,7 @@ pub(super) fn search_and_certify(
         if all_refuted {
             let _ = writeln!(
                 notes,
-                "\nThe certifying frames refute every configuration tried: even the upper bound of what they show, with the same confidence, misses the target. The selecting frames were not like them, so the bundle keeps no exits. Held-out frames from more of the footage (more clips, or `--holdout`) make the two halves alike."
+                "\nThe certifying frames refute every configuration tried: even the upper bound of what they show, with the same confidence, misses the target. What the selecting frames showed did not carry over (the footage changed between the halves, or too few selecting frames for the configurations compared), so the bundle keeps no exits. More held-out frames, from more of the footage (more clips, or `--holdout`), help with both."
             );
         } else if !found.certificate.certified {
             let _ = writeln!(

@@ -270,8 +270,9 @@ pub(super) struct Certificate {
     /// Under a loss goal: upper bound on the accuracy loss against the backbone.
     pub(super) loss_bound: Option<f64>,
     pub(super) certified: bool,
-    /// The certifying frames show, with the same confidence, that the target is missed: a
-    /// shift between the selecting and the certifying frames, not bad luck.
+    /// The certifying frames show, with the same confidence, that the target is missed: what
+    /// the selecting frames showed did not carry over (the footage changed, or the choice fits
+    /// too few frames), which is more than bad luck.
     pub(super) refuted: bool,
     pub(super) effective: f64,
 }
