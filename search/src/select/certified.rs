@@ -173,10 +173,9 @@ pub(super) fn search_and_certify(
             best = Some(found);
             break;
         }
-        if !found.certificate.refuted
-            && best
-                .as_ref()
-                .is_none_or(|b| found.certificate.merit() > b.certificate.merit())
+        if found
+            .certificate
+            .better_uncertified_than(best.as_ref().map(|b| &b.certificate))
         {
             best = Some(found);
         }

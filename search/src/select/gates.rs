@@ -241,7 +241,7 @@ pub(super) fn gate(
         (true, false) => true,
         (true, true) => fitted.select.mean_cost < found.select.mean_cost,
         (false, true) => false,
-        (false, false) => !ours.refuted && ours.merit() > theirs.merit(),
+        (false, false) => ours.better_uncertified_than(Some(theirs)),
     };
     if !better {
         let _ = writeln!(notes, "\nThe metric rule stays: its certificate is better.");

@@ -279,8 +279,14 @@ pub(super) struct Certificate {
 
 impl Certificate {
     /// Higher is better: the least loss, or the highest rate.
-    pub(super) fn merit(&self) -> f64 {
+    fn merit(&self) -> f64 {
         self.loss_bound.map_or(self.bound, |l| -l)
+    }
+
+    /// Between configurations none of which certifies: whether this one is better kept than
+    /// `kept`. A refuted one never is; else the better bound wins.
+    pub(super) fn better_uncertified_than(&self, kept: Option<&Certificate>) -> bool {
+        !self.refuted && kept.is_none_or(|k| self.merit() > k.merit())
     }
 }
 
