@@ -279,24 +279,12 @@ impl Cascade {
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
-            if i == 0 {
-                stage.segment.run_into(shape, input, next)?;
-            } else {
-                stage
-                    .segment
-                    .run_into(&current.shape, &current.data, next)?;
-            }
+            run_segment(stage, i, shape, input, current, next)?;
             std::mem::swap(&mut current, &mut next);
             if i == last {
-                match self.output {
-                    Output::Logits => rule::softmax_into(&current.data, &mut self.probs),
-                    Output::Probabilities => {
-                        self.probs.clone_from(&current.data);
-                    }
-                }
                 return Ok(Outcome {
                     stage: i,
-                    verdict: rule::verdict(self.metric, &self.probs),
+                    verdict: last_verdict(self.output, self.metric, current, &mut self.probs),
                 });
             }
             if self.mode == Mode::Full {
@@ -318,6 +306,68 @@ impl Cascade {
         }
         unreachable!("the last stage always returns")
     }
+
+    /// Runs one preprocessed frame through every segment and every exit head, whatever the
+    /// thresholds say, and gives each stage's verdict under the bundle's metric (`None` where a
+    /// stage has no exit): what the frame would answer wherever it left. Not a decision, so the
+    /// stream's last answer stays as it was.
+    pub fn run_every_exit(
+        &mut self,
+        shape: &[i64],
+        input: &[f32],
+        verdicts: &mut Vec<Option<Verdict>>,
+    ) -> Result<(), OnnxError> {
+        verdicts.clear();
+        let last = self.stages.len() - 1;
+        let [a, b] = &mut self.activations;
+        let (mut current, mut next) = (a, b);
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            run_segment(stage, i, shape, input, current, next)?;
+            std::mem::swap(&mut current, &mut next);
+            let verdict = if i == last {
+                Some(last_verdict(
+                    self.output,
+                    self.metric,
+                    current,
+                    &mut self.probs,
+                ))
+            } else if let Some(exit) = &mut stage.exit {
+                exit.head
+                    .run_into(&current.shape, &current.data, &mut self.head_out)?;
+                rule::softmax_into(&self.head_out.data, &mut self.probs);
+                Some(rule::verdict(self.metric, &self.probs))
+            } else {
+                None
+            };
+            verdicts.push(verdict);
+        }
+        Ok(())
+    }
+}
+
+/// Runs stage `i`'s segment on the frame (stage 0) or on the previous stage's output.
+fn run_segment(
+    stage: &mut LoadedStage,
+    i: usize,
+    shape: &[i64],
+    input: &[f32],
+    current: &Tensor,
+    next: &mut Tensor,
+) -> Result<(), OnnxError> {
+    if i == 0 {
+        stage.segment.run_into(shape, input, next)
+    } else {
+        stage.segment.run_into(&current.shape, &current.data, next)
+    }
+}
+
+/// The last stage's output as probabilities, and its verdict.
+fn last_verdict(output: Output, metric: Metric, out: &Tensor, probs: &mut Vec<f32>) -> Verdict {
+    match output {
+        Output::Logits => rule::softmax_into(&out.data, probs),
+        Output::Probabilities => probs.clone_from(&out.data),
+    }
+    rule::verdict(metric, probs)
 }
 
 fn class_count(shape: &[i64]) -> Option<usize> {
@@ -456,6 +506,17 @@ impl Classifier {
 
     pub fn label(&self, class_id: usize) -> Option<&str> {
         self.labels.as_ref()?.get(class_id).map(String::as_str)
+    }
+
+    /// Preprocesses one frame and runs it through every exit: see [`Cascade::run_every_exit`].
+    pub fn every_exit(
+        &mut self,
+        frame: &Frame,
+        verdicts: &mut Vec<Option<Verdict>>,
+    ) -> Result<(), RunError> {
+        let shape = self.preprocessor.shape();
+        let tensor = self.preprocessor.run(frame)?;
+        Ok(self.cascade.run_every_exit(&shape, tensor, verdicts)?)
     }
 
     /// Preprocesses and runs one frame.

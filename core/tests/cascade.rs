@@ -254,3 +254,51 @@ fn a_threshold_below_every_score_sends_every_frame_out_at_stage_0() {
         assert!(cost < 0.36 && cost > 0.35, "image {i}: {cost}");
     }
 }
+
+#[test]
+fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
+    let [exit0, exit1, full] = classes_everywhere();
+    let every_exit = |c: &mut Classifier| -> Vec<Vec<earlyexit::rule::Verdict>> {
+        let mut verdicts = Vec::new();
+        reference_frames()
+            .iter()
+            .map(|pixels| {
+                let frame = Frame::new(PixelFormat::Gray8, 28, 28, 28, pixels).unwrap();
+                c.every_exit(&frame, &mut verdicts).unwrap();
+                verdicts.iter().map(|v| v.unwrap()).collect()
+            })
+            .collect()
+    };
+    let (_tmp, dir) = valid_dir(common::THRESHOLDS);
+    let all = every_exit(&mut open(&dir, Mode::EarlyExit));
+    // Thresholds at each exit's median score, so that frames leave at every stage.
+    let median = |exit: usize| {
+        let mut scores: Vec<f64> = all.iter().map(|v| v[exit].score).collect();
+        scores.sort_by(f64::total_cmp);
+        scores[scores.len() / 2]
+    };
+    let thresholds = [median(0), median(1)];
+    let (_tmp, dir) = valid_dir(thresholds);
+    let mut c = open(&dir, Mode::EarlyExit);
+    assert_eq!(every_exit(&mut c), all, "the thresholds change no verdict");
+    let mut left_at = std::collections::BTreeSet::new();
+    for (i, (pixels, verdicts)) in reference_frames().iter().zip(&all).enumerate() {
+        let classes: Vec<usize> = verdicts.iter().map(|v| v.class_id).collect();
+        assert_eq!(classes, [exit0[i], exit1[i], full[i]], "image {i}");
+        // The first exit whose score clears its threshold is where the cascade leaves.
+        let leaves_at = verdicts[..2]
+            .iter()
+            .zip(thresholds)
+            .position(|(v, t)| v.score >= t)
+            .unwrap_or(2);
+        let d = classify(&mut c, pixels);
+        let v = verdicts[leaves_at];
+        assert_eq!(
+            (d.stage, d.class_id, d.score),
+            (leaves_at, v.class_id, v.score),
+            "image {i}"
+        );
+        left_at.insert(d.stage);
+    }
+    assert_eq!(left_at.len(), 3, "the images left only at {left_at:?}");
+}

@@ -189,6 +189,12 @@ pub struct EvaluateArgs {
     /// McNemar's exact test.
     #[arg(long, value_name = "DIR")]
     pub compare: Option<PathBuf>,
+    /// Also fit the exit thresholds of the bundle (and of --compare) on these very frames, for
+    /// the cheapest mean cost at the accuracy (agreement, without labels) of the bundle, of
+    /// --compare and of the full backbone: exit structures compared at equal accuracy.
+    /// In-sample, so not a calibration; format-1 exit rules only.
+    #[arg(long)]
+    pub refit: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

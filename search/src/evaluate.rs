@@ -13,6 +13,7 @@ use crate::cli::EvaluateArgs;
 use crate::footage::{DecodedFrame, Decoder, Footage, Sampling};
 use crate::paired::Paired;
 use crate::progress;
+use crate::refit;
 
 /// Decoded frames are held in memory in chunks of at most this many bytes, so that decoding
 /// never competes with the timed runs for the CPU.
@@ -120,6 +121,7 @@ impl Tally {
 /// The `--compare` bundle, run on the same frames.
 struct Compared<'a> {
     path: &'a Path,
+    bundle: bundle::Bundle,
     classifier: Classifier,
     cost_known: bool,
 }
@@ -134,8 +136,9 @@ impl Compared<'_> {
             .with_context(|| format!("--compare {}", path.display()))?;
         Ok(Compared {
             path,
-            classifier,
             cost_known: earlyexit::cost::CostTable::from_bundle(&bundle).is_some(),
+            classifier,
+            bundle,
         })
     }
 
@@ -214,6 +217,20 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
         }
         None => None,
     };
+    let mut refit = if args.refit {
+        let compare = compared
+            .as_ref()
+            .map(|c| refit::Answers::new(&c.bundle, "--compare"))
+            .transpose()?;
+        Some(refit::Refit::new(
+            refit::Answers::new(&bundle, "--model")?,
+            compare,
+        ))
+    } else {
+        None
+    };
+    // Every exit's verdict for one frame, for --refit.
+    let (mut verdicts, mut compare_verdicts) = (Vec::new(), Vec::new());
     let mut per_frame = match &args.per_frame {
         Some(path) => {
             let mut file = std::io::BufWriter::new(
@@ -267,6 +284,28 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
                         c.paired.add(a, b);
                     }
                 }
+                if let Some(refit) = &mut refit {
+                    classifier
+                        .every_exit(&frame.frame(), &mut verdicts)
+                        .with_context(|| format!("--refit: frame {}", frame.index))?;
+                    let compare = match &mut compared {
+                        Some(other) => {
+                            other
+                                .classifier
+                                .every_exit(&frame.frame(), &mut compare_verdicts)
+                                .with_context(|| {
+                                    format!(
+                                        "--refit: --compare {}: frame {}",
+                                        other.path.display(),
+                                        frame.index
+                                    )
+                                })?;
+                            Some(&compare_verdicts[..])
+                        }
+                        None => None,
+                    };
+                    refit.push(&verdicts, compare, label, theirs.class_id);
+                }
                 if let Some((path, file)) = &mut per_frame {
                     writeln!(
                         file,
@@ -299,6 +338,7 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             .with_context(|| format!("--per-frame {}", path.display()))?;
     }
     let compare_path = compared.as_ref().map(|c| c.path);
+    let refitted = refit.map(|r| r.table());
     if args.json {
         let with_comparison = |t: &Tally, c: &Option<Comparison>| {
             let mut o = t.json();
@@ -316,9 +356,15 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
                 o
             })
             .collect();
+        if let Some(t) = &refitted {
+            top["refit"] = t.json();
+        }
         println!("{}", serde_json::to_string_pretty(&top)?);
     } else {
         print_table(&reports, &total, &total_compared, compare_path);
+        if let Some(t) = &refitted {
+            t.print(compare_path.is_some());
+        }
     }
     Ok(())
 }

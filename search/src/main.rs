@@ -16,6 +16,7 @@ mod paired;
 mod placement;
 mod plot;
 mod progress;
+mod refit;
 mod report;
 mod search;
 mod select;

@@ -169,12 +169,17 @@ fn search_evaluate_and_element_agree_on_every_frame() {
 }
 
 /// `evaluate --compare` runs the other bundle on the same frames as `evaluate` runs it alone,
-/// and its paired counts add up to the difference in accuracy.
+/// and its paired counts add up to the difference in accuracy. With `--refit`, both structures'
+/// exit rules, simulated from every exit's answers, reproduce what `evaluate` counted.
 fn compare_reports_the_other_bundle_as_evaluate_does(b: &TestB) {
     let sdn = b.baselines.join("sdn");
     let bundle = b.baselines.parent().unwrap();
     let (_, alone) = evaluate(&sdn, "fmnist-test-b-5k", &[]);
-    let (_, ours) = evaluate(bundle, "fmnist-test-b-5k", &["--compare", &text(&sdn)]);
+    let (_, ours) = evaluate(
+        bundle,
+        "fmnist-test-b-5k",
+        &["--compare", &text(&sdn), "--refit"],
+    );
     let compared = &ours["compare"];
     for key in ["accuracy", "agreement", "exits", "mean_cost", "frames"] {
         assert_eq!(compared[key], alone[key], "{key}");
@@ -187,6 +192,24 @@ fn compare_reports_the_other_bundle_as_evaluate_does(b: &TestB) {
     assert!((difference - (only_model - only_compare) / 5000.0).abs() < 1e-9);
     let p = compared["p_value"].as_f64().unwrap();
     assert!(p > 0.0 && p <= 1.0, "p {p}");
+
+    let refit = &ours["refit"];
+    assert_eq!(refit["measure"], "accuracy");
+    let row = |at: &str| {
+        refit["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["at"] == at)
+            .unwrap_or_else(|| panic!("no {at} row in {refit}"))
+            .clone()
+    };
+    let cost = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert_eq!(row("model")["value"], ours["accuracy"]);
+    assert_eq!(row("compare")["value"], compared["accuracy"]);
+    // Thresholds fitted on these frames never cost more than the bundle's own at its accuracy.
+    assert!(cost(&row("model")["cost"]) <= cost(&ours["mean_cost"]) + 1e-9);
+    assert!(cost(&row("compare")["compare_cost"]) <= cost(&compared["mean_cost"]) + 1e-9);
 }
 
 /// The full-size acceptance run of issue 2, with its evenly spaced exits (a benchmark: about

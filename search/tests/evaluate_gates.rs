@@ -117,4 +117,16 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let exits = earlyexit_e2e::evaluate_exits(&json);
     assert!(exits[0] + exits[1] > 0, "{exits:?}");
+
+    // --refit fits the metric's thresholds; a gated bundle's exits do not decide by them.
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(["evaluate", "--refit", "--model"])
+        .arg(&bundle)
+        .arg("--footage")
+        .arg(&clip)
+        .output()
+        .expect("earlyexit-search runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("decides by a learned gate"), "{stderr}");
 }

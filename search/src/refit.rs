@@ -1,0 +1,434 @@
+//! `evaluate --refit`: exit structures compared at equal accuracy. Every frame also runs through
+//! every exit of the bundle (and of `--compare`); then each structure's per-exit thresholds are
+//! fitted on those very frames, for the cheapest mean cost that gets at least as many frames
+//! right as the bundle, the compared bundle and the full backbone each did.
+//!
+//! Fitted on the frames it is scored on, a figure here is the best a structure can do on them:
+//! it compares structures on equal terms, and promises nothing about other footage.
+
+use anyhow::{Result, bail};
+use earlyexit::bundle::{Bundle, Metric};
+use earlyexit::cost::CostTable;
+use earlyexit::rule::{self, Verdict};
+use serde_json::json;
+
+/// Threshold values tried at each exit: this many quantiles of its scores.
+const LEVELS: usize = 256;
+
+/// Threshold values tried at each of two neighbouring exits moved together.
+const PAIR_LEVELS: usize = 32;
+
+/// Coordinate passes at most; each pass that changes nothing ends the fit sooner.
+const PASSES: usize = 20;
+
+/// Every frame's answer and score at every exit of one bundle.
+pub struct Answers {
+    metric: Metric,
+    exits: Vec<Exit>,
+    /// The last stage's answer per frame.
+    last: Vec<u32>,
+    last_cost: f64,
+}
+
+struct Exit {
+    stage: usize,
+    /// The bundle's own threshold: the fit starts from it as well as from no exit at all.
+    threshold: f64,
+    /// Cost of a frame that leaves here.
+    cost: f64,
+    classes: Vec<u32>,
+    scores: Vec<f64>,
+}
+
+impl Answers {
+    /// `what` names the bundle in errors (`--model DIR`, `--compare DIR`).
+    pub fn new(bundle: &Bundle, what: &str) -> Result<Answers> {
+        if bundle.gate.is_some() {
+            bail!(
+                "--refit: {what} decides by a learned gate (format 2); --refit fits per-exit thresholds on the metric, so it takes bundles whose exits decide by the metric alone"
+            );
+        }
+        let Some(costs) = CostTable::from_bundle(bundle) else {
+            bail!("--refit: {what} gives no MACs, so there is no cost to fit for");
+        };
+        let last = bundle.stages.len() - 1;
+        Ok(Answers {
+            metric: bundle.metric,
+            exits: bundle
+                .stages
+                .iter()
+                .enumerate()
+                .take(last)
+                .filter_map(|(stage, s)| {
+                    Some(Exit {
+                        stage,
+                        threshold: s.exit.as_ref()?.threshold,
+                        cost: costs.cost(stage, true),
+                        classes: Vec::new(),
+                        scores: Vec::new(),
+                    })
+                })
+                .collect(),
+            last: Vec::new(),
+            last_cost: costs.cost(last, true),
+        })
+    }
+
+    /// Adds one frame, from [`earlyexit::Classifier::every_exit`].
+    pub fn push(&mut self, verdicts: &[Option<Verdict>]) {
+        for exit in &mut self.exits {
+            let v = verdicts.get(exit.stage).copied().flatten();
+            // A missing verdict never leaves: NaN clears no threshold.
+            exit.classes.push(v.map_or(u32::MAX, |v| v.class_id as u32));
+            exit.scores.push(v.map_or(f64::NAN, |v| v.score));
+        }
+        let last = verdicts.last().copied().flatten();
+        self.last.push(last.map_or(u32::MAX, |v| v.class_id as u32));
+    }
+
+    /// The bundle's own thresholds.
+    fn own(&self) -> Vec<f64> {
+        self.exits.iter().map(|e| e.threshold).collect()
+    }
+
+    /// Frames the bundle itself, at its own thresholds, answers as `reference` says.
+    fn right(&self, reference: &[u32]) -> u64 {
+        self.score(reference, &self.own()).0
+    }
+
+    /// A threshold no score clears.
+    fn closed(&self) -> f64 {
+        f64::INFINITY * rule::surer(self.metric)
+    }
+
+    /// Frames answered as `reference` says, and the summed cost, at these thresholds.
+    fn score(&self, reference: &[u32], thresholds: &[f64]) -> (u64, f64) {
+        let mut right = 0;
+        let mut cost = 0.0;
+        for (f, want) in reference.iter().enumerate() {
+            let (class, c) = self
+                .exits
+                .iter()
+                .zip(thresholds)
+                .find(|(e, t)| rule::leaves(self.metric, e.scores[f], **t))
+                .map_or((self.last[f], self.last_cost), |(e, _)| {
+                    (e.classes[f], e.cost)
+                });
+            right += u64::from(class == *want);
+            cost += c;
+        }
+        (right, cost)
+    }
+
+    /// For each of `targets`, the cheapest mean cost at which at least that many frames answer
+    /// as `reference` says (`None` where no thresholds tried get there). Each is a local
+    /// optimum of [`Answers::fit`]; the stricter targets go first, and each fit also starts
+    /// from the one before it, so that a laxer target never costs more.
+    pub fn cheapest(&self, reference: &[u32], targets: &[u64]) -> Vec<Option<f64>> {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(targets[i]));
+        let mut costs = vec![None; targets.len()];
+        let mut stricter: Option<Vec<f64>> = None;
+        for i in order {
+            let (thresholds, (right, cost)) = self.fit(reference, targets[i], stricter.as_slice());
+            if right >= targets[i] && !reference.is_empty() {
+                costs[i] = Some(cost / reference.len() as f64);
+            }
+            stricter = Some(thresholds);
+        }
+        costs
+    }
+
+    /// Coordinate descent over the exits' thresholds from the best of these starts: the
+    /// bundle's own thresholds, no exit at all, and `starts`. Gives the thresholds, the frames
+    /// right and the summed cost. Never costlier than a start that gets `at_least` right, so
+    /// never costlier than the bundle itself at its own figure.
+    fn fit(&self, reference: &[u32], at_least: u64, starts: &[Vec<f64>]) -> (Vec<f64>, (u64, f64)) {
+        // Feasible beats infeasible; among feasible the cheaper, at equal cost the more often
+        // right (slack for later moves); among infeasible the more often right.
+        let better = |a: (u64, f64), b: (u64, f64)| match (a.0 >= at_least, b.0 >= at_least) {
+            (true, true) => a.1 < b.1 || (a.1 == b.1 && a.0 > b.0),
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => a.0 > b.0,
+        };
+        let grids: Vec<Vec<f64>> = self.exits.iter().map(|e| self.grid(&e.scores)).collect();
+        let coarse: Vec<Vec<f64>> = grids
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .step_by(g.len().div_ceil(PAIR_LEVELS))
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let mut thresholds = self.own();
+        let mut current = self.score(reference, &thresholds);
+        for start in std::iter::once(vec![self.closed(); self.exits.len()]).chain(starts.to_vec()) {
+            let scored = self.score(reference, &start);
+            if better(scored, current) {
+                (thresholds, current) = (start, scored);
+            }
+        }
+        let mut step = |thresholds: &mut Vec<f64>, moves: &[(usize, f64)]| {
+            let kept: Vec<f64> = moves.iter().map(|&(e, _)| thresholds[e]).collect();
+            for &(e, t) in moves {
+                thresholds[e] = t;
+            }
+            let tried = self.score(reference, thresholds);
+            if better(tried, current) {
+                current = tried;
+                return true;
+            }
+            for (&(e, _), k) in moves.iter().zip(kept) {
+                thresholds[e] = k;
+            }
+            false
+        };
+        // One exit's threshold at a time; when that is stuck, two neighbouring exits at once
+        // on a coarser grid, since frames one exit lets go the next one takes.
+        for _ in 0..PASSES {
+            let mut changed = false;
+            for (e, grid) in grids.iter().enumerate() {
+                for &t in grid {
+                    changed |= step(&mut thresholds, &[(e, t)]);
+                }
+            }
+            if !changed {
+                for e in 1..grids.len() {
+                    for &a in &coarse[e - 1] {
+                        for &b in &coarse[e] {
+                            changed |= step(&mut thresholds, &[(e - 1, a), (e, b)]);
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        (thresholds, current)
+    }
+
+    /// [`LEVELS`] quantiles of an exit's scores, and the closed threshold.
+    fn grid(&self, scores: &[f64]) -> Vec<f64> {
+        let mut sorted: Vec<f64> = scores.iter().copied().filter(|s| !s.is_nan()).collect();
+        sorted.sort_by(f64::total_cmp);
+        let mut grid = vec![self.closed()];
+        if let Some(top) = sorted.len().checked_sub(1) {
+            grid.extend((0..=LEVELS).map(|q| sorted[q * top / LEVELS]));
+        }
+        grid.dedup();
+        grid
+    }
+}
+
+/// What `--refit` records while `evaluate` runs, and the table it makes at the end.
+pub struct Refit {
+    model: Answers,
+    compare: Option<Answers>,
+    labels: Vec<Option<u32>>,
+    backbone: Vec<u32>,
+}
+
+/// One row: the cheapest each structure gets to at a number of frames right.
+pub struct Row {
+    pub at: &'static str,
+    /// The share of frames right that both structures must reach.
+    pub value: f64,
+    pub cost: Option<f64>,
+    pub compare_cost: Option<f64>,
+}
+
+pub struct Table {
+    /// `accuracy` when every frame has a label, else `agreement` with the full backbone.
+    pub measure: &'static str,
+    pub rows: Vec<Row>,
+}
+
+impl Refit {
+    pub fn new(model: Answers, compare: Option<Answers>) -> Refit {
+        Refit {
+            model,
+            compare,
+            labels: Vec::new(),
+            backbone: Vec::new(),
+        }
+    }
+
+    /// Adds one frame: every exit's verdict for the bundle (and `--compare`), its label, and
+    /// the full backbone's answer.
+    pub fn push(
+        &mut self,
+        model: &[Option<Verdict>],
+        compare: Option<&[Option<Verdict>]>,
+        label: Option<u32>,
+        backbone: usize,
+    ) {
+        self.model.push(model);
+        if let (Some(answers), Some(verdicts)) = (&mut self.compare, compare) {
+            answers.push(verdicts);
+        }
+        self.labels.push(label);
+        self.backbone.push(backbone as u32);
+    }
+
+    /// Fits both structures at the bundle's, the compared bundle's and the backbone's share of
+    /// frames right.
+    pub fn table(&self) -> Table {
+        let labeled: Option<Vec<u32>> = self.labels.iter().copied().collect();
+        let (measure, reference) = match labeled {
+            Some(labels) if !labels.is_empty() => ("accuracy", labels),
+            _ => ("agreement", self.backbone.clone()),
+        };
+        let frames = reference.len().max(1) as f64;
+        let backbone_right = self
+            .backbone
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a == b)
+            .count() as u64;
+        let mut at = vec!["model"];
+        let mut targets = vec![self.model.right(&reference)];
+        if let Some(c) = &self.compare {
+            at.push("compare");
+            targets.push(c.right(&reference));
+        }
+        at.push("backbone");
+        targets.push(backbone_right);
+        let costs = self.model.cheapest(&reference, &targets);
+        let compare_costs = match &self.compare {
+            Some(c) => c.cheapest(&reference, &targets),
+            None => vec![None; targets.len()],
+        };
+        Table {
+            measure,
+            rows: (0..targets.len())
+                .map(|i| Row {
+                    at: at[i],
+                    value: targets[i] as f64 / frames,
+                    cost: costs[i],
+                    compare_cost: compare_costs[i],
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Table {
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "measure": self.measure,
+            "rows": self.rows.iter().map(|r| json!({
+                "at": r.at,
+                "value": r.value,
+                "cost": r.cost,
+                "compare_cost": r.compare_cost,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    pub fn print(&self, compared: bool) {
+        println!(
+            "\nrefitted: each structure's exit thresholds fitted on these frames for the cheapest mean cost at the {m} of each row (in-sample: it compares structures at equal {m}, and promises nothing)",
+            m = self.measure
+        );
+        print!("{:<28} {:>9} {:>10}", "at the", self.measure, "cost");
+        if compared {
+            print!(" {:>12}", "cost compare");
+        }
+        println!();
+        let cost = |c: Option<f64>| c.map_or_else(|| "not met".to_owned(), |c| format!("{c:.3}"));
+        for r in &self.rows {
+            let name = match r.at {
+                "model" => "bundle (--model)",
+                "compare" => "compared bundle",
+                _ => "full backbone",
+            };
+            print!(
+                "{:<28} {:>8.2}% {:>10}",
+                name,
+                100.0 * r.value,
+                cost(r.cost)
+            );
+            if compared {
+                print!(" {:>12}", cost(r.compare_cost));
+            }
+            println!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two exits and the last stage over `classes`/`scores` per exit, max-prob.
+    fn answers(exits: [(&[u32], &[f64]); 2], last: &[u32], own: [f64; 2]) -> Answers {
+        Answers {
+            metric: Metric::MaxProb,
+            exits: exits
+                .iter()
+                .zip(own)
+                .enumerate()
+                .map(|(stage, ((classes, scores), threshold))| Exit {
+                    stage,
+                    threshold,
+                    cost: [0.2, 0.5][stage],
+                    classes: classes.to_vec(),
+                    scores: scores.to_vec(),
+                })
+                .collect(),
+            last: last.to_vec(),
+            last_cost: 1.0,
+        }
+    }
+
+    /// Every pair of thresholds from each exit's grid: the exact optimum the descent is
+    /// checked against.
+    fn exhaustive(a: &Answers, reference: &[u32], at_least: u64) -> Option<f64> {
+        let grids: Vec<Vec<f64>> = a.exits.iter().map(|e| a.grid(&e.scores)).collect();
+        let mut best: Option<f64> = None;
+        for &t0 in &grids[0] {
+            for &t1 in &grids[1] {
+                let (right, cost) = a.score(reference, &[t0, t1]);
+                if right >= at_least {
+                    let mean = cost / reference.len() as f64;
+                    best = Some(best.map_or(mean, |b: f64| b.min(mean)));
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn the_fit_finds_the_cheapest_thresholds_that_keep_enough_frames_right() {
+        // Exit 0 is right on frames 0-3 (sure on 0-2, less so on 3), wrong and fairly sure
+        // on 4; exit 1 is right on 4 and 5; the last stage is right everywhere but frame 5.
+        let reference = [1, 1, 1, 1, 2, 3, 4, 5];
+        let exit0: (&[u32], &[f64]) = (
+            &[1, 1, 1, 1, 9, 9, 9, 9],
+            &[0.9, 0.95, 0.99, 0.6, 0.8, 0.3, 0.2, 0.1],
+        );
+        let exit1: (&[u32], &[f64]) = (
+            &[1, 1, 1, 1, 2, 3, 9, 9],
+            &[0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.4, 0.4],
+        );
+        let last = [1, 1, 1, 1, 2, 0, 4, 5];
+        let a = answers([exit0, exit1], &last, [0.5, 0.5]);
+        let targets: Vec<u64> = (0..=9).collect();
+        let fitted = a.cheapest(&reference, &targets);
+        for (at_least, fitted) in targets.iter().zip(&fitted) {
+            assert_eq!(*fitted, exhaustive(&a, &reference, *at_least), "{at_least}");
+        }
+        // All 8 right: frames 0-2 at exit 0 (a threshold above 0.8 keeps the wrong frame 4
+        // in, and frame 3 with it), 3-5 at exit 1, 6 and 7 at the last stage.
+        let all = fitted[8].unwrap();
+        assert!(
+            (all - (3.0 * 0.2 + 3.0 * 0.5 + 2.0) / 8.0).abs() < 1e-12,
+            "{all}"
+        );
+        // No thresholds get more right than there are frames.
+        assert_eq!(fitted[9], None);
+    }
+}
