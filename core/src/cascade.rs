@@ -291,9 +291,7 @@ impl Cascade {
                 continue;
             }
             if let Some(exit) = &mut stage.exit {
-                exit.head
-                    .run_into(&current.shape, &current.data, &mut self.head_out)?;
-                rule::softmax_into(&self.head_out.data, &mut self.probs);
+                head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
                 let rule = ExitRule::of(self.metric, self.gate.as_ref(), exit.gate.as_ref());
                 let (signals, leaves) = walk.exit(&self.probs, rule, exit.threshold);
                 if leaves {
@@ -308,9 +306,9 @@ impl Cascade {
     }
 
     /// Runs one preprocessed frame through every segment and every exit head, whatever the
-    /// thresholds say, and gives each stage's verdict under the bundle's metric (`None` where a
-    /// stage has no exit): what the frame would answer wherever it left. Not a decision, so the
-    /// stream's last answer stays as it was.
+    /// thresholds, the gates and the mode say, and gives each stage's verdict under the
+    /// bundle's metric (`None` where a stage has no exit): what the frame would answer wherever
+    /// it left. Not a decision, so the stream's last answer stays as it was.
     pub fn run_every_exit(
         &mut self,
         shape: &[i64],
@@ -332,9 +330,8 @@ impl Cascade {
                     &mut self.probs,
                 ))
             } else if let Some(exit) = &mut stage.exit {
-                exit.head
-                    .run_into(&current.shape, &current.data, &mut self.head_out)?;
-                rule::softmax_into(&self.head_out.data, &mut self.probs);
+                head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
+                // What a metric rule would answer on leaving here, as `walk.exit` does.
                 Some(rule::verdict(self.metric, &self.probs))
             } else {
                 None
@@ -359,6 +356,19 @@ fn run_segment(
     } else {
         stage.segment.run_into(&current.shape, &current.data, next)
     }
+}
+
+/// Runs an exit's head on its segment's output, into probabilities.
+fn head_probs(
+    exit: &mut LoadedExit,
+    current: &Tensor,
+    head_out: &mut Tensor,
+    probs: &mut Vec<f32>,
+) -> Result<(), OnnxError> {
+    exit.head
+        .run_into(&current.shape, &current.data, head_out)?;
+    rule::softmax_into(&head_out.data, probs);
+    Ok(())
 }
 
 /// The last stage's output as probabilities, and its verdict.

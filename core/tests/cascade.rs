@@ -4,7 +4,7 @@ mod common;
 
 use common::npy::read_npy;
 use common::{SEGMENT_MACS, agreement_gate, asset, gated_bundle, parts, valid_dir, write_bundle};
-use earlyexit::bundle;
+use earlyexit::bundle::{self, Metric};
 use earlyexit::gate::GateInput;
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
 
@@ -281,6 +281,8 @@ fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
     let (_tmp, dir) = valid_dir(thresholds);
     let mut c = open(&dir, Mode::EarlyExit);
     assert_eq!(every_exit(&mut c), all, "the thresholds change no verdict");
+    // Not a decision: the stream has no answer to remember.
+    assert_eq!(c.stream().last_answer(), None);
     let mut left_at = std::collections::BTreeSet::new();
     for (i, (pixels, verdicts)) in reference_frames().iter().zip(&all).enumerate() {
         let classes: Vec<usize> = verdicts.iter().map(|v| v.class_id).collect();
@@ -289,7 +291,7 @@ fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
         let leaves_at = verdicts[..2]
             .iter()
             .zip(thresholds)
-            .position(|(v, t)| v.score >= t)
+            .position(|(v, t)| earlyexit::rule::leaves(Metric::MaxProb, v.score, t))
             .unwrap_or(2);
         let d = classify(&mut c, pixels);
         let v = verdicts[leaves_at];

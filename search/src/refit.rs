@@ -12,6 +12,8 @@ use earlyexit::cost::CostTable;
 use earlyexit::rule::{self, Verdict};
 use serde_json::json;
 
+use crate::progress;
+
 /// Threshold values tried at each exit: this many quantiles of its scores.
 const LEVELS: usize = 256;
 
@@ -44,8 +46,9 @@ impl Answers {
     /// `what` names the bundle in errors (`--model DIR`, `--compare DIR`).
     pub fn new(bundle: &Bundle, what: &str) -> Result<Answers> {
         if bundle.gate.is_some() {
+            // A gate may read the previous frame's answer, which depends on every threshold.
             bail!(
-                "--refit: {what} decides by a learned gate (format 2); --refit fits per-exit thresholds on the metric, so it takes bundles whose exits decide by the metric alone"
+                "--refit: {what} decides by a gate (format 2); --refit fits the metric's per-exit thresholds, so it takes bundles whose exits decide by the metric alone (format 1 rules)"
             );
         }
         let Some(costs) = CostTable::from_bundle(bundle) else {
@@ -92,8 +95,8 @@ impl Answers {
     }
 
     /// Frames the bundle itself, at its own thresholds, answers as `reference` says.
-    fn right(&self, reference: &[u32]) -> u64 {
-        self.score(reference, &self.own()).0
+    fn right_at_own(&self, reference: &[u32]) -> u64 {
+        self.replay(reference, &self.own()).0
     }
 
     /// A threshold no score clears.
@@ -101,8 +104,9 @@ impl Answers {
         f64::INFINITY * rule::surer(self.metric)
     }
 
-    /// Frames answered as `reference` says, and the summed cost, at these thresholds.
-    fn score(&self, reference: &[u32], thresholds: &[f64]) -> (u64, f64) {
+    /// Replays the exit rule at these thresholds: frames answered as `reference` says, and the
+    /// summed cost.
+    fn replay(&self, reference: &[u32], thresholds: &[f64]) -> (u64, f64) {
         let mut right = 0;
         let mut cost = 0.0;
         for (f, want) in reference.iter().enumerate() {
@@ -123,8 +127,14 @@ impl Answers {
     /// For each of `targets`, the cheapest mean cost at which at least that many frames answer
     /// as `reference` says (`None` where no thresholds tried get there). Each is a local
     /// optimum of [`Answers::fit`]; the stricter targets go first, and each fit also starts
-    /// from the one before it, so that a laxer target never costs more.
-    pub fn cheapest(&self, reference: &[u32], targets: &[u64]) -> Vec<Option<f64>> {
+    /// from the one before it, so that a laxer target never costs more. `fitted` is called after
+    /// each.
+    pub fn cheapest(
+        &self,
+        reference: &[u32],
+        targets: &[u64],
+        mut fitted: impl FnMut(),
+    ) -> Vec<Option<f64>> {
         let mut order: Vec<usize> = (0..targets.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(targets[i]));
         let mut costs = vec![None; targets.len()];
@@ -135,6 +145,7 @@ impl Answers {
                 costs[i] = Some(cost / reference.len() as f64);
             }
             stricter = Some(thresholds);
+            fitted();
         }
         costs
     }
@@ -163,9 +174,9 @@ impl Answers {
             })
             .collect();
         let mut thresholds = self.own();
-        let mut current = self.score(reference, &thresholds);
+        let mut current = self.replay(reference, &thresholds);
         for start in std::iter::once(vec![self.closed(); self.exits.len()]).chain(starts.to_vec()) {
-            let scored = self.score(reference, &start);
+            let scored = self.replay(reference, &start);
             if better(scored, current) {
                 (thresholds, current) = (start, scored);
             }
@@ -175,7 +186,7 @@ impl Answers {
             for &(e, t) in moves {
                 thresholds[e] = t;
             }
-            let tried = self.score(reference, thresholds);
+            let tried = self.replay(reference, thresholds);
             if better(tried, current) {
                 current = tried;
                 return true;
@@ -231,9 +242,35 @@ pub struct Refit {
     backbone: Vec<u32>,
 }
 
+/// Whose share of frames right a row asks both structures to reach.
+#[derive(Clone, Copy)]
+pub enum At {
+    Model,
+    Compare,
+    Backbone,
+}
+
+impl At {
+    fn word(self) -> &'static str {
+        match self {
+            At::Model => "model",
+            At::Compare => "compare",
+            At::Backbone => "backbone",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            At::Model => "bundle (--model)",
+            At::Compare => "compared bundle",
+            At::Backbone => "full backbone",
+        }
+    }
+}
+
 /// One row: the cheapest each structure gets to at a number of frames right.
 pub struct Row {
-    pub at: &'static str,
+    pub at: At,
     /// The share of frames right that both structures must reach.
     pub value: f64,
     pub cost: Option<f64>,
@@ -281,26 +318,38 @@ impl Refit {
             Some(labels) if !labels.is_empty() => ("accuracy", labels),
             _ => ("agreement", self.backbone.clone()),
         };
-        let frames = reference.len().max(1) as f64;
+        let frames = reference.len() as f64;
         let backbone_right = self
             .backbone
             .iter()
             .zip(&reference)
             .filter(|(a, b)| a == b)
             .count() as u64;
-        let mut at = vec!["model"];
-        let mut targets = vec![self.model.right(&reference)];
+        let mut at = vec![At::Model];
+        let mut targets = vec![self.model.right_at_own(&reference)];
         if let Some(c) = &self.compare {
-            at.push("compare");
-            targets.push(c.right(&reference));
+            at.push(At::Compare);
+            targets.push(c.right_at_own(&reference));
         }
-        at.push("backbone");
+        at.push(At::Backbone);
         targets.push(backbone_right);
-        let costs = self.model.cheapest(&reference, &targets);
+        if reference.is_empty() {
+            return Table {
+                measure,
+                rows: Vec::new(),
+            };
+        }
+        let structures = 1 + usize::from(self.compare.is_some());
+        let bar = progress::bar(
+            "refitting thresholds",
+            Some((structures * targets.len()) as u64),
+        );
+        let costs = self.model.cheapest(&reference, &targets, || bar.inc(1));
         let compare_costs = match &self.compare {
-            Some(c) => c.cheapest(&reference, &targets),
+            Some(c) => c.cheapest(&reference, &targets, || bar.inc(1)),
             None => vec![None; targets.len()],
         };
+        bar.finish_and_clear();
         Table {
             measure,
             rows: (0..targets.len())
@@ -320,7 +369,7 @@ impl Table {
         json!({
             "measure": self.measure,
             "rows": self.rows.iter().map(|r| json!({
-                "at": r.at,
+                "at": r.at.word(),
                 "value": r.value,
                 "cost": r.cost,
                 "compare_cost": r.compare_cost,
@@ -329,6 +378,10 @@ impl Table {
     }
 
     pub fn print(&self, compared: bool) {
+        if self.rows.is_empty() {
+            println!("\nrefitted: no frames to fit on");
+            return;
+        }
         println!(
             "\nrefitted: each structure's exit thresholds fitted on these frames for the cheapest mean cost at the {m} of each row (in-sample: it compares structures at equal {m}, and promises nothing)",
             m = self.measure
@@ -340,14 +393,9 @@ impl Table {
         println!();
         let cost = |c: Option<f64>| c.map_or_else(|| "not met".to_owned(), |c| format!("{c:.3}"));
         for r in &self.rows {
-            let name = match r.at {
-                "model" => "bundle (--model)",
-                "compare" => "compared bundle",
-                _ => "full backbone",
-            };
             print!(
                 "{:<28} {:>8.2}% {:>10}",
-                name,
+                r.at.name(),
                 100.0 * r.value,
                 cost(r.cost)
             );
@@ -363,10 +411,15 @@ impl Table {
 mod tests {
     use super::*;
 
-    /// Two exits and the last stage over `classes`/`scores` per exit, max-prob.
-    fn answers(exits: [(&[u32], &[f64]); 2], last: &[u32], own: [f64; 2]) -> Answers {
+    /// Two exits and the last stage over `classes`/`scores` per exit.
+    fn answers(
+        metric: Metric,
+        exits: [(&[u32], &[f64]); 2],
+        last: &[u32],
+        own: [f64; 2],
+    ) -> Answers {
         Answers {
-            metric: Metric::MaxProb,
+            metric,
             exits: exits
                 .iter()
                 .zip(own)
@@ -391,7 +444,7 @@ mod tests {
         let mut best: Option<f64> = None;
         for &t0 in &grids[0] {
             for &t1 in &grids[1] {
-                let (right, cost) = a.score(reference, &[t0, t1]);
+                let (right, cost) = a.replay(reference, &[t0, t1]);
                 if right >= at_least {
                     let mean = cost / reference.len() as f64;
                     best = Some(best.map_or(mean, |b: f64| b.min(mean)));
@@ -415,9 +468,9 @@ mod tests {
             &[0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.4, 0.4],
         );
         let last = [1, 1, 1, 1, 2, 0, 4, 5];
-        let a = answers([exit0, exit1], &last, [0.5, 0.5]);
+        let a = answers(Metric::MaxProb, [exit0, exit1], &last, [0.5, 0.5]);
         let targets: Vec<u64> = (0..=9).collect();
-        let fitted = a.cheapest(&reference, &targets);
+        let fitted = a.cheapest(&reference, &targets, || ());
         for (at_least, fitted) in targets.iter().zip(&fitted) {
             assert_eq!(*fitted, exhaustive(&a, &reference, *at_least), "{at_least}");
         }
@@ -430,5 +483,16 @@ mod tests {
         );
         // No thresholds get more right than there are frames.
         assert_eq!(fitted[9], None);
+
+        // Entropy leaves below its threshold: the same scores mirrored fit to the same costs.
+        let mirror = |v: &[f64]| v.iter().map(|x| 1.0 - x).collect::<Vec<f64>>();
+        let (m0, m1) = (mirror(exit0.1), mirror(exit1.1));
+        let e = answers(
+            Metric::Entropy,
+            [(exit0.0, &m0), (exit1.0, &m1)],
+            &last,
+            [0.5, 0.5],
+        );
+        assert_eq!(e.cheapest(&reference, &targets, || ()), fitted);
     }
 }
