@@ -36,6 +36,32 @@ pub fn init() {
     }
 }
 
+/// Runs the gst-launch-style pipeline `desc` to its end, within `seconds`. Panics, naming the
+/// pipeline, when it fails or does not end in time.
+pub fn run_to_eos(desc: &str, seconds: u64) {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(desc).unwrap_or_else(|e| panic!("{desc}: {e}"));
+    pipeline
+        .set_state(gst::State::Playing)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"));
+    let msg = pipeline
+        .bus()
+        .expect("a pipeline has a bus")
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(seconds),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap_or_else(|| panic!("{desc}: no end within {seconds} s"));
+    pipeline
+        .set_state(gst::State::Null)
+        .expect("the pipeline stops");
+    assert!(
+        matches!(msg.view(), gst::MessageView::Eos(_)),
+        "{desc}: {msg:?}"
+    );
+}
+
 /// A bundle written to a temporary folder that is removed when this is dropped.
 pub struct TempBundle {
     pub dir: tempfile::TempDir,

@@ -283,14 +283,15 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
                     }
                 }
                 if let Some(refit) = &mut refit {
-                    record_refit(
-                        refit,
-                        &mut classifier,
-                        compared.as_mut(),
-                        frame,
-                        label,
-                        theirs.class_id,
-                    )?;
+                    refit
+                        .record(
+                            &mut classifier,
+                            compared.as_mut().map(|c| &mut c.classifier),
+                            &frame.frame(),
+                            label,
+                            theirs.class_id,
+                        )
+                        .with_context(|| format!("--refit: frame {}", frame.index))?;
                 }
                 if let Some((path, file)) = &mut per_frame {
                     writeln!(
@@ -352,40 +353,6 @@ pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
             t.print(compare_path.is_some());
         }
     }
-    Ok(())
-}
-
-/// Runs one frame through every exit of the bundle (and of `--compare`) for `--refit`.
-fn record_refit(
-    refit: &mut refit::Refit,
-    classifier: &mut Classifier,
-    compared: Option<&mut Compared>,
-    frame: &DecodedFrame,
-    label: Option<u32>,
-    backbone_class: usize,
-) -> Result<()> {
-    let mut verdicts = Vec::new();
-    classifier
-        .every_exit(&frame.frame(), &mut verdicts)
-        .with_context(|| format!("--refit: frame {}", frame.index))?;
-    let mut compare_verdicts = Vec::new();
-    let compare = match compared {
-        Some(other) => {
-            other
-                .classifier
-                .every_exit(&frame.frame(), &mut compare_verdicts)
-                .with_context(|| {
-                    format!(
-                        "--refit: --compare {}: frame {}",
-                        other.path.display(),
-                        frame.index
-                    )
-                })?;
-            Some(&compare_verdicts[..])
-        }
-        None => None,
-    };
-    refit.push(&verdicts, compare, label, backbone_class);
     Ok(())
 }
 

@@ -6,10 +6,11 @@
 //! Fitted on the frames it is scored on, a figure here is the best a structure can do on them:
 //! it compares structures on equal terms, and promises nothing about other footage.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use earlyexit::bundle::{Bundle, Metric};
 use earlyexit::cost::CostTable;
 use earlyexit::rule::{self, Verdict};
+use earlyexit::{Classifier, Frame, RunError};
 use serde_json::json;
 
 use crate::progress;
@@ -30,6 +31,8 @@ pub struct Answers {
     /// The last stage's answer per frame.
     last: Vec<u32>,
     last_cost: f64,
+    /// One frame's verdicts, reused from frame to frame.
+    verdicts: Vec<Option<Verdict>>,
 }
 
 struct Exit {
@@ -74,11 +77,14 @@ impl Answers {
                 .collect(),
             last: Vec::new(),
             last_cost: costs.cost(last, true),
+            verdicts: Vec::new(),
         })
     }
 
-    /// Adds one frame, from [`earlyexit::Classifier::every_exit`].
-    pub fn push(&mut self, verdicts: &[Option<Verdict>]) {
+    /// Runs one frame through every exit of `classifier` (this bundle's) and adds it.
+    fn record(&mut self, classifier: &mut Classifier, frame: &Frame) -> Result<(), RunError> {
+        classifier.every_exit(frame, &mut self.verdicts)?;
+        let verdicts = &self.verdicts;
         for exit in &mut self.exits {
             let v = verdicts.get(exit.stage).copied().flatten();
             // A missing verdict never leaves: NaN clears no threshold.
@@ -87,6 +93,7 @@ impl Answers {
         }
         let last = verdicts.last().copied().flatten();
         self.last.push(last.map_or(u32::MAX, |v| v.class_id as u32));
+        Ok(())
     }
 
     /// The bundle's own thresholds.
@@ -293,21 +300,23 @@ impl Refit {
         }
     }
 
-    /// Adds one frame: every exit's verdict for the bundle (and `--compare`), its label, and
-    /// the full backbone's answer.
-    pub fn push(
+    /// Runs one frame through every exit of the bundle (`model`) and of `--compare`, and adds
+    /// it with its label and the full backbone's answer.
+    pub fn record(
         &mut self,
-        model: &[Option<Verdict>],
-        compare: Option<&[Option<Verdict>]>,
+        model: &mut Classifier,
+        compare: Option<&mut Classifier>,
+        frame: &Frame,
         label: Option<u32>,
         backbone: usize,
-    ) {
-        self.model.push(model);
-        if let (Some(answers), Some(verdicts)) = (&mut self.compare, compare) {
-            answers.push(verdicts);
+    ) -> Result<()> {
+        self.model.record(model, frame).context("--model")?;
+        if let (Some(answers), Some(classifier)) = (&mut self.compare, compare) {
+            answers.record(classifier, frame).context("--compare")?;
         }
         self.labels.push(label);
         self.backbone.push(backbone as u32);
+        Ok(())
     }
 
     /// Fits both structures at the bundle's, the compared bundle's and the backbone's share of
@@ -434,6 +443,7 @@ mod tests {
                 .collect(),
             last: last.to_vec(),
             last_cost: 1.0,
+            verdicts: Vec::new(),
         }
     }
 

@@ -453,35 +453,27 @@ fn certifying_frames_that_refute_every_try_leave_no_exits() {
 /// stream at `out`.
 fn write_changing_stream(clip: &Path, frames: usize, out: &Path) {
     let raw = out.with_extension("raw");
-    // `from` and `to` stand for the two locations. One argument per token, so that
-    // gst-launch-1.0 escapes any space inside a path.
-    let launch = |pipeline: &str, from: &Path, to: &Path| {
-        let args = pipeline.split_whitespace().map(|token| match token {
-            "from" => format!("location={}", from.display()),
-            "to" => format!("location={}", to.display()),
-            _ => token.to_owned(),
-        });
-        let status = Command::new("gst-launch-1.0")
-            .arg("-q")
-            .args(args)
-            .status()
-            .expect("gst-launch-1.0 runs");
-        assert!(status.success(), "{pipeline}");
-    };
-    launch(
-        "filesrc from ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 ! filesink to",
-        clip,
-        &raw,
+    earlyexit_e2e::run_to_eos(
+        &format!(
+            "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 \
+             ! filesink location=\"{}\"",
+            clip.display(),
+            raw.display()
+        ),
+        60,
     );
     let decoded = std::fs::read(&raw).unwrap();
     let first = &decoded[..28 * 28 * frames];
     let negative = first.iter().map(|p| 255 - p);
     let changing: Vec<u8> = first.iter().copied().chain(negative).collect();
     std::fs::write(&raw, changing).unwrap();
-    launch(
-        "filesrc from ! rawvideoparse format=gray8 width=28 height=28 framerate=30/1 \
-         ! avenc_ffv1 ! matroskamux ! filesink to",
-        &raw,
-        out,
+    earlyexit_e2e::run_to_eos(
+        &format!(
+            "filesrc location=\"{}\" ! rawvideoparse format=gray8 width=28 height=28 \
+             framerate=30/1 ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
+            raw.display(),
+            out.display()
+        ),
+        60,
     );
 }

@@ -32,28 +32,15 @@ fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
 /// The start of the Fashion-MNIST test-b footage as a short lossless clip in `dir`, so that the
 /// test runs in seconds. Both tools read this file, so the exact frame count does not matter.
 fn short_clip(dir: &Path) -> PathBuf {
-    earlyexit_e2e::init();
     let clip = dir.join("short.mkv");
-    let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! identity eos-after=300 ! videoconvert \
-         ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-        footage("fmnist-test-b-5k.mkv").display(),
-        clip.display()
-    );
-    let pipeline = gst::parse::launch(&desc).unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("the clip is written within 60 s");
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(
-        matches!(msg.view(), gst::MessageView::Eos(_)),
-        "{desc}: {msg:?}"
+    earlyexit_e2e::run_to_eos(
+        &format!(
+            "filesrc location=\"{}\" ! decodebin ! identity eos-after=300 ! videoconvert \
+             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
+            footage("fmnist-test-b-5k.mkv").display(),
+            clip.display()
+        ),
+        60,
     );
     clip
 }
