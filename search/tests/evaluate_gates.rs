@@ -7,8 +7,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gst::prelude::*;
-
 use earlyexit::gate::GateInput;
 use earlyexit_e2e::footage;
 
