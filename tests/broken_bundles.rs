@@ -1,8 +1,7 @@
 //! Broken bundles through the element: each one posts an ERROR when the pipeline starts, naming
 //! the file and the key or tensor at fault, and the process goes on.
 
-#[path = "../core/tests/common/mod.rs"]
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +10,7 @@ use gst::prelude::*;
 
 /// Starts `videotestsrc ! earlyexit model=MODEL ! fakesink` and returns the ERROR's text.
 fn start_error(model: &Path) -> String {
-    earlyexit_e2e::init();
+    earlyexit_testkit::gst::init();
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
         model.display()
@@ -46,7 +45,7 @@ fn start_error(model: &Path) -> String {
 fn case(
     edit: impl FnOnce(&Path) -> (PathBuf, &'static str),
 ) -> (tempfile::TempDir, PathBuf, PathBuf, &'static str) {
-    let (tmp, dir) = common::valid_dir([0.5, 0.75]);
+    let (tmp, dir) = cut::valid_dir([0.5, 0.75]);
     let (file, key) = edit(&dir);
     (tmp, dir, file, key)
 }
@@ -99,7 +98,7 @@ fn every_broken_bundle_posts_an_error_naming_file_and_key() {
         case(|d| {
             std::fs::write(
                 d.join("stage-1.onnx"),
-                common::two_input_add_model(&[1, 32, 28, 28]),
+                cut::two_input_add_model(&[1, 32, 28, 28]),
             )
             .unwrap();
             (d.join("stage-1.onnx"), "stages[1].segment")
@@ -132,8 +131,8 @@ fn every_broken_bundle_posts_an_error_naming_file_and_key() {
 /// An unknown key is ignored, as bundle-v1 asks, and named in a WARNING on the bus.
 #[test]
 fn an_unknown_key_posts_a_warning_naming_it_and_the_bundle_runs() {
-    earlyexit_e2e::init();
-    let (_tmp, dir) = common::valid_dir([0.5, 0.75]);
+    earlyexit_testkit::gst::init();
+    let (_tmp, dir) = cut::valid_dir([0.5, 0.75]);
     let yaml = dir.join("exits.yaml");
     let text = std::fs::read_to_string(&yaml).unwrap();
     std::fs::write(&yaml, format!("{text}colour: blue\n")).unwrap();
@@ -170,7 +169,7 @@ fn a_missing_onnx_runtime_library_posts_an_error_naming_it() {
         println!("ERROR-TEXT: {}", start_error(Path::new(&dir)));
         return;
     }
-    let (_tmp, dir) = common::valid_dir([0.5, 0.75]);
+    let (_tmp, dir) = cut::valid_dir([0.5, 0.75]);
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use earlyexit_e2e::{fmnist_one_stage_bundle, footage};
+use earlyexit_testkit::{fmnist_one_stage_bundle, footage};
 
 /// `cargo test` builds the examples next to the test binaries' folder.
 fn example(name: &str) -> PathBuf {

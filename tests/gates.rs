@@ -2,8 +2,7 @@
 //! as the core's `Classifier` does over the same frames, and the element forgets that answer on
 //! a DISCONT buffer, a flush, a new segment and a new stream.
 
-#[path = "../core/tests/common/mod.rs"]
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::{Path, PathBuf};
 
@@ -13,20 +12,21 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use gstearlyexit::EarlyExitInfo;
 
-use earlyexit_e2e::{end_after, footage, init};
+use earlyexit_testkit::footage;
+use earlyexit_testkit::gst::{end_after, init};
 
 /// A format-2 bundle whose two exits leave when their class agrees with the class answered for
 /// the previous frame, and only then.
 fn last_frame_bundle() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let gate = common::agreement_gate(true);
-    let b = common::gated_bundle(
+    let gate = cut::agreement_gate(true);
+    let b = cut::gated_bundle(
         vec![GateInput::AgreesLastFrame],
         [gate.clone(), gate],
         [0.5, 0.5],
     );
-    let file = common::write_bundle(&dir, &b);
+    let file = cut::write_bundle(&dir, &b);
     (tmp, file)
 }
 
@@ -114,7 +114,9 @@ fn a_last_frame_gate_decides_on_footage_as_the_core_does() {
 /// The first reference image (28×28 GRAY8) whose decision in a fresh stream differs from its
 /// decision right after itself, which then repeats: (pixels, fresh, following).
 fn image_that_shows_the_state(c: &mut Classifier) -> (Vec<u8>, (u32, i32), (u32, i32)) {
-    let (shape, values) = common::npy::read_npy(&common::asset("fmnist_resnet20w32.ref_in.npy"));
+    let (shape, values) = earlyexit_testkit::npy::read_npy(&earlyexit_testkit::model(
+        "fmnist_resnet20w32.ref_in.npy",
+    ));
     assert_eq!(shape[1..], [1, 28, 28]);
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, 28, 28)
         .build()

@@ -1,21 +1,16 @@
-//! The staged runtime: segments run in order, each exit head is asked whether the frame may
-//! leave, and the answer comes back as a [`Decision`]. The element and the search's `evaluate`
-//! both run frames through [`Classifier`], so they cannot disagree on a frame.
+//! The staged runtime: segments run in order, and at each exit head the frame walks the exit
+//! rule ([`FrameWalk`]) to see whether it may leave. [`crate::classifier::Classifier`] wraps it
+//! with preprocessing and cost for the element and the search's `evaluate` alike.
 //!
 //! A format-2 gate may read the class answered for the previous frame, so a cascade remembers
-//! it ([`StreamState`]) until the stream is reset: callers reset it where footage is not
-//! continuous (a seek, a flush, a new file, a gap).
+//! it ([`StreamState`]) until the stream is reset.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use crate::bundle::{Bundle, BundleError, Format, InputSpec, Metric, Output, Stage, Word};
-use crate::cost::CostTable;
-use crate::frame::Frame;
-use crate::gate::{ExitRule, FrameWalk, Gate, GateWeights};
-use crate::preprocess::{PreprocessError, Preprocessor};
-use crate::rule::{self, Verdict};
+use crate::bundle::{Bundle, BundleError, Stage, Word};
+use crate::gate::{ExitRule, Gate, GateWeights};
+use crate::input::InputSpec;
+use crate::rule::{self, FrameWalk, Metric, Output, Signals, Verdict};
 use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
+use crate::stream::StreamState;
 
 /// Whether heads run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,35 +21,11 @@ pub enum Mode {
     Full,
 }
 
-/// What happened to one frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// The 0-based stage where the frame left; `stages - 1` is the last stage.
-    pub stage: usize,
-    pub stages: usize,
-    pub class_id: usize,
-    pub confidence: f64,
-    pub score: f64,
-    /// MACs used / backbone MACs, when the bundle gives MACs.
-    pub cost: Option<f64>,
-    /// Wall time for preprocessing and inference.
-    pub inference_ns: u64,
-}
-
 /// A bundle that cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error(transparent)]
-    Onnx(#[from] OnnxError),
-}
-
-/// A frame that could not be run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Preprocess(#[from] PreprocessError),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
 }
@@ -68,19 +39,6 @@ struct LoadedExit {
     head: Model,
     threshold: f64,
     gate: Option<GateWeights>,
-}
-
-/// What a cascade remembers from one frame to the next of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamState {
-    last_answer: Option<usize>,
-}
-
-impl StreamState {
-    /// The class answered for the stream's previous frame, if there was one since the reset.
-    pub fn last_answer(&self) -> Option<usize> {
-        self.last_answer
-    }
 }
 
 /// The loaded stages of a bundle and the buffers they reuse.
@@ -158,6 +116,11 @@ impl Cascade {
 
     pub fn stages(&self) -> usize {
         self.stages.len()
+    }
+
+    /// Whether heads run.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Forgets the previous frame's answer: the next frame starts a new stream.
@@ -269,13 +232,13 @@ impl Cascade {
     /// Runs one preprocessed frame, the next of the stream.
     pub fn run(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
         let outcome = self.run_stages(shape, input)?;
-        self.stream.last_answer = Some(outcome.verdict.class_id);
+        self.stream.answered(outcome.verdict.class_id);
         Ok(outcome)
     }
 
     fn run_stages(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
         let last = self.stages.len() - 1;
-        let mut walk = FrameWalk::new(self.stream.last_answer);
+        let mut walk = FrameWalk::new(self.stream.last_answer());
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
@@ -292,8 +255,13 @@ impl Cascade {
             }
             if let Some(exit) = &mut stage.exit {
                 head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
-                let rule = ExitRule::of(self.metric, self.gate.as_ref(), exit.gate.as_ref());
-                let (signals, leaves) = walk.exit(&self.probs, rule, exit.threshold);
+                let rule = ExitRule::of(
+                    self.metric,
+                    self.gate.as_ref(),
+                    exit.gate.as_ref(),
+                    exit.threshold,
+                );
+                let (signals, leaves) = walk.exit(Signals::of(&self.probs), &rule);
                 if leaves {
                     return Ok(Outcome {
                         stage: i,
@@ -306,37 +274,33 @@ impl Cascade {
     }
 
     /// Runs one preprocessed frame through every segment and every exit head, whatever the
-    /// thresholds, the gates and the mode say, and gives each stage's verdict under the
-    /// bundle's metric (`None` where a stage has no exit): what the frame would answer wherever
-    /// it left. Not a decision, so the stream's last answer stays as it was.
+    /// thresholds, the gates and the mode say, and gives each stage's signals (`None` where a
+    /// stage has no exit): what the frame would answer wherever it left. Not a decision, so
+    /// the stream's last answer stays as it was.
     pub fn run_every_exit(
         &mut self,
         shape: &[i64],
         input: &[f32],
-        verdicts: &mut Vec<Option<Verdict>>,
+        signals: &mut Vec<Option<Signals>>,
     ) -> Result<(), OnnxError> {
-        verdicts.clear();
+        signals.clear();
         let last = self.stages.len() - 1;
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
             run_segment(stage, i, shape, input, current, next)?;
             std::mem::swap(&mut current, &mut next);
-            let verdict = if i == last {
-                Some(last_verdict(
-                    self.output,
-                    self.metric,
-                    current,
-                    &mut self.probs,
-                ))
+            let here = if i == last {
+                self.output
+                    .probabilities_into(&current.data, &mut self.probs);
+                Some(Signals::of(&self.probs))
             } else if let Some(exit) = &mut stage.exit {
                 head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
-                // What a metric rule would answer on leaving here, as `walk.exit` does.
-                Some(rule::verdict(self.metric, &self.probs))
+                Some(Signals::of(&self.probs))
             } else {
                 None
             };
-            verdicts.push(verdict);
+            signals.push(here);
         }
         Ok(())
     }
@@ -373,10 +337,7 @@ fn head_probs(
 
 /// The last stage's output as probabilities, and its verdict.
 fn last_verdict(output: Output, metric: Metric, out: &Tensor, probs: &mut Vec<f32>) -> Verdict {
-    match output {
-        Output::Logits => rule::softmax_into(&out.data, probs),
-        Output::Probabilities => probs.clone_from(&out.data),
-    }
+    output.probabilities_into(&out.data, probs);
     rule::verdict(metric, probs)
 }
 
@@ -429,125 +390,4 @@ fn load_stage(
         None => None,
     };
     Ok(LoadedStage { segment, exit })
-}
-
-/// Frames in, decisions out: preprocessing, the cascade and cost accounting together.
-pub struct Classifier {
-    preprocessor: Preprocessor,
-    cascade: Cascade,
-    costs: Option<CostTable>,
-    labels: Option<Vec<String>>,
-}
-
-impl Classifier {
-    /// Loads a bundle for running.
-    pub fn open(
-        bundle: &Bundle,
-        mode: Mode,
-        options: SessionOptions,
-    ) -> Result<Classifier, LoadError> {
-        // The cascade first: it refuses an input size its first stage does not take before the
-        // preprocessor makes buffers of that size.
-        let cascade = Cascade::load(bundle, mode, options)?;
-        Ok(Classifier {
-            preprocessor: Preprocessor::new(bundle.input.clone()),
-            cascade,
-            costs: CostTable::from_bundle(bundle),
-            labels: bundle.labels.as_ref().map(|l| l.names.clone()),
-        })
-    }
-
-    /// An uncut backbone as a one-stage classifier, fed exactly like the bundle's first stage.
-    pub fn backbone(
-        model: &Path,
-        input: InputSpec,
-        output: Output,
-        options: SessionOptions,
-    ) -> Result<Classifier, LoadError> {
-        let name = model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bundle = Bundle {
-            file: model
-                .parent()
-                .map_or_else(PathBuf::new, Path::to_path_buf)
-                .join("(backbone)"),
-            format: Format::V1,
-            name: None,
-            input,
-            labels: None,
-            metric: Metric::MaxProb,
-            gate: None,
-            promise: None,
-            stages: vec![Stage {
-                segment: name,
-                macs: None,
-                exit: None,
-            }],
-            output,
-        };
-        Classifier::open(&bundle, Mode::Full, options)
-    }
-
-    pub fn stages(&self) -> usize {
-        self.cascade.stages()
-    }
-
-    pub fn classes(&self) -> usize {
-        self.cascade.classes()
-    }
-
-    /// Forgets the previous frame's answer, which a format-2 gate may read: call it where the
-    /// frames stop being one continuous stream (a new file, a seek, a flush, a gap).
-    pub fn reset_stream(&mut self) {
-        self.cascade.reset_stream();
-    }
-
-    /// See [`Cascade::stream`].
-    pub fn stream(&self) -> StreamState {
-        self.cascade.stream()
-    }
-
-    /// See [`Cascade::set_stream`].
-    pub fn set_stream(&mut self, state: StreamState) {
-        self.cascade.set_stream(state);
-    }
-
-    pub fn label(&self, class_id: usize) -> Option<&str> {
-        self.labels.as_ref()?.get(class_id).map(String::as_str)
-    }
-
-    /// Preprocesses one frame and runs it through every exit: see [`Cascade::run_every_exit`].
-    pub fn every_exit(
-        &mut self,
-        frame: &Frame,
-        verdicts: &mut Vec<Option<Verdict>>,
-    ) -> Result<(), RunError> {
-        let shape = self.preprocessor.shape();
-        let tensor = self.preprocessor.run(frame)?;
-        Ok(self.cascade.run_every_exit(&shape, tensor, verdicts)?)
-    }
-
-    /// Preprocesses and runs one frame.
-    pub fn classify(&mut self, frame: &Frame) -> Result<Decision, RunError> {
-        let start = Instant::now();
-        let shape = self.preprocessor.shape();
-        let tensor = self.preprocessor.run(frame)?;
-        let outcome = self.cascade.run(&shape, tensor)?;
-        let inference_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let heads_ran = self.cascade.mode == Mode::EarlyExit;
-        Ok(Decision {
-            stage: outcome.stage,
-            stages: self.stages(),
-            class_id: outcome.verdict.class_id,
-            confidence: outcome.verdict.confidence,
-            score: outcome.verdict.score,
-            cost: self
-                .costs
-                .as_ref()
-                .map(|c| c.cost(outcome.stage, heads_ran)),
-            inference_ns,
-        })
-    }
 }

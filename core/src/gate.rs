@@ -1,30 +1,58 @@
-//! Learned exit gates (format `earlyexit/2`): a per-exit logistic model over signals that an
-//! exit knows about a frame, and the one place that decides whether a frame leaves at an exit,
-//! under either rule (the bundle's metric, or a gate).
+//! Learned exit gates (format `earlyexit/2`): a per-exit logistic model over the [`Signals`]
+//! an exit knows of a frame, and [`ExitRule`], how a bundle's exit decides under either rule
+//! (its metric, or its gate).
 //!
 //! The search trains gates on cached head outputs with the same [`Signals`] and
-//! [`Gate::input_vector`] the cascade uses, and can replay a stream with [`FrameWalk`] as the
-//! cascade does, so a trained gate decides in the element exactly as it did in training.
+//! [`Gate::input_vector`] the cascade uses, and replays them with the same
+//! [`FrameWalk`](crate::rule::FrameWalk), so a trained gate decides in the element exactly as
+//! it did in training.
 
-use crate::bundle::Metric;
-use crate::rule::{self, Verdict};
+use crate::rule::{ExitDecision, Metric, MetricThreshold, Signals};
 
 /// One signal a gate reads. Each is computed on the exit's softmax probabilities, or on the
 /// classes answered before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GateInput {
-    /// The largest probability.
-    MaxProb,
-    /// The top probability minus the second.
-    Margin,
-    /// −Σ p ln p, natural logarithm.
-    Entropy,
+    /// The exit's score under a metric.
+    Metric(Metric),
     /// 1 when this exit's class is the class of the previous exit that ran for the same frame,
     /// else 0 (0 at the first exit).
     AgreesPreviousExit,
     /// 1 when this exit's class is the class the bundle answered for the previous frame of the
     /// stream, else 0 (0 when there is none since the stream was reset).
     AgreesLastFrame,
+}
+
+impl GateInput {
+    /// Every input: each metric's score, then the two agreements.
+    pub const ALL: [GateInput; Metric::COUNT + 2] = {
+        let mut all = [GateInput::AgreesPreviousExit; Metric::COUNT + 2];
+        let mut i = 0;
+        while i < Metric::COUNT {
+            all[i] = GateInput::Metric(Metric::ALL[i]);
+            i += 1;
+        }
+        all[Metric::COUNT + 1] = GateInput::AgreesLastFrame;
+        all
+    };
+
+    /// The input's name in bundles (`gate.inputs`) and reports.
+    pub fn word(self) -> &'static str {
+        match self {
+            GateInput::Metric(metric) => metric.word(),
+            GateInput::AgreesPreviousExit => "agrees-previous-exit",
+            GateInput::AgreesLastFrame => "agrees-last-frame",
+        }
+    }
+
+    pub fn value(self, signals: &Signals) -> f64 {
+        let agrees = |other: Option<usize>| f64::from(u8::from(other == Some(signals.class_id)));
+        match self {
+            GateInput::Metric(metric) => signals.score(metric),
+            GateInput::AgreesPreviousExit => agrees(signals.previous_exit),
+            GateInput::AgreesLastFrame => agrees(signals.last_frame),
+        }
+    }
 }
 
 /// The bundle-wide part of a gate: which signals every exit's gate reads, in order.
@@ -39,77 +67,6 @@ pub struct GateWeights {
     /// One per [`Gate::inputs`], in the same order.
     pub weights: Vec<f64>,
     pub bias: f64,
-}
-
-/// What an exit knows about a frame when it decides.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Signals {
-    /// The exit's arg-max class (the lowest on ties).
-    pub class_id: usize,
-    pub max_prob: f64,
-    pub margin: f64,
-    pub entropy: f64,
-    /// The class of the previous exit that ran for this frame, if any.
-    pub previous_exit: Option<usize>,
-    /// The class the bundle answered for the stream's previous frame, if any.
-    pub last_frame: Option<usize>,
-}
-
-impl Signals {
-    /// The signals of an exit whose softmax probabilities are `probs`.
-    pub fn new(probs: &[f32], previous_exit: Option<usize>, last_frame: Option<usize>) -> Signals {
-        let top = rule::top_two(probs);
-        Signals {
-            class_id: top.class_id,
-            max_prob: f64::from(top.first),
-            margin: rule::margin(top),
-            entropy: rule::entropy(probs),
-            previous_exit,
-            last_frame,
-        }
-    }
-
-    /// The value of `metric`, as [`rule::verdict`] computes it.
-    pub fn metric(&self, metric: Metric) -> f64 {
-        match metric {
-            Metric::MaxProb => self.max_prob,
-            Metric::Margin => self.margin,
-            Metric::Entropy => self.entropy,
-        }
-    }
-
-    /// The verdict reported for a frame that leaves here: the score is always the metric's.
-    pub fn verdict(&self, metric: Metric) -> Verdict {
-        Verdict {
-            class_id: self.class_id,
-            confidence: self.max_prob,
-            score: self.metric(metric),
-        }
-    }
-}
-
-/// The input that reads a metric's value.
-impl From<Metric> for GateInput {
-    fn from(metric: Metric) -> GateInput {
-        match metric {
-            Metric::MaxProb => GateInput::MaxProb,
-            Metric::Margin => GateInput::Margin,
-            Metric::Entropy => GateInput::Entropy,
-        }
-    }
-}
-
-impl GateInput {
-    pub fn value(self, signals: &Signals) -> f64 {
-        let agrees = |other: Option<usize>| f64::from(u8::from(other == Some(signals.class_id)));
-        match self {
-            GateInput::MaxProb => signals.max_prob,
-            GateInput::Margin => signals.margin,
-            GateInput::Entropy => signals.entropy,
-            GateInput::AgreesPreviousExit => agrees(signals.previous_exit),
-            GateInput::AgreesLastFrame => agrees(signals.last_frame),
-        }
-    }
 }
 
 impl Gate {
@@ -151,13 +108,28 @@ pub fn sigmoid(z: f64) -> f64 {
     }
 }
 
-/// How an exit decides whether a frame leaves.
+/// An exit's gate against its threshold: the frame leaves when the gate's probability is at
+/// least the threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateThreshold<'a> {
+    pub gate: &'a Gate,
+    pub weights: &'a GateWeights,
+    pub threshold: f64,
+}
+
+impl ExitDecision for GateThreshold<'_> {
+    fn leaves(&self, signals: &Signals) -> bool {
+        self.gate.probability(self.weights, signals) >= self.threshold
+    }
+}
+
+/// How a bundle's exit decides whether a frame leaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ExitRule<'a> {
     /// Format 1, and format 2 without a gate: the bundle's metric against the threshold.
-    Metric(Metric),
+    Metric(MetricThreshold),
     /// The gate's probability against the threshold.
-    Gate(&'a Gate, &'a GateWeights),
+    Gate(GateThreshold<'a>),
 }
 
 impl ExitRule<'_> {
@@ -166,75 +138,40 @@ impl ExitRule<'_> {
         metric: Metric,
         gate: Option<&'a Gate>,
         weights: Option<&'a GateWeights>,
+        threshold: f64,
     ) -> ExitRule<'a> {
         match (gate, weights) {
-            (Some(gate), Some(weights)) => ExitRule::Gate(gate, weights),
-            _ => ExitRule::Metric(metric),
+            (Some(gate), Some(weights)) => ExitRule::Gate(GateThreshold {
+                gate,
+                weights,
+                threshold,
+            }),
+            _ => ExitRule::Metric(MetricThreshold { metric, threshold }),
         }
     }
 
     /// The value compared with the threshold: the metric's value, or the gate's probability.
     pub fn value(&self, signals: &Signals) -> f64 {
         match self {
-            ExitRule::Metric(metric) => signals.metric(*metric),
-            ExitRule::Gate(gate, weights) => gate.probability(weights, signals),
+            ExitRule::Metric(rule) => signals.score(rule.metric),
+            ExitRule::Gate(rule) => rule.gate.probability(rule.weights, signals),
         }
     }
+}
 
-    /// Whether the frame leaves at an exit with this threshold.
-    pub fn leaves(&self, signals: &Signals, threshold: f64) -> bool {
-        let value = self.value(signals);
+impl ExitDecision for ExitRule<'_> {
+    fn leaves(&self, signals: &Signals) -> bool {
         match self {
-            ExitRule::Metric(metric) => rule::leaves(*metric, value, threshold),
-            ExitRule::Gate(..) => value >= threshold,
+            ExitRule::Metric(rule) => rule.leaves(signals),
+            ExitRule::Gate(rule) => rule.leaves(signals),
         }
-    }
-}
-
-/// One frame's way through the exits that run for it, in order. It carries what
-/// `agrees-previous-exit` and `agrees-last-frame` read, for the cascade and for a replay on
-/// cached head outputs alike. The stream's next `last_frame` is the class the frame is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameWalk {
-    previous_exit: Option<usize>,
-    last_frame: Option<usize>,
-}
-
-impl FrameWalk {
-    /// A frame whose stream answered `last_frame` for the previous frame.
-    pub fn new(last_frame: Option<usize>) -> FrameWalk {
-        FrameWalk {
-            previous_exit: None,
-            last_frame,
-        }
-    }
-
-    /// The next exit, with its softmax probabilities: its signals, and whether the frame leaves.
-    pub fn exit(&mut self, probs: &[f32], rule: ExitRule<'_>, threshold: f64) -> (Signals, bool) {
-        self.exit_with(Signals::new(probs, None, None), rule, threshold)
-    }
-
-    /// [`FrameWalk::exit`] for an exit whose signals are known already (a replay on cached
-    /// head outputs): their `previous_exit` and `last_frame` are the walk's.
-    pub fn exit_with(
-        &mut self,
-        signals: Signals,
-        rule: ExitRule<'_>,
-        threshold: f64,
-    ) -> (Signals, bool) {
-        let signals = Signals {
-            previous_exit: self.previous_exit,
-            last_frame: self.last_frame,
-            ..signals
-        };
-        self.previous_exit = Some(signals.class_id);
-        (signals, rule.leaves(&signals, threshold))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rule::{self, FrameWalk};
 
     fn probs(logits: &[f32]) -> Vec<f32> {
         let mut p = Vec::new();
@@ -242,21 +179,24 @@ mod tests {
         p
     }
 
-    const ALL: [GateInput; 5] = [
-        GateInput::MaxProb,
-        GateInput::Margin,
-        GateInput::Entropy,
-        GateInput::AgreesPreviousExit,
-        GateInput::AgreesLastFrame,
-    ];
+    /// The signals of probabilities `p` with what came before them.
+    fn signals(p: &[f32], previous_exit: Option<usize>, last_frame: Option<usize>) -> Signals {
+        Signals {
+            previous_exit,
+            last_frame,
+            ..Signals::of(p)
+        }
+    }
 
     #[test]
-    fn signals_match_the_verdict_of_every_metric() {
-        let p = probs(&[0.3, 2.0, -1.0, 1.2]);
-        let s = Signals::new(&p, None, None);
-        for metric in [Metric::MaxProb, Metric::Margin, Metric::Entropy] {
-            assert_eq!(s.verdict(metric), rule::verdict(metric, &p), "{metric:?}");
-        }
+    fn every_input_has_its_own_name_metrics_first() {
+        let words: Vec<&str> = GateInput::ALL.iter().map(|i| i.word()).collect();
+        let metrics: Vec<&str> = Metric::ALL.iter().map(|m| m.word()).collect();
+        assert_eq!(words[..Metric::COUNT], metrics[..]);
+        assert_eq!(
+            words[Metric::COUNT..],
+            ["agrees-previous-exit", "agrees-last-frame"]
+        );
     }
 
     #[test]
@@ -264,30 +204,47 @@ mod tests {
         // p = [0.2, 0.5, 0.3]: class 1.
         let p = probs(&[2f32.ln(), 5f32.ln(), 3f32.ln()]);
         let gate = Gate {
-            inputs: ALL.to_vec(),
+            inputs: GateInput::ALL.to_vec(),
         };
-        let x = gate.input_vector(&Signals::new(&p, Some(1), Some(2)));
+        let x = gate.input_vector(&signals(&p, Some(1), Some(2)));
+        let at = |input: GateInput| {
+            let i = GateInput::ALL.iter().position(|i| *i == input).unwrap();
+            x[i]
+        };
         assert!(
-            (x[0] - 0.5).abs() < 1e-6 && (x[1] - 0.2).abs() < 1e-6,
+            (at(GateInput::Metric(Metric::MaxProb)) - 0.5).abs() < 1e-6,
+            "{x:?}"
+        );
+        assert!(
+            (at(GateInput::Metric(Metric::Margin)) - 0.2).abs() < 1e-6,
             "{x:?}"
         );
         let entropy = -(0.2f64 * 0.2f64.ln() + 0.5 * 0.5f64.ln() + 0.3 * 0.3f64.ln());
-        assert!((x[2] - entropy).abs() < 1e-6, "{x:?}");
-        assert_eq!(&x[3..], [1.0, 0.0]);
-        let x = gate.input_vector(&Signals::new(&p, None, Some(1)));
-        assert_eq!(&x[3..], [0.0, 1.0]);
+        assert!(
+            (at(GateInput::Metric(Metric::Entropy)) - entropy).abs() < 1e-6,
+            "{x:?}"
+        );
+        assert_eq!(
+            [
+                at(GateInput::AgreesPreviousExit),
+                at(GateInput::AgreesLastFrame)
+            ],
+            [1.0, 0.0]
+        );
+        let x = gate.input_vector(&signals(&p, None, Some(1)));
+        assert_eq!(&x[Metric::COUNT..], [0.0, 1.0]);
     }
 
     #[test]
     fn gate_probability_is_the_sigmoid_of_the_weighted_sum() {
         // p = [0.6, 0.2, 0.2]: max-prob 0.6, margin 0.4; class 0 agrees with the last frame only.
         let p = probs(&[3f32.ln(), 0.0, 0.0]);
-        let s = Signals::new(&p, Some(2), Some(0));
+        let s = signals(&p, Some(2), Some(0));
         let gate = Gate {
             inputs: vec![
                 GateInput::AgreesLastFrame,
-                GateInput::MaxProb,
-                GateInput::Margin,
+                GateInput::Metric(Metric::MaxProb),
+                GateInput::Metric(Metric::Margin),
                 GateInput::AgreesPreviousExit,
             ],
         };
@@ -300,23 +257,31 @@ mod tests {
         let got = gate.probability(&weights, &s);
         assert!((got - want).abs() < 1e-6, "{got}");
         assert_eq!(weights.probability(&gate.input_vector(&s)), got);
-        let rule = ExitRule::of(Metric::MaxProb, Some(&gate), Some(&weights));
-        assert_eq!(rule.value(&s), got);
-        assert!(rule.leaves(&s, 0.42) && !rule.leaves(&s, 0.43));
+        let rule =
+            |threshold| ExitRule::of(Metric::MaxProb, Some(&gate), Some(&weights), threshold);
+        assert_eq!(rule(0.42).value(&s), got);
+        assert!(rule(0.42).leaves(&s) && !rule(0.43).leaves(&s));
         // The metric alone would leave at 0.43: the gate, not the metric, decided.
-        let metric = ExitRule::of(Metric::MaxProb, Some(&gate), None);
-        assert_eq!(metric, ExitRule::Metric(Metric::MaxProb));
-        assert!(metric.leaves(&s, 0.43));
+        let metric = ExitRule::of(Metric::MaxProb, Some(&gate), None, 0.43);
+        assert_eq!(
+            metric,
+            ExitRule::Metric(MetricThreshold {
+                metric: Metric::MaxProb,
+                threshold: 0.43
+            })
+        );
+        assert!(metric.leaves(&s));
     }
 
     #[test]
     fn metric_rule_keeps_each_metric_direction() {
         let p = probs(&[0.0; 4]);
-        let s = Signals::new(&p, None, None);
-        assert!(ExitRule::Metric(Metric::Entropy).leaves(&s, 1.5));
-        assert!(!ExitRule::Metric(Metric::Entropy).leaves(&s, 1.0));
-        assert!(ExitRule::Metric(Metric::MaxProb).leaves(&s, 0.25));
-        assert!(!ExitRule::Metric(Metric::Margin).leaves(&s, 0.01));
+        let s = Signals::of(&p);
+        let rule = |metric, threshold| ExitRule::Metric(MetricThreshold { metric, threshold });
+        assert!(rule(Metric::Entropy, 1.5).leaves(&s));
+        assert!(!rule(Metric::Entropy, 1.0).leaves(&s));
+        assert!(rule(Metric::MaxProb, 0.25).leaves(&s));
+        assert!(!rule(Metric::Margin, 0.01).leaves(&s));
     }
 
     #[test]
@@ -329,20 +294,24 @@ mod tests {
             weights: vec![10.0, 10.0],
             bias: -15.0,
         };
-        let rule = ExitRule::Gate(&gate, &weights);
-        let class_2 = probs(&[0.0, 0.0, 5.0]);
-        let class_0 = probs(&[5.0, 0.0, 0.0]);
+        let rule = ExitRule::Gate(GateThreshold {
+            gate: &gate,
+            weights: &weights,
+            threshold: 0.5,
+        });
+        let class_2 = Signals::of(&probs(&[0.0, 0.0, 5.0]));
+        let class_0 = Signals::of(&probs(&[5.0, 0.0, 0.0]));
         let mut walk = FrameWalk::new(Some(2));
-        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        let (s, leaves) = walk.exit(class_2, &rule);
         assert_eq!(
             (s.previous_exit, s.last_frame, leaves),
             (None, Some(2), false)
         );
-        let (s, leaves) = walk.exit(&class_0, rule, 0.5);
+        let (s, leaves) = walk.exit(class_0, &rule);
         assert_eq!((s.previous_exit, leaves), (Some(2), false));
-        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        let (s, leaves) = walk.exit(class_2, &rule);
         assert_eq!((s.previous_exit, leaves), (Some(0), false));
-        let (s, leaves) = walk.exit(&class_2, rule, 0.5);
+        let (s, leaves) = walk.exit(class_2, &rule);
         assert_eq!((s.previous_exit, leaves), (Some(2), true));
     }
 

@@ -5,8 +5,8 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::bundle::{Color, InputSpec, Layout};
 use crate::frame::{Frame, PixelFormat};
+use crate::input::{Color, InputSpec, Layout};
 
 #[derive(Debug, thiserror::Error)]
 #[error("preprocessing a {width}×{height} {format} frame: {message}")]

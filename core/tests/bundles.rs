@@ -2,17 +2,18 @@
 //! and loads; each broken variant is refused with a message naming the file and the key or
 //! tensor at fault.
 
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::Path;
 
-use common::{
+use earlyexit::bundle::{self, Bundle, EXITS_FILE, Exit};
+use earlyexit::gate::{GateInput, GateWeights};
+use earlyexit::rule::Metric;
+use earlyexit::{Classifier, Mode, SessionOptions};
+use earlyexit_testkit::cut::{
     CLASSES, SEGMENT_MACS, THRESHOLDS, agreement_gate, gated_bundle, parts, valid_bundle,
     valid_dir, write_bundle,
 };
-use earlyexit::bundle::{self, Bundle, EXITS_FILE, Exit};
-use earlyexit::gate::{GateInput, GateWeights};
-use earlyexit::{Classifier, Mode, SessionOptions};
 
 /// Reads and loads the bundle in `dir`; returns the first error's message.
 fn error_of(dir: &Path) -> String {
@@ -106,7 +107,10 @@ fn the_valid_bundle_reads_round_trips_and_loads_in_both_modes() {
 fn a_format_2_bundle_with_gates_reads_round_trips_and_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let inputs = vec![GateInput::MaxProb, GateInput::AgreesLastFrame];
+    let inputs = vec![
+        GateInput::Metric(Metric::MaxProb),
+        GateInput::AgreesLastFrame,
+    ];
     let weights = [
         GateWeights {
             weights: vec![3.25, 0.000_01],
@@ -296,7 +300,7 @@ fn a_segment_with_two_inputs_is_refused() {
     let (_tmp, dir) = valid_dir(THRESHOLDS);
     std::fs::write(
         dir.join("stage-1.onnx"),
-        common::two_input_add_model(&[1, 32, 28, 28]),
+        cut::two_input_add_model(&[1, 32, 28, 28]),
     )
     .unwrap();
     let e = error_of(&dir);
@@ -313,7 +317,7 @@ fn a_head_with_two_outputs_is_refused() {
     let (_tmp, dir) = valid_dir(THRESHOLDS);
     std::fs::write(
         dir.join("exit-0.onnx"),
-        common::two_output_identity_model(&[1, 32, 28, 28]),
+        cut::two_output_identity_model(&[1, 32, 28, 28]),
     )
     .unwrap();
     let e = error_of(&dir);
@@ -330,14 +334,14 @@ fn a_segment_that_does_not_take_the_previous_output_is_named_with_its_tensor() {
     // Stage 1 pointed at stage 2's segment: it wants [N, 64, 14, 14], gets [1, 32, 28, 28].
     let (_tmp, dir) = with_bundle(|b| b.stages[1].segment = "stage-2.onnx".into());
     let e = error_of(&dir);
-    let tensor = &parts().segments[2].2;
-    assert_eq!(tensor, common::CUTS[1]);
+    let tensor = &parts().segments[2].input;
+    assert_eq!(tensor, cut::CUTS[1]);
     assert_names(&e, &dir, "stage-2.onnx", &[&format!("tensor '{tensor}'")]);
 
     // Stages 0 and 1 swapped: stage-1.onnx gets the frame.
     let (_tmp, dir) = with_bundle(|b| b.stages.swap(0, 1));
     let e = error_of(&dir);
-    let tensor = &parts().segments[1].2;
+    let tensor = &parts().segments[1].input;
     assert_names(&e, &dir, "stage-1.onnx", &[&format!("tensor '{tensor}'")]);
 }
 

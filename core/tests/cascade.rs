@@ -1,16 +1,20 @@
 //! The cascade on the valid 3-stage Fashion-MNIST bundle against the stored reference logits.
 
-mod common;
+use earlyexit_testkit::cut;
 
-use common::npy::read_npy;
-use common::{SEGMENT_MACS, agreement_gate, asset, gated_bundle, parts, valid_dir, write_bundle};
-use earlyexit::bundle::{self, Metric};
+use earlyexit::bundle;
 use earlyexit::gate::GateInput;
+use earlyexit::rule::{Metric, Signals};
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
+use earlyexit_testkit::cut::{
+    SEGMENT_MACS, agreement_gate, gated_bundle, parts, valid_dir, write_bundle,
+};
+use earlyexit_testkit::model;
+use earlyexit_testkit::npy::read_npy;
 
 /// The 16 reference images as 28×28 GRAY8 frames (pixel = round(value · 255)).
 fn reference_frames() -> Vec<Vec<u8>> {
-    let (shape, values) = read_npy(&asset("fmnist_resnet20w32.ref_in.npy"));
+    let (shape, values) = read_npy(&model("fmnist_resnet20w32.ref_in.npy"));
     assert_eq!(shape, [16, 1, 28, 28]);
     values
         .chunks_exact(28 * 28)
@@ -41,7 +45,7 @@ fn reference_frames() -> Vec<Vec<u8>> {
 
 /// softmax of each reference logit row, in f64: (class, probability of that class).
 fn reference_answers() -> Vec<(usize, f64)> {
-    let (shape, logits) = read_npy(&asset("fmnist_resnet20w32.ref_out.npy"));
+    let (shape, logits) = read_npy(&model("fmnist_resnet20w32.ref_out.npy"));
     assert_eq!(shape, [16, 10]);
     logits
         .chunks_exact(10)
@@ -181,7 +185,7 @@ fn agrees_previous_exit_compares_the_exits_of_one_frame() {
 #[test]
 fn full_mode_runs_no_gate() {
     let (_tmp, dir) = gated_dir(GateInput::AgreesLastFrame, false);
-    let (_tmp2, plain) = valid_dir(common::THRESHOLDS);
+    let (_tmp2, plain) = valid_dir(cut::THRESHOLDS);
     let gated = classify_all(&dir, Mode::Full);
     let full = classify_all(&plain, Mode::Full);
     let outcomes = |d: &[Decision]| d.iter().map(outcome).collect::<Vec<_>>();
@@ -190,7 +194,7 @@ fn full_mode_runs_no_gate() {
 
 #[test]
 fn full_mode_matches_the_reference_logits() {
-    let (_tmp, dir) = valid_dir(common::THRESHOLDS);
+    let (_tmp, dir) = valid_dir(cut::THRESHOLDS);
     let answers = reference_answers();
     let decisions = classify_all(&dir, Mode::Full);
     assert_eq!(decisions.len(), 16);
@@ -215,12 +219,12 @@ fn full_mode_matches_the_reference_logits() {
 
 #[test]
 fn early_exit_with_unreachable_thresholds_decides_like_full() {
-    let (_tmp, full_dir) = valid_dir(common::THRESHOLDS);
+    let (_tmp, full_dir) = valid_dir(cut::THRESHOLDS);
     let full = classify_all(&full_dir, Mode::Full);
     let (_tmp2, dir) = valid_dir([2.0, 2.0]);
     let early = classify_all(&dir, Mode::EarlyExit);
     let total: u64 = SEGMENT_MACS.iter().sum();
-    let heads: u64 = parts().heads.iter().map(|h| h.1).sum();
+    let heads: u64 = parts().heads.iter().map(|h| h.macs).sum();
     assert!(heads > 0);
     for (i, (e, f)) in early.iter().zip(&full).enumerate() {
         assert_eq!((e.stage, e.class_id), (f.stage, f.class_id), "image {i}");
@@ -241,7 +245,7 @@ fn a_threshold_below_every_score_sends_every_frame_out_at_stage_0() {
     let (_tmp, dir) = valid_dir([-1.0, 2.0]);
     let decisions = classify_all(&dir, Mode::EarlyExit);
     let total: u64 = SEGMENT_MACS.iter().sum();
-    let expected = (SEGMENT_MACS[0] + parts().heads[0].1) as f64 / total as f64;
+    let expected = (SEGMENT_MACS[0] + parts().heads[0].macs) as f64 / total as f64;
     for (i, d) in decisions.iter().enumerate() {
         assert_eq!((d.stage, d.stages), (0, 3), "image {i}");
         assert!(d.class_id < 10, "image {i}");
@@ -258,22 +262,22 @@ fn a_threshold_below_every_score_sends_every_frame_out_at_stage_0() {
 #[test]
 fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
     let [exit0, exit1, full] = classes_everywhere();
-    let every_exit = |c: &mut Classifier| -> Vec<Vec<earlyexit::rule::Verdict>> {
-        let mut verdicts = Vec::new();
+    let every_exit = |c: &mut Classifier| -> Vec<Vec<Signals>> {
+        let mut signals = Vec::new();
         reference_frames()
             .iter()
             .map(|pixels| {
                 let frame = Frame::new(PixelFormat::Gray8, 28, 28, 28, pixels).unwrap();
-                c.every_exit(&frame, &mut verdicts).unwrap();
-                verdicts.iter().map(|v| v.unwrap()).collect()
+                c.every_exit(&frame, &mut signals).unwrap();
+                signals.iter().map(|s| s.unwrap()).collect()
             })
             .collect()
     };
-    let (_tmp, dir) = valid_dir(common::THRESHOLDS);
+    let (_tmp, dir) = valid_dir(cut::THRESHOLDS);
     let all = every_exit(&mut open(&dir, Mode::EarlyExit));
     // Thresholds at each exit's median score, so that frames leave at every stage.
     let median = |exit: usize| {
-        let mut scores: Vec<f64> = all.iter().map(|v| v[exit].score).collect();
+        let mut scores: Vec<f64> = all.iter().map(|v| v[exit].score(Metric::MaxProb)).collect();
         scores.sort_by(f64::total_cmp);
         scores[scores.len() / 2]
     };
@@ -291,13 +295,13 @@ fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
         let leaves_at = verdicts[..2]
             .iter()
             .zip(thresholds)
-            .position(|(v, t)| earlyexit::rule::leaves(Metric::MaxProb, v.score, t))
+            .position(|(v, t)| Metric::MaxProb.leaves(v.score(Metric::MaxProb), t))
             .unwrap_or(2);
         let d = classify(&mut c, pixels);
         let v = verdicts[leaves_at];
         assert_eq!(
             (d.stage, d.class_id, d.score),
-            (leaves_at, v.class_id, v.score),
+            (leaves_at, v.class_id, v.score(Metric::MaxProb)),
             "image {i}"
         );
         left_at.insert(d.stage);

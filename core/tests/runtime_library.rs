@@ -2,7 +2,7 @@
 //! library is loaded once per process, so each case runs in a child process: this test binary
 //! itself, re-run with `CHILD_BUNDLE` set, so that only `child_opens_the_bundle` does anything.
 
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::Path;
 use std::process::Command;
@@ -56,7 +56,7 @@ fn run_child(bundle: &Path, configure: impl FnOnce(&mut Command)) -> String {
 
 #[test]
 fn a_missing_library_named_by_ort_dylib_path_is_reported() {
-    let (_tmp, dir) = common::valid_dir(common::THRESHOLDS);
+    let (_tmp, dir) = cut::valid_dir(cut::THRESHOLDS);
     // The control: the same bundle opens in a child with the usual environment.
     assert_eq!(run_child(&dir, |_| {}), "opened");
     let result = run_child(&dir, |c| {
@@ -82,7 +82,7 @@ fn no_library_anywhere_is_reported_with_the_places_searched() {
         println!("skipped: a system-wide ONNX Runtime exists at {found}");
         return;
     }
-    let (_tmp, dir) = common::valid_dir(common::THRESHOLDS);
+    let (_tmp, dir) = cut::valid_dir(cut::THRESHOLDS);
     let home = tempfile::tempdir().unwrap();
     let result = run_child(&dir, |c| {
         c.env_remove("ORT_DYLIB_PATH").env("HOME", home.path());

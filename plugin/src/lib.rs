@@ -2,7 +2,7 @@
 //! an exit bundle and attaches the decision to the buffer as `EarlyExitMeta`.
 //!
 //! The contract (properties, meta fields, messages, stats, errors) is
-//! `shared/spec/element-v1.md`.
+//! `docs/spec/element-v1.md`.
 //!
 //! ONNX Runtime is loaded once per process by the first element that starts, from
 //! `~/.local/lib/earlyexit/libonnxruntime.so` (or the other default locations of

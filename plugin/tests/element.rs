@@ -1,49 +1,14 @@
 //! The element on its own: properties, start errors, and meta on pushed buffers.
 
-use std::path::PathBuf;
-use std::sync::Once;
-
 use gst::prelude::*;
 use gstearlyexit::{EarlyExitInfo, Mode};
 
-#[path = "../../core/tests/common/assets.rs"]
-mod assets;
+use earlyexit_testkit::gst::init;
+use earlyexit_testkit::{TempBundle, fmnist_one_stage_bundle, model};
 
-fn models() -> PathBuf {
-    assets::assets_dir().join("models")
-}
-
-fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        gst::init().expect("GStreamer initialises");
-        gstearlyexit::plugin_register_static().expect("the plugin registers");
-    });
-}
-
-/// A one-stage bundle of the uncut Fashion-MNIST ResNet, with labels and MACs.
-fn one_stage_bundle() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = models();
-    std::fs::copy(
-        models.join("fmnist_resnet20w32.onnx"),
-        dir.path().join("net.onnx"),
-    )
-    .expect("copy model");
-    std::fs::copy(
-        models.join("fmnist_classes.txt"),
-        dir.path().join("labels.txt"),
-    )
-    .expect("copy labels");
-    std::fs::write(
-        dir.path().join("exits.yaml"),
-        "format: earlyexit/1\n\
-         input: {layout: nchw, width: 28, height: 28, color: gray, mean: [0], std: [255]}\n\
-         labels: labels.txt\n\
-         stages:\n  - segment: net.onnx\n    macs: 123860736\n",
-    )
-    .expect("write exits.yaml");
-    dir
+/// The one-stage Fashion-MNIST bundle; panics when it cannot be written.
+fn one_stage_bundle() -> TempBundle {
+    fmnist_one_stage_bundle().expect("write the one-stage bundle")
 }
 
 /// Starts `videotestsrc ! earlyexit ! fakesink` with `model` and returns the ERROR message text.
@@ -175,7 +140,7 @@ fn push_frames(
     let bundle = one_stage_bundle();
     // The harness starts the element as soon as it has it, so the model must be set first.
     let ee = gst::ElementFactory::make("earlyexit")
-        .property("model", bundle.path().to_str().unwrap())
+        .property("model", bundle.dir.path().to_str().unwrap())
         .property_from_str("mode", mode)
         .build()
         .unwrap();
@@ -203,7 +168,7 @@ fn check_meta(buffers: &[gst::Buffer], stats: &gst::Structure) {
         let info = EarlyExitInfo::from_buffer(buf).expect("EarlyExitMeta on every buffer");
         assert_eq!((info.stage, info.stages), (0, 1));
         assert!((0..10).contains(&info.class_id));
-        let labels = std::fs::read_to_string(models().join("fmnist_classes.txt")).unwrap();
+        let labels = std::fs::read_to_string(model("fmnist_classes.txt")).unwrap();
         let expected = labels.lines().nth(info.class_id as usize).unwrap();
         assert_eq!(info.label.as_deref(), Some(expected));
         assert!(info.confidence > 0.0 && info.confidence <= 1.0);
@@ -272,7 +237,7 @@ fn shared_frames_are_read_in_place_not_copied() {
     init();
     let bundle = one_stage_bundle();
     let ee = gst::ElementFactory::make("earlyexit")
-        .property("model", bundle.path().to_str().unwrap())
+        .property("model", bundle.dir.path().to_str().unwrap())
         .build()
         .unwrap();
     let mut h = gst_check::Harness::with_element(&ee, Some("sink"), Some("src"));

@@ -1,4 +1,4 @@
-//! The command line, as `search-v1.md` defines it.
+//! The command line, as `docs/spec/search-v1.md` defines it.
 
 use std::path::PathBuf;
 
@@ -37,7 +37,7 @@ pub struct InspectArgs {
     pub input: InputArgs,
 }
 
-/// How a frame becomes the backbone's input (bundle-v1.md `input`).
+/// How a frame becomes the backbone's input (`docs/spec/bundle-v1.md`, `input`).
 #[derive(Args, Clone, Default)]
 pub struct InputArgs {
     /// Tensor layout; required when the model's input shape fits both.

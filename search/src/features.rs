@@ -3,12 +3,12 @@
 //! are never kept, so memory grows with channels, not with pixels.
 
 use anyhow::{Context, Result, anyhow, bail};
-use earlyexit::bundle::{InputSpec, Output};
-use earlyexit::graph::heads::{Pool, feature_len, pool_features};
-use earlyexit::graph::{self, CutPoint, Graph};
+use earlyexit::input::InputSpec;
 use earlyexit::preprocess::Preprocessor;
-use earlyexit::rule;
+use earlyexit::rule::{self, Metric, Output};
 use earlyexit::runtime::{Model, SessionOptions};
+use earlyexit_graph::heads::{Pool, feature_len, pool_features};
+use earlyexit_graph::{self as graph, CutPoint, Graph};
 
 use crate::footage::{Decoder, Footage, Sampling};
 use crate::progress;
@@ -154,13 +154,10 @@ impl Extractor {
                 .ok_or_else(|| anyhow!("the feature extractor lost output '{name}'"))
         };
         let last = find(&self.final_output)?;
-        match self.output {
-            Output::Logits => rule::softmax_into(&last.data, &mut self.probs),
-            Output::Probabilities => self.probs.clone_from(&last.data),
-        }
+        self.output.probabilities_into(&last.data, &mut self.probs);
         table
             .teacher
-            .push(rule::verdict(earlyexit::bundle::Metric::MaxProb, &self.probs).class_id as u32);
+            .push(rule::verdict(Metric::MaxProb, &self.probs).class_id as u32);
         table.soft.extend_from_slice(&self.probs);
         table.labels.push(label);
         for (k, cut) in self.cuts.iter().enumerate() {

@@ -4,9 +4,13 @@
 use anyhow::Result;
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use earlyexit::graph::heads::{HeadSpec, Pool};
+use earlyexit::rule::{self, Signals};
+use earlyexit_graph::heads::{HeadSpec, Pool};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+
+use crate::features::{FeatureTable, POOLS};
+use crate::outputs::ExitOutputs;
 
 /// The head architectures, in rising capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,13 +61,15 @@ impl HeadKind {
         }
     }
 
-    /// Index into [`crate::features::POOLS`] of the features this head reads.
+    /// Index into [`POOLS`] of the features this head reads.
     pub fn pool_index(self) -> usize {
         let pool = self.pool();
-        crate::features::POOLS
-            .iter()
-            .position(|p| *p == pool)
-            .unwrap_or(0)
+        POOLS.iter().position(|p| *p == pool).unwrap_or(0)
+    }
+
+    /// The kind's place in [`HeadKind::ALL`]: what tables of heads are keyed by.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     fn hidden_layer(self) -> bool {
@@ -162,10 +168,6 @@ impl TrainedHead {
         }
     }
 
-    pub fn members(&self) -> &[TrainedHead] {
-        &self.members
-    }
-
     /// The architecture's name, with an ensemble's members.
     pub fn describe(&self) -> String {
         if self.members.is_empty() {
@@ -216,6 +218,38 @@ impl TrainedHead {
             },
             _ => unreachable!("heads have one or two layers"),
         }
+    }
+
+    /// The head's probabilities for every frame of `table` at candidate cut `cut`, rows of
+    /// `classes`: the softmax of its logits, or for an ensemble the mean of its members'.
+    pub fn probabilities(&self, table: &FeatureTable, cut: usize) -> Result<Vec<f32>> {
+        if self.kind == HeadKind::Ensemble {
+            let mut mean = vec![0f32; table.frames() * self.classes];
+            let share = 1.0 / self.members.len().max(1) as f32;
+            for member in &self.members {
+                for (m, p) in mean.iter_mut().zip(member.probabilities(table, cut)?) {
+                    *m += share * p;
+                }
+            }
+            return Ok(mean);
+        }
+        let (x, _) = table.column(cut, self.kind.pool_index());
+        let mut probs = Vec::new();
+        let mut all = Vec::new();
+        for row in self.logits(x)?.chunks_exact(self.classes) {
+            rule::softmax_into(row, &mut probs);
+            all.extend_from_slice(&probs);
+        }
+        Ok(all)
+    }
+
+    /// What the head says of every frame of `table` at candidate cut `cut`, as an exit would.
+    pub fn outputs(&self, table: &FeatureTable, cut: usize) -> Result<ExitOutputs> {
+        let mut outputs = ExitOutputs::default();
+        for probs in self.probabilities(table, cut)?.chunks_exact(self.classes) {
+            outputs.push(&Signals::of(probs));
+        }
+        Ok(outputs)
     }
 }
 
@@ -386,6 +420,7 @@ const SCALE_FLOOR: f64 = 0.1;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use earlyexit::rule::Metric;
 
     /// Two classes split by feature 0 around 100; feature 1 is noise on a large scale.
     fn problem() -> (Vec<f32>, Vec<u32>) {
@@ -480,5 +515,65 @@ mod tests {
             let b = train(kind, &x, 3, Targets::Hard(&y), 3, &t).unwrap();
             assert_eq!(a.layers, b.layers, "{kind:?}");
         }
+    }
+
+    /// An ensemble answers with the mean of its members' probabilities, each member reading
+    /// its own pooling of the same cut; the metrics follow from that mean.
+    #[test]
+    fn an_ensemble_scores_the_mean_of_its_members() {
+        let (frames, classes) = (40usize, 3usize);
+        // One cut, global (2 features) and 2×2 (8 features) poolings.
+        let dims = vec![2usize, 8];
+        let columns: Vec<Vec<f32>> = dims
+            .iter()
+            .map(|&d| {
+                (0..frames * d)
+                    .map(|i| ((i * 7919 + d) % 23) as f32 / 23.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let table = FeatureTable {
+            columns: vec![columns],
+            dims: vec![dims],
+            teacher: (0..frames).map(|i| (i % classes) as u32).collect(),
+            labels: vec![None; frames],
+            classes,
+            ..FeatureTable::default()
+        };
+        let training = Training {
+            epochs: 3,
+            ..Training::default()
+        };
+        let members: Vec<TrainedHead> = [HeadKind::LinearGap, HeadKind::LinearGrid2]
+            .into_iter()
+            .map(|k| {
+                let (x, d) = table.column(0, k.pool_index());
+                train(k, x, d, Targets::Hard(&table.teacher), classes, &training).unwrap()
+            })
+            .collect();
+        let ensemble = TrainedHead::ensemble(members.clone());
+        let mean = ensemble.probabilities(&table, 0).unwrap();
+        let (a, b) = (
+            members[0].probabilities(&table, 0).unwrap(),
+            members[1].probabilities(&table, 0).unwrap(),
+        );
+        for ((m, x), y) in mean.iter().zip(&a).zip(&b) {
+            assert!((m - (x + y) / 2.0).abs() < 1e-6);
+        }
+        let outputs = ensemble.outputs(&table, 0).unwrap();
+        for (f, row) in mean.chunks_exact(classes).enumerate() {
+            for metric in Metric::ALL {
+                let v = rule::verdict(metric, row);
+                assert_eq!(outputs.class[f], v.class_id as u32);
+                assert_eq!(outputs.scores(metric)[f], v.score);
+            }
+        }
+        // The members disagree somewhere, or the test shows nothing.
+        assert!(
+            a.chunks_exact(classes)
+                .zip(b.chunks_exact(classes))
+                .any(|(x, y)| (x[0] - y[0]).abs() > 1e-3)
+        );
+        assert_eq!(ensemble.describe(), "ensemble (gap-linear + grid2-linear)");
     }
 }

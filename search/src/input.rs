@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use earlyexit::bundle::{Color, InputSpec, Layout};
-use earlyexit::graph::{self, Graph};
+use earlyexit::input::{Color, InputSpec, Layout};
+use earlyexit_graph::{self as graph, Graph};
 
 use crate::cli::{ColorArg, InputArgs, LayoutArg};
 

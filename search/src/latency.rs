@@ -7,18 +7,16 @@
 //! what every cost is measured against.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use earlyexit::graph::heads::build_head;
-use earlyexit::graph::{CutPoint, Graph, encode_model};
 use earlyexit::runtime::{Model, SessionOptions, Tensor};
+use earlyexit_graph::heads::build_head;
+use earlyexit_graph::{CutPoint, Graph, encode_model};
 
 use crate::heads::{HeadKind, TrainedHead};
-use crate::search::ChosenExit;
 
 /// Runs before timing: the first runs pay for allocation and ONNX Runtime's lazy set-up.
 pub const WARMUP_RUNS: usize = 5;
@@ -172,63 +170,42 @@ impl Latency {
         self.heads.lock().ok()?.get(&key).copied()
     }
 
-    /// The report's section: every piece's time, the chosen structure's segments and heads,
-    /// and its expected mean time per frame (at `mean_cost`) against the uncut backbone.
-    pub fn section(&self, exits: &[ChosenExit], mean_cost: f64) -> Result<String> {
-        let ms = |ns: u64| ns as f64 / 1e6;
-        let mut s = String::new();
-        let _ = writeln!(s, "\n## Measured latency\n");
-        let threads = match self.options.threads {
-            0 => "threads chosen by ONNX Runtime".to_owned(),
-            n => format!("{n} intra-op thread{}", if n == 1 { "" } else { "s" }),
-        };
-        let _ = writeln!(
-            s,
-            "ONNX Runtime on this machine ({threads}; heads on one thread), one frame of zeros, the median of {TIMED_RUNS} runs after {WARMUP_RUNS} warm-up runs, the backbone and its pieces taking turns. A segment's time is the sum of its pieces'.\n"
-        );
-        let _ = writeln!(s, "| piece | ms |");
-        let _ = writeln!(s, "|---|---|");
-        let name = |j: usize| {
-            self.candidates
-                .get(j)
-                .map_or("output".to_owned(), |c| format!("`{}`", c.tensor))
-        };
-        for (j, t) in self.pieces.iter().enumerate() {
-            let from = j.checked_sub(1).map_or("input".to_owned(), name);
-            let _ = writeln!(s, "| {from} → {} | {:.3} |", name(j), ms(*t));
-        }
-        let _ = writeln!(
-            s,
-            "| all pieces | {:.3} |",
-            ms(self.pieces.iter().sum::<u64>())
-        );
-        let _ = writeln!(s, "| uncut backbone | {:.3} |", ms(self.backbone));
-
-        let cuts: Vec<&CutPoint> = exits.iter().map(|e| &e.cut).collect();
-        let segments = self.segments(&cuts)?;
-        let _ = writeln!(s, "\nThe chosen structure:\n");
-        let _ = writeln!(s, "| stage | segment ms | exit head | head ms |");
-        let _ = writeln!(s, "|---|---|---|---|");
-        for (k, t) in segments.iter().enumerate() {
-            let (head, head_ms) = match exits.get(k) {
-                Some(e) => (
-                    e.head.kind.name(),
-                    format!("{:.3}", ms(self.head(self.index(&e.cut)?, &e.head)?)),
-                ),
-                None => ("-", "-".to_owned()),
-            };
-            let _ = writeln!(s, "| {k} | {:.3} | {head} | {head_ms} |", ms(*t));
-        }
-        let expected = mean_cost * self.backbone as f64;
-        let _ = writeln!(
-            s,
-            "\nExpected mean time per held-out frame: **{:.3} ms**, against **{:.3} ms** for the uncut backbone ({:.2}× as fast). Preprocessing and decoding are not included.",
-            expected / 1e6,
-            ms(self.backbone),
-            self.backbone as f64 / expected.max(1.0)
-        );
-        Ok(s)
+    /// The time of each piece: `pieces()[j]` computes candidate `j` from candidate `j - 1`; the
+    /// first starts at the input, the last ends at the output.
+    pub fn pieces(&self) -> &[u64] {
+        &self.pieces
     }
+
+    /// The candidate cuts the pieces run between, in execution order.
+    pub fn candidates(&self) -> &[CutPoint] {
+        &self.candidates
+    }
+
+    /// The intra-op threads ONNX Runtime was given (0: its own choice).
+    pub fn threads(&self) -> usize {
+        self.options.threads
+    }
+
+    /// The times of a structure cut at `cuts` (candidates, in order) with `heads` at them: each
+    /// segment's, and each head's.
+    pub fn structure(&self, cuts: &[&CutPoint], heads: &[&TrainedHead]) -> Result<StructureTimes> {
+        Ok(StructureTimes {
+            segments: self.segments(cuts)?,
+            heads: cuts
+                .iter()
+                .zip(heads)
+                .map(|(cut, head)| self.head(self.index(cut)?, head))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// The measured times of one structure, in nanoseconds.
+pub struct StructureTimes {
+    /// Each segment's, the last included.
+    pub segments: Vec<u64>,
+    /// Each exit head's, in stage order.
+    pub heads: Vec<u64>,
 }
 
 /// A model being timed on a frame of zeros.
@@ -289,8 +266,8 @@ mod tests {
     use crate::heads::{Targets, Training, train};
 
     #[test]
-    fn every_piece_takes_time_and_the_pieces_add_up_to_about_the_backbone() {
-        let graph = Graph::load(&earlyexit_e2e::model("fmnist_resnet20w32.onnx")).unwrap();
+    fn every_piece_takes_time_and_segments_are_sums_of_pieces() {
+        let graph = Graph::load(&earlyexit_testkit::model("fmnist_resnet20w32.onnx")).unwrap();
         let cuts = graph.cut_points();
         let candidates: Vec<CutPoint> = crate::placement::candidates(&cuts, graph.total_macs())
             .into_iter()
@@ -301,11 +278,9 @@ mod tests {
         assert_eq!(latency.pieces.len(), candidates.len() + 1);
         assert!(latency.pieces.iter().all(|&t| t > 0));
         assert!(latency.backbone() > 0);
-        // Not a timing assertion: pieces carry their own run overhead and timing noise, but
-        // they compute the same as the whole.
+        // How the pieces' sum compares with the uncut backbone is a timing, not asserted here:
+        // the report's latency section prints both side by side.
         let sum: u64 = latency.pieces.iter().sum();
-        let ratio = sum as f64 / latency.backbone() as f64;
-        assert!((0.3..=3.0).contains(&ratio), "pieces / backbone = {ratio}");
 
         // Segments are sums of pieces; no cut at all is the uncut backbone.
         let (a, b) = (&candidates[2], &candidates[7]);
@@ -327,5 +302,10 @@ mod tests {
         let t = latency.head(2, &head).unwrap();
         assert!(t > 0);
         assert_eq!(latency.head(2, &head).unwrap(), t);
+
+        // A structure's times are its segments' and its heads'.
+        let times = latency.structure(&[a], &[&head]).unwrap();
+        assert_eq!(times.segments, latency.segments(&[a]).unwrap());
+        assert_eq!(times.heads, vec![t]);
     }
 }

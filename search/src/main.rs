@@ -1,25 +1,34 @@
 //! `earlyexit-search`: finds exit bundles for a backbone on recorded footage, and evaluates them.
 
-mod calibrate;
-mod certify;
+// The commands.
 mod cli;
 mod evaluate;
+mod inspect;
+mod search;
+
+// What the commands share: footage, the backbone's input, features and heads.
 mod features;
 mod footage;
-mod gating;
 mod heads;
 mod input;
-mod inspect;
+mod outputs;
+mod progress;
+
+// The search's domain, its algorithms, and the report that renders what they return.
+mod assemble;
+mod calibrate;
+mod certify;
+mod gating;
+mod goal;
 mod latency;
 mod nas;
 mod paired;
 mod placement;
-mod plot;
-mod progress;
+mod problem;
 mod refit;
 mod report;
-mod search;
 mod select;
+mod simulate;
 
 use std::process::ExitCode;
 

@@ -199,6 +199,22 @@ pub fn dominates(a: &[f64; 2], b: &[f64; 2]) -> bool {
     a[0] <= b[0] && a[1] <= b[1] && (a[0] < b[0] || a[1] < b[1])
 }
 
+/// The items no other dominates by `objectives`, ordered by the first objective (stable), one
+/// per point.
+pub fn pareto_front<T>(items: &[T], objectives: impl Fn(&T) -> [f64; 2]) -> Vec<&T> {
+    let mut front: Vec<&T> = items
+        .iter()
+        .filter(|a| {
+            !items
+                .iter()
+                .any(|b| dominates(&objectives(b), &objectives(a)))
+        })
+        .collect();
+    front.sort_by(|a, b| objectives(a)[0].total_cmp(&objectives(b)[0]));
+    front.dedup_by(|a, b| objectives(a) == objectives(b));
+    front
+}
+
 /// Non-domination rank (0 = the front) and crowding distance of each member.
 fn rank_and_crowd(pop: &[Scored]) -> (Vec<usize>, Vec<f64>) {
     let n = pop.len();

@@ -1,12 +1,14 @@
 //! Where exits go. The first version's rule: `n` exits spread evenly over the backbone's MACs.
 
 use anyhow::{Context, Result, bail};
-use earlyexit::bundle::Metric;
-use earlyexit::graph::CutPoint;
+use earlyexit::rule::Metric;
+use earlyexit_graph::CutPoint;
 
-use crate::calibrate::{self, Reference};
+use crate::calibrate;
 use crate::heads::{HeadKind, Training};
-use crate::search::{Choice, ChosenExit, Problem, score, train_head};
+use crate::outputs::ExitOutputs;
+use crate::problem::{Choice, ChosenExit, Problem};
+use crate::simulate::Reference;
 
 /// Cut points worth an exit: image-like or vector tensors, with some work before them and
 /// enough left after them to save.
@@ -55,10 +57,10 @@ pub fn evenly_by_macs<'a>(
 /// spaced by MACs, max-prob thresholds calibrated on all held-out frames.
 pub fn choose_even(problem: &Problem) -> Result<Choice> {
     let candidates: Vec<&CutPoint> = problem.candidates.iter().collect();
-    let chosen = evenly_by_macs(&candidates, problem.total_macs, problem.args.exits)?;
+    let chosen = evenly_by_macs(&candidates, problem.total_macs, problem.settings.exits)?;
     let metric = Metric::MaxProb;
     let mut exits = Vec::new();
-    let mut scores = Vec::new();
+    let mut outputs = Vec::new();
     let mut heads = Vec::new();
     for (k, cut) in chosen.iter().enumerate() {
         let index = problem
@@ -69,12 +71,12 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         let bar = crate::progress::bar(&format!("training head {}/{}", k + 1, chosen.len()), None);
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         let training = Training {
-            seed: problem.args.seed.wrapping_add(k as u64),
+            seed: problem.settings.seed.wrapping_add(k as u64),
             ..Training::default()
         };
-        let head = train_head(problem, index, HeadKind::LinearGap, false, &training)?;
+        let head = problem.train_head(index, HeadKind::LinearGap, false, &training)?;
         bar.finish_and_clear();
-        scores.push(score(&head, &problem.frames.held, index, &[metric])?.remove(0));
+        outputs.push(head.outputs(&problem.frames.held, index)?);
         heads.push(problem.head_cost(index, &head)?);
         exits.push(ChosenExit {
             cut: (*cut).clone(),
@@ -90,21 +92,19 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         teacher: &held.teacher,
         labels: labels.as_deref(),
     };
+    let outputs: Vec<&ExitOutputs> = outputs.iter().collect();
     let (thresholds, sim) =
-        calibrate::calibrate(metric, &scores, &reference, &costs, &problem.goal);
+        calibrate::calibrate(metric, &outputs, &reference, &costs, &problem.goal);
     for (exit, t) in exits.iter_mut().zip(thresholds) {
         exit.threshold = t;
     }
     Ok(Choice {
-        gate: None,
+        gates: None,
         exits,
         metric,
         promise: None,
         uncertified: false,
         held: sim,
-        notes: String::new(),
-        baselines: Vec::new(),
-        plot: None,
     })
 }
 

@@ -7,12 +7,12 @@
 //! it compares structures on equal terms, and promises nothing about other footage.
 
 use anyhow::{Context, Result, bail};
-use earlyexit::bundle::{Bundle, Metric};
+use earlyexit::bundle::Bundle;
 use earlyexit::cost::CostTable;
-use earlyexit::rule::{self, Verdict};
+use earlyexit::rule::{FrameWalk, Metric, MetricThreshold, Signals};
 use earlyexit::{Classifier, Frame, RunError};
-use serde_json::json;
 
+use crate::outputs::ExitOutputs;
 use crate::progress;
 
 /// Threshold values tried at each exit: this many quantiles of its scores.
@@ -24,15 +24,15 @@ const PAIR_LEVELS: usize = 32;
 /// Coordinate passes at most; each pass that changes nothing ends the fit sooner.
 const PASSES: usize = 20;
 
-/// Every frame's answer and score at every exit of one bundle.
+/// Every frame's answer and scores at every exit of one bundle.
 pub struct Answers {
     metric: Metric,
     exits: Vec<Exit>,
     /// The last stage's answer per frame.
     last: Vec<u32>,
     last_cost: f64,
-    /// One frame's verdicts, reused from frame to frame.
-    verdicts: Vec<Option<Verdict>>,
+    /// One frame's signals at every stage, reused from frame to frame.
+    signals: Vec<Option<Signals>>,
 }
 
 struct Exit {
@@ -41,8 +41,7 @@ struct Exit {
     threshold: f64,
     /// Cost of a frame that leaves here.
     cost: f64,
-    classes: Vec<u32>,
-    scores: Vec<f64>,
+    outputs: ExitOutputs,
 }
 
 impl Answers {
@@ -70,29 +69,29 @@ impl Answers {
                         stage,
                         threshold: s.exit.as_ref()?.threshold,
                         cost: costs.cost(stage, true),
-                        classes: Vec::new(),
-                        scores: Vec::new(),
+                        outputs: ExitOutputs::default(),
                     })
                 })
                 .collect(),
             last: Vec::new(),
             last_cost: costs.cost(last, true),
-            verdicts: Vec::new(),
+            signals: Vec::new(),
         })
     }
 
     /// Runs one frame through every exit of `classifier` (this bundle's) and adds it.
     fn record(&mut self, classifier: &mut Classifier, frame: &Frame) -> Result<(), RunError> {
-        classifier.every_exit(frame, &mut self.verdicts)?;
-        let verdicts = &self.verdicts;
+        classifier.every_exit(frame, &mut self.signals)?;
+        let signals = &self.signals;
         for exit in &mut self.exits {
-            let v = verdicts.get(exit.stage).copied().flatten();
-            // A missing verdict never leaves: NaN clears no threshold.
-            exit.classes.push(v.map_or(u32::MAX, |v| v.class_id as u32));
-            exit.scores.push(v.map_or(f64::NAN, |v| v.score));
+            match signals.get(exit.stage).copied().flatten() {
+                Some(s) => exit.outputs.push(&s),
+                // Missing signals never leave: NaN clears no threshold.
+                None => exit.outputs.push_missing(),
+            }
         }
-        let last = verdicts.last().copied().flatten();
-        self.last.push(last.map_or(u32::MAX, |v| v.class_id as u32));
+        let last = signals.last().copied().flatten();
+        self.last.push(last.map_or(u32::MAX, |s| s.class_id as u32));
         Ok(())
     }
 
@@ -108,7 +107,7 @@ impl Answers {
 
     /// A threshold no score clears.
     fn closed(&self) -> f64 {
-        f64::INFINITY * rule::surer(self.metric)
+        self.metric.never()
     }
 
     /// Replays the exit rule at these thresholds: frames answered as `reference` says, and the
@@ -117,13 +116,16 @@ impl Answers {
         let mut right = 0;
         let mut cost = 0.0;
         for (f, want) in reference.iter().enumerate() {
-            let (class, c) = self
-                .exits
-                .iter()
-                .zip(thresholds)
-                .find(|(e, t)| rule::leaves(self.metric, e.scores[f], **t))
-                .map_or((self.last[f], self.last_cost), |(e, _)| {
-                    (e.classes[f], e.cost)
+            let decided = self.exits.iter().zip(thresholds).map(|(e, &threshold)| {
+                let rule = MetricThreshold {
+                    metric: self.metric,
+                    threshold,
+                };
+                (e.outputs.signals(f), rule)
+            });
+            let (class, c) = FrameWalk::first_exit(None, decided)
+                .map_or((self.last[f], self.last_cost), |(k, s)| {
+                    (s.class_id as u32, self.exits[k].cost)
                 });
             right += u64::from(class == *want);
             cost += c;
@@ -170,7 +172,11 @@ impl Answers {
             (false, true) => false,
             (false, false) => a.0 > b.0,
         };
-        let grids: Vec<Vec<f64>> = self.exits.iter().map(|e| self.grid(&e.scores)).collect();
+        let grids: Vec<Vec<f64>> = self
+            .exits
+            .iter()
+            .map(|e| self.grid(e.outputs.scores(self.metric)))
+            .collect();
         let coarse: Vec<Vec<f64>> = grids
             .iter()
             .map(|g| {
@@ -255,24 +261,6 @@ pub enum At {
     Model,
     Compare,
     Backbone,
-}
-
-impl At {
-    fn word(self) -> &'static str {
-        match self {
-            At::Model => "model",
-            At::Compare => "compare",
-            At::Backbone => "backbone",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            At::Model => "bundle (--model)",
-            At::Compare => "compared bundle",
-            At::Backbone => "full backbone",
-        }
-    }
 }
 
 /// One row: the cheapest each structure gets to at a number of frames right.
@@ -373,52 +361,10 @@ impl Refit {
     }
 }
 
-impl Table {
-    pub fn json(&self) -> serde_json::Value {
-        json!({
-            "measure": self.measure,
-            "rows": self.rows.iter().map(|r| json!({
-                "at": r.at.word(),
-                "value": r.value,
-                "cost": r.cost,
-                "compare_cost": r.compare_cost,
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    pub fn print(&self, compared: bool) {
-        if self.rows.is_empty() {
-            println!("\nrefitted: no frames to fit on");
-            return;
-        }
-        println!(
-            "\nrefitted: each structure's exit thresholds fitted on these frames for the cheapest mean cost at the {m} of each row (in-sample: it compares structures at equal {m}, and promises nothing)",
-            m = self.measure
-        );
-        print!("{:<28} {:>9} {:>10}", "at the", self.measure, "cost");
-        if compared {
-            print!(" {:>12}", "cost compare");
-        }
-        println!();
-        let cost = |c: Option<f64>| c.map_or_else(|| "not met".to_owned(), |c| format!("{c:.3}"));
-        for r in &self.rows {
-            print!(
-                "{:<28} {:>8.2}% {:>10}",
-                r.at.name(),
-                100.0 * r.value,
-                cost(r.cost)
-            );
-            if compared {
-                print!(" {:>12}", cost(r.compare_cost));
-            }
-            println!();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use earlyexit::rule::PerMetric;
 
     /// Two exits and the last stage over `classes`/`scores` per exit.
     fn answers(
@@ -437,20 +383,26 @@ mod tests {
                     stage,
                     threshold,
                     cost: [0.2, 0.5][stage],
-                    classes: classes.to_vec(),
-                    scores: scores.to_vec(),
+                    outputs: ExitOutputs {
+                        class: classes.to_vec(),
+                        scores: PerMetric::from_fn(|_| scores.to_vec()),
+                    },
                 })
                 .collect(),
             last: last.to_vec(),
             last_cost: 1.0,
-            verdicts: Vec::new(),
+            signals: Vec::new(),
         }
     }
 
     /// Every pair of thresholds from each exit's grid: the exact optimum the descent is
     /// checked against.
     fn exhaustive(a: &Answers, reference: &[u32], at_least: u64) -> Option<f64> {
-        let grids: Vec<Vec<f64>> = a.exits.iter().map(|e| a.grid(&e.scores)).collect();
+        let grids: Vec<Vec<f64>> = a
+            .exits
+            .iter()
+            .map(|e| a.grid(e.outputs.scores(a.metric)))
+            .collect();
         let mut best: Option<f64> = None;
         for &t0 in &grids[0] {
             for &t1 in &grids[1] {

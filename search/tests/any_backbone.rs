@@ -1,15 +1,14 @@
 //! Any backbone: a small one built here that takes NHWC BGR input and ends in a softmax goes
 //! through the search and the element end to end.
 
-#[path = "../../core/tests/common/mod.rs"]
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::Path;
 use std::process::Command;
 
 use candle_onnx::onnx::tensor_proto::DataType;
 use candle_onnx::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto};
-use earlyexit_e2e::footage;
+use earlyexit_testkit::footage;
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
@@ -111,11 +110,11 @@ fn nhwc_softmax_backbone() -> Vec<u8> {
             weights("wf", &[4, 16], 7),
             weights("bf", &[4], 8),
         ],
-        input: vec![common::float_info("input", &[1, 16, 16, 3])],
-        output: vec![common::float_info("probabilities", &[1, 4])],
+        input: vec![cut::float_info("input", &[1, 16, 16, 3])],
+        output: vec![cut::float_info("probabilities", &[1, 4])],
         ..Default::default()
     };
-    common::encoded(graph)
+    cut::encoded(graph)
 }
 
 fn text(p: &Path) -> String {
@@ -184,7 +183,7 @@ fn an_nhwc_bgr_softmax_backbone_goes_end_to_end() {
     }
 
     // The element runs it on real footage and puts meta on every frame.
-    let meta = earlyexit_e2e::element_meta(&clip, &bundle);
+    let meta = earlyexit_testkit::gst::element_meta(&clip, &bundle);
     assert_eq!(meta.len(), 75);
     for info in meta {
         assert!(info.class_id >= 0 && info.class_id < 4);
@@ -202,7 +201,7 @@ fn open_size_backbone() -> Vec<u8> {
     use candle_onnx::onnx::tensor_shape_proto::dimension::Value;
     use candle_onnx::onnx::type_proto;
     let path = Path::new("open-size.onnx");
-    let mut model = earlyexit::graph::decode_model(&nhwc_softmax_backbone(), path).unwrap();
+    let mut model = earlyexit_graph::decode_model(&nhwc_softmax_backbone(), path).unwrap();
     let input = &mut model.graph.as_mut().unwrap().input[0];
     let Some(type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
     else {
@@ -211,7 +210,7 @@ fn open_size_backbone() -> Vec<u8> {
     let dims = &mut t.shape.as_mut().unwrap().dim;
     dims[1].value = Some(Value::DimParam("height".into()));
     dims[2].value = Some(Value::DimParam("width".into()));
-    earlyexit::graph::encode_model(&model)
+    earlyexit_graph::encode_model(&model)
 }
 
 #[test]
@@ -260,7 +259,7 @@ fn a_backbone_that_leaves_its_size_open_takes_it_from_the_flags() {
         yaml.contains("width: 20") && yaml.contains("height: 12"),
         "{yaml}"
     );
-    let meta = earlyexit_e2e::element_meta(&clip, &bundle);
+    let meta = earlyexit_testkit::gst::element_meta(&clip, &bundle);
     assert_eq!(meta.len(), 75);
     // The uncut backbone, open size and all, is fed frames of the bundle's size.
     let json = evaluate_with_backbone(&bundle, &clip, &backbone);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use earlyexit_e2e::{footage, model};
+use earlyexit_testkit::{footage, model};
 
 fn search(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
@@ -131,14 +131,15 @@ fn fmnist_end_to_end(extra: &[&str]) -> TestB {
     let report = run_fmnist_search(&bundle, extra);
     assert!(report.contains("Exit bundle report"));
     let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k", &[]);
-    let element = earlyexit_e2e::element_decisions(&footage("fmnist-test-b-5k.mkv"), &bundle);
+    let element =
+        earlyexit_testkit::gst::element_decisions(&footage("fmnist-test-b-5k.mkv"), &bundle);
     assert_eq!(element.len(), 5000);
     assert_eq!(per_frame.len(), 5000);
     for (i, (ours, theirs)) in per_frame.iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
     println!("{json}");
-    let exits = earlyexit_e2e::evaluate_exits(&json);
+    let exits = earlyexit_testkit::evaluate_exits(&json);
     let (written, _) = earlyexit::bundle::read(&bundle).unwrap();
     TestB {
         accuracy: json["accuracy"].as_f64().unwrap(),
@@ -409,7 +410,7 @@ fn latency_cost_is_reported_and_the_bundle_keeps_macs() {
     );
     let (b, _) = earlyexit::bundle::read(&bundle.join("exits.yaml")).unwrap();
     let macs: u64 = b.segment_macs().unwrap().iter().sum();
-    assert_eq!(macs, earlyexit_e2e::FMNIST_MACS);
+    assert_eq!(macs, earlyexit_testkit::FMNIST_MACS);
 }
 
 /// Held-out footage that changes halfway (test-a's images, then the same images in negative):
@@ -453,7 +454,7 @@ fn certifying_frames_that_refute_every_try_leave_no_exits() {
 /// stream at `out`.
 fn write_changing_stream(clip: &Path, frames: usize, out: &Path) {
     let raw = out.with_extension("raw");
-    earlyexit_e2e::run_to_eos(
+    earlyexit_testkit::gst::run_to_eos(
         &format!(
             "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 \
              ! filesink location=\"{}\"",
@@ -467,7 +468,7 @@ fn write_changing_stream(clip: &Path, frames: usize, out: &Path) {
     let negative = first.iter().map(|p| 255 - p);
     let changing: Vec<u8> = first.iter().copied().chain(negative).collect();
     std::fs::write(&raw, changing).unwrap();
-    earlyexit_e2e::run_to_eos(
+    earlyexit_testkit::gst::run_to_eos(
         &format!(
             "filesrc location=\"{}\" ! rawvideoparse format=gray8 width=28 height=28 \
              framerate=30/1 ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",

@@ -1,14 +1,13 @@
 //! `evaluate` on a format-2 bundle: it decides every frame as the element does, and each
 //! footage starts a fresh stream, so a gate never reads the previous footage's last answer.
 
-#[path = "../../core/tests/common/mod.rs"]
-mod common;
+use earlyexit_testkit::cut;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use earlyexit::gate::GateInput;
-use earlyexit_e2e::footage;
+use earlyexit_testkit::footage;
 
 /// (footage, stage, class id) of every row of an `evaluate --per-frame` file.
 fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
@@ -31,7 +30,7 @@ fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
 /// test runs in seconds. Both tools read this file, so the exact frame count does not matter.
 fn short_clip(dir: &Path) -> PathBuf {
     let clip = dir.join("short.mkv");
-    earlyexit_e2e::run_to_eos(
+    earlyexit_testkit::gst::run_to_eos(
         &format!(
             "filesrc location=\"{}\" ! decodebin ! identity eos-after=300 ! videoconvert \
              ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
@@ -48,13 +47,13 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("bundle");
     // Exits leave only when they agree with the previous frame's answer.
-    let gate = common::agreement_gate(true);
-    let b = common::gated_bundle(
+    let gate = cut::agreement_gate(true);
+    let b = cut::gated_bundle(
         vec![GateInput::AgreesLastFrame],
         [gate.clone(), gate],
         [0.5, 0.5],
     );
-    common::write_bundle(&bundle, &b);
+    cut::write_bundle(&bundle, &b);
     let clip = short_clip(tmp.path());
     let csv = tmp.path().join("per-frame.csv");
     // The same footage twice: without a reset between them, the second would start with the
@@ -94,13 +93,13 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
             b[i], a[i]
         );
     }
-    let element = earlyexit_e2e::element_decisions(&clip, &bundle.join("exits.yaml"));
+    let element = earlyexit_testkit::gst::element_decisions(&clip, &bundle.join("exits.yaml"));
     assert_eq!(element.len(), frames);
     for (i, (ours, theirs)) in decisions(first).iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let exits = earlyexit_e2e::evaluate_exits(&json);
+    let exits = earlyexit_testkit::evaluate_exits(&json);
     assert!(exits[0] + exits[1] > 0, "{exits:?}");
 
     // --refit fits the metric's thresholds; a gated bundle's exits do not decide by them.

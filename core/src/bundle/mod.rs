@@ -1,277 +1,28 @@
 //! Exit bundles (`exits.yaml` plus the ONNX files it names): the types, a validating reader and
 //! a writer. The format is documented for users in `docs/bundle-format.md`.
+//!
+//! The bundle only reads and writes the exit rule's types ([`crate::rule`], [`crate::gate`])
+//! and the input spec ([`crate::input`]): what they mean lives with them.
 
+mod check;
+mod error;
 mod read;
+mod types;
+mod words;
 mod write;
 
-use std::path::{Path, PathBuf};
-
-use crate::gate::{Gate, GateInput, GateWeights};
-
-pub use read::{BundleError, read, read_labels};
-pub use write::{check_replaceable, own_files, to_yaml, write_atomically};
-
-/// The file name of a bundle's description inside its folder.
-pub const EXITS_FILE: &str = "exits.yaml";
-
-/// The `format` values this crate reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    V1,
-    /// Format 1 plus optional learned gates.
-    V2,
-}
-
-/// The enum-valued keys of the format, with the word each value is written as.
-pub trait Word: Copy + Sized + 'static {
-    const ALL: &'static [Self];
-    fn word(self) -> &'static str;
-}
-
-macro_rules! words {
-    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
-        impl Word for $ty {
-            const ALL: &'static [Self] = &[$($ty::$variant),+];
-            fn word(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $word),+
-                }
-            }
-        }
-    };
-}
-
-words!(Layout { Nchw => "nchw", Nhwc => "nhwc" });
-words!(Color { Rgb => "rgb", Bgr => "bgr", Gray => "gray" });
-words!(Metric { MaxProb => "max-prob", Margin => "margin", Entropy => "entropy" });
-words!(Output { Logits => "logits", Probabilities => "probabilities" });
-words!(Measure { Agreement => "agreement", Accuracy => "accuracy" });
-words!(Format { V1 => "earlyexit/1", V2 => "earlyexit/2" });
-words!(GateInput {
-    MaxProb => "max-prob",
-    Margin => "margin",
-    Entropy => "entropy",
-    AgreesPreviousExit => "agrees-previous-exit",
-    AgreesLastFrame => "agrees-last-frame",
-});
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Nchw,
-    Nhwc,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Color {
-    Rgb,
-    Bgr,
-    /// BT.601 luma of the frame.
-    Gray,
-}
-
-impl Color {
-    pub fn channels(self) -> usize {
-        match self {
-            Color::Gray => 1,
-            Color::Rgb | Color::Bgr => 3,
-        }
-    }
-}
-
-/// How a frame becomes stage 0's input tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputSpec {
-    pub layout: Layout,
-    pub width: u32,
-    pub height: u32,
-    pub color: Color,
-    /// One per channel; tensor value = (pixel - mean) / std, pixel in 0..255.
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl InputSpec {
-    /// The tensor shape for batch 1.
-    pub fn shape(&self) -> [i64; 4] {
-        let (c, h, w) = (
-            self.color.channels() as i64,
-            i64::from(self.height),
-            i64::from(self.width),
-        );
-        match self.layout {
-            Layout::Nchw => [1, c, h, w],
-            Layout::Nhwc => [1, h, w, c],
-        }
-    }
-}
-
-/// The exit metric: how a head's probabilities become a score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Metric {
-    #[default]
-    MaxProb,
-    Margin,
-    Entropy,
-}
-
-/// What the last stage returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Output {
-    #[default]
-    Logits,
-    /// The backbone already ends with a softmax.
-    Probabilities,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    Agreement,
-    Accuracy,
-}
-
-/// What the writer certifies, and on how many held-out frames.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Promise {
-    pub measure: Measure,
-    pub target: f64,
-    pub confidence: f64,
-    pub frames: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exit {
-    /// Path relative to the bundle folder.
-    pub head: String,
-    /// Compared with the metric's value, or with the gate's probability when there is a gate.
-    pub threshold: f64,
-    pub macs: Option<u64>,
-    /// Format 2: this exit's gate; present exactly when the bundle has a [`Bundle::gate`].
-    pub gate: Option<GateWeights>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stage {
-    /// Path relative to the bundle folder.
-    pub segment: String,
-    pub macs: Option<u64>,
-    pub exit: Option<Exit>,
-}
-
-/// Class names, one per class.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Labels {
-    /// Path relative to the bundle folder.
-    pub file: String,
-    pub names: Vec<String>,
-}
-
-/// A bundle as described by its `exits.yaml`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bundle {
-    /// The `exits.yaml` it was read from; empty for a bundle not yet written.
-    pub file: PathBuf,
-    pub format: Format,
-    pub name: Option<String>,
-    pub input: InputSpec,
-    pub labels: Option<Labels>,
-    /// The reported score, and the exit rule when there is no gate.
-    pub metric: Metric,
-    /// Format 2: the inputs of every exit's gate. With a gate, exits leave on its probability.
-    pub gate: Option<Gate>,
-    pub promise: Option<Promise>,
-    pub stages: Vec<Stage>,
-    /// What the last stage returns.
-    pub output: Output,
-}
-
-impl Bundle {
-    /// The folder that relative paths are resolved against.
-    pub fn dir(&self) -> &Path {
-        self.file.parent().unwrap_or(Path::new("."))
-    }
-
-    pub fn resolve(&self, relative: &str) -> PathBuf {
-        self.dir().join(relative)
-    }
-
-    /// MACs of every segment, when all are given.
-    pub fn segment_macs(&self) -> Option<Vec<u64>> {
-        self.stages.iter().map(|s| s.macs).collect()
-    }
-
-    /// Checks the gate rules that tie keys together: gates need format 2, every exit has a
-    /// gate exactly when the bundle has one, one finite weight per input, no input twice. The
-    /// reader calls it, and so does loading, for bundles built in code.
-    pub fn check_gates(&self) -> Result<(), BundleError> {
-        let fail = |key: String, message: String| {
-            Err(BundleError {
-                file: self.file.clone(),
-                key,
-                message,
-            })
-        };
-        let needs_v2 = || format!("needs format: {}", Format::V2.word());
-        if let Some(gate) = &self.gate {
-            if self.format == Format::V1 {
-                return fail("gate".into(), needs_v2());
-            }
-            if gate.inputs.is_empty() {
-                return fail("gate.inputs".into(), "needs at least one input".into());
-            }
-            for (i, input) in gate.inputs.iter().enumerate() {
-                if gate.inputs[..i].contains(input) {
-                    return fail(
-                        format!("gate.inputs[{i}]"),
-                        format!("'{}' is listed twice", input.word()),
-                    );
-                }
-            }
-        }
-        for (i, stage) in self.stages.iter().enumerate() {
-            let Some(exit) = &stage.exit else { continue };
-            let key = format!("stages[{i}].exit.gate");
-            match (&self.gate, &exit.gate) {
-                (_, Some(_)) if self.format == Format::V1 => return fail(key, needs_v2()),
-                (None, Some(_)) => {
-                    return fail(
-                        key,
-                        "the bundle has no top-level gate to give its inputs".into(),
-                    );
-                }
-                (Some(_), None) => {
-                    return fail(
-                        key,
-                        "missing: the bundle has a gate, so every exit needs one".into(),
-                    );
-                }
-                (Some(gate), Some(weights)) => {
-                    if weights.weights.len() != gate.inputs.len() {
-                        return fail(
-                            format!("{key}.weights"),
-                            format!(
-                                "has {} values; gate.inputs has {}",
-                                weights.weights.len(),
-                                gate.inputs.len()
-                            ),
-                        );
-                    }
-                    if let Some(j) = weights.weights.iter().position(|w| !w.is_finite()) {
-                        return fail(format!("{key}.weights[{j}]"), "must be finite".into());
-                    }
-                    if !weights.bias.is_finite() {
-                        return fail(format!("{key}.bias"), "must be finite".into());
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-        Ok(())
-    }
-}
+pub use error::BundleError;
+pub use read::{read, read_labels};
+pub use types::{Bundle, EXITS_FILE, Exit, Format, Labels, Measure, Promise, Stage};
+pub use words::Word;
+pub use write::{File, check_replaceable, own_files, to_yaml, write_atomically};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::{Gate, GateInput, GateWeights};
+    use crate::input::{Color, InputSpec, Layout};
+    use crate::rule::{Metric, Output};
 
     /// A bundle folder whose ONNX files are empty placeholders (the reader only checks that
     /// they exist), with `yaml` as its `exits.yaml`.
@@ -480,10 +231,10 @@ stages:
             Some(Gate {
                 inputs: vec![
                     GateInput::AgreesLastFrame,
-                    GateInput::MaxProb,
-                    GateInput::Entropy,
+                    GateInput::Metric(Metric::MaxProb),
+                    GateInput::Metric(Metric::Entropy),
                     GateInput::AgreesPreviousExit,
-                    GateInput::Margin,
+                    GateInput::Metric(Metric::Margin),
                 ]
             })
         );

@@ -5,22 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{
-    Bundle, Color, EXITS_FILE, Exit, Format, InputSpec, Labels, Layout, Measure, Metric, Output,
-    Promise, Stage, Word,
-};
+use super::error::BundleError;
+use super::types::{Bundle, EXITS_FILE, Exit, Format, Labels, Measure, Promise, Stage};
+use super::words::Word;
 use crate::gate::{Gate, GateInput, GateWeights};
-
-/// A bundle that breaks a rule of the format.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}: {key}: {message}", file.display())]
-pub struct BundleError {
-    /// The file at fault: `exits.yaml`, or a file it names.
-    pub file: PathBuf,
-    /// The key at fault, as a path such as `stages[1].exit.threshold`.
-    pub key: String,
-    pub message: String,
-}
+use crate::input::{Color, InputSpec, Layout};
+use crate::rule::{Metric, Output};
 
 /// Reads a bundle from its `exits.yaml` or from the folder that holds it. Returns the bundle and
 /// the warnings (unknown keys) that a caller should log.

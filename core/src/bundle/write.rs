@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::{Bundle, EXITS_FILE, Word};
+use super::types::{Bundle, EXITS_FILE};
+use super::words::Word;
 
 /// Appends one formatted line.
 macro_rules! put {
@@ -83,14 +84,32 @@ fn quoted(s: &str) -> String {
         .unwrap_or_else(|_| format!("{s:?}"))
 }
 
-/// The files a bundle's description makes (relative name, bytes): `exits.yaml`, and the labels
-/// file when it has labels. The models it names are the writer's to add.
-pub fn own_files(bundle: &Bundle) -> Vec<(String, Vec<u8>)> {
-    let mut files = vec![(EXITS_FILE.to_owned(), to_yaml(bundle).into_bytes())];
+/// A file of a bundle folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    /// Relative to the bundle folder; it may hold folders (a bundle may carry others, such as
+    /// baselines).
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl File {
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> File {
+        File {
+            name: name.into(),
+            bytes,
+        }
+    }
+}
+
+/// The files a bundle's description makes: `exits.yaml`, and the labels file when it has
+/// labels. The models it names are the writer's to add.
+pub fn own_files(bundle: &Bundle) -> Vec<File> {
+    let mut files = vec![File::new(EXITS_FILE, to_yaml(bundle).into_bytes())];
     if let Some(labels) = &bundle.labels {
         let mut text = labels.names.join("\n");
         text.push('\n');
-        files.push((labels.file.clone(), text.into_bytes()));
+        files.push(File::new(labels.file.clone(), text.into_bytes()));
     }
     files
 }
@@ -118,14 +137,10 @@ pub fn check_replaceable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes a bundle folder at `dir`: `exits.yaml`, the labels file when the bundle has labels, and
-/// `files` (relative name, bytes). Everything goes to a temporary sibling folder first, which is
+/// `files`. Everything goes to a temporary sibling folder first, which is
 /// renamed into place, so an interrupted writer never leaves half a bundle behind. `dir` must
 /// pass [`check_replaceable`].
-pub fn write_atomically(
-    dir: &Path,
-    bundle: &Bundle,
-    files: &[(String, Vec<u8>)],
-) -> std::io::Result<()> {
+pub fn write_atomically(dir: &Path, bundle: &Bundle, files: &[File]) -> std::io::Result<()> {
     check_replaceable(dir)?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -135,16 +150,15 @@ pub fn write_atomically(
     let staging = tempfile::Builder::new()
         .prefix(".earlyexit-bundle-")
         .tempdir_in(&parent)?;
-    for (name, bytes) in files {
-        // Names may hold folders (a bundle may carry others, such as baselines).
-        let path = staging.path().join(name);
+    for file in files {
+        let path = staging.path().join(&file.name);
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder)?;
         }
-        std::fs::write(path, bytes)?;
+        std::fs::write(path, &file.bytes)?;
     }
-    for (name, bytes) in own_files(bundle) {
-        std::fs::write(staging.path().join(name), bytes)?;
+    for file in own_files(bundle) {
+        std::fs::write(staging.path().join(&file.name), &file.bytes)?;
     }
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;

@@ -1,4 +1,4 @@
-//! The `earlyexit` element: see `imp.rs` for the behaviour and `shared/spec/element-v1.md` for
+//! The `earlyexit` element: see `imp.rs` for the behaviour and `docs/spec/element-v1.md` for
 //! the contract.
 
 use gst::glib;

@@ -1,37 +1,71 @@
 //! Format 2: a patient rule written as the gate that runs it, and learned gates on a found
 //! structure's exits.
 
-use std::fmt::Write;
-
 use anyhow::Result;
-use earlyexit::bundle::Word;
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{Gate, GateInput};
+use earlyexit::rule::Metric;
 
+use super::certificate::Certificate;
 use super::certified::per_try;
-use super::rules::{METRICS, rule_of};
-use super::tables::{bound_cell, measure_name, measure_of};
-use super::zoo::{Certificate, Found, Zoo};
-use crate::calibrate::{ExitScores, Patience, Simulation};
+use super::zoo::{Found, Zoo};
 use crate::gating::{self, Gated};
+use crate::outputs::ExitOutputs;
+use crate::simulate::{Patience, Simulation};
 
 /// A found patient rule as the gate that runs it (see [`gating::patient`]), so that the bundle,
 /// `evaluate` and the report's held-out figures all run it the same way.
-pub(super) fn patient_as_gate(zoo: &Zoo, found: Found) -> Found {
-    let (metric, patience) = rule_of(found.metric);
-    let gated = (patience != Patience::None).then(|| {
-        let thresholds: Vec<f64> = found
-            .placed
-            .iter()
-            .filter_map(|&(c, k, t)| zoo.options[c][k].as_ref().map(|o| o.thresholds[metric][t]))
-            .collect();
-        gating::patient(METRICS[metric], &thresholds, patience)
+pub fn patient_as_gate(zoo: &Zoo, found: Found) -> Found {
+    let rule = found.rule;
+    let gated = (rule.patience != Patience::None).then(|| {
+        gating::patient(
+            rule.metric,
+            &zoo.thresholds(&found.placed, rule.metric),
+            rule.patience,
+        )
     });
-    Found {
-        metric,
-        gated,
-        ..found
-    }
+    Found { gated, ..found }
+}
+
+/// How a row of the gate comparison decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateRowRule {
+    /// The found structure's patient rule, as a gate over these inputs.
+    Patient(Vec<GateInput>),
+    /// The found structure's metric alone.
+    Metric(Metric),
+    /// Learned gates over every input, at this threshold.
+    Learned(f64),
+    /// Learned gates without `agrees-last-frame`, at this threshold.
+    StreamBlind(f64),
+}
+
+/// One way of deciding at the found structure's exits, on both halves of the held-out frames.
+#[derive(Clone)]
+pub struct GateRow {
+    pub rule: GateRowRule,
+    pub select: Simulation,
+    pub certify: Simulation,
+    pub certificate: Certificate,
+}
+
+/// What fitting learned gates on the found structure showed.
+pub enum GateFindings {
+    /// The found structure has no exit to gate.
+    NoExits,
+    /// Gates meet the target at no threshold on the selecting frames.
+    NoThreshold,
+    /// The learned gates, compared with the found rule.
+    Compared(Box<GateComparison>),
+}
+
+/// The found rule, the learned gates and the gates without the stream signal (when some
+/// threshold meets the target without it), and whether the learned gates are kept.
+pub struct GateComparison {
+    pub found: GateRow,
+    pub learned: GateRow,
+    pub stream_blind: Option<GateRow>,
+    pub kept: bool,
 }
 
 /// Learned gates trained and certified on a found structure's exits.
@@ -47,65 +81,59 @@ struct Fitted {
 fn fit(
     zoo: &Zoo,
     found: &Found,
-    inputs: &[GateInput],
+    inputs: Vec<GateInput>,
     costs: &CostTable,
     seed: u64,
     each: f64,
 ) -> Result<Option<Fitted>> {
-    let outputs = |certifying: bool| -> Vec<&[ExitScores]> {
+    let outputs = |certifying: bool| -> Vec<&ExitOutputs> {
         found
             .placed
             .iter()
-            .filter_map(|&(c, k, _)| zoo.options[c][k].as_ref())
-            .map(|o| {
-                if certifying {
-                    o.certify.as_slice()
-                } else {
-                    o.select.as_slice()
-                }
-            })
+            .filter_map(|p| zoo.option(p))
+            .map(|o| if certifying { &o.certify } else { &o.select })
             .collect()
     };
     let (select, certify) = (outputs(false), outputs(true));
     let goal = &zoo.problem.goal;
-    let gate = Gate {
-        inputs: inputs.to_vec(),
+    let streams = &zoo.halves;
+    let gate = Gate { inputs };
+    let weights = gating::train(
+        &gate,
+        &select,
+        &zoo.select,
+        &streams.select_streams,
+        goal,
+        seed,
+    )?;
+    let mut gated = Gated {
+        gate,
+        weights,
+        threshold: 0.0,
     };
-    let weights = gating::train(&gate, &select, &zoo.select, &zoo.select_streams, goal, seed)?;
     let best = gating::thresholds()
-        .map(|t| {
-            let sim = gating::simulate(
-                &gate,
-                &weights,
-                t,
-                &select,
-                &zoo.select,
-                &zoo.select_streams,
-                costs,
-            );
-            (t, sim)
+        .map(|threshold| {
+            gated.threshold = threshold;
+            let sim =
+                gating::simulate(&gated, &select, &zoo.select, &streams.select_streams, costs);
+            (threshold, sim)
         })
         .filter(|(_, sim)| zoo.error(sim) <= goal.limit())
         .min_by(|a, b| a.1.mean_cost.total_cmp(&b.1.mean_cost));
     let Some((threshold, select)) = best else {
         return Ok(None);
     };
+    gated.threshold = threshold;
     let certify = gating::simulate(
-        &gate,
-        &weights,
-        threshold,
+        &gated,
         &certify,
         &zoo.certify,
-        &zoo.certify_streams,
+        &streams.certify_streams,
         costs,
     );
     let certificate = zoo.certificate(&certify, each);
     Ok(Some(Fitted {
-        gated: Gated {
-            gate,
-            weights,
-            threshold,
-        },
+        gated,
         select,
         certify,
         certificate,
@@ -113,147 +141,93 @@ fn fit(
 }
 
 impl Fitted {
-    /// `found`'s structure, with these gates deciding; its scored configurations stay behind.
+    /// The fitted gates' row in the comparison.
+    fn row(&self, rule: GateRowRule) -> GateRow {
+        GateRow {
+            rule,
+            select: self.select.clone(),
+            certify: self.certify.clone(),
+            certificate: self.certificate.clone(),
+        }
+    }
+
+    /// `found`'s structure, with these gates deciding.
     fn on(self, found: &Found) -> Found {
         Found {
-            metric: found.metric,
+            rule: found.rule,
             placed: found.placed.clone(),
             gated: Some(self.gated),
             certificate: self.certificate,
             select: self.select,
             certify: self.certify,
-            scored: Vec::new(),
         }
     }
 }
 
-fn inputs_list(inputs: &[GateInput]) -> String {
-    inputs
-        .iter()
-        .map(|i| format!("`{}`", i.word()))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// What gating a found structure gives: the structure kept, the same gates without the stream
+/// signal (for `baselines/`, when the learned gates are kept), and what was compared.
+pub struct Gating {
+    pub found: Found,
+    pub stream_blind: Option<Found>,
+    pub findings: GateFindings,
 }
 
 /// `--format 2`: learned gates on the found structure's exits (see [`fit`]), kept when their
 /// certificate is better than the found rule's. When they are kept, the same gates without the
 /// stream signal are fitted too, to show what it buys; they are returned for `baselines/`.
-pub(super) fn gate(
-    zoo: &Zoo,
-    found: Found,
-    seed: u64,
-    confidence: f64,
-    notes: &mut String,
-) -> Result<(Found, Option<Found>)> {
-    let _ = writeln!(notes, "\n## Learned gate\n");
+pub fn gate(zoo: &Zoo, found: Found, seed: u64, confidence: f64) -> Result<Gating> {
+    let unchanged = |found, findings| Gating {
+        found,
+        stream_blind: None,
+        findings,
+    };
     let Some(costs) = zoo
         .costs(&found.placed)
         .filter(|_| !found.placed.is_empty())
     else {
-        let _ = writeln!(notes, "No structure with exits to gate.");
-        return Ok((found, None));
+        return Ok(unchanged(found, GateFindings::NoExits));
     };
     let each = per_try(confidence);
-    let Some(fitted) = fit(zoo, &found, &gating::INPUTS, &costs, seed, each)? else {
-        let _ = writeln!(
-            notes,
-            "Gates on the found structure's exits meet the target at no threshold on the selecting frames."
-        );
-        return Ok((found, None));
+    let Some(learned) = fit(zoo, &found, gating::inputs(), &costs, seed, each)? else {
+        return Ok(unchanged(found, GateFindings::NoThreshold));
     };
     let blind = fit(
         zoo,
         &found,
-        &gating::stream_blind_inputs(),
+        gating::stream_blind_inputs(),
         &costs,
         seed,
         each,
     )?;
-
-    let goal = &zoo.problem.goal;
-    let m = measure_name(goal.measure);
-    let _ = writeln!(
-        notes,
-        "Each exit of the found structure gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing; one threshold on the gates' probability, the cheapest that meets the target there, is certified as one more try. The same gates without `{}`, fitted the same way, show what the stream signal buys; they are not a candidate.\n",
-        inputs_list(&gating::INPUTS),
-        GateInput::AgreesLastFrame.word()
-    );
-    let _ = writeln!(
-        notes,
-        "| rule | cost (select) | {m} (select) | cost (certify) | {m} (certify) | bound |"
-    );
-    let _ = writeln!(notes, "|---|---|---|---|---|---|");
-    let found_name = match &found.gated {
-        Some(g) => format!("patient: gate over {}", inputs_list(&g.gate.inputs)),
-        None => format!("metric `{}`", METRICS[found.metric].word()),
-    };
-    let mut rows = vec![
-        (
-            found_name,
-            &found.select,
-            &found.certify,
-            &found.certificate,
-        ),
-        (
-            format!("gate ≥ {:.4}", fitted.gated.threshold),
-            &fitted.select,
-            &fitted.certify,
-            &fitted.certificate,
-        ),
-    ];
-    if let Some(b) = &blind {
-        rows.push((
-            format!(
-                "gate ≥ {:.4} without `{}`",
-                b.gated.threshold,
-                GateInput::AgreesLastFrame.word()
-            ),
-            &b.select,
-            &b.certify,
-            &b.certificate,
-        ));
-    }
-    for (name, sel, cert, c) in rows {
-        let _ = writeln!(
-            notes,
-            "| {name} | {:.4} | {:.2}% | {:.4} | {:.2}% | {}{} |",
-            sel.mean_cost,
-            100.0 * measure_of(goal.measure, sel),
-            cert.mean_cost,
-            100.0 * measure_of(goal.measure, cert),
-            bound_cell(c),
-            match (c.certified, c.refuted) {
-                (true, _) => "",
-                (false, false) => " (not certified)",
-                (false, true) => " (refuted)",
-            }
-        );
-    }
-    if blind.is_none() {
-        let _ = writeln!(
-            notes,
-            "\nWithout `{}`, gates meet the target at no threshold on the selecting frames.",
-            GateInput::AgreesLastFrame.word()
-        );
-    }
-    let (ours, theirs) = (&fitted.certificate, &found.certificate);
-    let better = match (ours.certified, theirs.certified) {
+    let (ours, theirs) = (&learned.certificate, &found.certificate);
+    let kept = match (ours.certified, theirs.certified) {
         (true, false) => true,
-        (true, true) => fitted.select.mean_cost < found.select.mean_cost,
+        (true, true) => learned.select.mean_cost < found.select.mean_cost,
         (false, true) => false,
         (false, false) => ours.better_uncertified_than(Some(theirs)),
     };
-    if !better {
-        let _ = writeln!(notes, "\nThe metric rule stays: its certificate is better.");
-        return Ok((found, None));
+    let findings = GateFindings::Compared(Box::new(GateComparison {
+        found: GateRow {
+            rule: match &found.gated {
+                Some(g) => GateRowRule::Patient(g.gate.inputs.clone()),
+                None => GateRowRule::Metric(found.rule.metric),
+            },
+            select: found.select.clone(),
+            certify: found.certify.clone(),
+            certificate: found.certificate.clone(),
+        },
+        learned: learned.row(GateRowRule::Learned(learned.gated.threshold)),
+        stream_blind: blind
+            .as_ref()
+            .map(|b| b.row(GateRowRule::StreamBlind(b.gated.threshold))),
+        kept,
+    }));
+    if !kept {
+        return Ok(unchanged(found, findings));
     }
-    let _ = writeln!(
-        notes,
-        "\nThe gates are kept (bundle format `earlyexit/2`); the gates without `{}` are written under `baselines/no-last-frame`.",
-        GateInput::AgreesLastFrame.word()
-    );
-    let blind = blind.map(|b| b.on(&found));
-    let mut kept = fitted.on(&found);
-    kept.scored = found.scored;
-    Ok((kept, blind))
+    Ok(Gating {
+        stream_blind: blind.map(|b| b.on(&found)),
+        found: learned.on(&found),
+        findings,
+    })
 }

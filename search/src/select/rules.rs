@@ -2,30 +2,49 @@
 //! threshold levels each exit is tried at.
 
 use anyhow::Result;
-use earlyexit::bundle::{Metric, Word};
+use earlyexit::rule::Metric;
 
-use crate::calibrate::{ExitScores, Goal, Patience, Reference, never};
+use crate::goal::Goal;
 use crate::heads::Training;
+use crate::outputs::ExitOutputs;
+use crate::simulate::{Patience, Reference};
 
-pub(super) const METRICS: [Metric; 3] = [Metric::MaxProb, Metric::Margin, Metric::Entropy];
-
-/// How patient the exit rules are, in the order of [`rule_of`]; format 2 writes the patient
-/// ones as gates.
-pub(super) const PATIENCE: [Patience; 3] = [Patience::None, Patience::AfterFirst, Patience::Every];
-
-/// An exit rule the search may choose, by index: each of [`METRICS`] at each of [`PATIENCE`].
-/// Returns the metric's index and the patience.
-pub(super) fn rule_of(rule: usize) -> (usize, Patience) {
-    (rule % METRICS.len(), PATIENCE[rule / METRICS.len()])
+/// An exit rule the search may choose: a metric, and how patient the exits are. Format 2
+/// writes the patient ones as gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub metric: Metric,
+    pub patience: Patience,
 }
 
-pub(super) fn rule_name(rule: usize) -> String {
-    let (m, patience) = rule_of(rule);
-    let word = METRICS[m].word();
-    match patience {
-        Patience::None => word.to_owned(),
-        Patience::AfterFirst => format!("{word}, agreeing after exit 0"),
-        Patience::Every => format!("{word}, agreeing (exit 0 votes)"),
+impl Rule {
+    /// The rule of the baselines: the largest probability, no patience.
+    pub const PLAIN: Rule = Rule {
+        metric: Metric::MaxProb,
+        patience: Patience::None,
+    };
+
+    /// The rules tried: every metric alone and, when `patient` rules may be written (format 2),
+    /// every metric at every patience.
+    pub fn all(patient: bool) -> Vec<Rule> {
+        let patience: &[Patience] = if patient {
+            &Patience::ALL
+        } else {
+            &Patience::ALL[..1]
+        };
+        patience
+            .iter()
+            .flat_map(|&patience| Metric::ALL.map(|metric| Rule { metric, patience }))
+            .collect()
+    }
+
+    /// The rule's place among [`Rule::all`]`(true)`: each rule's search is seeded apart by it.
+    pub fn ordinal(self) -> usize {
+        let patience = Patience::ALL
+            .iter()
+            .position(|p| *p == self.patience)
+            .unwrap_or(0);
+        patience * Metric::COUNT + self.metric as usize
     }
 }
 
@@ -33,27 +52,28 @@ pub(super) fn rule_name(rule: usize) -> String {
 /// logistic fit of "leaving here costs nothing" on its metric value says so with probability
 /// at least τ. One level per structure, not one threshold per exit: selecting among
 /// thresholds per exit on the same frames overfits them by about a point of accuracy.
-pub(super) const LEVELS: [f64; 16] = [
+pub const LEVELS: [f64; 16] = [
     0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.993, 0.996,
     0.998,
 ];
 
-/// The exit's threshold at each of [`LEVELS`]: a logistic fit, on the selecting frames, of
-/// the chance that leaving costs nothing given the metric's value, solved for each level. A fit
-/// with two parameters moves little with the frames it saw, unlike the frames' own ranks.
-pub(super) fn level_thresholds(
+/// The exit's threshold under `metric` at each of [`LEVELS`]: a logistic fit, on the selecting
+/// frames, of the chance that leaving costs nothing given the metric's value, solved for each
+/// level. A fit with two parameters moves little with the frames it saw, unlike the frames' own
+/// ranks.
+pub fn level_thresholds(
     metric: Metric,
-    s: &ExitScores,
+    outputs: &ExitOutputs,
     reference: &Reference,
     goal: &Goal,
     seed: u64,
 ) -> Result<Vec<f64>> {
-    let x: Vec<f32> = s.score.iter().map(|&v| v as f32).collect();
-    let harmless: Vec<bool> = s
+    let x: Vec<f32> = outputs.scores(metric).iter().map(|&v| v as f32).collect();
+    let harmless: Vec<bool> = outputs
         .class
         .iter()
         .enumerate()
-        .map(|(i, &c)| goal.penalty(c, reference.teacher[i], reference.labels.map(|l| l[i])) <= 0.0)
+        .map(|(i, &c)| reference.harmless(goal, i, c))
         .collect();
     let training = Training {
         seed,
@@ -61,16 +81,31 @@ pub(super) fn level_thresholds(
     };
     let (w, bias) = crate::heads::logistic(&x, 1, &harmless, &training)?;
     let w = w[0];
-    // Confidence must raise the chance: higher max-prob or margin, lower entropy.
-    let sensible = earlyexit::rule::surer(metric) * w > 0.0;
+    // Confidence must raise the chance: a surer score, a likelier harmless exit.
+    let sensible = metric.sign() * w > 0.0;
     Ok(LEVELS
         .iter()
         .map(|&level| {
             if sensible {
                 ((level / (1.0 - level)).ln() - bias) / w
             } else {
-                never(metric)
+                metric.never()
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_its_own_ordinal_and_plain_rules_come_first() {
+        let all = Rule::all(true);
+        assert_eq!(all.len(), Metric::COUNT * Patience::ALL.len());
+        let ordinals: Vec<usize> = all.iter().map(|r| r.ordinal()).collect();
+        assert_eq!(ordinals, (0..all.len()).collect::<Vec<_>>());
+        assert_eq!(Rule::all(false), all[..Metric::COUNT]);
+        assert_eq!(all[0], Rule::PLAIN);
+    }
 }

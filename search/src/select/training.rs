@@ -1,80 +1,68 @@
 //! Saliency probes at every candidate position, then every head architecture at the kept ones:
 //! the heads a [`Zoo`](super::zoo::Zoo) is built from.
 
-use std::fmt::Write;
-
 use anyhow::Result;
+use earlyexit::bundle::Measure;
+use earlyexit::rule::Metric;
+use earlyexit_graph::CutPoint;
 
-use super::tables::heads_table;
-use super::zoo::{
-    HeadOption, Options, agreement, coverage_at, ensemble_of, head_option, kind_index, prune,
-};
-use crate::calibrate::Reference;
-use crate::heads::{HeadKind, Training};
-use crate::search::{Problem, train_head};
+use super::halves::Halves;
+use super::zoo::{HeadOption, HeadTable};
+use crate::heads::{HeadKind, TrainedHead, Training};
+use crate::outputs::ExitOutputs;
+use crate::problem::Problem;
+use crate::simulate::{Reference, share_alike};
 
-/// The kept candidate positions and, per candidate and head kind, the heads trained there
-/// with their outputs on the selecting and certifying frames. Writes the saliency and heads
-/// tables to `notes`.
-pub(super) fn train_heads(
-    problem: &Problem,
-    select: &[usize],
-    certify_frames: &[usize],
-    select_ref: &Reference,
-    notes: &mut String,
-) -> Result<(Vec<usize>, Options)> {
-    let args = problem.args;
-    let teacher_s = select_ref.teacher;
-    let scored = |i: usize, head| head_option(problem, i, head, select, certify_frames, select_ref);
+/// What a GAP → Linear probe at a candidate position shows on the selecting frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Saliency {
+    /// The share of frames the probe could let leave at high precision, times the share of
+    /// the backbone's cost it would save: how much an exit there is worth.
+    pub score: f64,
+    /// The probe's agreement with the backbone.
+    pub agreement: f64,
+}
+
+/// The heads trained for the search: a probe's saliency at every candidate, the positions
+/// kept, and every architecture at the kept ones.
+pub struct Trained {
+    pub saliency: Vec<Saliency>,
+    pub kept: Vec<usize>,
+    pub heads: HeadTable,
+}
+
+/// Probes every candidate position, keeps the most salient, and trains every head kind there,
+/// each scored on the held-out frames (`select_ref` describes the selecting ones).
+pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -> Result<Trained> {
+    let seed = problem.settings.seed;
+    let scored = |i: usize, head| HeadOption::new(problem, i, head, halves, select_ref);
     // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
     let bar = crate::progress::bar("saliency probes", Some(problem.candidates.len() as u64));
-    let mut options: Options = Vec::new();
+    let mut heads = HeadTable::new(problem.candidates.len());
     let mut saliency = Vec::new();
     for i in 0..problem.candidates.len() {
         let training = Training {
-            seed: args.seed.wrapping_add(i as u64),
+            seed: seed.wrapping_add(i as u64),
             ..Training::default()
         };
-        let head = train_head(problem, i, HeadKind::LinearGap, true, &training)?;
+        let head = problem.train_head(i, HeadKind::LinearGap, true, &training)?;
         let option = scored(i, head)?;
-        let share = problem.share_before(i);
-        let probe = &option.select[0];
+        let probe = &option.select;
         let coverage = coverage_at(
             probe,
             select_ref,
             problem.goal.measure,
             problem.goal.target.max(0.99),
         );
-        saliency.push((coverage * (1.0 - share), agreement(probe, teacher_s)));
-        let mut per_kind: Vec<Option<HeadOption>> = HeadKind::ALL.iter().map(|_| None).collect();
-        per_kind[kind_index(HeadKind::LinearGap)] = Some(option);
-        options.push(per_kind);
+        saliency.push(Saliency {
+            score: coverage * (1.0 - problem.share_before(i)),
+            agreement: agreement(probe, select_ref.teacher),
+        });
+        heads.set(i, HeadKind::LinearGap, option);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let kept = prune(&problem.candidates, &saliency, args.candidates);
-    let _ = writeln!(notes, "\n## Candidate positions (saliency)\n");
-    let _ = writeln!(
-        notes,
-        "Saliency: the share of selecting frames a GAP → Linear probe at the position could let leave at ≥ 99% agreement (or the target, if higher), times the share of the backbone's cost (MACs, or measured time) it would save. The {} most salient positions are kept (of positions with no MACs between them, only the last may be: it costs the same, and a cut there leaves ONNX Runtime's fused Conv+Add+ReLU whole).\n",
-        kept.len()
-    );
-    let _ = writeln!(
-        notes,
-        "| # | tensor | MACs before | probe agreement | saliency | kept |"
-    );
-    let _ = writeln!(notes, "|---|---|---|---|---|---|");
-    for (i, (s, a)) in saliency.iter().enumerate() {
-        let cut = &problem.candidates[i];
-        let _ = writeln!(
-            notes,
-            "| {i} | `{}` | {:.1}% | {:.2}% | {s:.4} | {} |",
-            cut.tensor,
-            100.0 * cut.macs_before as f64 / problem.total_macs as f64,
-            100.0 * a,
-            if kept.contains(&i) { "yes" } else { "" }
-        );
-    }
+    let kept = prune(&problem.candidates, &saliency, problem.settings.candidates);
 
     // Every architecture at every kept position.
     let others: Vec<HeadKind> = HeadKind::TRAINED
@@ -85,21 +73,119 @@ pub(super) fn train_heads(
     let bar = crate::progress::bar("training heads", Some((kept.len() * others.len()) as u64));
     for &i in &kept {
         let cut = &problem.candidates[i];
-        for kind in &others {
+        for &kind in &others {
             // A vector (not an image) has only global pooling: no grid heads.
             if kind.pool_index() < crate::features::pools_for(&cut.shape).len() {
-                let seed = args
-                    .seed
-                    .wrapping_add((1000 * (kind_index(*kind) + 1) + i) as u64);
-                let head = train_head(problem, i, *kind, true, &Training::for_kind(*kind, seed))?;
-                options[i][kind_index(*kind)] = Some(scored(i, head)?);
+                let seed = seed.wrapping_add((1000 * (kind.index() + 1) + i) as u64);
+                let head = problem.train_head(i, kind, true, &Training::for_kind(kind, seed))?;
+                heads.set(i, kind, scored(i, head)?);
             }
             bar.inc(1);
         }
-        let ensemble = ensemble_of(&options[i], teacher_s);
-        options[i][kind_index(HeadKind::Ensemble)] = Some(scored(i, ensemble)?);
+        let ensemble = ensemble_of(&heads, i, select_ref.teacher);
+        heads.set(i, HeadKind::Ensemble, scored(i, ensemble)?);
     }
     bar.finish_and_clear();
-    heads_table(notes, problem, &kept, &options, teacher_s);
-    Ok((kept, options))
+    Ok(Trained {
+        saliency,
+        kept,
+        heads,
+    })
+}
+
+/// Heads an ensemble averages: the trained heads at one position that agree most with the
+/// backbone on the selecting frames.
+const ENSEMBLE_MEMBERS: usize = 3;
+
+/// The ensemble of the best [`ENSEMBLE_MEMBERS`] heads trained at `candidate`.
+fn ensemble_of(heads: &HeadTable, candidate: usize, teacher: &[u32]) -> TrainedHead {
+    let mut ranked: Vec<(f64, &TrainedHead)> = heads
+        .at(candidate)
+        .filter_map(|(_, o)| o)
+        .filter(|o| o.head.kind != HeadKind::Ensemble)
+        .map(|o| (agreement(&o.select, teacher), &o.head))
+        .collect();
+    // Stable, so ties keep the order of rising capacity.
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    TrainedHead::ensemble(
+        ranked
+            .into_iter()
+            .take(ENSEMBLE_MEMBERS)
+            .map(|(_, h)| h.clone())
+            .collect(),
+    )
+}
+
+/// An exit's agreement with the backbone (`teacher`) on the frames of `outputs`.
+pub fn agreement(outputs: &ExitOutputs, teacher: &[u32]) -> f64 {
+    share_alike(&outputs.class, teacher)
+}
+
+/// The share of frames an exit could let leave (surest max-prob first) with at least
+/// `precision` of them right.
+fn coverage_at(s: &ExitOutputs, reference: &Reference, measure: Measure, precision: f64) -> f64 {
+    let metric = Metric::MaxProb;
+    let scores = s.scores(metric);
+    let mut order: Vec<usize> = (0..s.frames()).collect();
+    order.sort_by(|&a, &b| metric.surest_first(scores[a], scores[b]));
+    let right = |i: usize| reference.right(measure, i, s.class[i]);
+    let mut hits = 0usize;
+    let mut best = 0usize;
+    for (m, &i) in order.iter().enumerate() {
+        hits += usize::from(right(i));
+        if hits as f64 >= precision * (m + 1) as f64 {
+            best = m + 1;
+        }
+    }
+    best as f64 / order.len().max(1) as f64
+}
+
+/// The `keep` most salient candidates, in execution order. Of candidates with no MACs between
+/// them (a block's Add and its ReLU), only the last may be kept: it costs the same, and a cut
+/// there leaves ONNX Runtime's fused Conv+Add+ReLU whole instead of running the Add and the
+/// ReLU alone after the cut.
+fn prune(candidates: &[CutPoint], saliency: &[Saliency], keep: usize) -> Vec<usize> {
+    let last_of_chain = |i: usize| {
+        candidates
+            .get(i + 1)
+            .is_none_or(|next| next.macs_before != candidates[i].macs_before)
+    };
+    let mut kept: Vec<usize> = (0..saliency.len()).filter(|&i| last_of_chain(i)).collect();
+    kept.sort_by(|&a, &b| {
+        saliency[b]
+            .score
+            .total_cmp(&saliency[a].score)
+            .then(a.cmp(&b))
+    });
+    kept.truncate(keep.max(1));
+    kept.sort_unstable();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::tests::cut;
+
+    #[test]
+    fn pruning_keeps_the_most_salient_chain_ends_in_execution_order() {
+        let candidates = [
+            cut("stem/Conv", 10),
+            cut("stem/Relu", 10),
+            cut("block0/Add", 40),
+            cut("block0/Relu", 40),
+            cut("block1/Add", 70),
+            cut("block1/Relu", 70),
+            cut("block2/Relu", 90),
+        ];
+        // The Adds are the more salient of their chains, and still give way to the ReLUs.
+        let saliency = [0.9, 0.1, 0.8, 0.3, 0.7, 0.5, 0.2].map(|score| Saliency {
+            score,
+            agreement: 0.0,
+        });
+        assert_eq!(prune(&candidates, &saliency, 2), vec![3, 5]);
+        assert_eq!(prune(&candidates, &saliency, 3), vec![3, 5, 6]);
+        assert_eq!(prune(&candidates, &saliency, 10), vec![1, 3, 5, 6]);
+        assert_eq!(prune(&candidates, &saliency, 0), vec![5]);
+    }
 }

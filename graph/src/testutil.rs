@@ -1,25 +1,17 @@
-//! Test helpers: the stored models, a tiny .npy reader and running models in ONNX Runtime.
+//! Test helpers: the stored models and reference tensors, and running models in ONNX Runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_onnx::onnx::ModelProto;
+use earlyexit::runtime::{Model, SessionOptions};
 
 use super::encode_model;
-use crate::runtime::{Model, SessionOptions};
 
-/// A file of the assets' `models/` folder.
-pub fn asset(name: &str) -> PathBuf {
-    assets::assets_dir().join("models").join(name)
-}
-
-#[path = "../../tests/common/assets.rs"]
-mod assets;
-#[path = "../../tests/common/npy.rs"]
-mod npy;
+pub use earlyexit_testkit::model as asset;
 
 /// The reference tensor in `path`, its shape as ONNX Runtime takes it.
 pub fn read_npy(path: &Path) -> (Vec<i64>, Vec<f32>) {
-    let (shape, data) = npy::read_npy(path);
+    let (shape, data) = earlyexit_testkit::npy::read_npy(path);
     (shape.into_iter().map(|d| d as i64).collect(), data)
 }
 

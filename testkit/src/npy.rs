@@ -1,5 +1,5 @@
-//! A tiny reader for the reference tensors (.npy), shared by the unit tests in `src/` and the
-//! integration tests here. Test code: it panics on anything unexpected.
+//! A tiny reader for the models' reference tensors (.npy). Test code: it panics on anything
+//! unexpected.
 
 use std::path::Path;
 

@@ -1,10 +1,11 @@
 //! The `earlyexit` element in real pipelines: decoded footage in, EarlyExitMeta, messages and
-//! stats out, checked against element-v1.md.
+//! stats out, checked against `docs/spec/element-v1.md`.
 
 use gst::prelude::*;
 use gstearlyexit::EarlyExitInfo;
 
-use earlyexit_e2e::{end_after, fmnist_one_stage_bundle, footage, init, read_labels_csv};
+use earlyexit_testkit::gst::{end_after, init};
+use earlyexit_testkit::{fmnist_one_stage_bundle, footage, read_labels_csv};
 
 /// What one pipeline run produced.
 struct Run {

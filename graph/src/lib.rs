@@ -6,6 +6,7 @@ mod error;
 pub mod heads;
 mod macs;
 mod model;
+mod shape_only;
 mod shapes;
 mod split;
 #[cfg(test)]
@@ -143,7 +144,7 @@ impl Graph {
         let node_macs = macs::graph_macs(graph, &probe.shapes).map_err(|i| {
             GraphError::node(path, &graph.node[i], "shapes unknown, cannot count MACs")
         })?;
-        let shape_only = cuts::shape_only_tensors(&graph.node, &initializers);
+        let shape_only = shape_only::shape_only_tensors(&graph.node, &initializers);
         Ok(Graph {
             input: input.name.clone(),
             output: output.name.clone(),
@@ -339,7 +340,7 @@ fn batch_one_shape(path: &Path, input: &ValueInfoProto) -> Result<Vec<i64>, Grap
 mod tests {
     use super::testutil::{asset, max_abs_diff, read_npy};
     use super::*;
-    use crate::runtime::{Model, SessionOptions};
+    use earlyexit::runtime::{Model, SessionOptions};
 
     #[test]
     fn a_file_that_is_not_a_model_is_refused_by_name() {

@@ -1,27 +1,8 @@
-//! Shared helpers for the end-to-end tests and examples: where the assets are, registering
-//! the `earlyexit` plugin without installing it, and a one-stage Fashion-MNIST bundle.
+//! Driving the element: GStreamer initialised and the plugin registered statically (the freshly
+//! built element, not whatever is installed), pipelines run to their end, meta collected.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
-
-#[path = "../core/tests/common/assets.rs"]
-mod assets;
-
-/// MACs of `fmnist_resnet20w32.onnx` (bundle-v1.md's known answer), so the one-stage bundle has a
-/// cost: exactly 1 for every frame.
-pub const FMNIST_MACS: u64 = 123_860_736;
-
-pub fn asset(relative: &str) -> PathBuf {
-    assets::assets_dir().join(relative)
-}
-
-pub fn footage(name: &str) -> PathBuf {
-    asset("footage").join(name)
-}
-
-pub fn model(name: &str) -> PathBuf {
-    asset("models").join(name)
-}
 
 /// Initialises GStreamer and registers the plugin statically, once per process, so tests use
 /// the freshly built element rather than whatever is installed.
@@ -60,76 +41,6 @@ pub fn run_to_eos(desc: &str, seconds: u64) {
         matches!(msg.view(), gst::MessageView::Eos(_)),
         "{desc}: {msg:?}"
     );
-}
-
-/// A bundle written to a temporary folder that is removed when this is dropped.
-pub struct TempBundle {
-    pub dir: tempfile::TempDir,
-}
-
-impl TempBundle {
-    /// The bundle's `exits.yaml`.
-    pub fn exits_yaml(&self) -> PathBuf {
-        self.dir.path().join("exits.yaml")
-    }
-
-    /// The path to give the element's `model` property.
-    pub fn model_property(&self) -> String {
-        self.exits_yaml().to_string_lossy().into_owned()
-    }
-}
-
-/// The uncut Fashion-MNIST ResNet as a one-stage bundle (no exits), with labels and MACs.
-/// Until graph cutting exists this is the one real bundle the tests have; its predictions are
-/// the backbone's, which proves preprocessing and class ids.
-pub fn fmnist_one_stage_bundle() -> std::io::Result<TempBundle> {
-    let dir = tempfile::Builder::new()
-        .prefix("earlyexit-bundle-")
-        .tempdir()?;
-    std::fs::copy(
-        model("fmnist_resnet20w32.onnx"),
-        dir.path().join("backbone.onnx"),
-    )?;
-    std::fs::copy(model("fmnist_classes.txt"), dir.path().join("labels.txt"))?;
-    let yaml = format!(
-        "format: earlyexit/1
-name: fmnist-resnet20-one-stage
-input:
-  layout: nchw
-  width: 28
-  height: 28
-  color: gray
-  mean: [0.0]
-  std: [255.0]
-labels: labels.txt
-stages:
-  - segment: backbone.onnx
-    macs: {FMNIST_MACS}
-"
-    );
-    std::fs::write(dir.path().join("exits.yaml"), yaml)?;
-    Ok(TempBundle { dir })
-}
-
-/// The ground-truth class of each frame of a `*.labels.csv` (header `frame,label`), by frame.
-pub fn read_labels_csv(path: &Path) -> std::io::Result<Vec<i32>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut labels = Vec::new();
-    for (n, line) in text.lines().enumerate().skip(1) {
-        let bad = || {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}:{}: expected 'frame,label'", path.display(), n + 1),
-            )
-        };
-        let (frame, label) = line.split_once(',').ok_or_else(bad)?;
-        let frame: usize = frame.trim().parse().map_err(|_| bad())?;
-        if frame != labels.len() {
-            return Err(bad());
-        }
-        labels.push(label.trim().parse().map_err(|_| bad())?);
-    }
-    Ok(labels)
 }
 
 /// Lets exactly `n` buffers through `pad`, then sends EOS through it and answers EOS upstream.
@@ -203,15 +114,5 @@ pub fn element_decisions(clip: &Path, bundle: &Path) -> Vec<(u32, i32)> {
     element_meta(clip, bundle)
         .into_iter()
         .map(|m| (m.stage, m.class_id))
-        .collect()
-}
-
-/// The frames leaving at each stage, from the totals of `earlyexit-search evaluate --json`.
-pub fn evaluate_exits(json: &serde_json::Value) -> Vec<u64> {
-    json["exits"]
-        .as_array()
-        .expect("evaluate --json gives exits")
-        .iter()
-        .map(|v| v.as_u64().expect("a count"))
         .collect()
 }

@@ -1,20 +1,18 @@
-//! Shared by the integration tests: a valid 3-stage bundle cut from the real Fashion-MNIST
-//! backbone, a tiny .npy reader and a few ONNX builders.
-#![allow(dead_code)]
-
-pub mod assets;
-pub mod npy;
+//! A valid 3-stage bundle cut from the real Fashion-MNIST backbone with the graph tools, its
+//! format-2 variants, and a few ONNX models built in code for the readers' error paths.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_onnx::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
-use earlyexit::bundle::{
-    self, Bundle, Color, Exit, Format, InputSpec, Labels, Layout, Metric, Output, Stage,
-};
+use earlyexit::bundle::{self, Bundle, Exit, Format, Labels, Stage};
 use earlyexit::gate::{Gate, GateInput, GateWeights};
-use earlyexit::graph::{self, Graph, HeadSpec, Pool};
+use earlyexit::input::{Color, InputSpec, Layout};
+use earlyexit::rule::{Metric, Output};
+use earlyexit_graph::{self as graph, Graph, HeadSpec, Pool};
 use prost::Message;
+
+use crate::assets::model;
 
 pub const CUTS: [&str; 2] = [
     "/blocks/blocks.2/Relu_1_output_0",
@@ -26,24 +24,25 @@ pub const CLASSES: usize = 10;
 /// The valid bundle's thresholds, distinct so that tests can find them in the text.
 pub const THRESHOLDS: [f64; 2] = [0.5, 0.75];
 
-/// A file of the assets' `models/` folder.
-pub fn asset(name: &str) -> PathBuf {
-    assets::assets_dir().join("models").join(name)
-}
-
 /// The ONNX bytes and facts of the cut backbone and its heads, made once per test binary.
 pub struct Parts {
-    /// (bytes, macs, input tensor name) of each segment.
-    pub segments: Vec<(Vec<u8>, u64, String)>,
-    /// (bytes, macs) of each head.
-    pub heads: Vec<(Vec<u8>, u64)>,
+    pub segments: Vec<Part>,
+    pub heads: Vec<Part>,
     pub labels: Vec<String>,
+}
+
+/// One ONNX file of the bundle.
+pub struct Part {
+    pub bytes: Vec<u8>,
+    pub macs: u64,
+    /// The name of its input tensor.
+    pub input: String,
 }
 
 pub fn parts() -> &'static Parts {
     static PARTS: OnceLock<Parts> = OnceLock::new();
     PARTS.get_or_init(|| {
-        let graph = Graph::load(&asset("fmnist_resnet20w32.onnx")).expect("load the backbone");
+        let graph = Graph::load(&model("fmnist_resnet20w32.onnx")).expect("load the backbone");
         let segments = graph.split(&CUTS).expect("split");
         let heads = CUTS
             .iter()
@@ -61,15 +60,23 @@ pub fn parts() -> &'static Parts {
                     bias,
                 };
                 let head = graph::build_head(&spec, &shape, CLASSES, graph.opset()).expect("head");
-                (graph::encode_model(&head.model), head.macs)
+                Part {
+                    bytes: graph::encode_model(&head.model),
+                    macs: head.macs,
+                    input: "input".to_owned(),
+                }
             })
             .collect();
         let labels =
-            bundle::read_labels(&asset("fmnist_classes.txt")).expect("read fmnist_classes.txt");
+            bundle::read_labels(&model("fmnist_classes.txt")).expect("read fmnist_classes.txt");
         Parts {
             segments: segments
                 .iter()
-                .map(|s| (graph::encode_model(&s.model), s.macs, s.input.name.clone()))
+                .map(|s| Part {
+                    bytes: graph::encode_model(&s.model),
+                    macs: s.macs,
+                    input: s.input.name.clone(),
+                })
                 .collect(),
             heads,
             labels,
@@ -83,11 +90,11 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
     let stages = (0..3)
         .map(|i| Stage {
             segment: format!("stage-{i}.onnx"),
-            macs: Some(parts.segments[i].1),
+            macs: Some(parts.segments[i].macs),
             exit: (i < 2).then(|| Exit {
                 head: format!("exit-{i}.onnx"),
                 threshold: thresholds[i],
-                macs: Some(parts.heads[i].1),
+                macs: Some(parts.heads[i].macs),
                 gate: None,
             }),
         })
@@ -148,12 +155,18 @@ pub fn agreement_gate(when_agreeing: bool) -> GateWeights {
 /// Writes `bundle` with every segment and head into `dir`; returns the `exits.yaml` path.
 pub fn write_bundle(dir: &Path, bundle: &Bundle) -> PathBuf {
     let parts = parts();
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, (bytes, _, _)) in parts.segments.iter().enumerate() {
-        files.push((format!("stage-{i}.onnx"), bytes.clone()));
+    let mut files = Vec::new();
+    for (i, part) in parts.segments.iter().enumerate() {
+        files.push(bundle::File::new(
+            format!("stage-{i}.onnx"),
+            part.bytes.clone(),
+        ));
     }
-    for (i, (bytes, _)) in parts.heads.iter().enumerate() {
-        files.push((format!("exit-{i}.onnx"), bytes.clone()));
+    for (i, part) in parts.heads.iter().enumerate() {
+        files.push(bundle::File::new(
+            format!("exit-{i}.onnx"),
+            part.bytes.clone(),
+        ));
     }
     bundle::write_atomically(dir, bundle, &files).expect("write the bundle");
     dir.join(bundle::EXITS_FILE)

@@ -14,7 +14,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::GraphError;
 use super::model::encode_model;
-use crate::runtime::library;
+use earlyexit::runtime::library;
 
 /// Shapes learnt by running the model once.
 pub(crate) struct Probe {
@@ -51,7 +51,7 @@ pub(crate) fn probe(
     // Declared value_info may pin a batch size that the probe does not use.
     graph.value_info.clear();
 
-    let environment = library::environment().map_err(crate::runtime::OnnxError::from)?;
+    let environment = library::environment().map_err(earlyexit::runtime::OnnxError::from)?;
     let fail = |e: ort::Error| GraphError::model(path, format!("ONNX Runtime: {e}"));
     let mut session = Session::builder(environment)
         .map_err(fail)?

@@ -476,7 +476,7 @@ mod tests {
                         .zip(mean.chunks_exact_mut(classes))
                     {
                         let mut p = Vec::new();
-                        crate::rule::softmax_into(row, &mut p);
+                        earlyexit::rule::softmax_into(row, &mut p);
                         for (o, v) in out.iter_mut().zip(p) {
                             *o += v / members.len() as f32;
                         }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::OnnxError;
+use earlyexit::runtime::OnnxError;
 
 /// A graph operation that failed. Every message names the file, and the tensor or node at fault.
 #[derive(Debug, thiserror::Error)]

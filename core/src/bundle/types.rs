@@ -1,0 +1,97 @@
+//! A bundle as its `exits.yaml` describes it: the stages, their exits and files, the labels and
+//! the promise. The exit rule's types (metric, gates) and the input spec are their modules'; a
+//! bundle only holds them.
+
+use std::path::{Path, PathBuf};
+
+use crate::gate::{Gate, GateWeights};
+use crate::input::InputSpec;
+use crate::rule::{Metric, Output};
+
+/// The file name of a bundle's description inside its folder.
+pub const EXITS_FILE: &str = "exits.yaml";
+
+/// The `format` values this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    /// Format 1 plus optional learned gates.
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Agreement,
+    Accuracy,
+}
+
+/// What the writer certifies, and on how many held-out frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Promise {
+    pub measure: Measure,
+    pub target: f64,
+    pub confidence: f64,
+    pub frames: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    /// Path relative to the bundle folder.
+    pub head: String,
+    /// Compared with the metric's value, or with the gate's probability when there is a gate.
+    pub threshold: f64,
+    pub macs: Option<u64>,
+    /// Format 2: this exit's gate; present exactly when the bundle has a [`Bundle::gate`].
+    pub gate: Option<GateWeights>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// Path relative to the bundle folder.
+    pub segment: String,
+    pub macs: Option<u64>,
+    pub exit: Option<Exit>,
+}
+
+/// Class names, one per class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    /// Path relative to the bundle folder.
+    pub file: String,
+    pub names: Vec<String>,
+}
+
+/// A bundle as described by its `exits.yaml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    /// The `exits.yaml` it was read from; empty for a bundle not yet written.
+    pub file: PathBuf,
+    pub format: Format,
+    pub name: Option<String>,
+    pub input: InputSpec,
+    pub labels: Option<Labels>,
+    /// The reported score, and the exit rule when there is no gate.
+    pub metric: Metric,
+    /// Format 2: the inputs of every exit's gate. With a gate, exits leave on its probability.
+    pub gate: Option<Gate>,
+    pub promise: Option<Promise>,
+    pub stages: Vec<Stage>,
+    /// What the last stage returns.
+    pub output: Output,
+}
+
+impl Bundle {
+    /// The folder that relative paths are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.dir().join(relative)
+    }
+
+    /// MACs of every segment, when all are given.
+    pub fn segment_macs(&self) -> Option<Vec<u64>> {
+        self.stages.iter().map(|s| s.macs).collect()
+    }
+}

@@ -1,0 +1,313 @@
+//! `evaluate`: runs a bundle over footage exactly as the element does, next to the full backbone,
+//! and reports accuracy, agreement, exits, cost and time per frame; optionally next to another
+//! bundle too, compared frame by frame.
+
+mod render;
+mod tally;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
+
+use self::tally::{Compared, Comparison, FootageReport, Tally, Totals};
+use crate::cli::EvaluateArgs;
+use crate::footage::{DecodedFrame, Decoder, Footage, Sampling};
+use crate::progress;
+use crate::refit::{Answers, Refit};
+
+/// Decoded frames are held in memory in chunks of at most this many bytes, so that decoding
+/// never competes with the timed runs for the CPU.
+const CHUNK_BYTES: usize = 256 << 20;
+
+pub fn run(args: &EvaluateArgs, footage: &[Footage]) -> Result<()> {
+    let mut session = Session::open(args, footage)?;
+    let mut total = Totals {
+        tally: session.tally(),
+        comparison: session.comparison(),
+    };
+    let mut reports = Vec::new();
+    for f in footage {
+        let report = session.footage(f)?;
+        total.tally.add(&report.tally);
+        if let (Some(t), Some(c)) = (&mut total.comparison, &report.comparison) {
+            t.add(c);
+        }
+        reports.push(report);
+    }
+    if let Some(per_frame) = &mut session.per_frame {
+        per_frame.flush()?;
+    }
+    let refitted = session.refit.take().map(|r| r.table());
+    let compare_path = session.compared.as_ref().map(|c| c.path);
+    render::output(args.json, &reports, &total, compare_path, refitted.as_ref())
+}
+
+/// One frame as the bundle and as the full backbone decided it.
+struct Decided {
+    ours: Decision,
+    full: Decision,
+}
+
+/// Everything `evaluate` runs frames through, opened once.
+struct Session<'a> {
+    classifier: Classifier,
+    full: Classifier,
+    compared: Option<Compared<'a>>,
+    refit: Option<Refit>,
+    per_frame: Option<PerFrame<'a>>,
+    runs: usize,
+    cost_known: bool,
+}
+
+impl<'a> Session<'a> {
+    fn open(args: &'a EvaluateArgs, footage: &[Footage]) -> Result<Session<'a>> {
+        let (bundle, warnings) = bundle::read(&args.model)?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        let options = SessionOptions {
+            threads: args.threads,
+        };
+        let classifier = Classifier::open(&bundle, Mode::EarlyExit, options)?;
+        let full = match &args.backbone {
+            Some(path) => Classifier::backbone(path, bundle.input.clone(), bundle.output, options)?,
+            None => Classifier::open(&bundle, Mode::Full, options)?,
+        };
+        if let Some(path) = &args.backbone {
+            same_classes(&classifier, &full, "--backbone", path)?;
+        }
+        for f in footage {
+            f.check_classes(classifier.classes())?;
+        }
+        let compared = match &args.compare {
+            Some(path) => {
+                let compared = Compared::open(path, options)?;
+                same_classes(&classifier, &compared.classifier, "--compare", path)?;
+                Some(compared)
+            }
+            None => None,
+        };
+        let refit = if args.refit {
+            let compare = compared
+                .as_ref()
+                .map(|c| Answers::new(&c.bundle, "--compare"))
+                .transpose()?;
+            Some(Refit::new(Answers::new(&bundle, "--model")?, compare))
+        } else {
+            None
+        };
+        Ok(Session {
+            classifier,
+            full,
+            compared,
+            refit,
+            per_frame: args
+                .per_frame
+                .as_deref()
+                .map(PerFrame::create)
+                .transpose()?,
+            runs: args.runs as usize,
+            cost_known: earlyexit::cost::CostTable::from_bundle(&bundle).is_some(),
+        })
+    }
+
+    /// Counts before the first frame.
+    fn tally(&self) -> Tally {
+        Tally::new(self.classifier.stages(), self.runs, self.cost_known)
+    }
+
+    /// The compared bundle's counts before the first frame.
+    fn comparison(&self) -> Option<Comparison> {
+        self.compared.as_ref().map(Compared::start)
+    }
+
+    /// Runs every frame of `f`, a stream of its own.
+    fn footage<'f>(&mut self, f: &'f Footage) -> Result<FootageReport<'f>> {
+        let mut tally = self.tally();
+        let mut comparison = self.comparison();
+        let bar = progress::bar(
+            &f.short_name(),
+            crate::footage::estimate_frames(f)?.map(|n| n as u64),
+        );
+        // Each footage is a stream of its own: a format-2 gate must not read the previous
+        // footage's last answer.
+        self.classifier.reset_stream();
+        self.full.reset_stream();
+        if let Some(other) = &mut self.compared {
+            other.classifier.reset_stream();
+        }
+        let decoder = Decoder::start(f, Sampling::All)?;
+        let mut chunk: Vec<DecodedFrame> = Vec::new();
+        let mut frames = decoder.frames.iter().peekable();
+        while frames.peek().is_some() {
+            chunk.clear();
+            let mut bytes = 0;
+            while bytes < CHUNK_BYTES {
+                let Some(frame) = frames.next() else { break };
+                bytes += frame.bytes();
+                chunk.push(frame);
+            }
+            let decided = time_chunk(&mut self.classifier, &mut self.full, &chunk, &mut tally)?;
+            for (frame, decided) in chunk.iter().zip(decided) {
+                self.count(f, frame, &decided, &mut tally, comparison.as_mut())?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        drop(frames);
+        decoder.finish()?;
+        bar.finish_and_clear();
+        if let Some(warning) = f.ground_truth_mismatch(tally.frames as usize) {
+            eprintln!("warning: {warning}");
+        }
+        Ok(FootageReport {
+            footage: f,
+            tally,
+            comparison,
+        })
+    }
+
+    /// Counts one frame of `f`, runs it through the compared bundle and the refit, and writes
+    /// its per-frame row.
+    fn count(
+        &mut self,
+        f: &Footage,
+        frame: &DecodedFrame,
+        decided: &Decided,
+        tally: &mut Tally,
+        comparison: Option<&mut Comparison>,
+    ) -> Result<()> {
+        let Decided { ours, full } = decided;
+        let label = f.label(frame.index);
+        let ours_right = tally.count(ours, full, label);
+        if let (Some(other), Some(c)) = (&mut self.compared, comparison) {
+            let d = other.classifier.classify(&frame.frame()).with_context(|| {
+                format!("--compare {}: frame {}", other.path.display(), frame.index)
+            })?;
+            if let (Some(a), Some(b)) = (ours_right, c.tally.count(&d, full, label)) {
+                c.paired.add(a, b);
+            }
+        }
+        if let Some(refit) = &mut self.refit {
+            refit
+                .record(
+                    &mut self.classifier,
+                    self.compared.as_mut().map(|c| &mut c.classifier),
+                    &frame.frame(),
+                    label,
+                    full.class_id,
+                )
+                .with_context(|| format!("--refit: frame {}", frame.index))?;
+        }
+        if let Some(per_frame) = &mut self.per_frame {
+            per_frame.write(f, frame.index, ours)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--per-frame`: one CSV row per frame.
+struct PerFrame<'a> {
+    path: &'a Path,
+    file: BufWriter<File>,
+}
+
+impl<'a> PerFrame<'a> {
+    fn create(path: &'a Path) -> Result<PerFrame<'a>> {
+        let context = || format!("--per-frame {}", path.display());
+        let mut file = BufWriter::new(File::create(path).with_context(context)?);
+        writeln!(file, "footage,frame,stage,class_id,score").with_context(context)?;
+        Ok(PerFrame { path, file })
+    }
+
+    fn write(&mut self, f: &Footage, index: usize, ours: &Decision) -> Result<()> {
+        writeln!(
+            self.file,
+            "{},{},{},{},{}",
+            csv_field(&f.name),
+            index,
+            ours.stage,
+            ours.class_id,
+            ours.score
+        )
+        .with_context(|| format!("--per-frame {}", self.path.display()))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .with_context(|| format!("--per-frame {}", self.path.display()))
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Class ids mean the same only between models with the same classes.
+fn same_classes(ours: &Classifier, theirs: &Classifier, flag: &str, path: &Path) -> Result<()> {
+    if ours.classes() != theirs.classes() {
+        bail!(
+            "{flag} {}: it predicts {} classes, the bundle {}",
+            path.display(),
+            theirs.classes(),
+            ours.classes()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the chunk through the bundle and the full backbone `runs` times, alternating, adding the
+/// time of each run to the tally. Returns the decisions of the first run. Every run continues
+/// the stream from where the previous chunk left it, so that repeats decide the same frames
+/// alike and the next chunk follows on from the first run.
+fn time_chunk(
+    classifier: &mut Classifier,
+    full: &mut Classifier,
+    chunk: &[DecodedFrame],
+    tally: &mut Tally,
+) -> Result<Vec<Decided>> {
+    let mut decided = Vec::with_capacity(chunk.len());
+    let start = (classifier.stream(), full.stream());
+    let mut end = start;
+    for run in 0..tally.bundle_ns.len() {
+        classifier.set_stream(start.0);
+        full.set_stream(start.1);
+        let ours = classify_all(classifier, chunk, &mut tally.bundle_ns[run])?;
+        let theirs = classify_all(full, chunk, &mut tally.full_ns[run])?;
+        if run == 0 {
+            decided = ours
+                .into_iter()
+                .zip(theirs)
+                .map(|(ours, full)| Decided { ours, full })
+                .collect();
+            end = (classifier.stream(), full.stream());
+        }
+    }
+    classifier.set_stream(end.0);
+    full.set_stream(end.1);
+    Ok(decided)
+}
+
+fn classify_all(
+    classifier: &mut Classifier,
+    chunk: &[DecodedFrame],
+    ns: &mut u64,
+) -> Result<Vec<Decision>> {
+    chunk
+        .iter()
+        .map(|frame| {
+            let d = classifier
+                .classify(&frame.frame())
+                .with_context(|| format!("frame {}", frame.index))?;
+            *ns += d.inference_ns;
+            Ok(d)
+        })
+        .collect()
+}

@@ -1,0 +1,279 @@
+//! The search's domain: what it is asked ([`Settings`], [`Goal`]), what it knows before
+//! choosing ([`Problem`]: the backbone, its candidate cuts, the frames split for their roles,
+//! and how structures are costed), and what a strategy chooses ([`Choice`]). Plain data and
+//! the small rules that go with it; no command line and no report text.
+
+use std::ops::Range;
+
+use anyhow::{Context, Result, bail};
+use earlyexit::bundle::Promise;
+use earlyexit::cost::CostTable;
+use earlyexit::gate::{Gate, GateWeights};
+use earlyexit::rule::Metric;
+use earlyexit_graph::heads::build_head;
+use earlyexit_graph::{CutPoint, Graph};
+
+use crate::features::{Extractor, FeatureTable};
+use crate::footage::{Footage, Sampling, estimate_frames};
+use crate::goal::Goal;
+use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
+use crate::latency::Latency;
+use crate::simulate::{Simulation, share_alike};
+
+/// The share of each footage held out, at its end, when no held-out footage is given.
+const HOLDOUT_SHARE: f64 = 0.2;
+
+/// How exits are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The first version's rule: exits spread evenly by MACs, GAP → Linear heads.
+    Even,
+    /// Positions, heads and exit rules searched with NSGA-II and certified.
+    Nas,
+}
+
+/// What structures are compared by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostKind {
+    /// Multiply-accumulates.
+    Macs,
+    /// Time measured with ONNX Runtime on this machine.
+    Latency,
+}
+
+/// How the search runs: the choices a user makes, free of how they were given.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub strategy: Strategy,
+    pub cost: CostKind,
+    /// Format 2: patient rules and learned gates may decide at exits.
+    pub gates: bool,
+    /// Same inputs and seed, same bundle.
+    pub seed: u64,
+    /// Confidence of the promise.
+    pub confidence: f64,
+    /// With [`Strategy::Nas`]: exit structures scored at most, each at every threshold level.
+    pub budget: usize,
+    /// With [`Strategy::Nas`]: candidate positions kept after saliency pruning.
+    pub candidates: usize,
+    /// With [`Strategy::Even`]: the number of exits.
+    pub exits: usize,
+    /// Frames used at most, in all, taken evenly from each footage.
+    pub max_frames: Option<usize>,
+}
+
+/// Frames, split for their roles.
+pub struct Frames {
+    /// Heads are trained on these.
+    pub train: FeatureTable,
+    /// Thresholds are calibrated and structures compared on these.
+    pub held: FeatureTable,
+    /// Each footage's frames within `held`, in time order.
+    pub held_ranges: Vec<Range<usize>>,
+    /// Ground truth of every training frame, when all have it.
+    pub train_labels: Option<Vec<u32>>,
+    /// With ground truth: half the label, half the backbone's probabilities, per frame.
+    pub blended: Option<Vec<f32>>,
+}
+
+impl Frames {
+    /// Extracts every footage into training and held-out frames: `holdout` is held out whole;
+    /// without it, the end of each footage is. At most `max_frames` in all.
+    pub fn extract(
+        extractor: &mut Extractor,
+        footage: &[Footage],
+        holdout: &[Footage],
+        max_frames: Option<usize>,
+    ) -> Result<Frames> {
+        let per_footage = max_frames.map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
+        let mut train = FeatureTable::default();
+        let mut held = FeatureTable::default();
+        let mut held_ranges = Vec::new();
+        let mut add_held = |held: &mut FeatureTable, part: FeatureTable| {
+            let start = held.frames();
+            held_ranges.push(start..start + part.frames());
+            held.extend(part);
+        };
+        let all = footage
+            .iter()
+            .map(|f| (f, false))
+            .chain(holdout.iter().map(|f| (f, true)));
+        for (f, is_holdout) in all {
+            let total = estimate_frames(f)?;
+            let sampling = per_footage.map_or(Sampling::All, |b| Sampling::at_most(b, total));
+            let table = extractor.extract(f, total, sampling)?;
+            if is_holdout {
+                add_held(&mut held, table);
+            } else if holdout.is_empty() {
+                // Neighbouring frames are near copies: hold out the end in time, not a random
+                // share.
+                let n = table.frames();
+                let split = ((n as f64) * (1.0 - HOLDOUT_SHARE)).round() as usize;
+                let split = split.clamp(1, n);
+                add_held(&mut held, table.slice(split..n));
+                train.extend(table.slice(0..split));
+            } else {
+                train.extend(table);
+            }
+        }
+        if train.frames() == 0 || held.frames() == 0 {
+            bail!(
+                "too few frames: {} to train and {} held out",
+                train.frames(),
+                held.frames()
+            );
+        }
+        let train_labels = train.all_labels();
+        let blended = train_labels.as_ref().map(|labels| {
+            let mut p: Vec<f32> = train.soft.iter().map(|v| 0.5 * v).collect();
+            for (row, &l) in p.chunks_exact_mut(train.classes).zip(labels) {
+                if let Some(v) = row.get_mut(l as usize) {
+                    *v += 0.5;
+                }
+            }
+            p
+        });
+        Ok(Frames {
+            train,
+            held,
+            held_ranges,
+            train_labels,
+            blended,
+        })
+    }
+
+    /// The full backbone's accuracy on the held-out frames, when every one has ground truth.
+    pub fn backbone_accuracy(&self) -> Option<f64> {
+        self.held
+            .all_labels()
+            .map(|labels| share_alike(&labels, &self.held.teacher))
+    }
+
+    /// What heads learn: the ground truth when every training frame has it, else the
+    /// backbone's answers, as classes or, when `distill`, as probabilities. With ground truth
+    /// and `distill`, a blend of both: a head that also learns where the backbone hesitates
+    /// agrees with it more often.
+    pub fn targets(&self, distill: bool) -> Targets<'_> {
+        match (&self.train_labels, &self.blended, distill) {
+            (Some(_), Some(blended), true) => Targets::Soft(blended),
+            (Some(labels), _, _) => Targets::Hard(labels),
+            (None, _, true) => Targets::Soft(&self.train.soft),
+            (None, _, false) => Targets::Hard(&self.train.teacher),
+        }
+    }
+}
+
+/// What the search knows before choosing.
+pub struct Problem<'a> {
+    pub settings: Settings,
+    pub graph: &'a Graph,
+    pub goal: Goal,
+    pub candidates: Vec<CutPoint>,
+    pub total_macs: u64,
+    pub classes: usize,
+    pub frames: Frames,
+    /// Measured times with [`CostKind::Latency`]; structures are costed by MACs without.
+    pub latency: Option<Latency>,
+}
+
+impl Problem<'_> {
+    /// The cost table of a structure cut at `cuts` (candidates, in order) with exit heads of
+    /// cost `heads` (one per stage, 0 for the last): MACs, or measured nanoseconds against the
+    /// uncut backbone's.
+    pub fn cost_table(&self, cuts: &[&CutPoint], heads: Vec<u64>) -> Result<CostTable> {
+        match &self.latency {
+            Some(l) => CostTable::with_backbone(l.segments(cuts)?, heads, l.backbone())
+                .context("the backbone took no measurable time"),
+            None => CostTable::new(self.segment_macs(cuts), heads)
+                .context("the backbone counts no MACs, so cost cannot be measured"),
+        }
+    }
+
+    /// The cost of `head` trained at candidate `candidate`, in the unit of [`Self::cost_table`].
+    pub fn head_cost(&self, candidate: usize, head: &TrainedHead) -> Result<u64> {
+        match &self.latency {
+            Some(l) => l.head(candidate, head),
+            None => self.head_macs(&self.candidates[candidate], head),
+        }
+    }
+
+    /// The share of the backbone's cost spent before candidate `candidate`.
+    pub fn share_before(&self, candidate: usize) -> f64 {
+        match &self.latency {
+            Some(l) => l.before(candidate) as f64 / l.backbone() as f64,
+            None => self.candidates[candidate].macs_before as f64 / self.total_macs as f64,
+        }
+    }
+
+    /// The share of the backbone's MACs computed before candidate `candidate`.
+    pub fn macs_share_before(&self, candidate: usize) -> f64 {
+        self.candidates[candidate].macs_before as f64 / self.total_macs as f64
+    }
+
+    /// Trains a head of `kind` on candidate `cut` (an index into the candidates), on soft
+    /// targets when `distill` and there is no ground truth.
+    pub fn train_head(
+        &self,
+        cut: usize,
+        kind: HeadKind,
+        distill: bool,
+        training: &Training,
+    ) -> Result<TrainedHead> {
+        let (x, d) = self.frames.train.column(cut, kind.pool_index());
+        let targets = self.frames.targets(distill);
+        train(kind, x, d, targets, self.classes, training)
+    }
+
+    /// Whether heads learn the backbone's probabilities (the exit search) or its classes.
+    pub fn distills(&self) -> bool {
+        self.settings.strategy == Strategy::Nas
+    }
+
+    /// The MACs of a trained head placed at `cut`.
+    fn head_macs(&self, cut: &CutPoint, head: &TrainedHead) -> Result<u64> {
+        Ok(build_head(&head.spec(), &cut.shape, self.classes, self.graph.opset())?.macs)
+    }
+
+    /// MACs of each segment when the backbone is cut at `cuts` (in order).
+    fn segment_macs(&self, cuts: &[&CutPoint]) -> Vec<u64> {
+        let mut bounds: Vec<u64> = cuts.iter().map(|c| c.macs_before).collect();
+        bounds.push(self.total_macs);
+        let mut previous = 0;
+        bounds
+            .into_iter()
+            .map(|b| {
+                let m = b - previous;
+                previous = b;
+                m
+            })
+            .collect()
+    }
+}
+
+/// One exit of the chosen structure.
+pub struct ChosenExit {
+    pub cut: CutPoint,
+    pub head: TrainedHead,
+    pub threshold: f64,
+}
+
+/// Learned gates of a chosen structure (format 2): the inputs, and each exit's weights. The
+/// exits' thresholds are then on the gate's probability.
+pub struct ChosenGates {
+    pub gate: Gate,
+    pub weights: Vec<GateWeights>,
+}
+
+/// The chosen structure and what is known of it.
+pub struct Choice {
+    pub exits: Vec<ChosenExit>,
+    pub metric: Metric,
+    pub gates: Option<ChosenGates>,
+    pub promise: Option<Promise>,
+    /// No configuration tried certified the target: the promise is the bound the chosen one
+    /// did certify.
+    pub uncertified: bool,
+    /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
+    /// footage reproduces.
+    pub held: Simulation,
+}

@@ -1,0 +1,203 @@
+//! `report.md` and `pareto.svg`, written beside the bundle: the search's data rendered, and the
+//! only place its prose is written.
+
+mod figure;
+mod latency;
+pub mod plot;
+mod selection;
+mod text;
+
+use std::fmt::Write;
+use std::path::Path;
+
+use earlyexit::bundle::{Bundle, Measure};
+
+use self::text::{inputs_list, pct};
+use crate::heads::Targets;
+use crate::latency::StructureTimes;
+use crate::problem::{Choice, CostKind, Problem};
+use crate::select::Findings;
+
+/// What the report says about a search.
+pub struct Summary<'a> {
+    pub backbone: &'a Path,
+    pub bundle: &'a Bundle,
+    pub problem: &'a Problem<'a>,
+    pub choice: &'a Choice,
+    /// What the exit search found on its way (`--strategy nas`).
+    pub findings: Option<&'a Findings>,
+    /// With `--cost latency`: the chosen structure's measured times.
+    pub latency: Option<StructureTimes>,
+}
+
+/// The report's Markdown.
+pub fn markdown(s: &Summary) -> String {
+    let mut r = String::new();
+    header(&mut r, s);
+    structure(&mut r, s);
+    held_out(&mut r, s);
+    if let (Some(latency), Some(times)) = (&s.problem.latency, &s.latency) {
+        latency::section(&mut r, latency, times, s.choice);
+    }
+    if let Some(findings) = s.findings {
+        let _ = writeln!(r, "\n![Pareto front]({})\n\n{}", plot::FILE, plot::CAPTION);
+        selection::sections(&mut r, s.problem, findings);
+    }
+    r
+}
+
+/// `pareto.svg`, when the strategy searched a front.
+pub fn pareto_svg(problem: &Problem, findings: &Findings) -> String {
+    plot::pareto_svg(&figure::figure(problem, findings))
+}
+
+/// The backbone, the frames, the target, the cost and the exit rule.
+fn header(r: &mut String, s: &Summary) {
+    let problem = s.problem;
+    let frames = &problem.frames;
+    let _ = writeln!(r, "# Exit bundle report\n");
+    let _ = writeln!(r, "- Backbone: `{}`", s.backbone.display());
+    let trained_on = match frames.targets(problem.distills()) {
+        Targets::Hard(_) if frames.train_labels.is_some() => "ground truth",
+        Targets::Soft(_) if frames.train_labels.is_some() => {
+            "ground truth blended with the backbone's probabilities"
+        }
+        Targets::Hard(_) => "the backbone's answers",
+        Targets::Soft(_) => "the backbone's probabilities (distillation)",
+    };
+    let _ = writeln!(
+        r,
+        "- Frames: {} to train heads (on {trained_on}), {} held out to calibrate thresholds",
+        frames.train.frames(),
+        frames.held.frames()
+    );
+    let goal = &problem.goal;
+    match (goal.measure, goal.max_loss) {
+        (_, Some(loss)) => writeln!(
+            r,
+            "- Target: accuracy at most {loss} below the full backbone's on the same held-out frames"
+        ),
+        (Measure::Agreement, None) => writeln!(
+            r,
+            "- Target: agreement with the full backbone ≥ {} on held-out frames",
+            goal.target
+        ),
+        (Measure::Accuracy, None) => {
+            writeln!(r, "- Target: accuracy ≥ {} on held-out frames", goal.target)
+        }
+    }
+    .ok();
+    let _ = writeln!(
+        r,
+        "- Cost searched on: {}",
+        match problem.settings.cost {
+            CostKind::Macs => "MACs (`--cost macs`)",
+            CostKind::Latency =>
+                "measured latency with ONNX Runtime on this machine (`--cost latency`)",
+        }
+    );
+    let metric = s.bundle.metric.word();
+    let _ = match &s.bundle.gate {
+        Some(gate) => writeln!(
+            r,
+            "- Exit rule: a gate per exit over {} (format `earlyexit/2`), its probability against the threshold; scores use the metric `{metric}`\n",
+            inputs_list(&gate.inputs)
+        ),
+        None => writeln!(r, "- Exit metric: `{metric}`\n"),
+    };
+}
+
+/// Every stage of the bundle: where it is cut, its head and threshold, and the held-out frames
+/// that leave there.
+fn structure(r: &mut String, s: &Summary) {
+    let _ = writeln!(r, "## Structure\n");
+    let _ = writeln!(
+        r,
+        "| stage | cut after | head | MACs before | exit threshold | frames leaving (held out) | agreement there | accuracy there |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
+    let h = &s.choice.held;
+    let labeled = s.problem.frames.backbone_accuracy().is_some();
+    for (k, stage) in s.bundle.stages.iter().enumerate() {
+        let (cut, head, share) = s.choice.exits.get(k).map_or(
+            (
+                "(backbone output)".to_owned(),
+                "-".to_owned(),
+                "100%".to_owned(),
+            ),
+            |e| {
+                (
+                    format!("`{}`", e.cut.tensor),
+                    e.head.describe(),
+                    pct(e.cut.macs_before as f64 / s.problem.total_macs as f64),
+                )
+            },
+        );
+        let threshold = stage
+            .exit
+            .as_ref()
+            .map_or("-".to_owned(), |e| format!("{:.6}", e.threshold));
+        let rate = |n: usize| {
+            if h.exits[k] == 0 {
+                "-".to_owned()
+            } else {
+                pct(n as f64 / h.exits[k] as f64)
+            }
+        };
+        let _ = writeln!(
+            r,
+            "| {k} | {cut} | {head} | {share} | {threshold} | {} ({}) | {} | {} |",
+            h.exits[k],
+            pct(h.exits[k] as f64 / h.frames.max(1) as f64),
+            rate(h.agree[k]),
+            if labeled {
+                rate(h.correct[k])
+            } else {
+                "-".into()
+            },
+        );
+    }
+}
+
+/// The bundle against the full backbone on all held-out frames, and its promise.
+fn held_out(r: &mut String, s: &Summary) {
+    let h = &s.choice.held;
+    let backbone_accuracy = s.problem.frames.backbone_accuracy();
+    let _ = writeln!(r, "\n## On the held-out frames\n");
+    let _ = writeln!(r, "| | agreement | accuracy | mean cost |");
+    let _ = writeln!(r, "|---|---|---|---|");
+    let acc = |x: Option<f64>| x.map_or("-".to_owned(), pct);
+    let _ = writeln!(
+        r,
+        "| full backbone | 100.00% | {} | 1.000 |",
+        acc(backbone_accuracy)
+    );
+    let _ = writeln!(
+        r,
+        "| this bundle | {} | {} | {:.3} |",
+        pct(h.agreement()),
+        acc(backbone_accuracy.map(|_| h.accuracy())),
+        h.mean_cost
+    );
+    if let Some(p) = &s.bundle.promise {
+        let measure = match p.measure {
+            Measure::Agreement => "agreement with the full backbone",
+            Measure::Accuracy => "accuracy",
+        };
+        let _ = writeln!(
+            r,
+            "\n**Promise:** {measure} ≥ {} with {:.0}% confidence, certified on {} held-out frames that nothing was fitted on.",
+            p.target,
+            100.0 * p.confidence,
+            p.frames
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\nCost is {}; a frame that reaches the last stage also paid for every head.",
+        match s.problem.settings.cost {
+            CostKind::Macs => "MACs used / backbone MACs",
+            CostKind::Latency => "measured time / the uncut backbone's measured time",
+        }
+    );
+}
