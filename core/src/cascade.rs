@@ -72,7 +72,7 @@ impl Cascade {
         options: SessionOptions,
     ) -> Result<Cascade, LoadError> {
         // The reader checked these, but bundles built in code come here directly.
-        bundle.check_gates()?;
+        bundle.check()?;
         let stages = bundle
             .stages
             .iter()

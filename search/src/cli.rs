@@ -131,9 +131,10 @@ pub struct SearchArgs {
     /// Confidence of the promise written into the bundle.
     #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
-    /// Bundle format to write: 1 is read by every tool; 2 lets `--strategy nas` add learned exit
-    /// gates (over each exit's metric values, agreement with the previous exit and with the
-    /// last frame's answer) when they certify better.
+    /// Bundle format to write: 1 is read by every tool; 2 lets `--strategy nas` also try the
+    /// exit metrics format 1 does not name, patient rules, and learned exit gates (over each
+    /// exit's metric values, agreement with the previous exit and with the last frame's answer),
+    /// and keep them when they certify better.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub format: u8,
     /// Same inputs and seed, same bundle.

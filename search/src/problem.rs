@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
-use earlyexit::bundle::Promise;
+use earlyexit::bundle::{Format, Promise};
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{Gate, GateWeights};
 use earlyexit::rule::Metric;
@@ -46,8 +46,9 @@ pub enum CostKind {
 pub struct Settings {
     pub strategy: Strategy,
     pub cost: CostKind,
-    /// Format 2: patient rules and learned gates may decide at exits.
-    pub gates: bool,
+    /// The bundle format the search may write: format 2 lets patient rules, learned gates and
+    /// the metrics added after format 1 decide at exits.
+    pub format: Format,
     /// Same inputs and seed, same bundle.
     pub seed: u64,
     /// Confidence of the promise.
@@ -222,6 +223,11 @@ impl Problem<'_> {
         let (x, d) = self.frames.train.column(cut, kind.pool_index());
         let targets = self.frames.targets(distill);
         train(kind, x, d, targets, self.classes, training)
+    }
+
+    /// Whether gates (patient rules, learned gates) may decide at exits: format 2.
+    pub fn gates(&self) -> bool {
+        self.settings.format != Format::V1
     }
 
     /// Whether heads learn the backbone's probabilities (the exit search) or its classes.

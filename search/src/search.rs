@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use earlyexit::SessionOptions;
-use earlyexit::bundle::{self, File, Labels, Measure};
+use earlyexit::bundle::{self, File, Format, Labels, Measure};
 use earlyexit::rule::Output;
 use earlyexit_graph::{CutPoint, Graph};
 
@@ -168,7 +168,11 @@ fn settings(args: &SearchArgs) -> Settings {
             CostArg::Macs => CostKind::Macs,
             CostArg::Latency => CostKind::Latency,
         },
-        gates: args.format >= 2,
+        format: if args.format >= 2 {
+            Format::V2
+        } else {
+            Format::V1
+        },
         seed: args.seed,
         confidence: args.confidence,
         budget: args.budget,

@@ -6,9 +6,26 @@ use super::types::{Bundle, Format};
 use super::words::Word;
 
 impl Bundle {
+    /// Checks the rules that tie keys together: the metric is one the format names, and the
+    /// gate rules ([`Bundle::check_gates`]). The reader calls it, and so does loading, for
+    /// bundles built in code.
+    pub fn check(&self) -> Result<(), BundleError> {
+        if !self.format.metrics().contains(&self.metric) {
+            return Err(BundleError {
+                file: self.file.clone(),
+                key: "metric".into(),
+                message: format!(
+                    "'{}' needs format: {}",
+                    self.metric.word(),
+                    Format::V2.word()
+                ),
+            });
+        }
+        self.check_gates()
+    }
+
     /// Checks the gate rules that tie keys together: gates need format 2, every exit has a
-    /// gate exactly when the bundle has one, one finite weight per input, no input twice. The
-    /// reader calls it, and so does loading, for bundles built in code.
+    /// gate exactly when the bundle has one, one finite weight per input, no input twice.
     pub fn check_gates(&self) -> Result<(), BundleError> {
         let fail = |key: String, message: String| {
             Err(BundleError {

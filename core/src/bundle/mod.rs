@@ -294,8 +294,18 @@ stages:
     #[test]
     fn gate_errors_name_the_key() {
         let e = error(&VALID_V2.replace("max-prob, entropy", "max-prob, confidence"));
+        // Every input is offered, in the order the format lists them: each metric, then the
+        // two agreements.
+        let words: Vec<&str> = GateInput::ALL.iter().map(|i| i.word()).collect();
         assert!(
-            e.contains("gate.inputs[2]: 'confidence' is not one of max-prob, margin, entropy, agrees-previous-exit, agrees-last-frame"),
+            words.starts_with(&["max-prob", "margin", "entropy"])
+                && words.ends_with(&["agrees-previous-exit", "agrees-last-frame"])
+        );
+        assert!(
+            e.contains(&format!(
+                "gate.inputs[2]: 'confidence' is not one of {}",
+                words.join(", ")
+            )),
             "{e}"
         );
         let e = error(&VALID_V2.replace("entropy, agrees-previous-exit", "entropy, max-prob"));
@@ -363,6 +373,32 @@ stages:
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_metric_added_after_format_1_needs_format_2() {
+        let later = Metric::ALL
+            .into_iter()
+            .filter(|m| !Format::V1.metrics().contains(m));
+        let mut checked = 0;
+        for metric in later {
+            let yaml = VALID.replace("metric: entropy", &format!("metric: {}", metric.word()));
+            let e = error(&yaml);
+            assert!(
+                e.contains(&format!(
+                    "metric: '{}' needs format: earlyexit/2",
+                    metric.word()
+                )),
+                "{e}"
+            );
+            let dir = folder(&yaml.replace("earlyexit/1", "earlyexit/2"));
+            let (b, _) = read(dir.path()).unwrap();
+            assert_eq!(b.metric, metric);
+            checked += 1;
+        }
+        // Format 1's own metrics stay format 1's.
+        assert_eq!(Format::V1.metrics().len() + checked, Metric::COUNT);
+        assert_eq!(Format::V2.metrics(), Metric::ALL);
     }
 
     #[test]

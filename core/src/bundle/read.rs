@@ -220,7 +220,7 @@ impl Reader {
             stages,
             output,
         };
-        bundle.check_gates()?;
+        bundle.check()?;
         Ok(bundle)
     }
 

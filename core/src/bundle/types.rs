@@ -19,6 +19,18 @@ pub enum Format {
     V2,
 }
 
+impl Format {
+    /// The metrics a bundle of this format may name: format 1 the three of
+    /// `docs/spec/bundle-v1.md`, so that every reader of format 1 takes its bundles; format 2
+    /// every metric.
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            Format::V1 => &[Metric::MaxProb, Metric::Margin, Metric::Entropy],
+            Format::V2 => &Metric::ALL,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
     Agreement,

@@ -118,11 +118,10 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
             labels: labels.as_deref(),
         },
     };
-    // Patient rules are gates: format 2 only.
     let searched_family = Family {
         positions: trained.kept.clone(),
         kinds: HeadKind::ALL.to_vec(),
-        rules: Rule::all(settings.gates),
+        rules: Rule::all(settings.format),
     };
     let budget = settings.budget.max(30);
     let searched = search_and_certify(
@@ -131,10 +130,10 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
         budget,
         settings.seed,
         settings.confidence,
-        CERTIFY_TRIES - usize::from(settings.gates),
+        CERTIFY_TRIES - usize::from(problem.gates()),
     );
     let found = patient_as_gate(&zoo, searched.found.clone());
-    let (found, stream_blind, gates) = if settings.gates {
+    let (found, stream_blind, gates) = if problem.gates() {
         let gating = gate(&zoo, found, settings.seed, settings.confidence)?;
         (gating.found, gating.stream_blind, Some(gating.findings))
     } else {

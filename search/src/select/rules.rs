@@ -2,6 +2,7 @@
 //! threshold levels each exit is tried at.
 
 use anyhow::Result;
+use earlyexit::bundle::Format;
 use earlyexit::rule::Metric;
 
 use crate::goal::Goal;
@@ -24,21 +25,26 @@ impl Rule {
         patience: Patience::None,
     };
 
-    /// The rules tried: every metric alone and, when `patient` rules may be written (format 2),
-    /// every metric at every patience.
-    pub fn all(patient: bool) -> Vec<Rule> {
-        let patience: &[Patience] = if patient {
-            &Patience::ALL
-        } else {
-            &Patience::ALL[..1]
+    /// The rules a bundle of `format` can write: each metric it names alone and, in format 2,
+    /// where patient rules are written as gates, each at every patience.
+    pub fn all(format: Format) -> Vec<Rule> {
+        let patience: &[Patience] = match format {
+            Format::V1 => &Patience::ALL[..1],
+            Format::V2 => &Patience::ALL,
         };
         patience
             .iter()
-            .flat_map(|&patience| Metric::ALL.map(|metric| Rule { metric, patience }))
+            .flat_map(|&patience| {
+                format
+                    .metrics()
+                    .iter()
+                    .map(move |&metric| Rule { metric, patience })
+            })
             .collect()
     }
 
-    /// The rule's place among [`Rule::all`]`(true)`: each rule's search is seeded apart by it.
+    /// The rule's place among every rule (each metric at each patience): each rule's search is
+    /// seeded apart by it.
     pub fn ordinal(self) -> usize {
         let patience = Patience::ALL
             .iter()
@@ -101,11 +107,23 @@ mod tests {
 
     #[test]
     fn every_rule_has_its_own_ordinal_and_plain_rules_come_first() {
-        let all = Rule::all(true);
+        let all = Rule::all(Format::V2);
         assert_eq!(all.len(), Metric::COUNT * Patience::ALL.len());
         let ordinals: Vec<usize> = all.iter().map(|r| r.ordinal()).collect();
         assert_eq!(ordinals, (0..all.len()).collect::<Vec<_>>());
-        assert_eq!(Rule::all(false), all[..Metric::COUNT]);
         assert_eq!(all[0], Rule::PLAIN);
+    }
+
+    #[test]
+    fn format_1_tries_its_own_metrics_alone() {
+        let plain = Rule::all(Format::V1);
+        let metrics: Vec<Metric> = plain.iter().map(|r| r.metric).collect();
+        assert_eq!(metrics, Format::V1.metrics());
+        assert!(plain.iter().all(|r| r.patience == Patience::None));
+        // Format 1's metrics come first in every list, so format-1 searches keep their seeds.
+        assert_eq!(
+            plain.iter().map(|r| r.ordinal()).collect::<Vec<_>>(),
+            (0..plain.len()).collect::<Vec<_>>()
+        );
     }
 }
