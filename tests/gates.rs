@@ -1,12 +1,14 @@
 //! Format-2 bundles through the element: a gate that reads the previous frame's answer decides
 //! as the core's `Classifier` does over the same frames, and the element forgets that answer on
-//! a DISCONT buffer, a flush, a new segment and a new stream.
+//! a DISCONT buffer, a flush, a new segment and a new stream; and a bundle deciding by any exit
+//! metric, format 2's included, decides in the element as in the core.
 
 use earlyexit_testkit::cut;
 
 use std::path::{Path, PathBuf};
 
 use earlyexit::gate::GateInput;
+use earlyexit::rule::{Metric, Signals};
 use earlyexit::{Classifier, Frame, Mode, PixelFormat, SessionOptions, bundle};
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -35,30 +37,37 @@ fn classifier(file: &Path) -> Classifier {
     Classifier::open(&b, Mode::EarlyExit, SessionOptions::default()).unwrap()
 }
 
-/// The core's view of a buffer of `info`'s format.
+/// Runs `f` on the core's view of a buffer of `info`'s format.
+fn with_frame<R>(
+    buf: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+    f: impl FnOnce(&Frame) -> R,
+) -> R {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
+    let format = PixelFormat::from_name(frame.format().to_str()).unwrap();
+    let stride = usize::try_from(frame.plane_stride()[0]).unwrap();
+    let data = frame.plane_data(0).unwrap();
+    f(&Frame::new(format, frame.width(), frame.height(), stride, data).unwrap())
+}
+
+/// The core's decision on a buffer of `info`'s format: (stage, class id).
 fn classify_buffer(
     c: &mut Classifier,
     buf: &gst::BufferRef,
     info: &gst_video::VideoInfo,
 ) -> (u32, i32) {
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
-    let format = PixelFormat::from_name(frame.format().to_str()).unwrap();
-    let stride = usize::try_from(frame.plane_stride()[0]).unwrap();
-    let data = frame.plane_data(0).unwrap();
-    let input = Frame::new(format, frame.width(), frame.height(), stride, data).unwrap();
-    let d = c.classify(&input).unwrap();
+    let d = with_frame(buf, info, |frame| c.classify(frame).unwrap());
     (d.stage as u32, d.class_id as i32)
 }
 
-#[test]
-fn a_last_frame_gate_decides_on_footage_as_the_core_does() {
-    const FRAMES: usize = 400;
+/// The first `frames` frames of `clip` through `filesrc ! decodebin ! videoconvert ! earlyexit
+/// model=FILE ! appsink`, as the appsink got them.
+fn element_samples(clip: &Path, file: &Path, frames: usize) -> Vec<gst::Sample> {
     init();
-    let (_tmp, file) = last_frame_bundle();
     let desc = format!(
         "filesrc location={} ! decodebin ! videoconvert ! earlyexit name=ee model={} threads=1 \
          ! appsink name=sink sync=false",
-        footage("fmnist-test-a-5k.mkv").display(),
+        clip.display(),
         file.display()
     );
     let pipeline = gst::parse::launch(&desc)
@@ -66,7 +75,7 @@ fn a_last_frame_gate_decides_on_footage_as_the_core_does() {
         .downcast::<gst::Pipeline>()
         .unwrap();
     let ee = pipeline.by_name("ee").unwrap();
-    end_after(&ee.static_pad("sink").unwrap(), FRAMES);
+    end_after(&ee.static_pad("sink").unwrap(), frames);
     let sink = pipeline
         .by_name("sink")
         .unwrap()
@@ -83,7 +92,15 @@ fn a_last_frame_gate_decides_on_footage_as_the_core_does() {
         .pop_filtered(&[gst::MessageType::Error]);
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(error.is_none(), "{error:?}");
-    assert_eq!(samples.len(), FRAMES);
+    assert_eq!(samples.len(), frames);
+    samples
+}
+
+#[test]
+fn a_last_frame_gate_decides_on_footage_as_the_core_does() {
+    const FRAMES: usize = 400;
+    let (_tmp, file) = last_frame_bundle();
+    let samples = element_samples(&footage("fmnist-test-a-5k.mkv"), &file, FRAMES);
 
     // The element passes frames through unchanged, so the core can run on what it saw,
     // forgetting the last answer where the element must (DISCONT buffers).
@@ -181,4 +198,57 @@ fn discont_flush_segment_stream_start_and_gap_forget_the_last_frame() {
     assert!(h.push_event(gst::event::Gap::builder(gst::ClockTime::ZERO).build()));
     assert_eq!(push(&mut h, false), fresh, "gap");
     assert_eq!(push(&mut h, false), following);
+}
+
+/// Every exit metric, in a bundle of the first format that names it, decides every frame in
+/// the element as the core does, with thresholds that send frames out at more than one stage.
+#[test]
+fn every_metric_decides_in_the_element_as_in_the_core() {
+    const FRAMES: usize = 120;
+    let clip = footage("fmnist-test-a-5k.mkv");
+    let tmp = tempfile::tempdir().unwrap();
+    // Every exit's signals on the first frames, as the element sees them.
+    let probe = cut::write_bundle(
+        &tmp.path().join("probe"),
+        &cut::valid_bundle(cut::THRESHOLDS),
+    );
+    let mut c = classifier(&probe);
+    let mut signals = Vec::new();
+    let all: Vec<Vec<Signals>> = element_samples(&clip, &probe, FRAMES)
+        .iter()
+        .map(|sample| {
+            let buf = sample.buffer().unwrap();
+            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+            with_frame(buf, &info, |frame| {
+                c.every_exit(frame, &mut signals).unwrap()
+            });
+            signals.iter().map(|s| s.unwrap()).collect()
+        })
+        .collect();
+    for metric in Metric::ALL {
+        // Thresholds at the median of each exit's scores.
+        let thresholds = [0, 1].map(|exit| {
+            let mut scores: Vec<f64> = all.iter().map(|s| s[exit].score(metric)).collect();
+            scores.sort_by(f64::total_cmp);
+            scores[scores.len() / 2]
+        });
+        let mut b = cut::valid_bundle(thresholds);
+        b.metric = metric;
+        b.format = bundle::Format::naming(metric);
+        let file = cut::write_bundle(&tmp.path().join(metric.word()), &b);
+        let mut core = classifier(&file);
+        let mut stages = std::collections::BTreeSet::new();
+        for (i, sample) in element_samples(&clip, &file, FRAMES).iter().enumerate() {
+            let buf = sample.buffer().unwrap();
+            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+            let want = classify_buffer(&mut core, buf, &info);
+            let meta = EarlyExitInfo::from_buffer(buf).unwrap();
+            assert_eq!((meta.stage, meta.class_id), want, "{metric:?}, frame {i}");
+            stages.insert(meta.stage);
+        }
+        assert!(
+            stages.len() > 1,
+            "{metric:?}: every frame left at {stages:?}"
+        );
+    }
 }

@@ -4,7 +4,7 @@ use earlyexit_testkit::cut;
 
 use earlyexit::bundle;
 use earlyexit::gate::GateInput;
-use earlyexit::rule::{Metric, Signals};
+use earlyexit::rule::{FrameWalk, Metric, MetricThreshold, Signals};
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
 use earlyexit_testkit::cut::{
     SEGMENT_MACS, agreement_gate, gated_bundle, parts, valid_dir, write_bundle,
@@ -307,4 +307,56 @@ fn every_exit_answers_as_the_cascade_would_wherever_the_frame_left() {
         left_at.insert(d.stage);
     }
     assert_eq!(left_at.len(), 3, "the images left only at {left_at:?}");
+}
+
+/// Every metric runs in the cascade, in a bundle of the first format that names it: with each
+/// exit's threshold at the median of its scores under the metric, every frame leaves where the
+/// walk of the exit rule, replayed on every exit's signals, says, with that stage's class and
+/// the metric's score.
+#[test]
+fn every_metric_leaves_where_its_rule_says() {
+    let frames = reference_frames();
+    let (_tmp, dir) = valid_dir(cut::THRESHOLDS);
+    let mut probe = open(&dir, Mode::EarlyExit);
+    let mut signals = Vec::new();
+    let all: Vec<Vec<Signals>> = frames
+        .iter()
+        .map(|pixels| {
+            let frame = Frame::new(PixelFormat::Gray8, 28, 28, 28, pixels).unwrap();
+            probe.every_exit(&frame, &mut signals).unwrap();
+            signals.iter().map(|s| s.unwrap()).collect()
+        })
+        .collect();
+    for metric in Metric::ALL {
+        let median = |exit: usize| {
+            let mut scores: Vec<f64> = all.iter().map(|s| s[exit].score(metric)).collect();
+            scores.sort_by(f64::total_cmp);
+            scores[scores.len() / 2]
+        };
+        let thresholds = [median(0), median(1)];
+        let mut b = cut::valid_bundle(thresholds);
+        b.metric = metric;
+        b.format = bundle::Format::naming(metric);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundle");
+        write_bundle(&dir, &b);
+        let mut c = open(&dir, Mode::EarlyExit);
+        let mut left_at = std::collections::BTreeSet::new();
+        for (i, (pixels, signals)) in frames.iter().zip(&all).enumerate() {
+            let exits = signals[..2]
+                .iter()
+                .zip(thresholds)
+                .map(|(s, threshold)| (*s, MetricThreshold { metric, threshold }));
+            let (stage, at) = FrameWalk::first_exit(None, exits).unwrap_or((2, signals[2]));
+            let d = classify(&mut c, pixels);
+            assert_eq!(
+                (d.stage, d.class_id, d.score),
+                (stage, at.class_id, at.score(metric)),
+                "{metric:?}, image {i}"
+            );
+            left_at.insert(d.stage);
+        }
+        // Frames leave at more than one place, or the thresholds showed nothing.
+        assert!(left_at.len() > 1, "{metric:?}: only at {left_at:?}");
+    }
 }

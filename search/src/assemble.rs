@@ -57,10 +57,10 @@ pub fn bundle(backbone: &Backbone, choice: &Choice) -> Result<(Bundle, Vec<File>
     let bundle = Bundle {
         file: Default::default(),
         // Format 1 whenever it can say everything, so every reader takes the bundle.
-        format: if choice.gates.is_some() || !Format::V1.metrics().contains(&choice.metric) {
+        format: if choice.gates.is_some() {
             Format::V2
         } else {
-            Format::V1
+            Format::naming(choice.metric)
         },
         name: backbone
             .path

@@ -398,6 +398,11 @@ stages:
         }
         // Format 1's own metrics stay format 1's.
         assert_eq!(Format::V1.metrics().len() + checked, Metric::COUNT);
+        for metric in Metric::ALL {
+            let first = Format::naming(metric);
+            assert!(first.metrics().contains(&metric), "{metric:?}");
+            assert_eq!(first == Format::V1, Format::V1.metrics().contains(&metric));
+        }
         assert_eq!(Format::V2.metrics(), Metric::ALL);
     }
 

@@ -29,6 +29,15 @@ impl Format {
             Format::V2 => &Metric::ALL,
         }
     }
+
+    /// The first format that names `metric`: what a bundle deciding by it alone is written as.
+    pub fn naming(metric: Metric) -> Format {
+        if Format::V1.metrics().contains(&metric) {
+            Format::V1
+        } else {
+            Format::V2
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
