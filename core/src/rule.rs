@@ -76,6 +76,20 @@ metrics! {
         never: -1.0,
         score: |p| entropy(p.probs),
     },
+    /// The second probability over the top one: 0 when one class takes everything, 1 at a tie.
+    /// Relative where the margin is absolute: frames with the same margin differ in ratio.
+    Top2Ratio => Definition {
+        word: "top2-ratio",
+        surer: Surer::Lower,
+        // A ratio of probabilities is never negative.
+        never: -1.0,
+        // NaN unless the top probability is a positive number (NaN logits give none), so that
+        // such a frame never leaves.
+        score: |p| match f64::from(p.top.first) {
+            first if first > 0.0 => f64::from(p.top.second.max(0.0)) / first,
+            _ => f64::NAN,
+        },
+    },
 }
 
 /// The format's default.
@@ -510,6 +524,28 @@ mod tests {
         let v = verdict(Metric::Entropy, &sharp);
         assert_eq!(v.class_id, 0);
         assert!(v.score < 0.01 && Metric::Entropy.leaves(v.score, 0.01));
+    }
+
+    #[test]
+    fn top2_ratio_is_the_second_over_the_first_and_leaves_at_or_below_threshold() {
+        // p = [0.2, 0.5, 0.3]: 0.3 / 0.5.
+        let p = probs(&[2f32.ln(), 5f32.ln(), 3f32.ln()]);
+        let v = verdict(Metric::Top2Ratio, &p);
+        assert_eq!(v.class_id, 1);
+        assert!((v.score - 0.6).abs() < 1e-6, "{}", v.score);
+        assert!(Metric::Top2Ratio.leaves(v.score, 0.61));
+        assert!(!Metric::Top2Ratio.leaves(v.score, 0.59));
+        // A tie is 1, one class alone 0.
+        assert!((verdict(Metric::Top2Ratio, &probs(&[1.0, 1.0, 0.0])).score - 1.0).abs() < 1e-6);
+        assert_eq!(verdict(Metric::Top2Ratio, &[1.0]).score, 0.0);
+        // The same margin, 0.1, and two ratios: the metric is not the margin in disguise.
+        let (a, b) = (
+            Signals::of(&[0.55, 0.45]),
+            Signals::of(&[0.25, 0.15, 0.15, 0.15, 0.15, 0.15]),
+        );
+        assert!((a.score(Metric::Margin) - b.score(Metric::Margin)).abs() < 1e-6);
+        assert!((a.score(Metric::Top2Ratio) - 0.45 / 0.55).abs() < 1e-6);
+        assert!((b.score(Metric::Top2Ratio) - 0.15 / 0.25).abs() < 1e-6);
     }
 
     #[test]
