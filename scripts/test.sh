@@ -3,6 +3,7 @@
 # (unit and end-to-end), and the shell-script tests. ARGS go to `cargo test`, for example
 #   scripts/test.sh -p earlyexit          only the core crate's tests
 #   scripts/test.sh -- --nocapture        show the tests' output
+#   scripts/test.sh -- --ignored full_size  the full-size search benchmark, not run by default
 # The end-to-end tests read models and footage from $EARLYEXIT_ASSETS. Unless it is set, this
 # script assembles that folder from the repository in data/test-assets: the models in models/,
 # the clips in media/, and the Fashion-MNIST streams rendered by scripts/fetch-fmnist.sh into
