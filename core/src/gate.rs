@@ -45,6 +45,7 @@ impl GateInput {
         }
     }
 
+    #[inline]
     pub fn value(self, signals: &Signals) -> f64 {
         let agrees = |other: Option<usize>| f64::from(u8::from(other == Some(signals.class_id)));
         match self {
@@ -76,6 +77,7 @@ impl Gate {
     }
 
     /// The probability that `weights` gives these signals, without allocating.
+    #[inline]
     pub fn probability(&self, weights: &GateWeights, signals: &Signals) -> f64 {
         weights.probability_of(self.inputs.iter().map(|i| i.value(signals)))
     }
@@ -88,6 +90,7 @@ impl GateWeights {
     }
 
     // Both entry points sum in the same order, so they agree to the last bit.
+    #[inline]
     fn probability_of(&self, inputs: impl Iterator<Item = f64>) -> f64 {
         let z = self
             .weights
@@ -99,6 +102,7 @@ impl GateWeights {
 }
 
 /// The logistic function, without overflow for large |z|.
+#[inline]
 pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
@@ -118,6 +122,7 @@ pub struct GateThreshold<'a> {
 }
 
 impl ExitDecision for GateThreshold<'_> {
+    #[inline]
     fn leaves(&self, signals: &Signals) -> bool {
         self.gate.probability(self.weights, signals) >= self.threshold
     }
@@ -160,6 +165,7 @@ impl ExitRule<'_> {
 }
 
 impl ExitDecision for ExitRule<'_> {
+    #[inline]
     fn leaves(&self, signals: &Signals) -> bool {
         match self {
             ExitRule::Metric(rule) => rule.leaves(signals),

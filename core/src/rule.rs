@@ -39,6 +39,7 @@ macro_rules! metrics {
             /// Every metric, in the order bundles, reports and the search list them.
             pub const ALL: [Metric; [$(Metric::$variant),+].len()] = [$(Metric::$variant),+];
 
+            #[inline]
             fn definition(self) -> &'static Definition {
                 match self {
                     $(Metric::$variant => {
@@ -108,12 +109,14 @@ impl Metric {
         self.definition().word
     }
 
+    #[inline]
     pub fn surer(self) -> Surer {
         self.definition().surer
     }
 
     /// +1 where a higher score is surer, −1 where a lower one is: the sign that turns a score
     /// into "sureness", for fits and gates that need one direction.
+    #[inline]
     pub fn sign(self) -> f64 {
         match self.surer() {
             Surer::Higher => 1.0,
@@ -122,16 +125,19 @@ impl Metric {
     }
 
     /// A threshold that no score clears, NaN included: an exit that never lets a frame leave.
+    #[inline]
     pub fn never(self) -> f64 {
         self.definition().never
     }
 
     /// The score of probabilities.
+    #[inline]
     pub fn score(self, probs: &Probabilities) -> f64 {
         (self.definition().score)(probs)
     }
 
     /// Whether a frame with this score leaves at an exit with this threshold. NaN never leaves.
+    #[inline]
     pub fn leaves(self, score: f64, threshold: f64) -> bool {
         match self.surer() {
             Surer::Higher => score >= threshold,
@@ -140,6 +146,7 @@ impl Metric {
     }
 
     /// Orders scores surest first (by `total_cmp`): for sorting frames by confidence.
+    #[inline]
     pub fn surest_first(self, a: f64, b: f64) -> Ordering {
         match self.surer() {
             Surer::Higher => b.total_cmp(&a),
@@ -183,6 +190,7 @@ impl<T> PerMetric<T> {
 impl<T> Index<Metric> for PerMetric<T> {
     type Output = T;
 
+    #[inline]
     fn index(&self, metric: Metric) -> &T {
         &self.0[metric as usize]
     }
@@ -320,11 +328,13 @@ impl Signals {
         }
     }
 
+    #[inline]
     pub fn score(&self, metric: Metric) -> f64 {
         self.scores[metric]
     }
 
     /// The probability of the exit's class.
+    #[inline]
     pub fn confidence(&self) -> f64 {
         self.scores[Metric::MaxProb]
     }
@@ -352,6 +362,7 @@ pub struct MetricThreshold {
 }
 
 impl ExitDecision for MetricThreshold {
+    #[inline]
     fn leaves(&self, signals: &Signals) -> bool {
         self.metric
             .leaves(signals.score(self.metric), self.threshold)
@@ -370,6 +381,7 @@ pub struct FrameWalk {
 
 impl FrameWalk {
     /// A frame whose stream answered `last_frame` for the previous frame.
+    #[inline]
     pub fn new(last_frame: Option<usize>) -> FrameWalk {
         FrameWalk {
             previous_exit: None,
@@ -379,6 +391,7 @@ impl FrameWalk {
 
     /// The next exit, with its own signals: the signals with what came before filled in, and
     /// whether the frame leaves there.
+    #[inline]
     pub fn exit(&mut self, signals: Signals, decision: &impl ExitDecision) -> (Signals, bool) {
         let signals = Signals {
             previous_exit: self.previous_exit,
@@ -391,18 +404,21 @@ impl FrameWalk {
 
     /// Walks a frame through exits whose signals are known already (a replay on cached head
     /// outputs): the first exit it leaves at, by its index, with its signals.
+    #[inline]
     pub fn first_exit<D: ExitDecision>(
         last_frame: Option<usize>,
         exits: impl IntoIterator<Item = (Signals, D)>,
     ) -> Option<(usize, Signals)> {
         let mut walk = FrameWalk::new(last_frame);
-        exits
-            .into_iter()
-            .enumerate()
-            .find_map(|(k, (signals, decision))| {
-                let (signals, leaves) = walk.exit(signals, &decision);
-                leaves.then_some((k, signals))
-            })
+        // A plain loop: replays run it millions of times, and it compiles tighter than an
+        // iterator chain.
+        for (k, (signals, decision)) in exits.into_iter().enumerate() {
+            let (signals, leaves) = walk.exit(signals, &decision);
+            if leaves {
+                return Some((k, signals));
+            }
+        }
+        None
     }
 }
 

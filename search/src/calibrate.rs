@@ -20,19 +20,19 @@ fn thresholds_for_precision(
     let mut remaining: Vec<usize> = (0..frames).collect();
     let mut thresholds = Vec::with_capacity(exits.len());
     for e in exits {
-        let scores = e.scores(metric);
+        let score = |i: usize| e.score(i, metric);
         let mut order = remaining.clone();
-        order.sort_by(|&a, &b| metric.surest_first(scores[a], scores[b]));
+        order.sort_by(|&a, &b| metric.surest_first(score(a), score(b)));
         let mut hits = 0usize;
         let mut best: Option<usize> = None;
         for (m, &i) in order.iter().enumerate() {
-            hits += usize::from(right(i, e.class[i]));
+            hits += usize::from(right(i, e.class(i)));
             if hits as f64 >= precision * (m + 1) as f64 {
                 best = Some(m);
             }
         }
-        let threshold = best.map_or(metric.never(), |m| scores[order[m]]);
-        remaining.retain(|&i| !metric.leaves(scores[i], threshold));
+        let threshold = best.map_or(metric.never(), |m| score(order[m]));
+        remaining.retain(|&i| !metric.leaves(score(i), threshold));
         thresholds.push(threshold);
     }
     thresholds

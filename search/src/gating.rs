@@ -75,12 +75,12 @@ pub fn train(
         let mut harmless = Vec::with_capacity(frames);
         for (i, &starts_stream) in start.iter().enumerate() {
             let signals = Signals {
-                previous_exit: (k > 0).then(|| exits[k - 1].class[i] as usize),
+                previous_exit: (k > 0).then(|| exits[k - 1].class(i) as usize),
                 last_frame: (!starts_stream).then(|| reference.teacher[i - 1] as usize),
                 ..exit.signals(i)
             };
             x.extend(gate.input_vector(&signals).into_iter().map(|v| v as f32));
-            harmless.push(reference.harmless(goal, i, exit.class[i]));
+            harmless.push(reference.harmless(goal, i, exit.class(i)));
         }
         let training = Training {
             seed: seed.wrapping_add(k as u64),
@@ -157,7 +157,7 @@ pub fn thresholds() -> impl Iterator<Item = f64> {
 mod tests {
     use super::*;
     use crate::simulate::tests::outputs;
-    use earlyexit::rule::Surer;
+    use earlyexit::rule::{PerMetric, Surer};
 
     /// Exit 0 is right exactly when the last frame's answer is its class: only the stream
     /// signal tells right from wrong.
@@ -223,13 +223,12 @@ mod tests {
         let exit = |seed: usize| -> ExitOutputs {
             let class: Vec<u32> = (0..n).map(|i| ((i * seed) % 7 % 3) as u32).collect();
             // Each metric's scores shifted apart, so that a rule reading the wrong one fails.
-            let mut e = outputs(class, Vec::new());
-            for (metric, column) in Metric::ALL.into_iter().zip(e.scores.values_mut()) {
-                *column = (0..n)
+            let scores = PerMetric::from_fn(|metric| {
+                (0..n)
                     .map(|i| shift(metric) + ((i * seed * 31) % 101) as f64 / 101.0)
-                    .collect();
-            }
-            e
+                    .collect()
+            });
+            ExitOutputs::from_columns(&class, &scores)
         };
         let exits = [exit(3), exit(5), exit(11)];
         let views: Vec<&ExitOutputs> = exits.iter().collect();

@@ -144,14 +144,22 @@ impl Training {
     }
 }
 
+/// One fully connected layer: outputs = weight · inputs + bias.
+#[derive(Debug, Clone, PartialEq)]
+struct Layer {
+    /// Outputs × inputs, row-major.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
 /// A trained head, with its layers over raw pooled features (standardisation folded in).
 #[derive(Debug, Clone)]
 pub struct TrainedHead {
     pub kind: HeadKind,
     pub features: usize,
     pub classes: usize,
-    /// (weight rows × cols row-major, bias), first layer first.
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// First layer first.
+    layers: Vec<Layer>,
     /// An ensemble's members; empty for the other kinds.
     members: Vec<TrainedHead>,
 }
@@ -184,7 +192,7 @@ impl TrainedHead {
         let rows = x.len() / self.features.max(1);
         let mut h = Tensor::from_slice(x, (rows, self.features), &dev)?;
         let mut inputs = self.features;
-        for (i, (w, b)) in self.layers.iter().enumerate() {
+        for (i, Layer { weight: w, bias: b }) in self.layers.iter().enumerate() {
             let outputs = b.len();
             let wt = Tensor::from_slice(w, (outputs, inputs), &dev)?;
             let bt = Tensor::from_slice(b, outputs, &dev)?;
@@ -204,17 +212,17 @@ impl TrainedHead {
         }
         let pool = self.kind.pool();
         match self.layers.as_slice() {
-            [(w, b)] => HeadSpec::Linear {
+            [only] => HeadSpec::Linear {
                 pool,
-                weight: w.clone(),
-                bias: b.clone(),
+                weight: only.weight.clone(),
+                bias: only.bias.clone(),
             },
-            [(w1, b1), (w2, b2)] => HeadSpec::Mlp {
+            [first, second] => HeadSpec::Mlp {
                 pool,
-                w1: w1.clone(),
-                b1: b1.clone(),
-                w2: w2.clone(),
-                b2: b2.clone(),
+                w1: first.weight.clone(),
+                b1: first.bias.clone(),
+                w2: second.weight.clone(),
+                b2: second.bias.clone(),
             },
             _ => unreachable!("heads have one or two layers"),
         }
@@ -361,7 +369,7 @@ pub fn train(
                 *bias -= shift;
             }
         }
-        layers.push((weight, bias));
+        layers.push(Layer { weight, bias });
     }
     Ok(TrainedHead {
         kind,
@@ -377,7 +385,7 @@ pub fn train(
 pub fn logistic(x: &[f32], d: usize, y: &[bool], t: &Training) -> Result<(Vec<f64>, f64)> {
     let classes: Vec<u32> = y.iter().map(|&b| u32::from(b)).collect();
     let head = train(HeadKind::LinearGap, x, d, Targets::Hard(&classes), 2, t)?;
-    let (w, b) = &head.layers[0];
+    let Layer { weight: w, bias: b } = &head.layers[0];
     // A softmax over two logits is the sigmoid of their difference.
     let weights = (0..d).map(|j| f64::from(w[d + j] - w[j])).collect();
     Ok((weights, f64::from(b[1] - b[0])))
@@ -564,8 +572,8 @@ mod tests {
         for (f, row) in mean.chunks_exact(classes).enumerate() {
             for metric in Metric::ALL {
                 let v = rule::verdict(metric, row);
-                assert_eq!(outputs.class[f], v.class_id as u32);
-                assert_eq!(outputs.scores(metric)[f], v.score);
+                assert_eq!(outputs.class(f), v.class_id as u32);
+                assert_eq!(outputs.score(f, metric), v.score);
             }
         }
         // The members disagree somewhere, or the test shows nothing.

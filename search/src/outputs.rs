@@ -6,46 +6,83 @@ use std::ops::Range;
 
 use earlyexit::rule::{Metric, PerMetric, Signals};
 
+/// What the exit said of one frame. Kept together, so that a replay reads one row per exit and
+/// frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    class: u32,
+    scores: PerMetric<f64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExitOutputs {
-    /// The exit's class per frame.
-    pub class: Vec<u32>,
-    /// Per metric, the exit's score per frame.
-    pub scores: PerMetric<Vec<f64>>,
+    rows: Vec<Row>,
 }
 
 impl ExitOutputs {
+    /// From a class per frame and, per metric, a score per frame (all as long): for tests that
+    /// make up an exit.
+    #[cfg(test)]
+    pub fn from_columns(class: &[u32], scores: &PerMetric<Vec<f64>>) -> ExitOutputs {
+        ExitOutputs {
+            rows: class
+                .iter()
+                .enumerate()
+                .map(|(i, &class)| Row {
+                    class,
+                    scores: PerMetric::from_fn(|m| scores[m][i]),
+                })
+                .collect(),
+        }
+    }
+
     pub fn frames(&self) -> usize {
-        self.class.len()
+        self.rows.len()
     }
 
     /// Adds a frame the exit said `signals` of.
     pub fn push(&mut self, signals: &Signals) {
-        self.class.push(signals.class_id as u32);
-        for ((_, score), column) in signals.scores.iter().zip(self.scores.values_mut()) {
-            column.push(*score);
-        }
+        self.rows.push(Row {
+            class: signals.class_id as u32,
+            scores: signals.scores,
+        });
     }
 
     /// Adds a frame the exit said nothing of: a class no model has and NaN scores, which clear
     /// no threshold.
     pub fn push_missing(&mut self) {
-        self.class.push(u32::MAX);
-        for column in self.scores.values_mut() {
-            column.push(f64::NAN);
-        }
+        self.rows.push(Row {
+            class: u32::MAX,
+            scores: PerMetric::from_fn(|_| f64::NAN),
+        });
     }
 
-    /// The scores of every frame under `metric`.
-    pub fn scores(&self, metric: Metric) -> &[f64] {
-        &self.scores[metric]
+    /// The exit's class on frame `i`.
+    pub fn class(&self, i: usize) -> u32 {
+        self.rows[i].class
+    }
+
+    /// The exit's class on every frame.
+    pub fn classes(&self) -> Vec<u32> {
+        self.rows.iter().map(|r| r.class).collect()
+    }
+
+    /// The exit's score on frame `i` under `metric`.
+    pub fn score(&self, i: usize, metric: Metric) -> f64 {
+        self.rows[i].scores[metric]
+    }
+
+    /// The exit's score on every frame under `metric`.
+    pub fn scores(&self, metric: Metric) -> Vec<f64> {
+        self.rows.iter().map(|r| r.scores[metric]).collect()
     }
 
     /// What the exit knew of frame `i`, before a walk says what came before it.
     pub fn signals(&self, i: usize) -> Signals {
+        let row = &self.rows[i];
         Signals {
-            class_id: self.class[i] as usize,
-            scores: PerMetric::from_fn(|m| self.scores[m][i]),
+            class_id: row.class as usize,
+            scores: row.scores,
             previous_exit: None,
             last_frame: None,
         }
@@ -53,22 +90,14 @@ impl ExitOutputs {
 
     /// The frames at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> ExitOutputs {
-        let mut scores = PerMetric::<Vec<f64>>::default();
-        for ((metric, _), column) in self.scores.iter().zip(scores.values_mut()) {
-            *column = indices.iter().map(|&i| self.scores[metric][i]).collect();
-        }
         ExitOutputs {
-            class: indices.iter().map(|&i| self.class[i]).collect(),
-            scores,
+            rows: indices.iter().map(|&i| self.rows[i]).collect(),
         }
     }
 
     /// Appends the frames of `other` in `range`.
     pub fn extend_from(&mut self, other: &ExitOutputs, range: Range<usize>) {
-        self.class.extend(&other.class[range.clone()]);
-        for ((metric, _), column) in other.scores.iter().zip(self.scores.values_mut()) {
-            column.extend(&other.scores[metric][range.clone()]);
-        }
+        self.rows.extend_from_slice(&other.rows[range]);
     }
 }
 
@@ -86,10 +115,14 @@ mod tests {
         }
         outputs.push_missing();
         assert_eq!(outputs.frames(), 4);
-        assert_eq!(outputs.class[..3], [1, 0, 2]);
+        assert_eq!(outputs.classes()[..3], [1, 0, 2]);
         earlyexit::rule::softmax_into(&[3.0, 0.0, 0.5], &mut probs);
         assert_eq!(outputs.signals(1), Signals::of(&probs));
         assert!(outputs.signals(3).scores.iter().all(|(_, s)| s.is_nan()));
+        for metric in Metric::ALL {
+            assert_eq!(outputs.score(1, metric), Signals::of(&probs).score(metric));
+            assert_eq!(outputs.scores(metric)[1], outputs.score(1, metric));
+        }
 
         let picked = outputs.subset(&[2, 1]);
         assert_eq!(picked.signals(1), outputs.signals(1));
@@ -97,5 +130,10 @@ mod tests {
         let mut joined = ExitOutputs::default();
         joined.extend_from(&outputs, 1..3);
         assert_eq!(joined, outputs.subset(&[1, 2]));
+        let columns = PerMetric::from_fn(|m| joined.scores(m));
+        assert_eq!(
+            ExitOutputs::from_columns(&joined.classes(), &columns),
+            joined
+        );
     }
 }

@@ -175,7 +175,7 @@ impl Answers {
         let grids: Vec<Vec<f64>> = self
             .exits
             .iter()
-            .map(|e| self.grid(e.outputs.scores(self.metric)))
+            .map(|e| self.grid(&e.outputs.scores(self.metric)))
             .collect();
         let coarse: Vec<Vec<f64>> = grids
             .iter()
@@ -383,10 +383,10 @@ mod tests {
                     stage,
                     threshold,
                     cost: [0.2, 0.5][stage],
-                    outputs: ExitOutputs {
-                        class: classes.to_vec(),
-                        scores: PerMetric::from_fn(|_| scores.to_vec()),
-                    },
+                    outputs: ExitOutputs::from_columns(
+                        classes,
+                        &PerMetric::from_fn(|_| scores.to_vec()),
+                    ),
                 })
                 .collect(),
             last: last.to_vec(),
@@ -401,7 +401,7 @@ mod tests {
         let grids: Vec<Vec<f64>> = a
             .exits
             .iter()
-            .map(|e| a.grid(e.outputs.scores(a.metric)))
+            .map(|e| a.grid(&e.outputs.scores(a.metric)))
             .collect();
         let mut best: Option<f64> = None;
         for &t0 in &grids[0] {

@@ -206,10 +206,10 @@ pub(crate) mod tests {
 
     /// Exit outputs whose every metric scores `score`, with these classes.
     pub(crate) fn outputs(class: Vec<u32>, score: Vec<f64>) -> ExitOutputs {
-        ExitOutputs {
-            class,
-            scores: earlyexit::rule::PerMetric::from_fn(|_| score.clone()),
-        }
+        ExitOutputs::from_columns(
+            &class,
+            &earlyexit::rule::PerMetric::from_fn(|_| score.clone()),
+        )
     }
 
     pub(crate) fn costs() -> CostTable {
@@ -243,7 +243,7 @@ pub(crate) mod tests {
 
         // Frame 1's exit 1 is confident but not of exit 0's mind: a patient cascade goes on.
         let mut disagreeing = exits.clone();
-        disagreeing[1].class[1] = 3;
+        disagreeing[1] = outputs(vec![1, 3, 0], vec![0.95, 0.8, 0.3]);
         let views: Vec<&ExitOutputs> = disagreeing.iter().collect();
         let leave = |patience| {
             simulate(

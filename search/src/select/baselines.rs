@@ -68,7 +68,7 @@ fn oracle_cost(zoo: &Zoo, f: &Found) -> f64 {
                 .iter()
                 .position(|p| {
                     zoo.option(p)
-                        .is_some_and(|o| o.certify.class[i] == zoo.certify.teacher[i])
+                        .is_some_and(|o| o.certify.class(i) == zoo.certify.teacher[i])
                 })
                 .unwrap_or(f.placed.len());
             costs.cost(stage, true)

@@ -233,13 +233,14 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
         .iter()
         .filter_map(|p| {
             let o = zoo.option(p)?;
+            let threshold = match &f.gated {
+                Some(g) => g.threshold,
+                None => o.threshold(f.rule.metric, p.level)?,
+            };
             Some(ChosenExit {
                 cut: zoo.problem.candidates[p.candidate].clone(),
                 head: o.head.clone(),
-                threshold: f
-                    .gated
-                    .as_ref()
-                    .map_or(o.thresholds[f.rule.metric][p.level], |g| g.threshold),
+                threshold,
             })
         })
         .collect();

@@ -75,11 +75,8 @@ pub fn level_thresholds(
     seed: u64,
 ) -> Result<Vec<f64>> {
     let x: Vec<f32> = outputs.scores(metric).iter().map(|&v| v as f32).collect();
-    let harmless: Vec<bool> = outputs
-        .class
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| reference.harmless(goal, i, c))
+    let harmless: Vec<bool> = (0..outputs.frames())
+        .map(|i| reference.harmless(goal, i, outputs.class(i)))
         .collect();
     let training = Training {
         seed,

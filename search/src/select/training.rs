@@ -5,9 +5,10 @@ use anyhow::Result;
 use earlyexit::bundle::Measure;
 use earlyexit::rule::Metric;
 use earlyexit_graph::CutPoint;
+use rayon::prelude::*;
 
 use super::halves::Halves;
-use super::zoo::{HeadOption, HeadTable};
+use super::zoo::{HeadOption, HeadScores, HeadTable};
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
@@ -35,19 +36,25 @@ pub struct Trained {
 /// each scored on the held-out frames (`select_ref` describes the selecting ones).
 pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -> Result<Trained> {
     let seed = problem.settings.seed;
-    let scored = |i: usize, head| HeadOption::new(problem, i, head, halves, select_ref);
-    // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
-    let bar = crate::progress::bar("saliency probes", Some(problem.candidates.len() as u64));
     let mut heads = HeadTable::new(problem.candidates.len());
+    // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
+    let probes: Vec<Job> = (0..problem.candidates.len())
+        .map(|candidate| Job {
+            candidate,
+            kind: HeadKind::LinearGap,
+            training: Training {
+                seed: seed.wrapping_add(candidate as u64),
+                ..Training::default()
+            },
+        })
+        .collect();
+    let bar = crate::progress::bar("saliency probes", Some(probes.len() as u64));
+    let trained = train(problem, &probes, &bar)?;
+    let options = score(problem, halves, select_ref, trained)?;
+    bar.finish_and_clear();
     let mut saliency = Vec::new();
-    for i in 0..problem.candidates.len() {
-        let training = Training {
-            seed: seed.wrapping_add(i as u64),
-            ..Training::default()
-        };
-        let head = problem.train_head(i, HeadKind::LinearGap, true, &training)?;
-        let option = scored(i, head)?;
-        let probe = &option.select;
+    for option in options {
+        let probe = &option.value.select;
         let coverage = coverage_at(
             probe,
             select_ref,
@@ -55,35 +62,50 @@ pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -
             problem.goal.target.max(0.99),
         );
         saliency.push(Saliency {
-            score: coverage * (1.0 - problem.share_before(i)),
+            score: coverage * (1.0 - problem.share_before(option.candidate)),
             agreement: agreement(probe, select_ref.teacher),
         });
-        heads.set(i, HeadKind::LinearGap, option);
-        bar.inc(1);
+        heads.set(option.candidate, HeadKind::LinearGap, option.value);
     }
-    bar.finish_and_clear();
     let kept = prune(&problem.candidates, &saliency, problem.settings.candidates);
 
-    // Every architecture at every kept position.
-    let others: Vec<HeadKind> = HeadKind::TRAINED
+    // Every architecture at every kept position; a vector (not an image) has only global
+    // pooling, so no grid heads there.
+    let jobs: Vec<Job> = kept
         .iter()
-        .copied()
-        .filter(|k| *k != HeadKind::LinearGap)
+        .flat_map(|&candidate| {
+            let pools = crate::features::pools_for(&problem.candidates[candidate].shape).len();
+            HeadKind::TRAINED
+                .iter()
+                .filter(move |k| **k != HeadKind::LinearGap && k.pool_index() < pools)
+                .map(move |&kind| Job {
+                    candidate,
+                    kind,
+                    training: Training::for_kind(
+                        kind,
+                        seed.wrapping_add((1000 * (kind.index() + 1) + candidate) as u64),
+                    ),
+                })
+        })
         .collect();
-    let bar = crate::progress::bar("training heads", Some((kept.len() * others.len()) as u64));
-    for &i in &kept {
-        let cut = &problem.candidates[i];
-        for &kind in &others {
-            // A vector (not an image) has only global pooling: no grid heads.
-            if kind.pool_index() < crate::features::pools_for(&cut.shape).len() {
-                let seed = seed.wrapping_add((1000 * (kind.index() + 1) + i) as u64);
-                let head = problem.train_head(i, kind, true, &Training::for_kind(kind, seed))?;
-                heads.set(i, kind, scored(i, head)?);
-            }
-            bar.inc(1);
-        }
-        let ensemble = ensemble_of(&heads, i, select_ref.teacher);
-        heads.set(i, HeadKind::Ensemble, scored(i, ensemble)?);
+    let bar = crate::progress::bar("training heads", Some(jobs.len() as u64));
+    let trained = train(problem, &jobs, &bar)?;
+    for (job, option) in jobs
+        .iter()
+        .zip(score(problem, halves, select_ref, trained)?)
+    {
+        heads.set(option.candidate, job.kind, option.value);
+    }
+    // The ensemble at each kept position, of the heads trained there.
+    let ensembles = kept
+        .iter()
+        .map(|&candidate| AtCandidate {
+            candidate,
+            value: ensemble_of(&heads, candidate, select_ref.teacher),
+        })
+        .collect();
+    for ensemble in score(problem, halves, select_ref, ensembles)? {
+        heads.set(ensemble.candidate, HeadKind::Ensemble, ensemble.value);
     }
     bar.finish_and_clear();
     Ok(Trained {
@@ -91,6 +113,80 @@ pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -
         kept,
         heads,
     })
+}
+
+/// A head to train: where, of which kind, with which settings (its own seed among them).
+struct Job {
+    candidate: usize,
+    kind: HeadKind,
+    training: Training,
+}
+
+/// Something at a candidate position: a head, or a head option.
+struct AtCandidate<T> {
+    candidate: usize,
+    value: T,
+}
+
+/// Heads trained or scored at once. Each holds copies of its features while it trains, so memory
+/// grows with every one at work; two keep the cores of a small machine busy.
+const AT_ONCE: usize = 2;
+
+/// Runs `work` on a pool of at most [`AT_ONCE`] threads.
+fn at_once<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(AT_ONCE));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?
+        .install(work)
+}
+
+/// Trains the heads of `jobs`, [`AT_ONCE`] at a time. Each has its own seed, so a head does not
+/// depend on the thread that trained it, and the same seed gives the same heads.
+fn train(
+    problem: &Problem,
+    jobs: &[Job],
+    bar: &crate::progress::Progress,
+) -> Result<Vec<AtCandidate<TrainedHead>>> {
+    at_once(|| {
+        jobs.par_iter()
+            .map(|job| {
+                let head = problem.train_head(job.candidate, job.kind, true, &job.training)?;
+                bar.inc(1);
+                Ok(AtCandidate {
+                    candidate: job.candidate,
+                    value: head,
+                })
+            })
+            .collect()
+    })
+}
+
+/// Scores `heads` on the held-out frames, [`AT_ONCE`] at a time, then costs them one by one:
+/// timing (`--cost latency`) must not share the cores with other work.
+fn score(
+    problem: &Problem,
+    halves: &Halves,
+    select_ref: &Reference,
+    heads: Vec<AtCandidate<TrainedHead>>,
+) -> Result<Vec<AtCandidate<HeadOption>>> {
+    let scores = at_once(|| {
+        heads
+            .par_iter()
+            .map(|h| HeadScores::of(problem, h.candidate, &h.value, halves, select_ref))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    heads
+        .into_iter()
+        .zip(scores)
+        .map(|(h, scores)| {
+            let cost = problem.head_cost(h.candidate, &h.value)?;
+            Ok(AtCandidate {
+                candidate: h.candidate,
+                value: HeadOption::new(h.value, cost, scores),
+            })
+        })
+        .collect()
 }
 
 /// Heads an ensemble averages: the trained heads at one position that agree most with the
@@ -118,7 +214,7 @@ fn ensemble_of(heads: &HeadTable, candidate: usize, teacher: &[u32]) -> TrainedH
 
 /// An exit's agreement with the backbone (`teacher`) on the frames of `outputs`.
 pub fn agreement(outputs: &ExitOutputs, teacher: &[u32]) -> f64 {
-    share_alike(&outputs.class, teacher)
+    share_alike(&outputs.classes(), teacher)
 }
 
 /// The share of frames an exit could let leave (surest max-prob first) with at least
@@ -128,7 +224,7 @@ fn coverage_at(s: &ExitOutputs, reference: &Reference, measure: Measure, precisi
     let scores = s.scores(metric);
     let mut order: Vec<usize> = (0..s.frames()).collect();
     order.sort_by(|&a, &b| metric.surest_first(scores[a], scores[b]));
-    let right = |i: usize| reference.right(measure, i, s.class[i]);
+    let right = |i: usize| reference.right(measure, i, s.class(i));
     let mut hits = 0usize;
     let mut best = 0usize;
     for (m, &i) in order.iter().enumerate() {

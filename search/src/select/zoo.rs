@@ -26,36 +26,67 @@ pub struct HeadOption {
     pub cost: u64,
     pub select: ExitOutputs,
     pub certify: ExitOutputs,
-    /// Per metric: the threshold at each of [`LEVELS`](super::rules::LEVELS).
-    pub thresholds: PerMetric<Vec<f64>>,
+    /// Per metric the search may choose: the threshold at each of
+    /// [`LEVELS`](super::rules::LEVELS).
+    thresholds: PerMetric<Option<Vec<f64>>>,
 }
 
 impl HeadOption {
+    /// The exit's threshold under `metric` at threshold level `level`, when the search may
+    /// choose the metric.
+    pub fn threshold(&self, metric: Metric, level: usize) -> Option<f64> {
+        self.thresholds[metric].as_ref()?.get(level).copied()
+    }
+
+    pub fn new(head: TrainedHead, cost: u64, scores: HeadScores) -> HeadOption {
+        HeadOption {
+            head,
+            cost,
+            select: scores.select,
+            certify: scores.certify,
+            thresholds: scores.thresholds,
+        }
+    }
+}
+
+/// What a trained head says of the held-out frames, and its thresholds: a [`HeadOption`] but
+/// its cost, which is measured apart (timing must not share the cores with training).
+pub struct HeadScores {
+    select: ExitOutputs,
+    certify: ExitOutputs,
+    thresholds: PerMetric<Option<Vec<f64>>>,
+}
+
+impl HeadScores {
     /// `head`, trained at candidate `candidate`, scored on the held-out frames, with its
-    /// thresholds fitted on the selecting ones (`reference`).
-    pub fn new(
+    /// thresholds fitted on the selecting ones (`reference`) for every metric the search may
+    /// choose (those its format names).
+    pub fn of(
         problem: &Problem,
         candidate: usize,
-        head: TrainedHead,
+        head: &TrainedHead,
         halves: &Halves,
         reference: &Reference,
-    ) -> Result<HeadOption> {
+    ) -> Result<HeadScores> {
         let held = head.outputs(&problem.frames.held, candidate)?;
         let select = held.subset(&halves.select);
-        Ok(HeadOption {
-            cost: problem.head_cost(candidate, &head)?,
+        Ok(HeadScores {
             thresholds: PerMetric::try_from_fn(|metric| {
-                level_thresholds(
-                    metric,
-                    &select,
-                    reference,
-                    &problem.goal,
-                    problem.settings.seed,
-                )
+                let searched = problem.settings.format.metrics().contains(&metric);
+                searched
+                    .then(|| {
+                        level_thresholds(
+                            metric,
+                            &select,
+                            reference,
+                            &problem.goal,
+                            problem.settings.seed,
+                        )
+                    })
+                    .transpose()
             })?,
             certify: held.subset(&halves.certify),
             select,
-            head,
         })
     }
 }
@@ -204,7 +235,7 @@ impl Zoo<'_> {
         for p in placed {
             let o = self.option(p)?;
             outputs.push(if certifying { &o.certify } else { &o.select });
-            thresholds.push(o.thresholds[rule.metric][p.level]);
+            thresholds.push(o.threshold(rule.metric, p.level)?);
         }
         let reference = if certifying {
             &self.certify
@@ -241,7 +272,7 @@ impl Zoo<'_> {
         for p in &f.placed {
             let o = self.option(p)?;
             outputs.push(self.held_outputs(o));
-            thresholds.push(o.thresholds[f.rule.metric][p.level]);
+            thresholds.push(o.threshold(f.rule.metric, p.level)?);
         }
         let outputs: Vec<&ExitOutputs> = outputs.iter().collect();
         let streams = &self.problem.frames.held_ranges;
@@ -277,7 +308,7 @@ impl Zoo<'_> {
     pub fn thresholds(&self, placed: &[PlacedExit], metric: Metric) -> Vec<f64> {
         placed
             .iter()
-            .filter_map(|p| Some(self.option(p)?.thresholds[metric][p.level]))
+            .filter_map(|p| self.option(p)?.threshold(metric, p.level))
             .collect()
     }
 }
