@@ -5,7 +5,6 @@ use anyhow::Result;
 use earlyexit::bundle::Measure;
 use earlyexit::rule::Metric;
 use earlyexit_graph::CutPoint;
-use rayon::prelude::*;
 
 use super::halves::Halves;
 use super::zoo::{HeadOption, HeadScores, HeadTable};
@@ -128,58 +127,35 @@ struct AtCandidate<T> {
     value: T,
 }
 
-/// Heads trained or scored at once. Each holds copies of its features while it trains, so memory
-/// grows with every one at work; two keep the cores of a small machine busy.
-const AT_ONCE: usize = 2;
-
-/// Runs `work` on a pool of at most [`AT_ONCE`] threads.
-fn at_once<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(AT_ONCE));
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?
-        .install(work)
-}
-
-/// Trains the heads of `jobs`, [`AT_ONCE`] at a time. Each has its own seed, so a head does not
-/// depend on the thread that trained it, and the same seed gives the same heads.
+/// Trains the heads of `jobs`, each with its own seed.
 fn train(
     problem: &Problem,
     jobs: &[Job],
     bar: &crate::progress::Progress,
 ) -> Result<Vec<AtCandidate<TrainedHead>>> {
-    at_once(|| {
-        jobs.par_iter()
-            .map(|job| {
-                let head = problem.train_head(job.candidate, job.kind, true, &job.training)?;
-                bar.inc(1);
-                Ok(AtCandidate {
-                    candidate: job.candidate,
-                    value: head,
-                })
+    jobs.iter()
+        .map(|job| {
+            let head = problem.train_head(job.candidate, job.kind, true, &job.training)?;
+            bar.inc(1);
+            Ok(AtCandidate {
+                candidate: job.candidate,
+                value: head,
             })
-            .collect()
-    })
+        })
+        .collect()
 }
 
-/// Scores `heads` on the held-out frames, [`AT_ONCE`] at a time, then costs them one by one:
-/// timing (`--cost latency`) must not share the cores with other work.
+/// Scores `heads` on the held-out frames and costs them.
 fn score(
     problem: &Problem,
     halves: &Halves,
     select_ref: &Reference,
     heads: Vec<AtCandidate<TrainedHead>>,
 ) -> Result<Vec<AtCandidate<HeadOption>>> {
-    let scores = at_once(|| {
-        heads
-            .par_iter()
-            .map(|h| HeadScores::of(problem, h.candidate, &h.value, halves, select_ref))
-            .collect::<Result<Vec<_>>>()
-    })?;
     heads
         .into_iter()
-        .zip(scores)
-        .map(|(h, scores)| {
+        .map(|h| {
+            let scores = HeadScores::of(problem, h.candidate, &h.value, halves, select_ref)?;
             let cost = problem.head_cost(h.candidate, &h.value)?;
             Ok(AtCandidate {
                 candidate: h.candidate,

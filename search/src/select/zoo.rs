@@ -50,7 +50,7 @@ impl HeadOption {
 }
 
 /// What a trained head says of the held-out frames, and its thresholds: a [`HeadOption`] but
-/// its cost, which is measured apart (timing must not share the cores with training).
+/// its cost.
 pub struct HeadScores {
     select: ExitOutputs,
     certify: ExitOutputs,
