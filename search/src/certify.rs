@@ -1,7 +1,7 @@
 //! Certificates: a lower confidence bound on a rate measured on held-out frames that nothing
-//! was fitted on, and the upper bound that shows a target missed. Neighbouring frames are
-//! correlated, so they count as fewer independent samples: the effective sample size shrinks
-//! with the failures' autocorrelation.
+//! was fitted on (or an upper one on a mean loss), tested along a path, and how many frames a
+//! target out of reach would need. Neighbouring frames are correlated, so they count as fewer
+//! independent samples: the effective sample size shrinks with the failures' autocorrelation.
 
 use statrs::distribution::{Beta, ContinuousCDF, Normal};
 
@@ -66,29 +66,11 @@ pub fn rate_lower_bound(failures: &[bool], confidence: f64) -> f64 {
     1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
 }
 
-/// An upper bound on the success rate of `failures` that holds with `confidence`: a target
-/// above it is shown to be missed.
-pub fn rate_upper_bound(failures: &[bool], confidence: f64) -> f64 {
-    let n = failures.len();
-    if n == 0 {
-        return 1.0;
-    }
-    let successes = failures.iter().filter(|&&f| !f).count() as f64;
-    let n_eff = effective_samples(failures);
-    // Clopper–Pearson with the roles swapped: successes are the counted events.
-    failure_upper_bound(successes * n_eff / n as f64, n_eff, confidence)
-}
-
 /// An upper bound on the mean of per-frame `values` (in time order) that holds with about
 /// `confidence`: mean + z·sd/√n_eff, by the normal approximation. The variance counts one
 /// more unit event than seen, so a handful of failures (or none) is not taken as certainty.
 pub fn mean_upper_bound(values: &[f64], confidence: f64) -> f64 {
     mean_and_margin(values, confidence).map_or(f64::INFINITY, |(mean, margin)| mean + margin)
-}
-
-/// The lower bound that mirrors [`mean_upper_bound`]: a limit below it is shown to be exceeded.
-pub fn mean_lower_bound(values: &[f64], confidence: f64) -> f64 {
-    mean_and_margin(values, confidence).map_or(f64::NEG_INFINITY, |(mean, margin)| mean - margin)
 }
 
 /// The mean of `values` and z·sd/√n_eff, or `None` for no values.
@@ -103,6 +85,70 @@ fn mean_and_margin(values: &[f64], confidence: f64) -> Option<(f64, f64)> {
     let sd = (square - mean * mean).max(0.0).sqrt();
     let z = Normal::standard().inverse_cdf(confidence);
     Some((mean, z * sd / effective_samples_of(values).sqrt()))
+}
+
+/// Fixed-sequence testing, the *Learn then Test* procedure of Angelopoulos et al. (2021) along
+/// an ordered path: hypotheses are tested in an order fixed before the certifying frames are
+/// seen, each with the full confidence, and testing stops at the first that fails. Those passed
+/// hold all together with that confidence, with no multiplicity penalty: a false pass needs the
+/// first false hypothesis on the path to pass, which one test at the full confidence allows.
+/// Returns the steps passed, in order, and the one that failed, if any.
+pub fn fixed_sequence<T>(
+    path: impl IntoIterator<Item = T>,
+    passes: impl Fn(&T) -> bool,
+) -> (Vec<T>, Option<T>) {
+    let mut passed = Vec::new();
+    for step in path {
+        if !passes(&step) {
+            return (passed, Some(step));
+        }
+        passed.push(step);
+    }
+    (passed, None)
+}
+
+/// Roughly how many frames like `failures` (the same failure rate, the same correlation) would
+/// lift [`rate_lower_bound`] to `target`; `None` when their rate itself is not above it, which
+/// no number of frames fixes.
+pub fn frames_to_reach_rate(failures: &[bool], target: f64, confidence: f64) -> Option<f64> {
+    let n = failures.len() as f64;
+    let share = failures.iter().filter(|&&f| f).count() as f64 / n.max(1.0);
+    if n == 0.0 || 1.0 - share <= target {
+        return None;
+    }
+    let reaches = |m: f64| 1.0 - failure_upper_bound(share * m, m, confidence) >= target;
+    Some(least_reaching(reaches)? * n / effective_samples(failures))
+}
+
+/// Roughly how many frames like `values` would bring [`mean_upper_bound`] down to `limit`;
+/// `None` when their mean itself is not below it.
+pub fn frames_to_reach_mean(values: &[f64], limit: f64, confidence: f64) -> Option<f64> {
+    let (mean, margin) = mean_and_margin(values, confidence)?;
+    if mean >= limit {
+        return None;
+    }
+    let effective = effective_samples_of(values);
+    // The margin shrinks as one over the root of the effective samples.
+    let needed = effective * (margin / (limit - mean)).powi(2);
+    Some(needed.max(1.0) * values.len() as f64 / effective)
+}
+
+/// The least m ≥ 1 (to a part in a thousand) at which `reaches` turns true, assuming it stays
+/// true above; `None` beyond 10¹².
+fn least_reaching(reaches: impl Fn(f64) -> bool) -> Option<f64> {
+    let mut high = 1.0;
+    while !reaches(high) {
+        high *= 2.0;
+        if high > 1e12 {
+            return None;
+        }
+    }
+    let mut low = high / 2.0;
+    while high - low > 1e-3 * high {
+        let mid = 0.5 * (low + high);
+        if reaches(mid) { high = mid } else { low = mid }
+    }
+    Some(high)
 }
 
 #[cfg(test)]
@@ -150,21 +196,81 @@ mod tests {
     }
 
     #[test]
-    fn the_upper_bounds_show_a_missed_target_only_on_enough_evidence() {
-        // 20 of 100 frames fail: the success rate is at most about 0.87 (R: binom.test(80,
-        // 100, alt = "less") gives 0.8640), far below a 0.95 target.
-        let failures: Vec<bool> = (0..100).map(|i| (i * 7919) % 5 == 0).collect();
-        let upper = rate_upper_bound(&failures, 0.95);
-        assert!((upper - 0.8640).abs() < 5e-3, "{upper}");
-        assert!(rate_lower_bound(&failures, 0.95) < 0.8 && upper > 0.8);
-        // The same share on 10 frames proves nothing about 0.95.
-        assert!(rate_upper_bound(&failures[..10], 0.95) > 0.95);
-        // A mean loss of 2% on 2,000 frames is above 1%; on 50 frames it may not be.
-        let loss: Vec<f64> = (0..2000)
-            .map(|i| f64::from(u8::from((i * 7919) % 50 == 0)))
+    fn fixed_sequence_stops_at_the_first_failure() {
+        let (passed, failed) = fixed_sequence([1, 2, 7, 3], |&x| x < 5);
+        assert_eq!((passed, failed), (vec![1, 2], Some(7)));
+        let (passed, failed) = fixed_sequence([1, 2], |&x| x < 5);
+        assert_eq!((passed, failed), (vec![1, 2], None));
+    }
+
+    /// A stream whose true rates are known: frame i's exit is sure with score s_i ~ U(0, 1)
+    /// and right with probability s_i, so the rule "leave when s ≥ t" agrees with the backbone
+    /// on 1 − (1 − t)²/2 of frames. Thresholds from strict to loose, certified by fixed-sequence
+    /// testing at 90%: over 400 repetitions, the loosest certified threshold must keep the
+    /// target in at least 90% of them (allowing the binomial's own spread).
+    #[test]
+    fn the_certificate_covers_the_true_rate_at_its_confidence() {
+        let (target, confidence, frames, repetitions) = (0.95, 0.90, 600, 400);
+        let true_rate = |t: f64| 1.0 - (1.0 - t).powi(2) / 2.0;
+        let path: Vec<f64> = (0..=100).map(|j| 1.0 - f64::from(j) / 100.0).collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut uniform = move || {
+            // xorshift64*: the test's own generator, so the figures never change.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut misses, mut certified) = (0, 0);
+        for _ in 0..repetitions {
+            let stream: Vec<(f64, bool)> = (0..frames)
+                .map(|_| {
+                    let s = uniform();
+                    (s, uniform() < s)
+                })
+                .collect();
+            let failures = |t: f64| -> Vec<bool> {
+                stream.iter().map(|&(s, right)| s >= t && !right).collect()
+            };
+            let (passed, _) = fixed_sequence(path.iter().copied(), |&t| {
+                rate_lower_bound(&failures(t), confidence) >= target
+            });
+            if let Some(&loosest) = passed.last() {
+                certified += 1;
+                misses += usize::from(true_rate(loosest) < target);
+            }
+        }
+        // Bin(400, 0.10) exceeds 55 with probability below 1%.
+        assert!(
+            misses <= 55,
+            "{misses} of {repetitions} certified thresholds miss the target"
+        );
+        assert!(
+            certified > repetitions / 2,
+            "the target is within reach: {certified}"
+        );
+    }
+
+    #[test]
+    fn the_frames_a_target_needs_grow_as_it_nears_the_observed_rate() {
+        // 1% failures on 1,000 independent frames.
+        let failures: Vec<bool> = (0..1000).map(|i| (i * 7919) % 100 == 0).collect();
+        let near = frames_to_reach_rate(&failures, 0.985, 0.95).unwrap();
+        let far = frames_to_reach_rate(&failures, 0.97, 0.95).unwrap();
+        assert!(far < 1000.0 && near > 1000.0, "{far} {near}");
+        // With that many frames like these, the bound does reach the target.
+        let more: Vec<bool> = (0..near.ceil() as usize)
+            .map(|i| (i * 7919) % 100 == 0)
             .collect();
-        assert!(mean_lower_bound(&loss, 0.95) > 0.01);
-        assert!(mean_lower_bound(&loss[..50], 0.95) < 0.01);
-        assert!(mean_lower_bound(&loss, 0.95) < mean_upper_bound(&loss, 0.95));
+        assert!(rate_lower_bound(&more, 0.95) >= 0.985 - 1e-3);
+        assert_eq!(frames_to_reach_rate(&failures, 0.995, 0.95), None);
+        // A mean loss of 0.1% certifies a 0.2% limit on more frames than a 0.5% one.
+        let loss: Vec<f64> = (0..1000)
+            .map(|i| f64::from(u8::from((i * 7919) % 1000 == 0)))
+            .collect();
+        let strict = frames_to_reach_mean(&loss, 0.002, 0.95).unwrap();
+        let lax = frames_to_reach_mean(&loss, 0.005, 0.95).unwrap();
+        assert!(strict > lax, "{strict} {lax}");
+        assert_eq!(frames_to_reach_mean(&loss, 0.0005, 0.95), None);
     }
 }

@@ -2,8 +2,6 @@
 //! metric. The search and `evaluate --refit` replay exit rules on them with the same walk the
 //! cascade takes, without running any model again.
 
-use std::ops::Range;
-
 use earlyexit::rule::{Metric, PerMetric, Signals};
 
 /// What the exit said of one frame. Kept together, so that a replay reads one row per exit and
@@ -87,18 +85,6 @@ impl ExitOutputs {
             last_frame: None,
         }
     }
-
-    /// The frames at `indices`, in that order.
-    pub fn subset(&self, indices: &[usize]) -> ExitOutputs {
-        ExitOutputs {
-            rows: indices.iter().map(|&i| self.rows[i]).collect(),
-        }
-    }
-
-    /// Appends the frames of `other` in `range`.
-    pub fn extend_from(&mut self, other: &ExitOutputs, range: Range<usize>) {
-        self.rows.extend_from_slice(&other.rows[range]);
-    }
 }
 
 #[cfg(test)]
@@ -113,6 +99,11 @@ mod tests {
             earlyexit::rule::softmax_into(&logits, &mut probs);
             outputs.push(&Signals::of(&probs));
         }
+        let columns = PerMetric::from_fn(|m| outputs.scores(m));
+        assert_eq!(
+            ExitOutputs::from_columns(&outputs.classes(), &columns),
+            outputs
+        );
         outputs.push_missing();
         assert_eq!(outputs.frames(), 4);
         assert_eq!(outputs.classes()[..3], [1, 0, 2]);
@@ -123,17 +114,5 @@ mod tests {
             assert_eq!(outputs.score(1, metric), Signals::of(&probs).score(metric));
             assert_eq!(outputs.scores(metric)[1], outputs.score(1, metric));
         }
-
-        let picked = outputs.subset(&[2, 1]);
-        assert_eq!(picked.signals(1), outputs.signals(1));
-        assert_eq!(picked.signals(0), outputs.signals(2));
-        let mut joined = ExitOutputs::default();
-        joined.extend_from(&outputs, 1..3);
-        assert_eq!(joined, outputs.subset(&[1, 2]));
-        let columns = PerMetric::from_fn(|m| joined.scores(m));
-        assert_eq!(
-            ExitOutputs::from_columns(&joined.classes(), &columns),
-            joined
-        );
     }
 }

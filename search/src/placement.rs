@@ -103,7 +103,6 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         exits,
         metric,
         promise: None,
-        uncertified: false,
         held: sim,
     })
 }

@@ -23,6 +23,10 @@ use crate::simulate::{Simulation, share_alike};
 /// The share of each footage held out, at its end, when no held-out footage is given.
 const HOLDOUT_SHARE: f64 = 0.2;
 
+/// With [`Strategy::Nas`]: the share of each training footage, at its end, that heads never
+/// see and exit rules are chosen on, so that no held-out frame is spent choosing.
+pub const SELECT_SHARE: f64 = 0.25;
+
 /// How exits are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -67,7 +71,13 @@ pub struct Settings {
 pub struct Frames {
     /// Heads are trained on these.
     pub train: FeatureTable,
-    /// Thresholds are calibrated and structures compared on these.
+    /// Exit rules and structures are chosen on these: the end of each training footage, which
+    /// no head is trained on. Empty unless extraction was asked for a selecting share.
+    pub select: FeatureTable,
+    /// Each footage's frames within `select`, in time order.
+    pub select_ranges: Vec<Range<usize>>,
+    /// Frames nothing is fitted on, which certify the search's choice (`--strategy even`
+    /// calibrates its thresholds on them).
     pub held: FeatureTable,
     /// Each footage's frames within `held`, in time order.
     pub held_ranges: Vec<Range<usize>>,
@@ -79,21 +89,29 @@ pub struct Frames {
 
 impl Frames {
     /// Extracts every footage into training and held-out frames: `holdout` is held out whole;
-    /// without it, the end of each footage is. At most `max_frames` in all.
+    /// without it, the end of each footage is. The end of each footage's training frames,
+    /// `select_share` of them, is kept apart for choosing. At most `max_frames` in all.
     pub fn extract(
         extractor: &mut Extractor,
         footage: &[Footage],
         holdout: &[Footage],
         max_frames: Option<usize>,
+        select_share: f64,
     ) -> Result<Frames> {
         let per_footage = max_frames.map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
         let mut train = FeatureTable::default();
-        let mut held = FeatureTable::default();
-        let mut held_ranges = Vec::new();
-        let mut add_held = |held: &mut FeatureTable, part: FeatureTable| {
-            let start = held.frames();
-            held_ranges.push(start..start + part.frames());
-            held.extend(part);
+        let (mut held, mut held_ranges) = (FeatureTable::default(), Vec::new());
+        let (mut select, mut select_ranges) = (FeatureTable::default(), Vec::new());
+        let add = |all: &mut FeatureTable, ranges: &mut Vec<Range<usize>>, part: FeatureTable| {
+            let start = all.frames();
+            ranges.push(start..start + part.frames());
+            all.extend(part);
+        };
+        // Neighbouring frames are near copies: split the end in time off, not a random share.
+        let split_end = |table: FeatureTable, share: f64| {
+            let n = table.frames();
+            let split = (((n as f64) * (1.0 - share)).round() as usize).clamp(1, n);
+            (table.slice(0..split), table.slice(split..n))
         };
         let all = footage
             .iter()
@@ -104,15 +122,20 @@ impl Frames {
             let sampling = per_footage.map_or(Sampling::All, |b| Sampling::at_most(b, total));
             let table = extractor.extract(f, total, sampling)?;
             if is_holdout {
-                add_held(&mut held, table);
-            } else if holdout.is_empty() {
-                // Neighbouring frames are near copies: hold out the end in time, not a random
-                // share.
-                let n = table.frames();
-                let split = ((n as f64) * (1.0 - HOLDOUT_SHARE)).round() as usize;
-                let split = split.clamp(1, n);
-                add_held(&mut held, table.slice(split..n));
-                train.extend(table.slice(0..split));
+                add(&mut held, &mut held_ranges, table);
+                continue;
+            }
+            let table = if holdout.is_empty() {
+                let (kept, end) = split_end(table, HOLDOUT_SHARE);
+                add(&mut held, &mut held_ranges, end);
+                kept
+            } else {
+                table
+            };
+            if select_share > 0.0 {
+                let (kept, end) = split_end(table, select_share);
+                add(&mut select, &mut select_ranges, end);
+                train.extend(kept);
             } else {
                 train.extend(table);
             }
@@ -136,6 +159,8 @@ impl Frames {
         });
         Ok(Frames {
             train,
+            select,
+            select_ranges,
             held,
             held_ranges,
             train_labels,
@@ -276,9 +301,6 @@ pub struct Choice {
     pub metric: Metric,
     pub gates: Option<ChosenGates>,
     pub promise: Option<Promise>,
-    /// No configuration tried certified the target: the promise is the bound the chosen one
-    /// did certify.
-    pub uncertified: bool,
     /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
     /// footage reproduces.
     pub held: Simulation,

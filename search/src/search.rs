@@ -15,7 +15,7 @@ use crate::features::{Extractor, detect_output};
 use crate::footage::Footage;
 use crate::goal::Goal;
 use crate::latency::Latency;
-use crate::problem::{Choice, CostKind, Frames, Problem, Settings, Strategy};
+use crate::problem::{Choice, CostKind, Frames, Problem, SELECT_SHARE, Settings, Strategy};
 use crate::report::{self, Summary};
 use crate::select::{Baseline, Findings};
 use crate::{placement, select};
@@ -52,7 +52,17 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     };
     let mut extractor =
         Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;
-    let frames = Frames::extract(&mut extractor, footage, holdout, settings.max_frames)?;
+    let select_share = match settings.strategy {
+        Strategy::Nas => SELECT_SHARE,
+        Strategy::Even => 0.0,
+    };
+    let frames = Frames::extract(
+        &mut extractor,
+        footage,
+        holdout,
+        settings.max_frames,
+        select_share,
+    )?;
     drop(extractor);
     // Timed once the footage is decoded, so that no decoding competes for the cores.
     let latency = match settings.cost {
@@ -142,17 +152,12 @@ fn write(
     println!("bundle written to {}", out.display());
     if choice.exits.is_empty() {
         // On standard error too, for scripts: a bundle that saves nothing is worth a word.
-        eprintln!(
-            "warning: {} has no exits: no configuration keeps the target on the held-out frames (report.md, under Search and Certificate, says why)",
-            out.display()
-        );
-    } else if choice.uncertified {
-        // The bundle is written, but short of the target.
-        eprintln!(
-            "warning: no configuration tried certifies the target on the {} certifying frames; {} promises only what they did certify (its `promise`, and report.md under Certificate)",
-            choice.promise.as_ref().map_or(0, |p| p.frames),
-            out.display()
-        );
+        let why = findings
+            .and_then(|f| report::shortfall(problem, f))
+            .unwrap_or_else(|| {
+                "no thresholds keep the target on the held-out frames (report.md says more)".into()
+            });
+        eprintln!("warning: {} has no exits: {why}", out.display());
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn figure(problem: &Problem, findings: &Findings) -> Figure {
             },
         ),
     ];
-    let searched = &findings.searched;
+    let searched = &findings.searched.explored;
     Figure {
         measure: measure.word(),
         target: problem.goal.target,

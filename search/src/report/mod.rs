@@ -12,10 +12,11 @@ use std::path::Path;
 
 use earlyexit::bundle::{Bundle, Measure};
 
+pub use self::selection::shortfall;
 use self::text::{inputs_list, pct};
 use crate::heads::Targets;
 use crate::latency::StructureTimes;
-use crate::problem::{Choice, CostKind, Problem};
+use crate::problem::{Choice, CostKind, Problem, Strategy};
 use crate::select::Findings;
 
 /// What the report says about a search.
@@ -65,12 +66,23 @@ fn header(r: &mut String, s: &Summary) {
         Targets::Hard(_) => "the backbone's answers",
         Targets::Soft(_) => "the backbone's probabilities (distillation)",
     };
-    let _ = writeln!(
+    let held_role = match problem.settings.strategy {
+        Strategy::Nas => "held out to certify (the certifying frames)",
+        Strategy::Even => "held out to calibrate thresholds",
+    };
+    let _ = write!(
         r,
-        "- Frames: {} to train heads (on {trained_on}), {} held out to calibrate thresholds",
-        frames.train.frames(),
-        frames.held.frames()
+        "- Frames: {} to train heads (on {trained_on}), ",
+        frames.train.frames()
     );
+    if frames.select.frames() > 0 {
+        let _ = write!(
+            r,
+            "{} apart from them, at the end of each training footage, to choose exit rules on (the selecting frames), ",
+            frames.select.frames()
+        );
+    }
+    let _ = writeln!(r, "{} {held_role}", frames.held.frames());
     let goal = &problem.goal;
     match (goal.measure, goal.max_loss) {
         (_, Some(loss)) => writeln!(

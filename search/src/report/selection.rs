@@ -12,8 +12,7 @@ use crate::heads::HeadKind;
 use crate::paired::Paired;
 use crate::problem::Problem;
 use crate::select::{
-    CERTIFY_TRIES, Certificate, Configuration, Findings, GateFindings, GateRow, GateRowRule,
-    LEVELS, Rule, per_try,
+    Certificate, Configuration, Findings, GateFindings, LEVELS, LOOSEST, RUNGS, Rule,
 };
 use crate::simulate::Patience;
 
@@ -24,7 +23,7 @@ pub fn sections(r: &mut String, problem: &Problem, findings: &Findings) {
     search(r, problem, findings);
     certificate(r, problem, findings);
     if let Some(gates) = &findings.gates {
-        learned_gate(r, problem, gates);
+        learned_gate(r, findings, gates);
     }
     baselines(r, problem, findings);
 }
@@ -109,7 +108,7 @@ fn heads(r: &mut String, problem: &Problem, findings: &Findings) {
 const FRONT_ROWS: usize = 40;
 
 fn search(r: &mut String, problem: &Problem, findings: &Findings) {
-    let searched = &findings.searched;
+    let searched = &findings.searched.explored;
     let _ = writeln!(r, "\n## Search\n");
     let _ = writeln!(
         r,
@@ -162,137 +161,208 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
     let goal = &problem.goal;
     let searched = &findings.searched;
     let _ = writeln!(r, "\n## Certificate\n");
+    let ladders = searched.ladders.len();
     let _ = writeln!(
         r,
-        "The cheapest configurations that meet the target on the selecting frames are scored once each on the certifying frames, at most {CERTIFY_TRIES}; each bound holds with {:.2}% confidence, so {:.0}% for all together (Bonferroni). Correlated neighbouring frames count as fewer samples (effective frames).\n",
-        100.0 * per_try(findings.confidence),
-        100.0 * findings.confidence
+        "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Correlated neighbouring frames count as fewer samples (effective frames).",
+        if ladders > 1 {
+            "; the learned gates' thresholds on it are a second ladder"
+        } else {
+            ""
+        },
+        100.0 * searched.each,
+        if ladders > 1 {
+            format!(
+                ". The {:.0}% confidence of the promise is split evenly among the {ladders} ladders (Bonferroni)",
+                100.0 * findings.confidence
+            )
+        } else {
+            String::new()
+        }
     );
-    let m = goal.measure.word();
-    let bound = if goal.max_loss.is_some() {
+    if ladders == 0 {
+        let _ = writeln!(r, "\nNo ladder to climb.");
+    }
+    for (l, ladder) in searched.ladders.iter().enumerate() {
+        let _ = writeln!(
+            r,
+            "\nLadder {}: {} of its {} steps tested.\n",
+            l + 1,
+            ladder.tries.len(),
+            ladder.steps
+        );
+        tries_table(r, goal.measure, goal.max_loss.is_some(), findings, l);
+    }
+    if let Some(shortfall) = shortfall(problem, findings) {
+        let _ = writeln!(r, "\n{shortfall}");
+    }
+}
+
+/// The steps of ladder `l` tested on the certifying frames, the one kept in bold.
+fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings, l: usize) {
+    let m = measure.word();
+    let bound = if loss {
         "accuracy loss, upper bound"
     } else {
         "lower bound"
     };
     let _ = writeln!(
         r,
-        "| cost (select) | metric | {m} (select) | {m} (certify) | {bound} | effective frames |"
+        "| step | rule | cost (select) | cost (certify) | {m} (select) | {m} (certify) | {bound} | effective frames |"
     );
-    let _ = writeln!(r, "|---|---|---|---|---|---|");
-    for t in &searched.tries {
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
+    let searched = &findings.searched;
+    for (k, t) in searched.ladders[l].tries.iter().enumerate() {
+        let bold = if searched.kept == Some((l, k)) {
+            "**"
+        } else {
+            ""
+        };
+        let rule = match &t.gated {
+            Some(g) => format!("gates ≥ {:.4}", g.threshold),
+            None => rule_name(t.rule),
+        };
         let _ = writeln!(
             r,
-            "| {:.4} | {} | {:.2}% | {:.2}% | {}{} | {:.0} |",
+            "| {bold}{}{bold} | {rule} | {:.4} | {:.4} | {:.2}% | {:.2}% | {}{} | {:.0} |",
+            k + 1,
             t.select.mean_cost,
-            rule_name(t.rule),
-            100.0 * t.select.rate(goal.measure),
-            100.0 * t.certify.rate(goal.measure),
+            t.certify.mean_cost,
+            100.0 * t.select.rate(measure),
+            100.0 * t.certify.rate(measure),
             bound_cell(&t.certificate),
-            if t.certificate.refuted {
-                " (refuted)"
-            } else {
+            if t.certificate.certified {
                 ""
+            } else {
+                " (fails: the climb stops)"
             },
             t.certificate.effective
         );
     }
-    if searched.all_refuted() {
-        let _ = writeln!(
-            r,
-            "\nThe certifying frames refute every configuration tried: even the upper bound of what they show, with the same confidence, misses the target. What the selecting frames showed did not carry over (the footage changed between the halves, or too few selecting frames for the configurations compared), so the bundle keeps no exits. More held-out frames, from more of the footage (more clips, or `--holdout`), help with both."
-        );
-    } else if !searched.found.certificate.certified {
-        let _ = writeln!(
-            r,
-            "\nNo configuration tried certifies the target on {} frames: the bundle keeps the best tried, and its promise is the bound it did certify.{}",
-            findings.certify_frames,
-            if searched.refuted() > 0 {
-                " A try marked refuted is not kept: even the upper bound of what these frames show misses the target. After one, only configurations stricter on the selecting frames are tried."
+}
+
+/// When the bundle keeps no exit: why, with what the certifying frames could certify, how much
+/// more footage the target needs, and, for an absolute accuracy, what the backbone itself
+/// scores. For the report, and for the search's warning.
+pub fn shortfall(problem: &Problem, findings: &Findings) -> Option<String> {
+    let chosen = &findings.chosen;
+    if !chosen.placed.is_empty() {
+        return None;
+    }
+    let goal = &problem.goal;
+    let m = goal.measure.word();
+    let asked = match goal.max_loss {
+        Some(l) => format!("an accuracy loss of at most {:.2} pp", 100.0 * l),
+        None => format!("{m} of at least {:.2}%", 100.0 * goal.target),
+    };
+    let frames = findings.certify_frames;
+    let ladder = findings.searched.ladders.first();
+    let mut s = match ladder.and_then(|l| l.tries.last()) {
+        None => format!(
+            "No configuration with exits meets {asked} on the {} frames kept apart for choosing, so none could be certified.",
+            findings.select_frames
+        ),
+        Some(t) if t.certificate.certified => format!(
+            "{asked} is certified on {frames} held-out frames only by rungs that cost as much as the backbone."
+        ),
+        Some(t) => {
+            let c = &t.certificate;
+            let could = match c.loss_bound {
+                Some(l) => format!("a loss of at most {:.2} pp", 100.0 * l),
+                None => format!("{m} of at least {:.2}%", 100.0 * c.bound),
+            };
+            let mut s = format!(
+                "{asked} cannot be certified below full cost on {frames} held-out frames ({:.0} effective): the climb stopped at rung {} (mean cost {:.3}), which certifies only {could} with {:.0}% confidence",
+                c.effective,
+                ladder.map_or(0, |l| l.tries.len()),
+                t.certify.mean_cost,
+                100.0 * findings.searched.each
+            );
+            let _ = match c.frames_needed {
+                Some(n) => write!(
+                    s,
+                    "; about {n:.0} held-out frames like these would certify the target."
+                ),
+                None => write!(
+                    s,
+                    "; its own {} on these frames misses the target, and more frames like them would not change that.",
+                    match goal.max_loss {
+                        Some(_) => format!(
+                            "loss, {:.2} pp,",
+                            100.0 * (chosen.certify.accuracy() - t.certify.accuracy())
+                        ),
+                        None => format!("{m}, {:.2}%,", 100.0 * t.certify.rate(goal.measure)),
+                    }
+                ),
+            };
+            s
+        }
+    };
+    if goal.max_loss.is_none() && goal.measure == Measure::Accuracy {
+        let backbone = chosen.certify.accuracy();
+        let _ = write!(
+            s,
+            " The backbone alone scores {:.2}% on the held-out frames{}.",
+            100.0 * backbone,
+            if backbone < goal.target {
+                ", below the target itself"
             } else {
                 ""
             }
         );
     }
+    s.push_str(" The bundle is the backbone alone, and promises agreement 1.");
+    Some(s)
 }
 
-fn learned_gate(r: &mut String, problem: &Problem, gates: &GateFindings) {
+fn learned_gate(r: &mut String, findings: &Findings, gates: &GateFindings) {
     let _ = writeln!(r, "\n## Learned gate\n");
-    let compared = match gates {
+    let fit = match gates {
         GateFindings::NoExits => {
-            let _ = writeln!(r, "No structure with exits to gate.");
+            let _ = writeln!(r, "The search found no structure with exits to gate.");
             return;
         }
-        GateFindings::NoThreshold => {
-            let _ = writeln!(
-                r,
-                "Gates on the found structure's exits meet the target at no threshold on the selecting frames."
-            );
-            return;
-        }
-        GateFindings::Compared(compared) => compared,
+        GateFindings::Fitted(fit) => fit,
     };
     let last_frame = GateInput::AgreesLastFrame.word();
-    let measure = problem.goal.measure;
-    let m = measure.word();
     let _ = writeln!(
         r,
-        "Each exit of the found structure gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing; one threshold on the gates' probability, the cheapest that meets the target there, is certified as one more try. The same gates without `{last_frame}`, fitted the same way, show what the stream signal buys; they are not a candidate.\n",
+        "Each of the {} exits of the structure the selecting frames prefer gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing. The thresholds on the gates' probability are the second ladder above (rule `gates ≥ t`). {}",
+        fit.exits,
         inputs_list(&gating::inputs()),
-    );
-    let _ = writeln!(
-        r,
-        "| rule | cost (select) | {m} (select) | cost (certify) | {m} (certify) | bound |"
-    );
-    let _ = writeln!(r, "|---|---|---|---|---|---|");
-    let rows = [Some(&compared.found), Some(&compared.learned)];
-    for row in rows
-        .into_iter()
-        .chain([compared.stream_blind.as_ref()])
-        .flatten()
-    {
-        gate_row(r, row, measure);
-    }
-    if compared.stream_blind.is_none() {
-        let _ = writeln!(
-            r,
-            "\nWithout `{last_frame}`, gates meet the target at no threshold on the selecting frames."
-        );
-    }
-    if compared.kept {
-        let _ = writeln!(
-            r,
-            "\nThe gates are kept (bundle format `earlyexit/2`); the gates without `{last_frame}` are written under `baselines/no-last-frame`."
-        );
-    } else {
-        let _ = writeln!(r, "\nThe metric rule stays: its certificate is better.");
-    }
-}
-
-fn gate_row(r: &mut String, row: &GateRow, measure: Measure) {
-    let name = match &row.rule {
-        GateRowRule::Patient(inputs) => format!("patient: gate over {}", inputs_list(inputs)),
-        GateRowRule::Metric(metric) => format!("metric `{}`", metric.word()),
-        GateRowRule::Learned(threshold) => format!("gate ≥ {threshold:.4}"),
-        GateRowRule::StreamBlind(threshold) => format!(
-            "gate ≥ {threshold:.4} without `{}`",
-            GateInput::AgreesLastFrame.word()
-        ),
-    };
-    let c = &row.certificate;
-    let _ = writeln!(
-        r,
-        "| {name} | {:.4} | {:.2}% | {:.4} | {:.2}% | {}{} |",
-        row.select.mean_cost,
-        100.0 * row.select.rate(measure),
-        row.certify.mean_cost,
-        100.0 * row.certify.rate(measure),
-        bound_cell(c),
-        match (c.certified, c.refuted) {
-            (true, _) => "",
-            (false, false) => " (not certified)",
-            (false, true) => " (refuted)",
+        if findings.searched.found.gated.is_some() {
+            "The bundle keeps a gate step (bundle format `earlyexit/2`)."
+        } else {
+            "The bundle keeps a metric rule: no step of the gates' ladder was both certified and the cheapest."
         }
     );
+    match &fit.stream_blind {
+        Some(f) => {
+            let _ = writeln!(
+                r,
+                "\nThe same gates without `{last_frame}`, at their cheapest threshold that meets the target on the selecting frames, certified alone: mean cost {:.4} on the certifying frames, agreement {:.2}%, bound {}{}. They are on no ladder{}.",
+                f.certify.mean_cost,
+                100.0 * f.certify.agreement(),
+                bound_cell(&f.certificate),
+                if f.certificate.certified {
+                    ""
+                } else {
+                    " (target not certified)"
+                },
+                if findings.searched.found.gated.is_some() {
+                    "; they are written under `baselines/no-last-frame`"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(
+                r,
+                "\nWithout `{last_frame}`, gates meet the target at no threshold on the selecting frames."
+            );
+        }
+    }
 }
 
 /// The baselines against the chosen structure on the certifying frames, with the backbone and

@@ -1,5 +1,6 @@
 //! What the certifying frames show of a configuration: bounds on the promised rate (or the
-//! accuracy loss) that hold with a confidence, and whether they refute the target.
+//! accuracy loss) that hold with a confidence, and, short of the target, how many frames like
+//! them would certify it.
 
 use earlyexit::bundle::Measure;
 
@@ -15,12 +16,12 @@ pub struct Certificate {
     /// Under a loss goal: upper bound on the accuracy loss against the backbone.
     pub loss_bound: Option<f64>,
     pub certified: bool,
-    /// The certifying frames show, with the same confidence, that the target is missed: what
-    /// the selecting frames showed did not carry over (the footage changed, or the choice fits
-    /// too few frames), which is more than bad luck.
-    pub refuted: bool,
     /// Independent samples the certifying frames are worth, their correlation counted.
     pub effective: f64,
+    /// Roughly how many certifying frames like these (the same rates, the same correlation)
+    /// would certify the target; `None` when the structure's own figure on them misses it, which
+    /// more frames would not fix.
+    pub frames_needed: Option<f64>,
 }
 
 impl Certificate {
@@ -48,27 +49,16 @@ impl Certificate {
             (Some(max), Some(b)) => b <= max,
             _ => bound >= goal.target,
         } && goal.min_agreement.is_none_or(|a| cert.agreement() >= a);
-        let refuted = match goal.max_loss {
-            Some(max) => certify::mean_lower_bound(&penalties, confidence) > max,
-            None => certify::rate_upper_bound(&failures, confidence) < goal.target,
+        let frames_needed = match goal.max_loss {
+            Some(max) => certify::frames_to_reach_mean(&penalties, max, confidence),
+            None => certify::frames_to_reach_rate(&failures, goal.target, confidence),
         };
         Certificate {
             bound,
             loss_bound,
             certified,
-            refuted,
             effective: certify::effective_samples_of(&penalties),
+            frames_needed,
         }
-    }
-
-    /// Higher is better: the least loss, or the highest rate.
-    fn merit(&self) -> f64 {
-        self.loss_bound.map_or(self.bound, |l| -l)
-    }
-
-    /// Between configurations none of which certifies: whether this one is better kept than
-    /// `kept`. A refuted one never is; else the better bound wins.
-    pub fn better_uncertified_than(&self, kept: Option<&Certificate>) -> bool {
-        !self.refuted && kept.is_none_or(|k| self.merit() > k.merit())
     }
 }

@@ -1,21 +1,15 @@
-//! One family searched with NSGA-II on the selecting frames, then its cheapest configurations
-//! that meet the target there certified one by one on frames nothing was fitted on.
+//! One family searched with NSGA-II on the selecting frames, then its best structure certified
+//! on frames nothing was fitted on, up a ladder of threshold levels fixed before they are seen:
+//! *Learn then Test* by fixed-sequence testing ([`certify::fixed_sequence`]), so a ladder pays
+//! no multiplicity penalty however long it is, and no configuration is kept that the
+//! certifying frames did not certify.
 
-use std::collections::HashSet;
-
-use super::certificate::Certificate;
 use super::rules::{LEVELS, Rule};
-use super::zoo::{Family, Found, Zoo};
+use super::zoo::{Family, Found, PlacedExit, Zoo};
+use crate::certify;
+use crate::gating::Gated;
 use crate::nas::{self, Genome};
 use crate::simulate::Simulation;
-
-/// Configurations certified at most; the confidence is split among them (Bonferroni).
-pub const CERTIFY_TRIES: usize = 5;
-
-/// The confidence each try's bound holds with, so that all of them hold with `confidence`.
-pub fn per_try(confidence: f64) -> f64 {
-    1.0 - (1.0 - confidence) / CERTIFY_TRIES as f64
-}
 
 /// One configuration scored on the selecting frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,21 +30,9 @@ impl Configuration {
     }
 }
 
-/// A configuration scored on the certifying frames.
-#[derive(Clone)]
-pub struct Try {
-    pub rule: Rule,
-    pub select: Simulation,
-    pub certify: Simulation,
-    pub certificate: Certificate,
-}
-
-/// What searching one family found, and how.
-pub struct Searched {
-    /// The configuration kept: the first certified try, else the best try not refuted, else
-    /// no exit at all.
-    pub found: Found,
-    /// Every configuration scored on the selecting frames, in the order scored.
+/// Every configuration of a family NSGA-II scored on the selecting frames.
+pub struct Explored {
+    /// In the order scored.
     pub configurations: Vec<Configuration>,
     /// Distinct structures scored, each at every threshold level.
     pub structures: usize,
@@ -58,125 +40,225 @@ pub struct Searched {
     pub positions: usize,
     pub kinds: usize,
     pub rules: usize,
-    /// The tries on the certifying frames, in order.
-    pub tries: Vec<Try>,
 }
 
-impl Searched {
+impl Explored {
     /// The configurations no other beats in both mean cost and error, cheapest first, one per
     /// point.
     pub fn front(&self) -> Vec<&Configuration> {
         nas::pareto_front(&self.configurations, |c| c.objectives)
     }
+}
 
-    pub fn refuted(&self) -> usize {
-        self.tries.iter().filter(|t| t.certificate.refuted).count()
-    }
+/// A step of a certification ladder: a configuration, and what the selecting frames show of
+/// it.
+#[derive(Clone)]
+pub struct Step {
+    pub rule: Rule,
+    pub placed: Vec<PlacedExit>,
+    /// Each exit's threshold under the rule's metric.
+    pub thresholds: Vec<f64>,
+    /// Learned gates deciding at the exits, when the step is theirs.
+    pub gated: Option<Gated>,
+    pub select: Simulation,
+}
 
-    /// Every try was refuted: none is kept, however well it did on the selecting frames.
-    pub fn all_refuted(&self) -> bool {
-        let refuted = self.refuted();
-        refuted > 0 && refuted == self.tries.len()
+impl Step {
+    /// The step run on the certifying frames, and what they show of it with `confidence`.
+    pub fn certified(self, zoo: &Zoo, confidence: f64) -> Option<Found> {
+        let certify = zoo.run(
+            self.rule,
+            &self.placed,
+            &self.thresholds,
+            self.gated.as_ref(),
+            true,
+        )?;
+        Some(Found {
+            certificate: zoo.certificate(&certify, confidence),
+            rule: self.rule,
+            placed: self.placed,
+            thresholds: self.thresholds,
+            gated: self.gated,
+            select: self.select,
+            certify,
+        })
     }
 }
 
-/// NSGA-II over `family` for each of its exit rules on the selecting frames, then the cheapest
-/// configurations that meet the target there, certified one by one, at most `tries` of them.
+/// One ladder tested on the certifying frames.
+pub struct Climbed {
+    /// The steps tested, in order: each one certified but perhaps the last, where testing
+    /// stopped.
+    pub tries: Vec<Found>,
+    /// Steps on the ladder, tested or not.
+    pub steps: usize,
+}
+
+/// What searching one family found, and how.
+pub struct Searched {
+    pub explored: Explored,
+    /// Each ladder as the certifying frames climbed it.
+    pub ladders: Vec<Climbed>,
+    /// The confidence each ladder is tested with, so that all hold together with the search's.
+    pub each: f64,
+    /// Which try is kept, as (ladder, step): the cheapest certified on the certifying frames.
+    pub kept: Option<(usize, usize)>,
+    /// The step kept, else no exit at all.
+    pub found: Found,
+}
+
+/// [`explore`], then the ladder of its best structure, certified: the search of a family
+/// without gates.
 pub fn search_and_certify(
     zoo: &Zoo,
     family: &Family,
     budget: usize,
     seed: u64,
     confidence: f64,
-    tries: usize,
 ) -> Searched {
-    let (configurations, structures) = search(zoo, family, budget, seed);
-    let max_error = zoo.problem.goal.limit();
-    let mut feasible: Vec<&Configuration> = configurations
-        .iter()
-        .filter(|c| c.objectives[1] <= max_error)
+    let explored = explore(zoo, family, budget, seed);
+    let ladders = best(zoo, family, &explored)
+        .map(|step| ladder(zoo, &step))
+        .into_iter()
         .collect();
-    feasible.sort_by(|a, b| a.objectives[0].total_cmp(&b.objectives[0]));
+    certify(zoo, explored, ladders, confidence)
+}
 
-    let each = per_try(confidence);
-    let mut done: Vec<Try> = Vec::new();
-    let mut best: Option<Found> = None;
-    let mut tried = HashSet::new();
-    // After a refuted try, only configurations stricter on the selecting frames are worth a
-    // try: those as lax as it are likely refuted too.
-    let mut laxest_worth_trying = f64::INFINITY;
-    for c in feasible {
-        if tried.len() >= tries {
-            break;
-        }
-        if c.objectives[1] >= laxest_worth_trying {
-            continue;
-        }
-        let Some((level, genome)) = c.genome.split_last() else {
-            continue;
-        };
-        let Some(placed) = zoo.placed(family, genome, usize::from(*level)) else {
-            continue;
-        };
-        let (Some(select), Some(certify)) = (
-            zoo.simulate(c.rule, &placed, false),
-            zoo.simulate(c.rule, &placed, true),
-        ) else {
-            continue;
-        };
-        // Structures that answer every frame alike (an exit nobody leaves at) would certify
-        // alike: one try, the cheapest of them.
-        if !tried.insert((select.answers.clone(), certify.answers.clone())) {
-            continue;
-        }
-        let certificate = zoo.certificate(&certify, each);
-        if certificate.refuted {
-            laxest_worth_trying = laxest_worth_trying.min(c.objectives[1]);
-        }
-        done.push(Try {
-            rule: c.rule,
-            select: select.clone(),
-            certify: certify.clone(),
-            certificate: certificate.clone(),
-        });
-        let found = Found {
-            rule: c.rule,
-            placed,
-            gated: None,
-            certificate,
-            select,
-            certify,
-        };
-        if found.certificate.certified {
-            best = Some(found);
-            break;
-        }
-        if found
-            .certificate
-            .better_uncertified_than(best.as_ref().map(|b| &b.certificate))
-        {
-            best = Some(found);
+/// The structure the selecting frames prefer: the cheapest configuration there that meets the
+/// target there.
+pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Step> {
+    let limit = zoo.problem.goal.limit();
+    let c = explored
+        .configurations
+        .iter()
+        .filter(|c| c.objectives[1] <= limit)
+        .min_by(|a, b| a.objectives[0].total_cmp(&b.objectives[0]))?;
+    let (level, genome) = c.genome.split_last()?;
+    let placed = zoo.placed(family, genome, usize::from(*level))?;
+    let select = zoo.simulate(c.rule, &placed, false)?;
+    Some(Step {
+        rule: c.rule,
+        thresholds: zoo.thresholds(&placed, c.rule.metric),
+        placed,
+        gated: None,
+        select,
+    })
+}
+
+/// Rungs of a ladder, and how far past its structure's own thresholds it reaches: at the last
+/// rung, each exit lets twice as many selecting frames leave as at its own threshold.
+pub const RUNGS: usize = 100;
+pub const LOOSEST: f64 = 2.0;
+
+/// The ladder through `structure`: rung j lets the surest j/RUNGS × LOOSEST of the frames that
+/// leave at each exit under its own threshold (counted on the selecting frames) leave there,
+/// from none, the backbone's answer on every frame, up. Risk grows along it, so fixed-sequence
+/// testing climbs it as far as the certifying frames allow; it depends on the selecting frames
+/// alone, so it is fixed before they are seen.
+pub fn ladder(zoo: &Zoo, structure: &Step) -> Vec<Step> {
+    let metric = structure.rule.metric;
+    // Each exit's scores on the selecting frames, surest first, and how many leave there.
+    let exits: Vec<(Vec<f64>, usize)> = structure
+        .placed
+        .iter()
+        .zip(&structure.thresholds)
+        .filter_map(|(p, &threshold)| {
+            let o = zoo.option(p)?;
+            let mut scores: Vec<f64> = (0..o.select.frames())
+                .map(|i| o.select.score(i, metric))
+                .filter(|s| !s.is_nan())
+                .collect();
+            scores.sort_by(|a, b| metric.surest_first(*a, *b));
+            let leaving = scores
+                .iter()
+                .filter(|&&s| metric.leaves(s, threshold))
+                .count();
+            Some((scores, leaving))
+        })
+        .collect();
+    if exits.len() != structure.placed.len() {
+        return Vec::new();
+    }
+    let mut rungs: Vec<Vec<f64>> = Vec::new();
+    for j in 0..=RUNGS {
+        let scale = LOOSEST * j as f64 / RUNGS as f64;
+        let thresholds: Vec<f64> = exits
+            .iter()
+            .map(|(scores, leaving)| {
+                let n = ((*leaving as f64 * scale).round() as usize).min(scores.len());
+                if n == 0 {
+                    metric.never()
+                } else {
+                    scores[n - 1]
+                }
+            })
+            .collect();
+        if rungs.last() != Some(&thresholds) {
+            rungs.push(thresholds);
         }
     }
-    // No exit at all is what is left when no structure meets the target on the selecting
-    // frames, or the certifying frames refute every one that does. When some do but none
-    // certifies, the best certified of those not refuted is kept, with the promise it did
-    // certify: the backbone alone would certify more and save nothing.
-    let found = best.unwrap_or_else(|| no_exit(zoo, each));
+    rungs
+        .into_iter()
+        .filter_map(|thresholds| {
+            let select = zoo.run(structure.rule, &structure.placed, &thresholds, None, false)?;
+            Some(Step {
+                thresholds,
+                select,
+                gated: None,
+                ..structure.clone()
+            })
+        })
+        .collect()
+}
+
+/// Climbs each of `ladders` on the certifying frames by fixed-sequence testing, the search's
+/// `confidence` split evenly among them (Bonferroni), and keeps the cheapest step certified
+/// there, when it costs less than the backbone alone (1); else no exit at all.
+pub fn certify(
+    zoo: &Zoo,
+    explored: Explored,
+    ladders: Vec<Vec<Step>>,
+    confidence: f64,
+) -> Searched {
+    let each = 1.0 - (1.0 - confidence) / ladders.len().max(1) as f64;
+    let climbed: Vec<Climbed> = ladders
+        .into_iter()
+        .map(|ladder| climb(zoo, ladder, each))
+        .collect();
+    let mut kept: Option<(usize, usize)> = None;
+    for (l, ladder) in climbed.iter().enumerate() {
+        for (k, t) in ladder.tries.iter().enumerate() {
+            let cheaper = kept
+                .is_none_or(|(a, b)| t.certify.mean_cost < climbed[a].tries[b].certify.mean_cost);
+            if t.certificate.certified && t.certify.mean_cost < 1.0 && cheaper {
+                kept = Some((l, k));
+            }
+        }
+    }
+    let found = kept.map_or_else(|| no_exit(zoo, each), |(l, k)| climbed[l].tries[k].clone());
     Searched {
+        explored,
+        ladders: climbed,
+        each,
+        kept,
         found,
-        configurations,
-        structures,
-        positions: family.positions.len(),
-        kinds: family.kinds.len(),
-        rules: family.rules.len(),
-        tries: done,
     }
 }
 
-/// Every configuration of `family` NSGA-II scores on the selecting frames, in the order scored,
-/// and the number of distinct structures among them.
-fn search(zoo: &Zoo, family: &Family, budget: usize, seed: u64) -> (Vec<Configuration>, usize) {
+/// One ladder tested in order, each step with confidence `each`, until the first that fails.
+fn climb(zoo: &Zoo, ladder: Vec<Step>, each: f64) -> Climbed {
+    let steps = ladder.len();
+    let tested = ladder.into_iter().filter_map(|s| s.certified(zoo, each));
+    let (passed, failed) = certify::fixed_sequence(tested, |f| f.certificate.certified);
+    Climbed {
+        tries: passed.into_iter().chain(failed).collect(),
+        steps,
+    }
+}
+
+/// Every configuration of `family` NSGA-II scores on the selecting frames, for each of its
+/// exit rules.
+pub fn explore(zoo: &Zoo, family: &Family, budget: usize, seed: u64) -> Explored {
     let space = family.space();
     let mut scored: Vec<Configuration> = Vec::new();
     let mut structures = 0;
@@ -233,10 +315,17 @@ fn search(zoo: &Zoo, family: &Family, budget: usize, seed: u64) -> (Vec<Configur
         structures += outcome.scored.len();
     }
     bar.finish_and_clear();
-    (scored, structures)
+    Explored {
+        configurations: scored,
+        structures,
+        positions: family.positions.len(),
+        kinds: family.kinds.len(),
+        rules: family.rules.len(),
+    }
 }
 
-/// The structure with no exit: the backbone alone, certified like any try.
+/// The structure with no exit: the backbone alone. It agrees with the backbone on every frame
+/// by construction; its certificate says what the certifying frames show of the target.
 fn no_exit(zoo: &Zoo, confidence: f64) -> Found {
     let placed = Vec::new();
     let select = zoo
@@ -248,6 +337,7 @@ fn no_exit(zoo: &Zoo, confidence: f64) -> Found {
     Found {
         rule: Rule::PLAIN,
         placed,
+        thresholds: Vec::new(),
         gated: None,
         certificate: zoo.certificate(&certify, confidence),
         select,

@@ -2,34 +2,34 @@
 //! every head architecture at the kept ones, search positions × heads × exit rules × thresholds
 //! with NSGA-II on cached head outputs, and certify the choice on frames nothing was fitted on.
 //!
-//! The held-out frames of each footage are split in time ([`Halves`]): the first half selects
-//! (thresholds, structure), the second half only certifies. The baselines (an exit at every
-//! kept position, and evenly spaced exits) go through the same search, restricted, and the same
-//! certificate. Everything here returns data; the report renders it.
+//! Heads train on the training footage but its end, which they never see: there, the search
+//! chooses thresholds and structure, and lays out ladders of configurations, safest first. The
+//! held-out frames, all of them, only certify, climbing each ladder as far as they allow
+//! ([`certified`]). The bundle keeps the cheapest configuration certified, or no exit at all. The baselines (an exit at every kept position,
+//! and evenly spaced exits) go through the same search, restricted, and the same certificate.
+//! Everything here returns data; the report renders it.
 
 mod baselines;
 mod certificate;
 mod certified;
 mod gates;
-mod halves;
 mod rules;
 mod training;
 mod zoo;
 
 use anyhow::Result;
-use earlyexit::bundle::Promise;
+use earlyexit::bundle::{Measure, Promise};
 
 pub use self::baselines::Baselines;
 pub use self::certificate::Certificate;
-pub use self::certified::{CERTIFY_TRIES, Configuration, Searched, per_try};
-pub use self::gates::{GateFindings, GateRow, GateRowRule};
+pub use self::certified::{Configuration, LOOSEST, RUNGS, Searched};
+pub use self::gates::GateFindings;
 pub use self::rules::{LEVELS, Rule};
 pub use self::training::Saliency;
 pub use self::zoo::Found;
 
-use self::certified::search_and_certify;
+use self::certified::{best, explore, ladder, search_and_certify};
 use self::gates::{gate, patient_as_gate};
-use self::halves::Halves;
 use self::training::{Trained, agreement, train_heads};
 use self::zoo::{Family, Zoo};
 use crate::heads::HeadKind;
@@ -58,16 +58,16 @@ pub struct Findings {
     pub kept: Vec<usize>,
     /// Every head trained at the kept positions.
     pub heads: Vec<KeptHeads>,
-    /// The search of the whole family, before any learned gate.
+    /// The search of the whole family, and the ladders certified.
     pub searched: Searched,
-    /// Format 2: learned gates on the found structure.
+    /// Format 2: learned gates on the structure the selecting frames prefer.
     pub gates: Option<GateFindings>,
     /// The structure chosen.
     pub chosen: Found,
     pub baselines: Baselines,
     pub select_frames: usize,
     pub certify_frames: usize,
-    /// The promise's confidence, for all tries together.
+    /// The promise's confidence, for every ladder together.
     pub confidence: f64,
 }
 
@@ -88,34 +88,29 @@ pub struct HeadSummary {
 
 pub fn choose(problem: &Problem) -> Result<Selected> {
     let settings = &problem.settings;
-    let held = &problem.frames.held;
-    let halves = Halves::of(&problem.frames.held_ranges);
-    let labels = held.all_labels();
-    let pick = |v: &[u32], idx: &[usize]| -> Vec<u32> { idx.iter().map(|&i| v[i]).collect() };
-    let teacher_s = pick(&held.teacher, &halves.select);
-    let teacher_c = pick(&held.teacher, &halves.certify);
-    let labels_s = labels.as_ref().map(|l| pick(l, &halves.select));
-    let labels_c = labels.as_ref().map(|l| pick(l, &halves.certify));
-
+    let frames = &problem.frames;
+    if frames.select.frames() == 0 {
+        anyhow::bail!(
+            "too few training frames to keep some apart for choosing exit rules: {} in all",
+            frames.train.frames()
+        );
+    }
+    let select_labels = frames.select.all_labels();
+    let held_labels = frames.held.all_labels();
     let select_ref = Reference {
-        teacher: &teacher_s,
-        labels: labels_s.as_deref(),
+        teacher: &frames.select.teacher,
+        labels: select_labels.as_deref(),
     };
-    let trained = train_heads(problem, &halves, &select_ref)?;
-    let heads = kept_heads(&trained, &teacher_s);
+    let trained = train_heads(problem, &select_ref)?;
+    let heads = kept_heads(&trained, &frames.select.teacher);
 
     let zoo = Zoo {
         problem,
         heads: trained.heads,
-        halves: &halves,
         select: select_ref,
         certify: Reference {
-            teacher: &teacher_c,
-            labels: labels_c.as_deref(),
-        },
-        held: Reference {
-            teacher: &held.teacher,
-            labels: labels.as_deref(),
+            teacher: &frames.held.teacher,
+            labels: held_labels.as_deref(),
         },
     };
     let searched_family = Family {
@@ -124,20 +119,27 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
         rules: Rule::all(settings.format),
     };
     let budget = settings.budget.max(30);
-    let searched = search_and_certify(
-        &zoo,
-        &searched_family,
-        budget,
-        settings.seed,
-        settings.confidence,
-        CERTIFY_TRIES - usize::from(problem.gates()),
-    );
-    let found = patient_as_gate(&zoo, searched.found.clone());
-    let (found, stream_blind, gates) = if problem.gates() {
-        let gating = gate(&zoo, found, settings.seed, settings.confidence)?;
-        (gating.found, gating.stream_blind, Some(gating.findings))
+    let explored = explore(&zoo, &searched_family, budget, settings.seed);
+    let best = best(&zoo, &searched_family, &explored);
+    let mut ladders: Vec<_> = best.iter().map(|s| ladder(&zoo, s)).collect();
+    let gates = if problem.gates() {
+        let gating = gate(&zoo, best.as_ref(), settings.seed, settings.confidence)?;
+        ladders.extend((!gating.ladder.is_empty()).then_some(gating.ladder));
+        Some(gating.findings)
     } else {
-        (found, None, None)
+        None
+    };
+    let searched = certified::certify(&zoo, explored, ladders, settings.confidence);
+    // Learned gates are kept only when a step of theirs is the cheapest certified.
+    let stream_blind = match &gates {
+        Some(GateFindings::Fitted(fit)) if searched.found.gated.is_some() => {
+            fit.stream_blind.clone()
+        }
+        _ => None,
+    };
+    let found = match searched.found.gated {
+        Some(_) => searched.found.clone(),
+        None => patient_as_gate(searched.found.clone()),
     };
 
     let (shallow_deep, even) = search_baselines(&zoo, &trained.kept, &found, budget)?;
@@ -219,7 +221,6 @@ fn search_baselines(
             budget / 3,
             problem.settings.seed,
             problem.settings.confidence,
-            CERTIFY_TRIES,
         )
         .found
     };
@@ -231,12 +232,10 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
     let exits = f
         .placed
         .iter()
-        .filter_map(|p| {
+        .zip(&f.thresholds)
+        .filter_map(|(p, &threshold)| {
             let o = zoo.option(p)?;
-            let threshold = match &f.gated {
-                Some(g) => g.threshold,
-                None => o.threshold(f.rule.metric, p.level)?,
-            };
+            let threshold = f.gated.as_ref().map_or(threshold, |g| g.threshold);
             Some(ChosenExit {
                 cut: zoo.problem.candidates[p.candidate].clone(),
                 head: o.head.clone(),
@@ -244,13 +243,6 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
             })
         })
         .collect();
-    let promise = Promise {
-        measure: zoo.problem.goal.measure,
-        // Four decimals, rounded down, so the written promise never exceeds the bound.
-        target: (f.certificate.bound * 10_000.0).floor() / 10_000.0,
-        confidence,
-        frames: zoo.certify.frames() as u64,
-    };
     Choice {
         exits,
         metric: f.rule.metric,
@@ -258,8 +250,34 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
             gate: g.gate.clone(),
             weights: g.weights.clone(),
         }),
-        promise: Some(promise),
-        uncertified: !f.certificate.certified,
-        held: zoo.simulate_held(f).unwrap_or_else(|| f.select.clone()),
+        promise: Some(promise(zoo, f, confidence)),
+        held: f.certify.clone(),
+    }
+}
+
+/// What a bundle of `f` promises, true of it as written. The backbone alone agrees with itself
+/// on every frame, certainly. A certified rate is the target the path certified (the bound of
+/// the one step kept would be chosen after the fact); otherwise, and for the accuracy a loss
+/// goal leaves, the step's own lower bound.
+fn promise(zoo: &Zoo, f: &Found, confidence: f64) -> Promise {
+    let goal = &zoo.problem.goal;
+    if f.placed.is_empty() {
+        return Promise {
+            measure: Measure::Agreement,
+            target: 1.0,
+            confidence: 1.0,
+            frames: 0,
+        };
+    }
+    let rate = match goal.max_loss {
+        None if f.certificate.certified => goal.target,
+        _ => f.certificate.bound,
+    };
+    Promise {
+        measure: goal.measure,
+        // Four decimals, rounded down, so the written promise never exceeds what holds.
+        target: (rate * 10_000.0).floor() / 10_000.0,
+        confidence,
+        frames: zoo.certify.frames() as u64,
     }
 }

@@ -6,7 +6,6 @@ use earlyexit::bundle::Measure;
 use earlyexit::rule::Metric;
 use earlyexit_graph::CutPoint;
 
-use super::halves::Halves;
 use super::zoo::{HeadOption, HeadScores, HeadTable};
 use crate::heads::{HeadKind, TrainedHead, Training};
 use crate::outputs::ExitOutputs;
@@ -33,7 +32,7 @@ pub struct Trained {
 
 /// Probes every candidate position, keeps the most salient, and trains every head kind there,
 /// each scored on the held-out frames (`select_ref` describes the selecting ones).
-pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -> Result<Trained> {
+pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained> {
     let seed = problem.settings.seed;
     let mut heads = HeadTable::new(problem.candidates.len());
     // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
@@ -49,7 +48,7 @@ pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -
         .collect();
     let bar = crate::progress::bar("saliency probes", Some(probes.len() as u64));
     let trained = train(problem, &probes, &bar)?;
-    let options = score(problem, halves, select_ref, trained)?;
+    let options = score(problem, select_ref, trained)?;
     bar.finish_and_clear();
     let mut saliency = Vec::new();
     for option in options {
@@ -89,10 +88,7 @@ pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -
         .collect();
     let bar = crate::progress::bar("training heads", Some(jobs.len() as u64));
     let trained = train(problem, &jobs, &bar)?;
-    for (job, option) in jobs
-        .iter()
-        .zip(score(problem, halves, select_ref, trained)?)
-    {
+    for (job, option) in jobs.iter().zip(score(problem, select_ref, trained)?) {
         heads.set(option.candidate, job.kind, option.value);
     }
     // The ensemble at each kept position, of the heads trained there.
@@ -103,7 +99,7 @@ pub fn train_heads(problem: &Problem, halves: &Halves, select_ref: &Reference) -
             value: ensemble_of(&heads, candidate, select_ref.teacher),
         })
         .collect();
-    for ensemble in score(problem, halves, select_ref, ensembles)? {
+    for ensemble in score(problem, select_ref, ensembles)? {
         heads.set(ensemble.candidate, HeadKind::Ensemble, ensemble.value);
     }
     bar.finish_and_clear();
@@ -145,17 +141,16 @@ fn train(
         .collect()
 }
 
-/// Scores `heads` on the held-out frames and costs them.
+/// Scores `heads` on the selecting and the held-out frames, and costs them.
 fn score(
     problem: &Problem,
-    halves: &Halves,
     select_ref: &Reference,
     heads: Vec<AtCandidate<TrainedHead>>,
 ) -> Result<Vec<AtCandidate<HeadOption>>> {
     heads
         .into_iter()
         .map(|h| {
-            let scores = HeadScores::of(problem, h.candidate, &h.value, halves, select_ref)?;
+            let scores = HeadScores::of(problem, h.candidate, &h.value, select_ref)?;
             let cost = problem.head_cost(h.candidate, &h.value)?;
             Ok(AtCandidate {
                 candidate: h.candidate,

@@ -8,7 +8,6 @@ use earlyexit::rule::{Metric, PerMetric};
 use earlyexit_graph::CutPoint;
 
 use super::certificate::Certificate;
-use super::halves::Halves;
 use super::rules::{Rule, level_thresholds};
 use crate::certify;
 use crate::gating::{self, Gated};
@@ -16,7 +15,7 @@ use crate::heads::{HeadKind, TrainedHead};
 use crate::nas::{self, Space};
 use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
-use crate::simulate::{Patience, Reference, Simulation, simulate};
+use crate::simulate::{Reference, Simulation, simulate};
 
 /// A trained head at a candidate position, with its outputs on the selecting and certifying
 /// frames.
@@ -65,11 +64,9 @@ impl HeadScores {
         problem: &Problem,
         candidate: usize,
         head: &TrainedHead,
-        halves: &Halves,
         reference: &Reference,
     ) -> Result<HeadScores> {
-        let held = head.outputs(&problem.frames.held, candidate)?;
-        let select = held.subset(&halves.select);
+        let select = head.outputs(&problem.frames.select, candidate)?;
         Ok(HeadScores {
             thresholds: PerMetric::try_from_fn(|metric| {
                 let searched = problem.settings.format.metrics().contains(&metric);
@@ -85,7 +82,7 @@ impl HeadScores {
                     })
                     .transpose()
             })?,
-            certify: held.subset(&halves.certify),
+            certify: head.outputs(&problem.frames.held, candidate)?,
             select,
         })
     }
@@ -155,6 +152,8 @@ impl Family {
 pub struct Found {
     pub rule: Rule,
     pub placed: Vec<PlacedExit>,
+    /// Each exit's threshold under the rule's metric.
+    pub thresholds: Vec<f64>,
     /// With `--format 2`: the exits' gates (a patient rule's, or learned ones) and their one
     /// threshold.
     pub gated: Option<Gated>,
@@ -172,11 +171,8 @@ const SELECT_CONFIDENCE: f64 = 0.84;
 pub struct Zoo<'p> {
     pub problem: &'p Problem<'p>,
     pub heads: HeadTable,
-    pub halves: &'p Halves,
     pub select: Reference<'p>,
     pub certify: Reference<'p>,
-    /// All held-out frames, in time order: what `evaluate` on the held-out footage sees.
-    pub held: Reference<'p>,
 }
 
 impl Zoo<'_> {
@@ -230,61 +226,57 @@ impl Zoo<'_> {
         certifying: bool,
         costs: &CostTable,
     ) -> Option<Simulation> {
-        let mut outputs = Vec::new();
-        let mut thresholds = Vec::new();
-        for p in placed {
-            let o = self.option(p)?;
-            outputs.push(if certifying { &o.certify } else { &o.select });
-            thresholds.push(o.threshold(rule.metric, p.level)?);
-        }
-        let reference = if certifying {
-            &self.certify
+        let thresholds = placed
+            .iter()
+            .map(|p| self.option(p)?.threshold(rule.metric, p.level))
+            .collect::<Option<Vec<f64>>>()?;
+        self.run_costed(rule, placed, &thresholds, None, certifying, costs)
+    }
+
+    /// A structure on the selecting or the certifying frames, decided by its learned gates
+    /// when it has them, else by its rule at `thresholds`, one per exit.
+    pub fn run(
+        &self,
+        rule: Rule,
+        placed: &[PlacedExit],
+        thresholds: &[f64],
+        gated: Option<&Gated>,
+        certifying: bool,
+    ) -> Option<Simulation> {
+        let costs = self.costs(placed)?;
+        self.run_costed(rule, placed, thresholds, gated, certifying, &costs)
+    }
+
+    fn run_costed(
+        &self,
+        rule: Rule,
+        placed: &[PlacedExit],
+        thresholds: &[f64],
+        gated: Option<&Gated>,
+        certifying: bool,
+        costs: &CostTable,
+    ) -> Option<Simulation> {
+        let outputs = placed
+            .iter()
+            .map(|p| {
+                let o = self.option(p)?;
+                Some(if certifying { &o.certify } else { &o.select })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (reference, streams) = if certifying {
+            (&self.certify, &self.problem.frames.held_ranges)
         } else {
-            &self.select
+            (&self.select, &self.problem.frames.select_ranges)
         };
-        Some(simulate(
-            rule.metric,
-            &thresholds,
-            &outputs,
-            reference,
-            costs,
-            rule.patience,
-        ))
-    }
-
-    /// A head's outputs on all held-out frames in time order: each footage's selecting
-    /// frames, then its certifying frames.
-    fn held_outputs(&self, o: &HeadOption) -> ExitOutputs {
-        let mut all = ExitOutputs::default();
-        let halves = self.halves;
-        for (a, b) in halves.select_streams.iter().zip(&halves.certify_streams) {
-            all.extend_from(&o.select, a.clone());
-            all.extend_from(&o.certify, b.clone());
-        }
-        all
-    }
-
-    /// A found structure on all held-out frames, as `evaluate` on the held-out footage runs it.
-    pub fn simulate_held(&self, f: &Found) -> Option<Simulation> {
-        let costs = self.costs(&f.placed)?;
-        let mut outputs = Vec::new();
-        let mut thresholds = Vec::new();
-        for p in &f.placed {
-            let o = self.option(p)?;
-            outputs.push(self.held_outputs(o));
-            thresholds.push(o.threshold(f.rule.metric, p.level)?);
-        }
-        let outputs: Vec<&ExitOutputs> = outputs.iter().collect();
-        let streams = &self.problem.frames.held_ranges;
-        Some(match &f.gated {
-            Some(g) => gating::simulate(g, &outputs, &self.held, streams, &costs),
+        Some(match gated {
+            Some(g) => gating::simulate(g, &outputs, reference, streams, costs),
             None => simulate(
-                f.rule.metric,
-                &thresholds,
+                rule.metric,
+                thresholds,
                 &outputs,
-                &self.held,
-                &costs,
-                Patience::None,
+                reference,
+                costs,
+                rule.patience,
             ),
         })
     }
@@ -304,7 +296,7 @@ impl Zoo<'_> {
         Certificate::of(cert, &self.problem.goal, &self.certify, confidence)
     }
 
-    /// The thresholds of `placed` exits under `metric`.
+    /// The thresholds of `placed` exits under `metric`, at their levels.
     pub fn thresholds(&self, placed: &[PlacedExit], metric: Metric) -> Vec<f64> {
         placed
             .iter()
