@@ -5,15 +5,9 @@
 
 use statrs::distribution::{Beta, ContinuousCDF, Normal};
 
-/// Independent samples that `failures` (one flag per frame, in time order) are worth:
-/// n / (1 + 2 Σ ρ_k), summing the autocorrelations while they stay positive (Geyer's initial
-/// positive sequence). Never more than n, never less than 1.
-pub fn effective_samples(failures: &[bool]) -> f64 {
-    let x: Vec<f64> = failures.iter().map(|&f| f64::from(u8::from(f))).collect();
-    effective_samples_of(&x)
-}
-
-/// [`effective_samples`] of any per-frame values.
+/// Independent samples that per-frame `x` (in time order) are worth: n / (1 + 2 Σ ρ_k),
+/// summing the autocorrelations while they stay positive (Geyer's initial positive sequence).
+/// Never more than n, never less than 1.
 pub fn effective_samples_of(x: &[f64]) -> f64 {
     let n = x.len();
     if n < 2 {
@@ -53,28 +47,79 @@ pub fn failure_upper_bound(failures: f64, samples: f64, confidence: f64) -> f64 
     }
 }
 
-/// A lower bound on the success rate of `failures` (per frame, in time order) that holds with
-/// `confidence`.
-pub fn rate_lower_bound(failures: &[bool], confidence: f64) -> f64 {
+/// Independent scenes a stream is worth, from the backbone's answers per frame in time order:
+/// n / (1 + 2 Σ ρ_k) as in [`effective_samples_of`], with ρ_k the answers' own autocorrelation (how
+/// much likelier two frames k apart give the same answer than two frames at random). Frames of
+/// one scene are near copies, which their failures alone may not show when failures are rare;
+/// shuffled images give about n. A stream with a single answer is one scene.
+pub fn effective_scenes(answers: &[u32]) -> f64 {
+    let n = answers.len();
+    if n < 2 {
+        return n as f64;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for &a in answers {
+        *counts.entry(a).or_insert(0usize) += 1;
+    }
+    // The chance that two frames at random agree.
+    let chance: f64 = counts
+        .values()
+        .map(|&c| (c as f64 / n as f64).powi(2))
+        .sum();
+    if chance >= 1.0 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    for lag in 1..n / 2 {
+        let same = answers[..n - lag]
+            .iter()
+            .zip(&answers[lag..])
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / (n - lag) as f64;
+        let rho = (same - chance) / (1.0 - chance);
+        if rho <= 0.0 {
+            break;
+        }
+        sum += rho;
+    }
+    (n as f64 / (1.0 + 2.0 * sum)).clamp(1.0, n as f64)
+}
+
+/// Independent samples per-frame `values` are worth in a stream of `scenes` (see
+/// [`effective_scenes`]): the fewer of what their own correlation and the scenes allow.
+fn effective(values: &[f64], scenes: f64) -> f64 {
+    effective_samples_of(values).min(scenes).max(1.0)
+}
+
+fn as_values(failures: &[bool]) -> Vec<f64> {
+    failures.iter().map(|&f| f64::from(u8::from(f))).collect()
+}
+
+/// A lower bound on the success rate of `failures` (per frame, in time order, in a stream of
+/// `scenes`) that holds with `confidence`.
+pub fn rate_lower_bound(failures: &[bool], scenes: f64, confidence: f64) -> f64 {
     let n = failures.len();
     if n == 0 {
         return 0.0;
     }
     let k = failures.iter().filter(|&&f| f).count() as f64;
-    let n_eff = effective_samples(failures);
+    let n_eff = effective(&as_values(failures), scenes);
     // The observed rate is kept; only the evidence behind it shrinks.
     1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
 }
 
-/// An upper bound on the mean of per-frame `values` (in time order) that holds with about
-/// `confidence`: mean + z·sd/√n_eff, by the normal approximation. The variance counts one
-/// more unit event than seen, so a handful of failures (or none) is not taken as certainty.
-pub fn mean_upper_bound(values: &[f64], confidence: f64) -> f64 {
-    mean_and_margin(values, confidence).map_or(f64::INFINITY, |(mean, margin)| mean + margin)
+/// An upper bound on the mean of per-frame `values` (in time order, in a stream of `scenes`)
+/// that holds with about `confidence`: mean + z·sd/√n_eff, by the normal approximation. The
+/// variance counts one more unit event than seen, so a handful of failures (or none) is not
+/// taken as certainty.
+pub fn mean_upper_bound(values: &[f64], scenes: f64, confidence: f64) -> f64 {
+    mean_and_margin(values, scenes, confidence)
+        .map_or(f64::INFINITY, |(mean, margin)| mean + margin)
 }
 
 /// The mean of `values` and z·sd/√n_eff, or `None` for no values.
-fn mean_and_margin(values: &[f64], confidence: f64) -> Option<(f64, f64)> {
+fn mean_and_margin(values: &[f64], scenes: f64, confidence: f64) -> Option<(f64, f64)> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -84,7 +129,7 @@ fn mean_and_margin(values: &[f64], confidence: f64) -> Option<(f64, f64)> {
     let square = (values.iter().map(|v| v * v).sum::<f64>() + 1.0) / nf;
     let sd = (square - mean * mean).max(0.0).sqrt();
     let z = Normal::standard().inverse_cdf(confidence);
-    Some((mean, z * sd / effective_samples_of(values).sqrt()))
+    Some((mean, z * sd / effective(values, scenes).sqrt()))
 }
 
 /// Fixed-sequence testing, the *Learn then Test* procedure of Angelopoulos et al. (2021) along
@@ -110,24 +155,34 @@ pub fn fixed_sequence<T>(
 /// Roughly how many frames like `failures` (the same failure rate, the same correlation) would
 /// lift [`rate_lower_bound`] to `target`; `None` when their rate itself is not above it, which
 /// no number of frames fixes.
-pub fn frames_to_reach_rate(failures: &[bool], target: f64, confidence: f64) -> Option<f64> {
+pub fn frames_to_reach_rate(
+    failures: &[bool],
+    scenes: f64,
+    target: f64,
+    confidence: f64,
+) -> Option<f64> {
     let n = failures.len() as f64;
     let share = failures.iter().filter(|&&f| f).count() as f64 / n.max(1.0);
     if n == 0.0 || 1.0 - share <= target {
         return None;
     }
     let reaches = |m: f64| 1.0 - failure_upper_bound(share * m, m, confidence) >= target;
-    Some(least_reaching(reaches)? * n / effective_samples(failures))
+    Some(least_reaching(reaches)? * n / effective(&as_values(failures), scenes))
 }
 
 /// Roughly how many frames like `values` would bring [`mean_upper_bound`] down to `limit`;
 /// `None` when their mean itself is not below it.
-pub fn frames_to_reach_mean(values: &[f64], limit: f64, confidence: f64) -> Option<f64> {
-    let (mean, margin) = mean_and_margin(values, confidence)?;
+pub fn frames_to_reach_mean(
+    values: &[f64],
+    scenes: f64,
+    limit: f64,
+    confidence: f64,
+) -> Option<f64> {
+    let (mean, margin) = mean_and_margin(values, scenes, confidence)?;
     if mean >= limit {
         return None;
     }
-    let effective = effective_samples_of(values);
+    let effective = effective(values, scenes);
     // The margin shrinks as one over the root of the effective samples.
     let needed = effective * (margin / (limit - mean)).powi(2);
     Some(needed.max(1.0) * values.len() as f64 / effective)
@@ -170,11 +225,14 @@ mod tests {
         let independent: Vec<bool> = (0..1000).map(|i| (i * 7919) % 13 == 0).collect();
         // The same failure rate, but in runs of 10 neighbouring frames.
         let runs: Vec<bool> = (0..1000).map(|i| (i / 10) % 13 == 0).collect();
-        let n1 = effective_samples(&independent);
-        let n2 = effective_samples(&runs);
+        let n1 = effective_samples_of(&as_values(&independent));
+        let n2 = effective_samples_of(&as_values(&runs));
         assert!(n1 > 800.0, "{n1}");
         assert!(n2 < 200.0, "{n2}");
-        assert!(rate_lower_bound(&runs, 0.95) < rate_lower_bound(&independent, 0.95));
+        assert!(
+            rate_lower_bound(&runs, f64::INFINITY, 0.95)
+                < rate_lower_bound(&independent, f64::INFINITY, 0.95)
+        );
     }
 
     #[test]
@@ -183,16 +241,16 @@ mod tests {
         let independent: Vec<f64> = (0..2000)
             .map(|i| f64::from(u8::from((i * 7919) % 100 == 0)))
             .collect();
-        let u90 = mean_upper_bound(&independent, 0.90);
-        let u99 = mean_upper_bound(&independent, 0.99);
+        let u90 = mean_upper_bound(&independent, f64::INFINITY, 0.90);
+        let u99 = mean_upper_bound(&independent, f64::INFINITY, 0.99);
         assert!(u90 > 0.01 && u90 < 0.0135, "{u90}");
         assert!(u99 > u90, "{u99} {u90}");
         let runs: Vec<f64> = (0..2000)
             .map(|i| f64::from(u8::from((i / 10) % 100 == 0)))
             .collect();
-        assert!(mean_upper_bound(&runs, 0.90) > u90);
+        assert!(mean_upper_bound(&runs, f64::INFINITY, 0.90) > u90);
         // No failure seen is not certainty.
-        assert!(mean_upper_bound(&[0.0; 100], 0.95) > 0.0);
+        assert!(mean_upper_bound(&[0.0; 100], f64::INFINITY, 0.95) > 0.0);
     }
 
     #[test]
@@ -233,7 +291,7 @@ mod tests {
                 stream.iter().map(|&(s, right)| s >= t && !right).collect()
             };
             let (passed, _) = fixed_sequence(path.iter().copied(), |&t| {
-                rate_lower_bound(&failures(t), confidence) >= target
+                rate_lower_bound(&failures(t), f64::INFINITY, confidence) >= target
             });
             if let Some(&loosest) = passed.last() {
                 certified += 1;
@@ -255,22 +313,42 @@ mod tests {
     fn the_frames_a_target_needs_grow_as_it_nears_the_observed_rate() {
         // 1% failures on 1,000 independent frames.
         let failures: Vec<bool> = (0..1000).map(|i| (i * 7919) % 100 == 0).collect();
-        let near = frames_to_reach_rate(&failures, 0.985, 0.95).unwrap();
-        let far = frames_to_reach_rate(&failures, 0.97, 0.95).unwrap();
+        let near = frames_to_reach_rate(&failures, f64::INFINITY, 0.985, 0.95).unwrap();
+        let far = frames_to_reach_rate(&failures, f64::INFINITY, 0.97, 0.95).unwrap();
         assert!(far < 1000.0 && near > 1000.0, "{far} {near}");
         // With that many frames like these, the bound does reach the target.
         let more: Vec<bool> = (0..near.ceil() as usize)
             .map(|i| (i * 7919) % 100 == 0)
             .collect();
-        assert!(rate_lower_bound(&more, 0.95) >= 0.985 - 1e-3);
-        assert_eq!(frames_to_reach_rate(&failures, 0.995, 0.95), None);
+        assert!(rate_lower_bound(&more, f64::INFINITY, 0.95) >= 0.985 - 1e-3);
+        assert_eq!(
+            frames_to_reach_rate(&failures, f64::INFINITY, 0.995, 0.95),
+            None
+        );
         // A mean loss of 0.1% certifies a 0.2% limit on more frames than a 0.5% one.
         let loss: Vec<f64> = (0..1000)
             .map(|i| f64::from(u8::from((i * 7919) % 1000 == 0)))
             .collect();
-        let strict = frames_to_reach_mean(&loss, 0.002, 0.95).unwrap();
-        let lax = frames_to_reach_mean(&loss, 0.005, 0.95).unwrap();
+        let strict = frames_to_reach_mean(&loss, f64::INFINITY, 0.002, 0.95).unwrap();
+        let lax = frames_to_reach_mean(&loss, f64::INFINITY, 0.005, 0.95).unwrap();
         assert!(strict > lax, "{strict} {lax}");
-        assert_eq!(frames_to_reach_mean(&loss, 0.0005, 0.95), None);
+        assert_eq!(
+            frames_to_reach_mean(&loss, f64::INFINITY, 0.0005, 0.95),
+            None
+        );
+    }
+    #[test]
+    fn scenes_count_runs_of_one_answer_and_not_shuffled_answers() {
+        // 40 scenes of 25 frames, each scene one answer of ten.
+        let scenes: Vec<u32> = (0..1000).map(|i| ((i / 25) * 7 % 10) as u32).collect();
+        let shuffled: Vec<u32> = (0..1000).map(|i| ((i * 7919) % 10) as u32).collect();
+        let s = effective_scenes(&scenes);
+        assert!((10.0..=80.0).contains(&s), "{s}");
+        assert!(effective_scenes(&shuffled) > 800.0);
+        assert_eq!(effective_scenes(&[3; 50]), 1.0);
+        // No failure in 1,000 frames of 40 scenes certifies far less than in 1,000 shuffled.
+        let none = vec![false; 1000];
+        assert!(rate_lower_bound(&none, s, 0.95) < 0.95);
+        assert!(rate_lower_bound(&none, effective_scenes(&shuffled), 0.95) > 0.99);
     }
 }

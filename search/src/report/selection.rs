@@ -12,7 +12,7 @@ use crate::heads::HeadKind;
 use crate::paired::Paired;
 use crate::problem::Problem;
 use crate::select::{
-    Certificate, Configuration, Findings, GateFindings, LEVELS, LOOSEST, RUNGS, Rule,
+    Certificate, Configuration, Findings, GateFindings, LEVELS, LOOSEST, RUNGS, Rule, TryAt,
 };
 use crate::simulate::Patience;
 
@@ -213,7 +213,7 @@ fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
     let searched = &findings.searched;
     for (k, t) in searched.ladders[l].tries.iter().enumerate() {
-        let bold = if searched.kept == Some((l, k)) {
+        let bold = if searched.kept == Some(TryAt { ladder: l, step: k }) {
             "**"
         } else {
             ""

@@ -26,11 +26,13 @@ pub struct Certificate {
 
 impl Certificate {
     /// What `cert`, a structure's run over the certifying frames of `reference`, shows about
-    /// `goal`, each bound holding with `confidence`.
+    /// `goal`, each bound holding with `confidence`, the frames worth at most `scenes`
+    /// independent samples (see [`certify::effective_scenes`]).
     pub fn of(
         cert: &Simulation,
         goal: &Goal,
         reference: &Reference,
+        scenes: f64,
         confidence: f64,
     ) -> Certificate {
         let penalties = cert.penalties(goal, reference);
@@ -41,23 +43,23 @@ impl Certificate {
             }
             _ => penalties.iter().map(|&p| p > 0.0).collect(),
         };
-        let bound = certify::rate_lower_bound(&failures, confidence);
+        let bound = certify::rate_lower_bound(&failures, scenes, confidence);
         let loss_bound = goal
             .max_loss
-            .map(|_| certify::mean_upper_bound(&penalties, confidence));
+            .map(|_| certify::mean_upper_bound(&penalties, scenes, confidence));
         let certified = match (goal.max_loss, loss_bound) {
             (Some(max), Some(b)) => b <= max,
             _ => bound >= goal.target,
         } && goal.min_agreement.is_none_or(|a| cert.agreement() >= a);
         let frames_needed = match goal.max_loss {
-            Some(max) => certify::frames_to_reach_mean(&penalties, max, confidence),
-            None => certify::frames_to_reach_rate(&failures, goal.target, confidence),
+            Some(max) => certify::frames_to_reach_mean(&penalties, scenes, max, confidence),
+            None => certify::frames_to_reach_rate(&failures, scenes, goal.target, confidence),
         };
         Certificate {
             bound,
             loss_bound,
             certified,
-            effective: certify::effective_samples_of(&penalties),
+            effective: certify::effective_samples_of(&penalties).min(scenes),
             frames_needed,
         }
     }

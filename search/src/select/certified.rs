@@ -94,6 +94,13 @@ pub struct Climbed {
     pub steps: usize,
 }
 
+/// Where a try sits: its ladder, and its step on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryAt {
+    pub ladder: usize,
+    pub step: usize,
+}
+
 /// What searching one family found, and how.
 pub struct Searched {
     pub explored: Explored,
@@ -101,8 +108,8 @@ pub struct Searched {
     pub ladders: Vec<Climbed>,
     /// The confidence each ladder is tested with, so that all hold together with the search's.
     pub each: f64,
-    /// Which try is kept, as (ladder, step): the cheapest certified on the certifying frames.
-    pub kept: Option<(usize, usize)>,
+    /// The try kept: the cheapest certified on the certifying frames.
+    pub kept: Option<TryAt>,
     /// The step kept, else no exit at all.
     pub found: Found,
 }
@@ -225,17 +232,14 @@ pub fn certify(
         .into_iter()
         .map(|ladder| climb(zoo, ladder, each))
         .collect();
-    let mut kept: Option<(usize, usize)> = None;
-    for (l, ladder) in climbed.iter().enumerate() {
-        for (k, t) in ladder.tries.iter().enumerate() {
-            let cheaper = kept
-                .is_none_or(|(a, b)| t.certify.mean_cost < climbed[a].tries[b].certify.mean_cost);
-            if t.certificate.certified && t.certify.mean_cost < 1.0 && cheaper {
-                kept = Some((l, k));
-            }
-        }
-    }
-    let found = kept.map_or_else(|| no_exit(zoo, each), |(l, k)| climbed[l].tries[k].clone());
+    let at = |t: TryAt| &climbed[t.ladder].tries[t.step];
+    let kept = climbed
+        .iter()
+        .enumerate()
+        .flat_map(|(ladder, c)| (0..c.tries.len()).map(move |step| TryAt { ladder, step }))
+        .filter(|&t| at(t).certificate.certified && at(t).certify.mean_cost < 1.0)
+        .min_by(|&a, &b| at(a).certify.mean_cost.total_cmp(&at(b).certify.mean_cost));
+    let found = kept.map_or_else(|| no_exit(zoo, each), |t| at(t).clone());
     Searched {
         explored,
         ladders: climbed,

@@ -22,7 +22,7 @@ use earlyexit::bundle::{Measure, Promise};
 
 pub use self::baselines::Baselines;
 pub use self::certificate::Certificate;
-pub use self::certified::{Configuration, LOOSEST, RUNGS, Searched};
+pub use self::certified::{Configuration, LOOSEST, RUNGS, Searched, TryAt};
 pub use self::gates::GateFindings;
 pub use self::rules::{LEVELS, Rule};
 pub use self::training::Saliency;
@@ -112,6 +112,7 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
             teacher: &frames.held.teacher,
             labels: held_labels.as_deref(),
         },
+        certify_scenes: crate::certify::effective_scenes(&frames.held.teacher),
     };
     let searched_family = Family {
         positions: trained.kept.clone(),

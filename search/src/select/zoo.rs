@@ -173,6 +173,9 @@ pub struct Zoo<'p> {
     pub heads: HeadTable,
     pub select: Reference<'p>,
     pub certify: Reference<'p>,
+    /// The independent scenes the certifying frames are worth (see
+    /// [`certify::effective_scenes`]).
+    pub certify_scenes: f64,
 }
 
 impl Zoo<'_> {
@@ -288,12 +291,19 @@ impl Zoo<'_> {
         let shortfall = goal
             .min_agreement
             .map_or(0.0, |a| (a - sim.agreement()).max(0.0));
-        certify::mean_upper_bound(&sim.penalties(goal, &self.select), SELECT_CONFIDENCE) + shortfall
+        let penalties = sim.penalties(goal, &self.select);
+        certify::mean_upper_bound(&penalties, f64::INFINITY, SELECT_CONFIDENCE) + shortfall
     }
 
     /// What the certifying frames show of a structure, each bound holding with `confidence`.
     pub fn certificate(&self, cert: &Simulation, confidence: f64) -> Certificate {
-        Certificate::of(cert, &self.problem.goal, &self.certify, confidence)
+        Certificate::of(
+            cert,
+            &self.problem.goal,
+            &self.certify,
+            self.certify_scenes,
+            confidence,
+        )
     }
 
     /// The thresholds of `placed` exits under `metric`, at their levels.
