@@ -164,7 +164,7 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
     let ladders = searched.ladders.len();
     let _ = writeln!(
         r,
-        "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Correlated neighbouring frames count as fewer samples (effective frames).",
+        "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Correlated neighbouring frames count as fewer samples (effective frames), and the {} certifying frames as at most {:.0}, the scenes the backbone's answers show.",
         if ladders > 1 {
             "; the learned gates' thresholds on it are a second ladder"
         } else {
@@ -178,7 +178,9 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
             )
         } else {
             String::new()
-        }
+        },
+        findings.certify_frames,
+        findings.certify_scenes,
     );
     if ladders == 0 {
         let _ = writeln!(r, "\nNo ladder to climb.");

@@ -67,6 +67,8 @@ pub struct Findings {
     pub baselines: Baselines,
     pub select_frames: usize,
     pub certify_frames: usize,
+    /// The independent scenes the certifying frames are worth.
+    pub certify_scenes: f64,
     /// The promise's confidence, for every ladder together.
     pub confidence: f64,
 }
@@ -166,6 +168,7 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
             chosen: found,
             select_frames: zoo.select.frames(),
             certify_frames: zoo.certify.frames(),
+            certify_scenes: zoo.certify_scenes,
             confidence: settings.confidence,
         },
     })
