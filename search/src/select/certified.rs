@@ -1,5 +1,5 @@
 //! One family searched with NSGA-II on the selecting frames, then its best structure certified
-//! on frames nothing was fitted on, up a ladder of threshold levels fixed before they are seen:
+//! on frames nothing was fitted on, up a ladder of thresholds fixed before they are seen:
 //! *Learn then Test* by fixed-sequence testing ([`certify::fixed_sequence`]), so a ladder pays
 //! no multiplicity penalty however long it is, and no configuration is kept that the
 //! certifying frames did not certify.

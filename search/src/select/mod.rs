@@ -5,9 +5,10 @@
 //! Heads train on the training footage but its end, which they never see: there, the search
 //! chooses thresholds and structure, and lays out ladders of configurations, safest first. The
 //! held-out frames, all of them, only certify, climbing each ladder as far as they allow
-//! ([`certified`]). The bundle keeps the cheapest configuration certified, or no exit at all. The baselines (an exit at every kept position,
-//! and evenly spaced exits) go through the same search, restricted, and the same certificate.
-//! Everything here returns data; the report renders it.
+//! ([`certified`]). The bundle keeps the cheapest configuration certified, or no exit at all.
+//! The baselines (an exit at every kept position, and evenly spaced exits) go through the same
+//! search, restricted, and the same certificate. Everything here returns data; the report
+//! renders it.
 
 mod baselines;
 mod certificate;
