@@ -46,20 +46,27 @@ impl FeatureTable {
         (&self.columns[cut][pool], self.dims[cut][pool])
     }
 
-    /// The frames in `range` (in time order), as a table of their own.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> FeatureTable {
-        let rows = |m: &[f32], d: usize| m[range.start * d..range.end * d].to_vec();
+    /// Splits the table in time: the frames from `at` on move into the table returned, and
+    /// this one keeps the ones before, in place, so that no copy of them is made.
+    pub fn split_off(&mut self, at: usize) -> FeatureTable {
+        let at = at.min(self.frames());
         FeatureTable {
             columns: self
                 .columns
-                .iter()
+                .iter_mut()
                 .zip(&self.dims)
-                .map(|(pools, dims)| pools.iter().zip(dims).map(|(m, &d)| rows(m, d)).collect())
+                .map(|(pools, dims)| {
+                    pools
+                        .iter_mut()
+                        .zip(dims)
+                        .map(|(m, &d)| m.split_off(at * d))
+                        .collect()
+                })
                 .collect(),
             dims: self.dims.clone(),
-            teacher: self.teacher[range.clone()].to_vec(),
-            soft: rows(&self.soft, self.classes),
-            labels: self.labels[range].to_vec(),
+            teacher: self.teacher.split_off(at),
+            soft: self.soft.split_off(at * self.classes),
+            labels: self.labels.split_off(at),
             classes: self.classes,
         }
     }
@@ -224,5 +231,37 @@ pub fn detect_output(graph: &Graph) -> Output {
         Output::Probabilities
     } else {
         Output::Logits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_keeps_every_frame_once_in_time_order() {
+        // Three frames, one cut pooled two ways (2 and 1 values per frame), two classes.
+        let mut table = FeatureTable {
+            columns: vec![vec![
+                vec![0.0, 0.1, 1.0, 1.1, 2.0, 2.1],
+                vec![0.5, 1.5, 2.5],
+            ]],
+            dims: vec![vec![2, 1]],
+            teacher: vec![0, 1, 0],
+            soft: vec![0.9, 0.1, 0.2, 0.8, 0.7, 0.3],
+            labels: vec![Some(0), None, Some(1)],
+            classes: 2,
+        };
+        let end = table.split_off(2);
+        assert_eq!(table.frames(), 2);
+        assert_eq!(end.frames(), 1);
+        assert_eq!(table.column(0, 0), (&[0.0, 0.1, 1.0, 1.1][..], 2));
+        assert_eq!(end.column(0, 0), (&[2.0, 2.1][..], 2));
+        assert_eq!(end.column(0, 1), (&[2.5][..], 1));
+        assert_eq!(
+            (end.teacher, end.soft, end.labels),
+            (vec![0], vec![0.7, 0.3], vec![Some(1)])
+        );
+        assert_eq!(table.labels, [Some(0), None]);
     }
 }

@@ -108,10 +108,11 @@ impl Frames {
             all.extend(part);
         };
         // Neighbouring frames are near copies: split the end in time off, not a random share.
-        let split_end = |table: FeatureTable, share: f64| {
+        let split_end = |mut table: FeatureTable, share: f64| {
             let n = table.frames();
             let split = (((n as f64) * (1.0 - share)).round() as usize).clamp(1, n);
-            (table.slice(0..split), table.slice(split..n))
+            let end = table.split_off(split);
+            (table, end)
         };
         let all = footage
             .iter()
