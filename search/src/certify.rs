@@ -5,6 +5,12 @@
 
 use statrs::distribution::{Beta, ContinuousCDF, Normal};
 
+/// The longest lag whose correlation the effective sample sizes count: each lag costs a pass
+/// over the frames, so archive-length footage stays linear in its frames. Correlation that
+/// lasts longer still counts up to here: at most one independent sample per 2 × MAX_LAG frames
+/// (about five minutes at 25 fps).
+const MAX_LAG: usize = 4096;
+
 /// Independent samples that per-frame `x` (in time order) are worth: n / (1 + 2 Σ ρ_k),
 /// summing the autocorrelations while they stay positive (Geyer's initial positive sequence).
 /// Never more than n, never less than 1.
@@ -19,7 +25,7 @@ pub fn effective_samples_of(x: &[f64]) -> f64 {
         return n as f64;
     }
     let mut sum = 0.0;
-    for lag in 1..n / 2 {
+    for lag in 1..(n / 2).min(MAX_LAG) {
         let cov = x[..n - lag]
             .iter()
             .zip(&x[lag..])
@@ -70,7 +76,7 @@ pub fn effective_scenes(answers: &[u32]) -> f64 {
         return 1.0;
     }
     let mut sum = 0.0;
-    for lag in 1..n / 2 {
+    for lag in 1..(n / 2).min(MAX_LAG) {
         let same = answers[..n - lag]
             .iter()
             .zip(&answers[lag..])
@@ -350,5 +356,18 @@ mod tests {
         let none = vec![false; 1000];
         assert!(rate_lower_bound(&none, s, 0.95) < 0.95);
         assert!(rate_lower_bound(&none, effective_scenes(&shuffled), 0.95) > 0.99);
+    }
+    #[test]
+    fn long_scenes_cost_a_bounded_number_of_passes() {
+        // Two answers in runs of 50,000 frames: correlated far beyond MAX_LAG.
+        let answers: Vec<u32> = (0..200_000).map(|i| (i / 50_000) as u32 % 2).collect();
+        let scenes = effective_scenes(&answers);
+        assert!(
+            scenes <= 200_000.0 / (2.0 * MAX_LAG as f64) * 1.1,
+            "{scenes}"
+        );
+        assert!(scenes >= 1.0);
+        let runs: Vec<f64> = answers.iter().map(|&a| f64::from(a)).collect();
+        assert!(effective_samples_of(&runs) <= scenes * 1.1);
     }
 }
