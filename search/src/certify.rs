@@ -92,50 +92,96 @@ pub fn effective_scenes(answers: &[u32]) -> f64 {
     (n as f64 / (1.0 + 2.0 * sum)).clamp(1.0, n as f64)
 }
 
-/// Independent samples per-frame `values` are worth in a stream of `scenes` (see
-/// [`effective_scenes`]): the fewer of what their own correlation and the scenes allow.
-fn effective(values: &[f64], scenes: f64) -> f64 {
-    effective_samples_of(values).min(scenes).max(1.0)
+/// Per-frame values in time order (failures as 1s and 0s, or a goal's penalties) with the
+/// independent samples they are worth, worked out once: what every bound rests on.
+pub struct Evidence {
+    values: Vec<f64>,
+    effective: f64,
 }
 
-fn as_values(failures: &[bool]) -> Vec<f64> {
-    failures.iter().map(|&f| f64::from(u8::from(f))).collect()
-}
-
-/// A lower bound on the success rate of `failures` (per frame, in time order, in a stream of
-/// `scenes`) that holds with `confidence`.
-pub fn rate_lower_bound(failures: &[bool], scenes: f64, confidence: f64) -> f64 {
-    let n = failures.len();
-    if n == 0 {
-        return 0.0;
+impl Evidence {
+    /// `values` in a stream worth at most `scenes` independent samples (see
+    /// [`effective_scenes`]; infinite for no such cap): the fewer of what their own correlation
+    /// and the scenes allow.
+    pub fn new(values: Vec<f64>, scenes: f64) -> Evidence {
+        let effective = effective_samples_of(&values).min(scenes).max(1.0);
+        Evidence { values, effective }
     }
-    let k = failures.iter().filter(|&&f| f).count() as f64;
-    let n_eff = effective(&as_values(failures), scenes);
-    // The observed rate is kept; only the evidence behind it shrinks.
-    1.0 - failure_upper_bound(k * n_eff / n as f64, n_eff, confidence)
-}
 
-/// An upper bound on the mean of per-frame `values` (in time order, in a stream of `scenes`)
-/// that holds with about `confidence`: mean + z·sd/√n_eff, by the normal approximation. The
-/// variance counts one more unit event than seen, so a handful of failures (or none) is not
-/// taken as certainty.
-pub fn mean_upper_bound(values: &[f64], scenes: f64, confidence: f64) -> f64 {
-    mean_and_margin(values, scenes, confidence)
-        .map_or(f64::INFINITY, |(mean, margin)| mean + margin)
-}
-
-/// The mean of `values` and z·sd/√n_eff, or `None` for no values.
-fn mean_and_margin(values: &[f64], scenes: f64, confidence: f64) -> Option<(f64, f64)> {
-    let n = values.len();
-    if n == 0 {
-        return None;
+    /// [`Evidence::new`] of one flag per frame: whether it failed.
+    pub fn of_failures(failures: &[bool], scenes: f64) -> Evidence {
+        Evidence::new(
+            failures.iter().map(|&f| f64::from(u8::from(f))).collect(),
+            scenes,
+        )
     }
-    let nf = n as f64;
-    let mean = values.iter().sum::<f64>() / nf;
-    let square = (values.iter().map(|v| v * v).sum::<f64>() + 1.0) / nf;
-    let sd = (square - mean * mean).max(0.0).sqrt();
-    let z = Normal::standard().inverse_cdf(confidence);
-    Some((mean, z * sd / effective(values, scenes).sqrt()))
+
+    /// Independent samples the values are worth.
+    pub fn effective(&self) -> f64 {
+        self.effective
+    }
+
+    fn frames(&self) -> f64 {
+        self.values.len() as f64
+    }
+
+    fn mean(&self) -> f64 {
+        self.values.iter().sum::<f64>() / self.frames().max(1.0)
+    }
+
+    /// Of failures: a lower bound on the success rate that holds with `confidence`.
+    pub fn rate_lower_bound(&self, confidence: f64) -> f64 {
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        // The observed rate is kept; only the evidence behind it shrinks.
+        let (failures, n) = (self.values.iter().sum::<f64>(), self.effective);
+        1.0 - failure_upper_bound(failures * n / self.frames(), n, confidence)
+    }
+
+    /// An upper bound on the mean that holds with about `confidence`: mean + z·sd/√n_eff, by
+    /// the normal approximation. The variance counts one more unit event than seen, so a
+    /// handful of failures (or none) is not taken as certainty.
+    pub fn mean_upper_bound(&self, confidence: f64) -> f64 {
+        self.mean_and_margin(confidence)
+            .map_or(f64::INFINITY, |(mean, margin)| mean + margin)
+    }
+
+    /// The mean and z·sd/√n_eff, or `None` for no values.
+    fn mean_and_margin(&self, confidence: f64) -> Option<(f64, f64)> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let mean = self.mean();
+        let square = (self.values.iter().map(|v| v * v).sum::<f64>() + 1.0) / self.frames();
+        let sd = (square - mean * mean).max(0.0).sqrt();
+        let z = Normal::standard().inverse_cdf(confidence);
+        Some((mean, z * sd / self.effective.sqrt()))
+    }
+
+    /// Of failures: roughly how many frames like these (the same failure rate, the same
+    /// correlation) would lift [`Evidence::rate_lower_bound`] to `target`; `None` when their
+    /// rate itself is not above it, which no number of frames fixes.
+    pub fn frames_to_reach_rate(&self, target: f64, confidence: f64) -> Option<f64> {
+        let share = self.mean();
+        if self.values.is_empty() || 1.0 - share <= target {
+            return None;
+        }
+        let reaches = |m: f64| 1.0 - failure_upper_bound(share * m, m, confidence) >= target;
+        Some(least_reaching(reaches)? * self.frames() / self.effective)
+    }
+
+    /// Roughly how many frames like these would bring [`Evidence::mean_upper_bound`] down to
+    /// `limit`; `None` when their mean itself is not below it.
+    pub fn frames_to_reach_mean(&self, limit: f64, confidence: f64) -> Option<f64> {
+        let (mean, margin) = self.mean_and_margin(confidence)?;
+        if mean >= limit {
+            return None;
+        }
+        // The margin shrinks as one over the root of the effective samples.
+        let needed = self.effective * (margin / (limit - mean)).powi(2);
+        Some(needed.max(1.0) * self.frames() / self.effective)
+    }
 }
 
 /// Fixed-sequence testing, the *Learn then Test* procedure of Angelopoulos et al. (2021) along
@@ -156,42 +202,6 @@ pub fn fixed_sequence<T>(
         passed.push(step);
     }
     (passed, None)
-}
-
-/// Roughly how many frames like `failures` (the same failure rate, the same correlation) would
-/// lift [`rate_lower_bound`] to `target`; `None` when their rate itself is not above it, which
-/// no number of frames fixes.
-pub fn frames_to_reach_rate(
-    failures: &[bool],
-    scenes: f64,
-    target: f64,
-    confidence: f64,
-) -> Option<f64> {
-    let n = failures.len() as f64;
-    let share = failures.iter().filter(|&&f| f).count() as f64 / n.max(1.0);
-    if n == 0.0 || 1.0 - share <= target {
-        return None;
-    }
-    let reaches = |m: f64| 1.0 - failure_upper_bound(share * m, m, confidence) >= target;
-    Some(least_reaching(reaches)? * n / effective(&as_values(failures), scenes))
-}
-
-/// Roughly how many frames like `values` would bring [`mean_upper_bound`] down to `limit`;
-/// `None` when their mean itself is not below it.
-pub fn frames_to_reach_mean(
-    values: &[f64],
-    scenes: f64,
-    limit: f64,
-    confidence: f64,
-) -> Option<f64> {
-    let (mean, margin) = mean_and_margin(values, scenes, confidence)?;
-    if mean >= limit {
-        return None;
-    }
-    let effective = effective(values, scenes);
-    // The margin shrinks as one over the root of the effective samples.
-    let needed = effective * (margin / (limit - mean)).powi(2);
-    Some(needed.max(1.0) * values.len() as f64 / effective)
 }
 
 /// The least m ≥ 1 (to a part in a thousand) at which `reaches` turns true, assuming it stays
@@ -231,13 +241,13 @@ mod tests {
         let independent: Vec<bool> = (0..1000).map(|i| (i * 7919) % 13 == 0).collect();
         // The same failure rate, but in runs of 10 neighbouring frames.
         let runs: Vec<bool> = (0..1000).map(|i| (i / 10) % 13 == 0).collect();
-        let n1 = effective_samples_of(&as_values(&independent));
-        let n2 = effective_samples_of(&as_values(&runs));
+        let n1 = Evidence::of_failures(&independent, f64::INFINITY).effective();
+        let n2 = Evidence::of_failures(&runs, f64::INFINITY).effective();
         assert!(n1 > 800.0, "{n1}");
         assert!(n2 < 200.0, "{n2}");
         assert!(
-            rate_lower_bound(&runs, f64::INFINITY, 0.95)
-                < rate_lower_bound(&independent, f64::INFINITY, 0.95)
+            Evidence::of_failures(&runs, f64::INFINITY).rate_lower_bound(0.95)
+                < Evidence::of_failures(&independent, f64::INFINITY).rate_lower_bound(0.95)
         );
     }
 
@@ -247,16 +257,16 @@ mod tests {
         let independent: Vec<f64> = (0..2000)
             .map(|i| f64::from(u8::from((i * 7919) % 100 == 0)))
             .collect();
-        let u90 = mean_upper_bound(&independent, f64::INFINITY, 0.90);
-        let u99 = mean_upper_bound(&independent, f64::INFINITY, 0.99);
+        let u90 = Evidence::new(independent.to_vec(), f64::INFINITY).mean_upper_bound(0.90);
+        let u99 = Evidence::new(independent.to_vec(), f64::INFINITY).mean_upper_bound(0.99);
         assert!(u90 > 0.01 && u90 < 0.0135, "{u90}");
         assert!(u99 > u90, "{u99} {u90}");
         let runs: Vec<f64> = (0..2000)
             .map(|i| f64::from(u8::from((i / 10) % 100 == 0)))
             .collect();
-        assert!(mean_upper_bound(&runs, f64::INFINITY, 0.90) > u90);
+        assert!(Evidence::new(runs.to_vec(), f64::INFINITY).mean_upper_bound(0.90) > u90);
         // No failure seen is not certainty.
-        assert!(mean_upper_bound(&[0.0; 100], f64::INFINITY, 0.95) > 0.0);
+        assert!(Evidence::new([0.0; 100].to_vec(), f64::INFINITY).mean_upper_bound(0.95) > 0.0);
     }
 
     #[test]
@@ -297,7 +307,8 @@ mod tests {
                 stream.iter().map(|&(s, right)| s >= t && !right).collect()
             };
             let (passed, _) = fixed_sequence(path.iter().copied(), |&t| {
-                rate_lower_bound(&failures(t), f64::INFINITY, confidence) >= target
+                Evidence::of_failures(&failures(t), f64::INFINITY).rate_lower_bound(confidence)
+                    >= target
             });
             if let Some(&loosest) = passed.last() {
                 certified += 1;
@@ -319,27 +330,35 @@ mod tests {
     fn the_frames_a_target_needs_grow_as_it_nears_the_observed_rate() {
         // 1% failures on 1,000 independent frames.
         let failures: Vec<bool> = (0..1000).map(|i| (i * 7919) % 100 == 0).collect();
-        let near = frames_to_reach_rate(&failures, f64::INFINITY, 0.985, 0.95).unwrap();
-        let far = frames_to_reach_rate(&failures, f64::INFINITY, 0.97, 0.95).unwrap();
+        let near = Evidence::of_failures(&failures, f64::INFINITY)
+            .frames_to_reach_rate(0.985, 0.95)
+            .unwrap();
+        let far = Evidence::of_failures(&failures, f64::INFINITY)
+            .frames_to_reach_rate(0.97, 0.95)
+            .unwrap();
         assert!(far < 1000.0 && near > 1000.0, "{far} {near}");
         // With that many frames like these, the bound does reach the target.
         let more: Vec<bool> = (0..near.ceil() as usize)
             .map(|i| (i * 7919) % 100 == 0)
             .collect();
-        assert!(rate_lower_bound(&more, f64::INFINITY, 0.95) >= 0.985 - 1e-3);
+        assert!(Evidence::of_failures(&more, f64::INFINITY).rate_lower_bound(0.95) >= 0.985 - 1e-3);
         assert_eq!(
-            frames_to_reach_rate(&failures, f64::INFINITY, 0.995, 0.95),
+            Evidence::of_failures(&failures, f64::INFINITY).frames_to_reach_rate(0.995, 0.95),
             None
         );
         // A mean loss of 0.1% certifies a 0.2% limit on more frames than a 0.5% one.
         let loss: Vec<f64> = (0..1000)
             .map(|i| f64::from(u8::from((i * 7919) % 1000 == 0)))
             .collect();
-        let strict = frames_to_reach_mean(&loss, f64::INFINITY, 0.002, 0.95).unwrap();
-        let lax = frames_to_reach_mean(&loss, f64::INFINITY, 0.005, 0.95).unwrap();
+        let strict = Evidence::new(loss.clone(), f64::INFINITY)
+            .frames_to_reach_mean(0.002, 0.95)
+            .unwrap();
+        let lax = Evidence::new(loss.clone(), f64::INFINITY)
+            .frames_to_reach_mean(0.005, 0.95)
+            .unwrap();
         assert!(strict > lax, "{strict} {lax}");
         assert_eq!(
-            frames_to_reach_mean(&loss, f64::INFINITY, 0.0005, 0.95),
+            Evidence::new(loss.clone(), f64::INFINITY).frames_to_reach_mean(0.0005, 0.95),
             None
         );
     }
@@ -354,8 +373,10 @@ mod tests {
         assert_eq!(effective_scenes(&[3; 50]), 1.0);
         // No failure in 1,000 frames of 40 scenes certifies far less than in 1,000 shuffled.
         let none = vec![false; 1000];
-        assert!(rate_lower_bound(&none, s, 0.95) < 0.95);
-        assert!(rate_lower_bound(&none, effective_scenes(&shuffled), 0.95) > 0.99);
+        assert!(Evidence::of_failures(&none, s).rate_lower_bound(0.95) < 0.95);
+        assert!(
+            Evidence::of_failures(&none, effective_scenes(&shuffled)).rate_lower_bound(0.95) > 0.99
+        );
     }
     #[test]
     fn long_scenes_cost_a_bounded_number_of_passes() {

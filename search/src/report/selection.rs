@@ -220,9 +220,9 @@ fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings
         } else {
             ""
         };
-        let rule = match &t.gated {
+        let rule = match &t.structure.gated {
             Some(g) => format!("gates ≥ {:.4}", g.threshold),
-            None => rule_name(t.rule),
+            None => rule_name(t.structure.rule),
         };
         let _ = writeln!(
             r,
@@ -248,7 +248,7 @@ fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings
 /// scores. For the report, and for the search's warning.
 pub fn shortfall(problem: &Problem, findings: &Findings) -> Option<String> {
     let chosen = &findings.chosen;
-    if !chosen.placed.is_empty() {
+    if !chosen.structure.placed.is_empty() {
         return None;
     }
     let goal = &problem.goal;
@@ -332,7 +332,7 @@ fn learned_gate(r: &mut String, findings: &Findings, gates: &GateFindings) {
         "Each of the {} exits of the structure the selecting frames prefer gets a logistic gate over {}, trained on the selecting frames to tell when leaving costs nothing. The thresholds on the gates' probability are the second ladder above (rule `gates ≥ t`). {}",
         fit.exits,
         inputs_list(&gating::inputs()),
-        if findings.searched.found.gated.is_some() {
+        if findings.searched.found.structure.gated.is_some() {
             "The bundle keeps a gate step (bundle format `earlyexit/2`)."
         } else {
             "The bundle keeps a metric rule: no step of the gates' ladder was both certified and the cheapest."
@@ -351,7 +351,7 @@ fn learned_gate(r: &mut String, findings: &Findings, gates: &GateFindings) {
                 } else {
                     " (target not certified)"
                 },
-                if findings.searched.found.gated.is_some() {
+                if findings.searched.found.structure.gated.is_some() {
                     "; they are written under `baselines/no-last-frame`"
                 } else {
                     ""
@@ -416,7 +416,7 @@ fn baselines(r: &mut String, problem: &Problem, findings: &Findings) {
         let _ = writeln!(
             r,
             "| {name} | {} | {:.3} | {:.2}% |{} {:.2}%{} | {} |",
-            f.placed.len(),
+            f.structure.placed.len(),
             f.certify.mean_cost,
             100.0 * f.certify.agreement(),
             accuracy_cell(Some(f.certify.accuracy())),
@@ -432,7 +432,7 @@ fn baselines(r: &mut String, problem: &Problem, findings: &Findings) {
     let _ = writeln!(
         r,
         "| oracle for the chosen heads | {} | {:.3} | 100.00% |{} - | - |",
-        chosen.placed.len(),
+        chosen.structure.placed.len(),
         b.oracle,
         accuracy_cell(None)
     );

@@ -57,20 +57,21 @@ fn against_chosen(zoo: &Zoo, chosen: &Found, answers: &[u32]) -> Paired {
 
 /// The oracle's mean cost on the certifying frames for the found structure's heads.
 fn oracle_cost(zoo: &Zoo, f: &Found) -> f64 {
-    let Some(costs) = zoo.costs(&f.placed) else {
+    let Some(costs) = zoo.costs(&f.structure.placed) else {
         return 1.0;
     };
     let n = zoo.certify.frames();
     let total: f64 = (0..n)
         .map(|i| {
             let stage = f
+                .structure
                 .placed
                 .iter()
                 .position(|p| {
                     zoo.option(p)
                         .is_some_and(|o| o.certify.class(i) == zoo.certify.teacher[i])
                 })
-                .unwrap_or(f.placed.len());
+                .unwrap_or(f.structure.placed.len());
             costs.cost(stage, true)
         })
         .sum();

@@ -4,7 +4,7 @@
 
 use earlyexit::bundle::Measure;
 
-use crate::certify;
+use crate::certify::Evidence;
 use crate::goal::Goal;
 use crate::simulate::{Reference, Simulation};
 
@@ -27,7 +27,7 @@ pub struct Certificate {
 impl Certificate {
     /// What `cert`, a structure's run over the certifying frames of `reference`, shows about
     /// `goal`, each bound holding with `confidence`, the frames worth at most `scenes`
-    /// independent samples (see [`certify::effective_scenes`]).
+    /// independent samples (see [`effective_scenes`](crate::certify::effective_scenes)).
     pub fn of(
         cert: &Simulation,
         goal: &Goal,
@@ -43,23 +43,25 @@ impl Certificate {
             }
             _ => penalties.iter().map(|&p| p > 0.0).collect(),
         };
-        let bound = certify::rate_lower_bound(&failures, scenes, confidence);
+        let failures = Evidence::of_failures(&failures, scenes);
+        let penalties = Evidence::new(penalties, scenes);
+        let bound = failures.rate_lower_bound(confidence);
         let loss_bound = goal
             .max_loss
-            .map(|_| certify::mean_upper_bound(&penalties, scenes, confidence));
+            .map(|_| penalties.mean_upper_bound(confidence));
         let certified = match (goal.max_loss, loss_bound) {
             (Some(max), Some(b)) => b <= max,
             _ => bound >= goal.target,
         } && goal.min_agreement.is_none_or(|a| cert.agreement() >= a);
         let frames_needed = match goal.max_loss {
-            Some(max) => certify::frames_to_reach_mean(&penalties, scenes, max, confidence),
-            None => certify::frames_to_reach_rate(&failures, scenes, goal.target, confidence),
+            Some(max) => penalties.frames_to_reach_mean(max, confidence),
+            None => failures.frames_to_reach_rate(goal.target, confidence),
         };
         Certificate {
             bound,
             loss_bound,
             certified,
-            effective: certify::effective_samples_of(&penalties).min(scenes),
+            effective: penalties.effective(),
             frames_needed,
         }
     }

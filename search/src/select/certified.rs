@@ -5,9 +5,8 @@
 //! certifying frames did not certify.
 
 use super::rules::{LEVELS, Rule};
-use super::zoo::{Family, Found, PlacedExit, Zoo};
+use super::zoo::{Family, Found, Step, Structure, Zoo};
 use crate::certify;
-use crate::gating::Gated;
 use crate::nas::{self, Genome};
 use crate::simulate::Simulation;
 
@@ -47,41 +46,6 @@ impl Explored {
     /// point.
     pub fn front(&self) -> Vec<&Configuration> {
         nas::pareto_front(&self.configurations, |c| c.objectives)
-    }
-}
-
-/// A step of a certification ladder: a configuration, and what the selecting frames show of
-/// it.
-#[derive(Clone)]
-pub struct Step {
-    pub rule: Rule,
-    pub placed: Vec<PlacedExit>,
-    /// Each exit's threshold under the rule's metric.
-    pub thresholds: Vec<f64>,
-    /// Learned gates deciding at the exits, when the step is theirs.
-    pub gated: Option<Gated>,
-    pub select: Simulation,
-}
-
-impl Step {
-    /// The step run on the certifying frames, and what they show of it with `confidence`.
-    pub fn certified(self, zoo: &Zoo, confidence: f64) -> Option<Found> {
-        let certify = zoo.run(
-            self.rule,
-            &self.placed,
-            &self.thresholds,
-            self.gated.as_ref(),
-            true,
-        )?;
-        Some(Found {
-            certificate: zoo.certificate(&certify, confidence),
-            rule: self.rule,
-            placed: self.placed,
-            thresholds: self.thresholds,
-            gated: self.gated,
-            select: self.select,
-            certify,
-        })
     }
 }
 
@@ -125,7 +89,7 @@ pub fn search_and_certify(
 ) -> Searched {
     let explored = explore(zoo, family, budget, seed);
     let ladders = best(zoo, family, &explored)
-        .map(|step| ladder(zoo, &step))
+        .map(|structure| ladder(zoo, &structure))
         .into_iter()
         .collect();
     certify(zoo, explored, ladders, confidence)
@@ -133,7 +97,7 @@ pub fn search_and_certify(
 
 /// The structure the selecting frames prefer: the cheapest configuration there that meets the
 /// target there.
-pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Step> {
+pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Structure> {
     let limit = zoo.problem.goal.limit();
     let c = explored
         .configurations
@@ -142,13 +106,11 @@ pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Step> {
         .min_by(|a, b| a.objectives[0].total_cmp(&b.objectives[0]))?;
     let (level, genome) = c.genome.split_last()?;
     let placed = zoo.placed(family, genome, usize::from(*level))?;
-    let select = zoo.simulate(c.rule, &placed, false)?;
-    Some(Step {
+    Some(Structure {
         rule: c.rule,
         thresholds: zoo.thresholds(&placed, c.rule.metric),
         placed,
         gated: None,
-        select,
     })
 }
 
@@ -162,7 +124,7 @@ pub const LOOSEST: f64 = 2.0;
 /// from none, the backbone's answer on every frame, up. Risk grows along it, so fixed-sequence
 /// testing climbs it as far as the certifying frames allow; it depends on the selecting frames
 /// alone, so it is fixed before they are seen.
-pub fn ladder(zoo: &Zoo, structure: &Step) -> Vec<Step> {
+pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
     let metric = structure.rule.metric;
     // Each exit's scores on the selecting frames, surest first, and how many leave there.
     let exits: Vec<(Vec<f64>, usize)> = structure
@@ -171,10 +133,8 @@ pub fn ladder(zoo: &Zoo, structure: &Step) -> Vec<Step> {
         .zip(&structure.thresholds)
         .filter_map(|(p, &threshold)| {
             let o = zoo.option(p)?;
-            let mut scores: Vec<f64> = (0..o.select.frames())
-                .map(|i| o.select.score(i, metric))
-                .filter(|s| !s.is_nan())
-                .collect();
+            let mut scores = o.select.scores(metric);
+            scores.retain(|s| !s.is_nan());
             scores.sort_by(|a, b| metric.surest_first(*a, *b));
             let leaving = scores
                 .iter()
@@ -207,13 +167,13 @@ pub fn ladder(zoo: &Zoo, structure: &Step) -> Vec<Step> {
     rungs
         .into_iter()
         .filter_map(|thresholds| {
-            let select = zoo.run(structure.rule, &structure.placed, &thresholds, None, false)?;
-            Some(Step {
+            let structure = Structure {
                 thresholds,
-                select,
                 gated: None,
                 ..structure.clone()
-            })
+            };
+            let select = zoo.run(&structure, false)?;
+            Some(Step { structure, select })
         })
         .collect()
 }
@@ -339,10 +299,12 @@ fn no_exit(zoo: &Zoo, confidence: f64) -> Found {
         .simulate(Rule::PLAIN, &placed, true)
         .unwrap_or_else(|| empty_simulation(zoo.certify.frames()));
     Found {
-        rule: Rule::PLAIN,
-        placed,
-        thresholds: Vec::new(),
-        gated: None,
+        structure: Structure {
+            rule: Rule::PLAIN,
+            placed,
+            thresholds: Vec::new(),
+            gated: None,
+        },
         certificate: zoo.certificate(&certify, confidence),
         select,
         certify,

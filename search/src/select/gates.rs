@@ -4,8 +4,7 @@
 use anyhow::Result;
 use earlyexit::gate::{Gate, GateInput};
 
-use super::certified::Step;
-use super::zoo::{Found, Zoo};
+use super::zoo::{Found, Step, Structure, Zoo};
 use crate::gating::{self, Gated};
 use crate::outputs::ExitOutputs;
 use crate::simulate::Patience;
@@ -13,10 +12,16 @@ use crate::simulate::Patience;
 /// A found patient rule as the gate that runs it (see [`gating::patient`]), so that the bundle,
 /// `evaluate` and the report's held-out figures all run it the same way.
 pub fn patient_as_gate(found: Found) -> Found {
-    let rule = found.rule;
+    let rule = found.structure.rule;
     let gated = (rule.patience != Patience::None)
-        .then(|| gating::patient(rule.metric, &found.thresholds, rule.patience));
-    Found { gated, ..found }
+        .then(|| gating::patient(rule.metric, &found.structure.thresholds, rule.patience));
+    Found {
+        structure: Structure {
+            gated,
+            ..found.structure
+        },
+        ..found
+    }
 }
 
 /// What fitting learned gates showed.
@@ -46,7 +51,12 @@ pub struct Gating {
 /// trained on the selecting frames, and the ladder of the gates' thresholds, from the
 /// strictest. Everything is fitted on the selecting frames, so the ladder is fixed before the
 /// certifying frames are seen.
-pub fn gate(zoo: &Zoo, structure: Option<&Step>, seed: u64, confidence: f64) -> Result<Gating> {
+pub fn gate(
+    zoo: &Zoo,
+    structure: Option<&Structure>,
+    seed: u64,
+    confidence: f64,
+) -> Result<Gating> {
     let Some(structure) = structure.filter(|s| !s.placed.is_empty()) else {
         return Ok(Gating {
             ladder: Vec::new(),
@@ -71,7 +81,7 @@ pub fn gate(zoo: &Zoo, structure: Option<&Step>, seed: u64, confidence: f64) -> 
 
 /// Trains a gate over `inputs` for each exit of `structure` on the selecting frames: a step
 /// for each threshold, the strictest first.
-fn fit(zoo: &Zoo, structure: &Step, inputs: Vec<GateInput>, seed: u64) -> Result<Vec<Step>> {
+fn fit(zoo: &Zoo, structure: &Structure, inputs: Vec<GateInput>, seed: u64) -> Result<Vec<Step>> {
     let select: Vec<&ExitOutputs> = structure
         .placed
         .iter()
@@ -97,18 +107,12 @@ fn fit(zoo: &Zoo, structure: &Step, inputs: Vec<GateInput>, seed: u64) -> Result
                 weights: weights.clone(),
                 threshold,
             };
-            let select = zoo.run(
-                structure.rule,
-                &structure.placed,
-                &structure.thresholds,
-                Some(&gated),
-                false,
-            )?;
-            Some(Step {
+            let structure = Structure {
                 gated: Some(gated),
-                select,
                 ..structure.clone()
-            })
+            };
+            let select = zoo.run(&structure, false)?;
+            Some(Step { structure, select })
         })
         .collect())
 }

@@ -136,12 +136,12 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
     let searched = certified::certify(&zoo, explored, ladders, settings.confidence);
     // Learned gates are kept only when a step of theirs is the cheapest certified.
     let stream_blind = match &gates {
-        Some(GateFindings::Fitted(fit)) if searched.found.gated.is_some() => {
+        Some(GateFindings::Fitted(fit)) if searched.found.structure.gated.is_some() => {
             fit.stream_blind.clone()
         }
         _ => None,
     };
-    let found = match searched.found.gated {
+    let found = match searched.found.structure.gated {
         Some(_) => searched.found.clone(),
         None => patient_as_gate(searched.found.clone()),
     };
@@ -214,7 +214,7 @@ fn search_baselines(
     let even_positions = crate::placement::evenly_by_macs(
         &problem.candidates.iter().collect::<Vec<_>>(),
         problem.total_macs,
-        found.placed.len().max(1),
+        found.structure.placed.len().max(1),
     )?
     .into_iter()
     .filter_map(|c| problem.candidates.iter().position(|d| d.tensor == c.tensor))
@@ -235,12 +235,17 @@ fn search_baselines(
 
 fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
     let exits = f
+        .structure
         .placed
         .iter()
-        .zip(&f.thresholds)
+        .zip(&f.structure.thresholds)
         .filter_map(|(p, &threshold)| {
             let o = zoo.option(p)?;
-            let threshold = f.gated.as_ref().map_or(threshold, |g| g.threshold);
+            let threshold = f
+                .structure
+                .gated
+                .as_ref()
+                .map_or(threshold, |g| g.threshold);
             Some(ChosenExit {
                 cut: zoo.problem.candidates[p.candidate].clone(),
                 head: o.head.clone(),
@@ -250,8 +255,8 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
         .collect();
     Choice {
         exits,
-        metric: f.rule.metric,
-        gates: f.gated.as_ref().map(|g| ChosenGates {
+        metric: f.structure.rule.metric,
+        gates: f.structure.gated.as_ref().map(|g| ChosenGates {
             gate: g.gate.clone(),
             weights: g.weights.clone(),
         }),
@@ -266,7 +271,7 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
 /// goal leaves, the step's own lower bound.
 fn promise(zoo: &Zoo, f: &Found, confidence: f64) -> Promise {
     let goal = &zoo.problem.goal;
-    if f.placed.is_empty() {
+    if f.structure.placed.is_empty() {
         return Promise {
             measure: Measure::Agreement,
             target: 1.0,

@@ -34,73 +34,58 @@ pub struct Trained {
 /// each scored on the held-out frames (`select_ref` describes the selecting ones).
 pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained> {
     let seed = problem.settings.seed;
-    let mut heads = HeadTable::new(problem.candidates.len());
+    let candidates = problem.candidates.len();
+    let trained = |candidate, kind, training: &Training| -> Result<HeadOption> {
+        let head = problem.train_head(candidate, kind, true, training)?;
+        scored(problem, select_ref, candidate, head)
+    };
+    let mut heads = HeadTable::new(candidates);
     // Saliency: a GAP → Linear probe at every candidate; what it could save alone.
-    let probes: Vec<Job> = (0..problem.candidates.len())
-        .map(|candidate| Job {
-            candidate,
-            kind: HeadKind::LinearGap,
-            training: Training {
-                seed: seed.wrapping_add(candidate as u64),
-                ..Training::default()
-            },
-        })
-        .collect();
-    let bar = crate::progress::bar("saliency probes", Some(probes.len() as u64));
-    let trained = train(problem, &probes, &bar)?;
-    let options = score(problem, select_ref, trained)?;
-    bar.finish_and_clear();
+    let bar = crate::progress::bar("saliency probes", Some(candidates as u64));
     let mut saliency = Vec::new();
-    for option in options {
-        let probe = &option.value.select;
+    for candidate in 0..candidates {
+        let training = Training {
+            seed: seed.wrapping_add(candidate as u64),
+            ..Training::default()
+        };
+        let probe = trained(candidate, HeadKind::LinearGap, &training)?;
         let coverage = coverage_at(
-            probe,
+            &probe.select,
             select_ref,
             problem.goal.measure,
             problem.goal.target.max(0.99),
         );
         saliency.push(Saliency {
-            score: coverage * (1.0 - problem.share_before(option.candidate)),
-            agreement: agreement(probe, select_ref.teacher),
+            score: coverage * (1.0 - problem.share_before(candidate)),
+            agreement: agreement(&probe.select, select_ref.teacher),
         });
-        heads.set(option.candidate, HeadKind::LinearGap, option.value);
+        heads.set(candidate, HeadKind::LinearGap, probe);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let kept = prune(&problem.candidates, &saliency, problem.settings.candidates);
 
-    // Every architecture at every kept position; a vector (not an image) has only global
-    // pooling, so no grid heads there.
-    let jobs: Vec<Job> = kept
+    // Every architecture at every kept position, then the ensemble of the heads trained there.
+    let others: Vec<HeadKind> = HeadKind::TRAINED
         .iter()
-        .flat_map(|&candidate| {
-            let pools = crate::features::pools_for(&problem.candidates[candidate].shape).len();
-            HeadKind::TRAINED
-                .iter()
-                .filter(move |k| **k != HeadKind::LinearGap && k.pool_index() < pools)
-                .map(move |&kind| Job {
-                    candidate,
-                    kind,
-                    training: Training::for_kind(
-                        kind,
-                        seed.wrapping_add((1000 * (kind.index() + 1) + candidate) as u64),
-                    ),
-                })
-        })
+        .copied()
+        .filter(|k| *k != HeadKind::LinearGap)
         .collect();
-    let bar = crate::progress::bar("training heads", Some(jobs.len() as u64));
-    let trained = train(problem, &jobs, &bar)?;
-    for (job, option) in jobs.iter().zip(score(problem, select_ref, trained)?) {
-        heads.set(option.candidate, job.kind, option.value);
-    }
-    // The ensemble at each kept position, of the heads trained there.
-    let ensembles = kept
-        .iter()
-        .map(|&candidate| AtCandidate {
-            candidate,
-            value: ensemble_of(&heads, candidate, select_ref.teacher),
-        })
-        .collect();
-    for ensemble in score(problem, select_ref, ensembles)? {
-        heads.set(ensemble.candidate, HeadKind::Ensemble, ensemble.value);
+    let bar = crate::progress::bar("training heads", Some((kept.len() * others.len()) as u64));
+    for &candidate in &kept {
+        // A vector (not an image) has only global pooling: no grid heads.
+        let pools = crate::features::pools_for(&problem.candidates[candidate].shape).len();
+        for &kind in &others {
+            if kind.pool_index() < pools {
+                let seed = seed.wrapping_add((1000 * (kind.index() + 1) + candidate) as u64);
+                let option = trained(candidate, kind, &Training::for_kind(kind, seed))?;
+                heads.set(candidate, kind, option);
+            }
+            bar.inc(1);
+        }
+        let ensemble = ensemble_of(&heads, candidate, select_ref.teacher);
+        let option = scored(problem, select_ref, candidate, ensemble)?;
+        heads.set(candidate, HeadKind::Ensemble, option);
     }
     bar.finish_and_clear();
     Ok(Trained {
@@ -110,54 +95,17 @@ pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained>
     })
 }
 
-/// A head to train: where, of which kind, with which settings (its own seed among them).
-struct Job {
-    candidate: usize,
-    kind: HeadKind,
-    training: Training,
-}
-
-/// Something at a candidate position: a head, or a head option.
-struct AtCandidate<T> {
-    candidate: usize,
-    value: T,
-}
-
-/// Trains the heads of `jobs`, each with its own seed.
-fn train(
-    problem: &Problem,
-    jobs: &[Job],
-    bar: &crate::progress::Progress,
-) -> Result<Vec<AtCandidate<TrainedHead>>> {
-    jobs.iter()
-        .map(|job| {
-            let head = problem.train_head(job.candidate, job.kind, true, &job.training)?;
-            bar.inc(1);
-            Ok(AtCandidate {
-                candidate: job.candidate,
-                value: head,
-            })
-        })
-        .collect()
-}
-
-/// Scores `heads` on the selecting and the held-out frames, and costs them.
-fn score(
+/// `head`, trained at `candidate`, scored on the selecting and the held-out frames, and
+/// costed.
+fn scored(
     problem: &Problem,
     select_ref: &Reference,
-    heads: Vec<AtCandidate<TrainedHead>>,
-) -> Result<Vec<AtCandidate<HeadOption>>> {
-    heads
-        .into_iter()
-        .map(|h| {
-            let scores = HeadScores::of(problem, h.candidate, &h.value, select_ref)?;
-            let cost = problem.head_cost(h.candidate, &h.value)?;
-            Ok(AtCandidate {
-                candidate: h.candidate,
-                value: HeadOption::new(h.value, cost, scores),
-            })
-        })
-        .collect()
+    candidate: usize,
+    head: TrainedHead,
+) -> Result<HeadOption> {
+    let scores = HeadScores::of(problem, candidate, &head, select_ref)?;
+    let cost = problem.head_cost(candidate, &head)?;
+    Ok(HeadOption::new(head, cost, scores))
 }
 
 /// Heads an ensemble averages: the trained heads at one position that agree most with the

@@ -9,7 +9,7 @@ use earlyexit_graph::CutPoint;
 
 use super::certificate::Certificate;
 use super::rules::{Rule, level_thresholds};
-use crate::certify;
+use crate::certify::Evidence;
 use crate::gating::{self, Gated};
 use crate::heads::{HeadKind, TrainedHead};
 use crate::nas::{self, Space};
@@ -147,16 +147,42 @@ impl Family {
     }
 }
 
-/// What a search of one family found and certified.
+/// Where a structure's exits sit and how they decide.
 #[derive(Clone)]
-pub struct Found {
+pub struct Structure {
     pub rule: Rule,
     pub placed: Vec<PlacedExit>,
     /// Each exit's threshold under the rule's metric.
     pub thresholds: Vec<f64>,
     /// With `--format 2`: the exits' gates (a patient rule's, or learned ones) and their one
-    /// threshold.
+    /// threshold, which decide instead of the thresholds.
     pub gated: Option<Gated>,
+}
+
+/// A structure and what the selecting frames show of it: a step of a certification ladder.
+#[derive(Clone)]
+pub struct Step {
+    pub structure: Structure,
+    pub select: Simulation,
+}
+
+impl Step {
+    /// The step run on the certifying frames, and what they show of it with `confidence`.
+    pub fn certified(self, zoo: &Zoo, confidence: f64) -> Option<Found> {
+        let certify = zoo.run(&self.structure, true)?;
+        Some(Found {
+            certificate: zoo.certificate(&certify, confidence),
+            structure: self.structure,
+            select: self.select,
+            certify,
+        })
+    }
+}
+
+/// What a search of one family found and certified.
+#[derive(Clone)]
+pub struct Found {
+    pub structure: Structure,
     pub certificate: Certificate,
     pub select: Simulation,
     pub certify: Simulation,
@@ -174,7 +200,7 @@ pub struct Zoo<'p> {
     pub select: Reference<'p>,
     pub certify: Reference<'p>,
     /// The independent scenes the certifying frames are worth (see
-    /// [`certify::effective_scenes`]).
+    /// [`effective_scenes`](crate::certify::effective_scenes)).
     pub certify_scenes: f64,
 }
 
@@ -237,17 +263,11 @@ impl Zoo<'_> {
     }
 
     /// A structure on the selecting or the certifying frames, decided by its learned gates
-    /// when it has them, else by its rule at `thresholds`, one per exit.
-    pub fn run(
-        &self,
-        rule: Rule,
-        placed: &[PlacedExit],
-        thresholds: &[f64],
-        gated: Option<&Gated>,
-        certifying: bool,
-    ) -> Option<Simulation> {
-        let costs = self.costs(placed)?;
-        self.run_costed(rule, placed, thresholds, gated, certifying, &costs)
+    /// when it has them, else by its rule at its thresholds.
+    pub fn run(&self, s: &Structure, certifying: bool) -> Option<Simulation> {
+        let costs = self.costs(&s.placed)?;
+        let gated = s.gated.as_ref();
+        self.run_costed(s.rule, &s.placed, &s.thresholds, gated, certifying, &costs)
     }
 
     fn run_costed(
@@ -291,8 +311,9 @@ impl Zoo<'_> {
         let shortfall = goal
             .min_agreement
             .map_or(0.0, |a| (a - sim.agreement()).max(0.0));
-        let penalties = sim.penalties(goal, &self.select);
-        certify::mean_upper_bound(&penalties, f64::INFINITY, SELECT_CONFIDENCE) + shortfall
+        Evidence::new(sim.penalties(goal, &self.select), f64::INFINITY)
+            .mean_upper_bound(SELECT_CONFIDENCE)
+            + shortfall
     }
 
     /// What the certifying frames show of a structure, each bound holding with `confidence`.
