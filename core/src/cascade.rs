@@ -2,15 +2,17 @@
 //! rule ([`FrameWalk`]) to see whether it may leave. [`crate::classifier::Classifier`] wraps it
 //! with preprocessing and cost for the element and the search's `evaluate` alike.
 //!
-//! A format-2 gate may read the class answered for the previous frame, so a cascade remembers
-//! it ([`StreamState`]) until the stream is reset.
+//! A format-2 gate may read the class answered for the previous frame, and a format-3 bundle's
+//! stream rule ([`ReuseRule`]) may answer a frame with it, so a cascade remembers it
+//! ([`StreamState`]) until the stream is reset.
 
 use crate::bundle::{Bundle, BundleError, Stage, Word};
 use crate::gate::{ExitRule, Gate, GateWeights};
 use crate::input::InputSpec;
+use crate::reuse::ReuseRule;
 use crate::rule::{self, FrameWalk, Metric, Output, Signals, Verdict};
 use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
-use crate::stream::StreamState;
+use crate::stream::{Answered, StreamState};
 
 /// Whether heads run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,6 +48,9 @@ pub struct Cascade {
     stages: Vec<LoadedStage>,
     metric: Metric,
     gate: Option<Gate>,
+    /// The stream rule and the input it reads, with the signature buffer it reuses.
+    reuse: Option<(ReuseRule, InputSpec)>,
+    signature: Vec<f32>,
     stream: StreamState,
     output: Output,
     mode: Mode,
@@ -61,6 +66,9 @@ pub struct Cascade {
 pub struct Outcome {
     pub stage: usize,
     pub verdict: Verdict,
+    /// When the stream rule reused the last answer computed: how many frames old it is (its
+    /// `stage` and `verdict` are that answer's).
+    pub reused: Option<u32>,
 }
 
 impl Cascade {
@@ -83,6 +91,8 @@ impl Cascade {
             stages,
             metric: bundle.metric,
             gate: bundle.gate.clone(),
+            reuse: bundle.reuse.clone().map(|r| (r, bundle.input.clone())),
+            signature: Vec::new(),
             stream: StreamState::default(),
             output: bundle.output,
             mode,
@@ -130,7 +140,7 @@ impl Cascade {
 
     /// What the cascade remembers of the stream, to resume from with [`Cascade::set_stream`].
     pub fn stream(&self) -> StreamState {
-        self.stream
+        self.stream.clone()
     }
 
     /// Continues a stream from `state`, such as when the same frames are run again for timing.
@@ -229,10 +239,31 @@ impl Cascade {
         Ok(classes)
     }
 
-    /// Runs one preprocessed frame, the next of the stream.
+    /// Runs one preprocessed frame, the next of the stream: with a stream rule, it first asks
+    /// whether the frame may reuse the last answer. The full mode runs every frame.
     pub fn run(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
+        let rule = self.reuse.as_ref().filter(|_| self.mode == Mode::EarlyExit);
+        if let Some((rule, spec)) = rule {
+            rule.signature(input, spec, &mut self.signature);
+            if let Some(last) = self.stream.last()
+                && self.stream.reuse.reusable(rule, &self.signature)
+            {
+                return Ok(Outcome {
+                    stage: last.stage,
+                    verdict: last.verdict,
+                    reused: Some(self.stream.reuse.reused()),
+                });
+            }
+        }
+        let watched = rule.is_some();
         let outcome = self.run_stages(shape, input)?;
-        self.stream.answered(outcome.verdict.class_id);
+        if watched {
+            self.stream.reuse.ran(&self.signature);
+        }
+        self.stream.answered(Answered {
+            stage: outcome.stage,
+            verdict: outcome.verdict,
+        });
         Ok(outcome)
     }
 
@@ -248,6 +279,7 @@ impl Cascade {
                 return Ok(Outcome {
                     stage: i,
                     verdict: last_verdict(self.output, self.metric, current, &mut self.probs),
+                    reused: None,
                 });
             }
             if self.mode == Mode::Full {
@@ -266,6 +298,7 @@ impl Cascade {
                     return Ok(Outcome {
                         stage: i,
                         verdict: signals.verdict(self.metric),
+                        reused: None,
                     });
                 }
             }

@@ -28,6 +28,9 @@ pub struct Decision {
     pub cost: Option<f64>,
     /// Wall time for preprocessing and inference.
     pub inference_ns: u64,
+    /// When the stream rule answered with the last answer computed: its age in frames. The
+    /// stage, class, confidence and score are then that answer's.
+    pub reused: Option<u32>,
 }
 
 /// A frame that could not be run.
@@ -88,6 +91,7 @@ impl Classifier {
             metric: Metric::MaxProb,
             gate: None,
             promise: None,
+            reuse: None,
             stages: vec![Stage {
                 segment: name,
                 macs: None,
@@ -151,11 +155,12 @@ impl Classifier {
             class_id: outcome.verdict.class_id,
             confidence: outcome.verdict.confidence,
             score: outcome.verdict.score,
-            cost: self
-                .costs
-                .as_ref()
-                .map(|c| c.cost(outcome.stage, heads_ran)),
+            cost: self.costs.as_ref().map(|c| match outcome.reused {
+                Some(_) => c.reused_cost(),
+                None => c.cost(outcome.stage, heads_ran),
+            }),
             inference_ns,
+            reused: outcome.reused,
         })
     }
 }

@@ -10,6 +10,8 @@ pub struct CostTable {
     /// 0 where a stage has no exit.
     heads: Vec<u64>,
     backbone: u64,
+    /// What every frame pays before any stage: the stream rule's change detector (0 without).
+    detector: u64,
 }
 
 impl CostTable {
@@ -21,7 +23,8 @@ impl CostTable {
             .iter()
             .map(|s| s.exit.as_ref().map_or(Some(0), |e| e.macs))
             .collect::<Option<Vec<u64>>>()?;
-        CostTable::new(segments, heads)
+        let detector = bundle.reuse.as_ref().map_or(0, |r| r.macs(&bundle.input));
+        Some(CostTable::new(segments, heads)?.with_detector(detector))
     }
 
     /// From per-stage MACs; `None` when the backbone counts no MACs at all.
@@ -37,7 +40,13 @@ impl CostTable {
             segments,
             heads,
             backbone,
+            detector: 0,
         })
+    }
+
+    /// The same, with a change detector that every frame runs first.
+    pub fn with_detector(self, detector: u64) -> CostTable {
+        CostTable { detector, ..self }
     }
 
     pub fn backbone_macs(&self) -> u64 {
@@ -52,7 +61,12 @@ impl CostTable {
         } else {
             0
         };
-        segments + heads
+        self.detector + segments + heads
+    }
+
+    /// The cost of a frame that reused the last answer: the detector alone.
+    pub fn reused_cost(&self) -> f64 {
+        self.detector as f64 / self.backbone as f64
     }
 
     /// [`macs`](Self::macs) divided by the backbone's MACs.
@@ -82,6 +96,16 @@ mod tests {
         assert_eq!(t.cost(0, true), 0.7);
         assert_eq!(t.cost(1, false), 1.2);
         assert!(CostTable::with_backbone(vec![1], vec![0], 0).is_none());
+    }
+
+    #[test]
+    fn a_detector_costs_every_frame_and_is_all_a_reused_one_costs() {
+        let t = CostTable::new(vec![60, 40], vec![10, 0])
+            .unwrap()
+            .with_detector(5);
+        assert_eq!(t.cost(0, true), 0.75);
+        assert_eq!(t.cost(1, false), 1.05);
+        assert_eq!(t.reused_cost(), 0.05);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod frame;
 pub mod gate;
 pub mod input;
 pub mod preprocess;
+pub mod reuse;
 pub mod rule;
 pub mod runtime;
 pub mod stream;

@@ -157,13 +157,17 @@ fn a_gate_built_in_code_that_breaks_the_rules_does_not_load() {
 
 #[test]
 fn unknown_format_is_refused_naming_the_known_formats() {
-    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/3"));
+    let (_tmp, dir) = with_yaml(|t| replace_once(&t, "format: earlyexit/1", "format: earlyexit/4"));
     let e = error_of(&dir);
     assert_names(
         &e,
         &dir,
         EXITS_FILE,
-        &["format", "earlyexit/3", "knows earlyexit/1, earlyexit/2"],
+        &[
+            "format",
+            "earlyexit/4",
+            "knows earlyexit/1, earlyexit/2, earlyexit/3",
+        ],
     );
 }
 

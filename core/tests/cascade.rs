@@ -4,6 +4,7 @@ use earlyexit_testkit::cut;
 
 use earlyexit::bundle;
 use earlyexit::gate::GateInput;
+use earlyexit::reuse::{Detector, ReuseRule};
 use earlyexit::rule::{FrameWalk, Metric, MetricThreshold, Signals};
 use earlyexit::{Classifier, Decision, Frame, Mode, PixelFormat, SessionOptions};
 use earlyexit_testkit::cut::{
@@ -359,4 +360,78 @@ fn every_metric_leaves_where_its_rule_says() {
         // Frames leave at more than one place, or the thresholds showed nothing.
         assert!(left_at.len() > 1, "{metric:?}: only at {left_at:?}");
     }
+}
+
+/// A format-3 bundle: the valid bundle, exits that never let a frame leave, and a stream rule.
+fn reusing_dir(
+    detector: Detector,
+    threshold: f64,
+    max_age: u32,
+) -> (tempfile::TempDir, Classifier) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let mut b = earlyexit_testkit::cut::valid_bundle([2.0, 2.0]);
+    b.format = bundle::Format::V3;
+    b.reuse = Some(ReuseRule {
+        detector,
+        grid: 4,
+        threshold,
+        max_age,
+    });
+    write_bundle(&dir, &b);
+    let c = open(&dir, Mode::EarlyExit);
+    (tmp, c)
+}
+
+#[test]
+fn the_stream_rule_reuses_the_last_answer_while_the_picture_holds() {
+    let frames = reference_frames();
+    let (_tmp, mut c) = reusing_dir(Detector::Pixels, 0.01, 2);
+    let first = classify(&mut c, &frames[0]);
+    assert_eq!((first.reused, first.stage), (None, 2));
+    // One grey level of noise on a few pixels moves no block mean by 0.01 (in 0..1 units).
+    let mut noisy = frames[0].clone();
+    for p in noisy.iter_mut().step_by(7) {
+        *p = p.saturating_add(1);
+    }
+    let again = classify(&mut c, &noisy);
+    assert_eq!(again.reused, Some(1));
+    assert_eq!(
+        (again.stage, again.class_id, again.confidence, again.score),
+        (first.stage, first.class_id, first.confidence, first.score),
+        "a reused answer is the last one computed"
+    );
+    let cost = again.cost.unwrap();
+    assert!(cost > 0.0 && cost < 0.01, "the detector alone: {cost}");
+    assert!(
+        first.cost.unwrap() > 1.0,
+        "every stage, every head and the detector"
+    );
+    assert_eq!(classify(&mut c, &frames[0]).reused, Some(2));
+    assert_eq!(
+        classify(&mut c, &frames[0]).reused,
+        None,
+        "max-age 2: the third frame in a row runs"
+    );
+    // Another picture runs, and so does the first one after a reset.
+    assert_eq!(classify(&mut c, &frames[1]).reused, None);
+    assert_eq!(classify(&mut c, &frames[1]).reused, Some(1));
+    c.reset_stream();
+    assert_eq!(classify(&mut c, &frames[1]).reused, None);
+}
+
+#[test]
+fn a_shape_detector_reuses_through_a_change_of_light_and_not_of_object() {
+    let frames = reference_frames();
+    let (_tmp, mut c) = reusing_dir(Detector::Shape, 0.05, 100);
+    classify(&mut c, &frames[2]);
+    let dimmer: Vec<u8> = frames[2]
+        .iter()
+        .map(|&p| (f32::from(p) * 0.8) as u8)
+        .collect();
+    assert_eq!(classify(&mut c, &dimmer).reused, Some(1));
+    assert_eq!(classify(&mut c, &frames[3]).reused, None);
+    let (_tmp, mut pixels) = reusing_dir(Detector::Pixels, 0.05, 100);
+    classify(&mut pixels, &frames[2]);
+    assert_eq!(classify(&mut pixels, &dimmer).reused, None);
 }

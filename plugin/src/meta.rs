@@ -32,6 +32,9 @@ pub struct EarlyExitInfo {
     pub cost: Option<f64>,
     /// Wall time of preprocessing and inference for this frame.
     pub inference_ns: u64,
+    /// Format 3's stream rule: 0 when the frame ran the cascade; else it reused the answer
+    /// computed this many frames before, and the fields above are that answer's.
+    pub reused: u32,
 }
 
 impl EarlyExitInfo {
@@ -46,6 +49,7 @@ impl EarlyExitInfo {
             score: decision.score,
             cost: decision.cost,
             inference_ns: decision.inference_ns,
+            reused: decision.reused.unwrap_or(0),
         }
     }
 
@@ -63,6 +67,7 @@ impl EarlyExitInfo {
             s.set("cost", cost);
         }
         s.set("inference-ns", self.inference_ns);
+        s.set("reused", self.reused);
     }
 
     /// Reads the fields from a structure written by [`EarlyExitInfo::write`]. The error says
@@ -80,6 +85,8 @@ impl EarlyExitInfo {
             score: s.get("score").map_err(text)?,
             cost: s.get_optional("cost").map_err(text)?,
             inference_ns: s.get("inference-ns").map_err(text)?,
+            // Written by every version since the stream rule; absent before, meaning 0.
+            reused: s.get_optional("reused").map_err(text)?.unwrap_or(0),
         })
     }
 

@@ -220,6 +220,7 @@ fn a_second_decision_replaces_the_first_meta() {
         score: 0.9,
         cost: None,
         inference_ns: 1,
+        reused: 0,
     };
     let mut buffer = gst::Buffer::with_size(4).unwrap();
     let buf = buffer.get_mut().unwrap();

@@ -56,8 +56,10 @@ pub fn bundle(backbone: &Backbone, choice: &Choice) -> Result<(Bundle, Vec<File>
         .collect();
     let bundle = Bundle {
         file: Default::default(),
-        // Format 1 whenever it can say everything, so every reader takes the bundle.
-        format: if choice.gates.is_some() {
+        // The first format that can say everything, so that every reader it can takes it.
+        format: if choice.reuse.is_some() {
+            Format::V3
+        } else if choice.gates.is_some() {
             Format::V2
         } else {
             Format::naming(choice.metric)
@@ -71,6 +73,7 @@ pub fn bundle(backbone: &Backbone, choice: &Choice) -> Result<(Bundle, Vec<File>
         metric: choice.metric,
         gate: choice.gates.as_ref().map(|g| g.gate.clone()),
         promise: choice.promise.clone(),
+        reuse: choice.reuse.clone(),
         stages,
         output: backbone.output,
     };

@@ -52,13 +52,29 @@ pub fn calibrate(
     let nothing = vec![metric.never(); exits.len()];
     let mut best = (
         nothing.clone(),
-        simulate(metric, &nothing, exits, reference, costs, Patience::None),
+        simulate(
+            metric,
+            &nothing,
+            exits,
+            reference,
+            costs,
+            Patience::None,
+            None,
+        ),
     );
     for step in 0..=400 {
         let precision = 0.8 + 0.2 * f64::from(step) / 400.0;
         let thresholds =
             thresholds_for_precision(metric, precision, exits, &right, reference.frames());
-        let sim = simulate(metric, &thresholds, exits, reference, costs, Patience::None);
+        let sim = simulate(
+            metric,
+            &thresholds,
+            exits,
+            reference,
+            costs,
+            Patience::None,
+            None,
+        );
         if sim.meets(goal, reference) && sim.mean_cost < best.1.mean_cost {
             best = (thresholds, sim);
         }

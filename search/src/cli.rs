@@ -134,8 +134,10 @@ pub struct SearchArgs {
     /// Bundle format to write: 1 is read by every tool; 2 lets `--strategy nas` also try the
     /// exit metrics format 1 does not name, patient rules, and learned exit gates (over each
     /// exit's metric values, agreement with the previous exit and with the last frame's answer),
-    /// and keep them when they certify better.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    /// and keep them when they certify better; 3 also lets it try the stream rule (reuse the
+    /// last answer while the picture has not changed, on footage read whole). The bundle is
+    /// written in the first format that holds what was kept.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub format: u8,
     /// Same inputs and seed, same bundle.
     #[arg(long, default_value_t = 0)]
@@ -182,7 +184,8 @@ pub struct EvaluateArgs {
     /// The uncut backbone to compare with; default: the chain of all the bundle's segments.
     #[arg(long)]
     pub backbone: Option<PathBuf>,
-    /// Write one row per frame: footage,frame,stage,class_id,score.
+    /// Write one row per frame: footage,frame,stage,class_id,score,reused (the age of a reused
+    /// answer under a format-3 stream rule, else 0).
     #[arg(long)]
     pub per_frame: Option<PathBuf>,
     /// Another bundle (a baseline, say) to run on the same frames, untimed: reports its figures

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use earlyexit::input::InputSpec;
 use earlyexit::preprocess::Preprocessor;
+use earlyexit::reuse;
 use earlyexit::rule::{self, Metric, Output};
 use earlyexit::runtime::{Model, SessionOptions};
 use earlyexit_graph::heads::{Pool, feature_len, pool_features};
@@ -29,6 +30,10 @@ pub struct FeatureTable {
     pub soft: Vec<f32>,
     pub labels: Vec<Option<u32>>,
     pub classes: usize,
+    /// Per frame, the stream rule's signature of its input tensor on a
+    /// [`reuse::GRID`](crate::reuse::GRID) grid: frames × `signature_len` values.
+    pub signatures: Vec<f32>,
+    pub signature_len: usize,
 }
 
 impl FeatureTable {
@@ -68,7 +73,14 @@ impl FeatureTable {
             soft: self.soft.split_off(at * self.classes),
             labels: self.labels.split_off(at),
             classes: self.classes,
+            signatures: self.signatures.split_off(at * self.signature_len),
+            signature_len: self.signature_len,
         }
+    }
+
+    /// Frame `i`'s signature.
+    pub fn signature(&self, i: usize) -> &[f32] {
+        &self.signatures[i * self.signature_len..(i + 1) * self.signature_len]
     }
 
     /// Appends the frames of `other`.
@@ -85,6 +97,7 @@ impl FeatureTable {
         self.teacher.extend(other.teacher);
         self.soft.extend(other.soft);
         self.labels.extend(other.labels);
+        self.signatures.extend(other.signatures);
     }
 }
 
@@ -92,12 +105,15 @@ impl FeatureTable {
 pub struct Extractor {
     model: Model,
     preprocessor: Preprocessor,
+    /// The preprocessor's input, which signatures read.
+    input: InputSpec,
     cuts: Vec<CutPoint>,
     final_output: String,
     output: Output,
     classes: usize,
     pooled: Vec<f32>,
     probs: Vec<f32>,
+    signature: Vec<f32>,
 }
 
 impl Extractor {
@@ -114,14 +130,23 @@ impl Extractor {
         let model = Model::from_bytes(&graph::encode_model(&model), graph.path(), options)?;
         Ok(Extractor {
             model,
-            preprocessor: Preprocessor::new(input),
+            preprocessor: Preprocessor::new(input.clone()),
+            input,
             cuts: cuts.to_vec(),
             final_output: graph.output().name,
             output,
             classes,
             pooled: Vec::new(),
             probs: Vec::new(),
+            signature: Vec::new(),
         })
+    }
+
+    /// The bytes a frame takes in a [`FeatureTable`].
+    pub fn bytes_per_frame(&self) -> usize {
+        let t = self.empty_table();
+        let values: usize = t.dims.iter().flatten().sum::<usize>() + t.classes + t.signature_len;
+        values * size_of::<f32>() + size_of::<u32>() + size_of::<Option<u32>>()
     }
 
     fn empty_table(&self) -> FeatureTable {
@@ -139,6 +164,8 @@ impl Extractor {
             columns: dims.iter().map(|d| vec![Vec::new(); d.len()]).collect(),
             dims,
             classes: self.classes,
+            signature_len: self.input.color.channels()
+                * (crate::reuse::GRID * crate::reuse::GRID) as usize,
             ..FeatureTable::default()
         }
     }
@@ -152,6 +179,8 @@ impl Extractor {
     ) -> Result<()> {
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
+        reuse::signature(tensor, &self.input, crate::reuse::GRID, &mut self.signature);
+        table.signatures.extend_from_slice(&self.signature);
         let outputs = self.model.run_all(&shape, tensor)?;
         let find = |name: &str| {
             outputs
@@ -251,6 +280,8 @@ mod tests {
             soft: vec![0.9, 0.1, 0.2, 0.8, 0.7, 0.3],
             labels: vec![Some(0), None, Some(1)],
             classes: 2,
+            signatures: vec![0.0, 1.0, 2.0],
+            signature_len: 1,
         };
         let end = table.split_off(2);
         assert_eq!(table.frames(), 2);
@@ -258,6 +289,10 @@ mod tests {
         assert_eq!(table.column(0, 0), (&[0.0, 0.1, 1.0, 1.1][..], 2));
         assert_eq!(end.column(0, 0), (&[2.0, 2.1][..], 2));
         assert_eq!(end.column(0, 1), (&[2.5][..], 1));
+        assert_eq!(
+            (table.signature(1), end.signature(0)),
+            (&[1.0][..], &[2.0][..])
+        );
         assert_eq!(
             (end.teacher, end.soft, end.labels),
             (vec![0], vec![0.7, 0.3], vec![Some(1)])

@@ -174,6 +174,12 @@ pub enum Sampling {
     },
     /// The first `count` frames: the footage's length is unknown, as a live stream's is.
     First(usize),
+    /// Runs of `run` consecutive frames, one starting every `period` frames: a share of a
+    /// long footage whose neighbouring frames stay neighbours, as the stream rule needs.
+    Runs {
+        run: usize,
+        period: usize,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -199,6 +205,9 @@ impl Sampling {
             Sampling::All => total,
             Sampling::Evenly { count, .. } => Some(count),
             Sampling::First(count) => Some(total.map_or(count, |t| t.min(count))),
+            Sampling::Runs { run, period } => {
+                total.map(|t| t / period * run + (t % period).min(run))
+            }
         }
     }
 
@@ -207,6 +216,8 @@ impl Sampling {
             Sampling::All => Pick::Keep,
             Sampling::First(count) if index < count => Pick::Keep,
             Sampling::First(_) => Pick::Stop,
+            Sampling::Runs { run, period } if index % period.max(1) < run => Pick::Keep,
+            Sampling::Runs { .. } => Pick::Skip,
             Sampling::Evenly { count, total } => {
                 // The j-th kept frame is frame ⌊j·total/count⌋; this is the only j it can be.
                 let j = (index * count).div_ceil(total.max(1));
@@ -433,6 +444,14 @@ mod tests {
         );
         assert_eq!(Sampling::at_most(4, None).expected(None), Some(4));
         assert_eq!(kept(Sampling::All, 5).len(), 5);
+    }
+
+    #[test]
+    fn runs_keep_neighbours_together() {
+        let runs = Sampling::Runs { run: 3, period: 5 };
+        assert_eq!(kept(runs, 12), vec![0, 1, 2, 5, 6, 7, 10, 11]);
+        assert_eq!(runs.expected(Some(12)), Some(8));
+        assert_eq!(runs.expected(Some(14)), Some(9));
     }
 
     #[test]

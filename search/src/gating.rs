@@ -15,7 +15,8 @@ use earlyexit::rule::{FrameWalk, Metric, Signals};
 use crate::goal::Goal;
 use crate::heads::{self, Training};
 use crate::outputs::ExitOutputs;
-use crate::simulate::{Patience, Reference, Simulation, tally};
+use crate::reuse::Replay;
+use crate::simulate::{Patience, Reference, Simulation, stream_starts, tally};
 
 /// Every input a gate may read; training decides what each is worth.
 pub fn inputs() -> Vec<GateInput> {
@@ -41,20 +42,6 @@ pub struct Gated {
     pub threshold: f64,
 }
 
-/// Where each stream starts: the last frame's answer is forgotten there.
-fn starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
-    let mut start = vec![false; frames];
-    for r in streams {
-        if r.start < frames {
-            start[r.start] = true;
-        }
-    }
-    if let Some(first) = start.first_mut() {
-        *first = true;
-    }
-    start
-}
-
 /// Trains one `gate` per exit on the frames of `reference` (streams in time order).
 ///
 /// The answer given to the previous frame is not known before the gates exist, so training
@@ -68,7 +55,7 @@ pub fn train(
     seed: u64,
 ) -> Result<Vec<GateWeights>> {
     let frames = reference.frames();
-    let start = starts(streams, frames);
+    let start = stream_starts(streams, frames);
     let mut weights = Vec::with_capacity(exits.len());
     for (k, exit) in exits.iter().enumerate() {
         let mut x = Vec::with_capacity(frames * gate.inputs.len());
@@ -92,16 +79,18 @@ pub fn train(
     Ok(weights)
 }
 
-/// Runs the frames through the gated exits, as the element would, with one threshold.
+/// Runs the frames through the gated exits, after the stream rule of `reuse`, as the element
+/// would, with one threshold.
 pub fn simulate(
     gated: &Gated,
     exits: &[&ExitOutputs],
     reference: &Reference,
     streams: &[Range<usize>],
     costs: &CostTable,
+    reuse: Option<&Replay>,
 ) -> Simulation {
-    let start = starts(streams, reference.frames());
-    tally(exits.len() + 1, reference, costs, |i, last| {
+    let start = stream_starts(streams, reference.frames());
+    tally(exits.len() + 1, reference, costs, reuse, |i, last| {
         let last = if start[i] { None } else { last };
         let decided = exits.iter().zip(&gated.weights).map(|(exit, weights)| {
             let rule = GateThreshold {
@@ -191,7 +180,7 @@ mod tests {
             weights,
             threshold: 0.7,
         };
-        let sim = simulate(&gated, &exits, &reference, &streams, &costs);
+        let sim = simulate(&gated, &exits, &reference, &streams, &costs, None);
         // Frames that agree with the previous one leave early and are right; the first of
         // each run goes on to the backbone, and so does the first of the second stream.
         assert_eq!(sim.agreement(), 1.0, "{sim:?}");
@@ -208,7 +197,7 @@ mod tests {
             weights,
             threshold: 0.7,
         };
-        let blind_sim = simulate(&blind, &exits, &reference, &streams, &costs);
+        let blind_sim = simulate(&blind, &exits, &reference, &streams, &costs, None);
         assert!(
             blind_sim.agreement() < 1.0 || blind_sim.exits[0] < sim.exits[0],
             "{blind_sim:?}"
@@ -246,11 +235,19 @@ mod tests {
             }
             .map(|t| t + shift(metric));
             let rule = |patience| {
-                crate::simulate::simulate(metric, &thresholds, &views, &reference, &costs, patience)
+                crate::simulate::simulate(
+                    metric,
+                    &thresholds,
+                    &views,
+                    &reference,
+                    &costs,
+                    patience,
+                    None,
+                )
             };
             for patience in [Patience::AfterFirst, Patience::Every] {
                 let g = patient(metric, &thresholds, patience);
-                let gated = simulate(&g, &views, &reference, &one_stream, &costs);
+                let gated = simulate(&g, &views, &reference, &one_stream, &costs, None);
                 assert_eq!(gated, rule(patience), "{metric:?} {patience:?}");
             }
             // Patience must matter here, or the test shows nothing.

@@ -27,6 +27,7 @@ mod placement;
 mod problem;
 mod refit;
 mod report;
+mod reuse;
 mod select;
 mod simulate;
 

@@ -103,6 +103,7 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         exits,
         metric,
         promise: None,
+        reuse: None,
         held: sim,
     })
 }

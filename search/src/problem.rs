@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use earlyexit::bundle::{Format, Promise};
 use earlyexit::cost::CostTable;
 use earlyexit::gate::{Gate, GateWeights};
+use earlyexit::input::InputSpec;
+use earlyexit::reuse::ReuseRule;
 use earlyexit::rule::Metric;
 use earlyexit_graph::heads::build_head;
 use earlyexit_graph::{CutPoint, Graph};
@@ -22,6 +24,14 @@ use crate::simulate::{Simulation, share_alike};
 
 /// The share of each footage held out, at its end, when no held-out footage is given.
 const HOLDOUT_SHARE: f64 = 0.2;
+
+/// What the frames' features may take in memory, in bytes: with the rest of the search, under
+/// 4 GiB however long the footage. Footage beyond it is read in runs of [`RUN`] frames.
+pub const FEATURE_BUDGET: usize = 3_000_000_000;
+
+/// Consecutive frames in a run when footage is read in runs: 10 s at 25 fps, long enough for
+/// the stream rule to see scenes hold and change.
+pub const RUN: usize = 250;
 
 /// With [`Strategy::Nas`]: the share of each training footage, at its end, that heads never
 /// see and exit rules are chosen on, so that no held-out frame is spent choosing.
@@ -85,6 +95,12 @@ pub struct Frames {
     pub train_labels: Option<Vec<u32>>,
     /// With ground truth: half the label, half the backbone's probabilities, per frame.
     pub blended: Option<Vec<f32>>,
+    /// Whether neighbouring frames of a stream are neighbours in the footage: not when
+    /// `--max-frames` spread the frames kept over a longer footage. The stream rule needs it.
+    pub consecutive: bool,
+    /// When the footage was too long for [`FEATURE_BUDGET`]: the share of every footage kept,
+    /// in runs of [`RUN`] frames.
+    pub runs: Option<f64>,
 }
 
 impl Frames {
@@ -99,46 +115,55 @@ impl Frames {
         select_share: f64,
     ) -> Result<Frames> {
         let per_footage = max_frames.map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
+        let all: Vec<(&Footage, bool)> = footage
+            .iter()
+            .map(|f| (f, false))
+            .chain(holdout.iter().map(|f| (f, true)))
+            .collect();
+        let totals = all
+            .iter()
+            .map(|(f, _)| estimate_frames(f))
+            .collect::<Result<Vec<_>>>()?;
+        let runs = per_footage
+            .is_none()
+            .then(|| run_share(&totals, extractor.bytes_per_frame()))
+            .flatten();
         let mut train = FeatureTable::default();
         let (mut held, mut held_ranges) = (FeatureTable::default(), Vec::new());
         let (mut select, mut select_ranges) = (FeatureTable::default(), Vec::new());
-        let add = |all: &mut FeatureTable, ranges: &mut Vec<Range<usize>>, part: FeatureTable| {
-            let start = all.frames();
-            ranges.push(start..start + part.frames());
-            all.extend(part);
-        };
-        // Neighbouring frames are near copies: split the end in time off, not a random share.
-        let split_end = |mut table: FeatureTable, share: f64| {
-            let n = table.frames();
-            let split = (((n as f64) * (1.0 - share)).round() as usize).clamp(1, n);
-            let end = table.split_off(split);
-            (table, end)
-        };
-        let all = footage
-            .iter()
-            .map(|f| (f, false))
-            .chain(holdout.iter().map(|f| (f, true)));
-        for (f, is_holdout) in all {
-            let total = estimate_frames(f)?;
-            let sampling = per_footage.map_or(Sampling::All, |b| Sampling::at_most(b, total));
-            let table = extractor.extract(f, total, sampling)?;
+        let mut consecutive = true;
+        for (&(f, is_holdout), &total) in all.iter().zip(&totals) {
+            let sampling = match (per_footage, runs) {
+                (Some(b), _) => Sampling::at_most(b, total),
+                (None, Some(share)) => Sampling::Runs {
+                    run: RUN,
+                    period: ((RUN as f64) / share).ceil() as usize,
+                },
+                (None, None) => Sampling::All,
+            };
+            consecutive &= !matches!(sampling, Sampling::Evenly { .. });
+            let run = match sampling {
+                Sampling::Runs { run, .. } => run,
+                _ => usize::MAX,
+            };
+            let table = Part::whole(extractor.extract(f, total, sampling)?, run);
             if is_holdout {
-                add(&mut held, &mut held_ranges, table);
+                table.add_to(&mut held, &mut held_ranges);
                 continue;
             }
             let table = if holdout.is_empty() {
-                let (kept, end) = split_end(table, HOLDOUT_SHARE);
-                add(&mut held, &mut held_ranges, end);
+                let (kept, end) = table.split_end(HOLDOUT_SHARE);
+                end.add_to(&mut held, &mut held_ranges);
                 kept
             } else {
                 table
             };
             if select_share > 0.0 {
-                let (kept, end) = split_end(table, select_share);
-                add(&mut select, &mut select_ranges, end);
-                train.extend(kept);
+                let (kept, end) = table.split_end(select_share);
+                end.add_to(&mut select, &mut select_ranges);
+                train.extend(kept.table);
             } else {
-                train.extend(table);
+                train.extend(table.table);
             }
         }
         if train.frames() == 0 || held.frames() == 0 {
@@ -166,6 +191,8 @@ impl Frames {
             held_ranges,
             train_labels,
             blended,
+            consecutive,
+            runs,
         })
     }
 
@@ -190,10 +217,66 @@ impl Frames {
     }
 }
 
+/// The share of every footage to keep, in runs, for the frames' features to fit
+/// [`FEATURE_BUDGET`]; None when all of them fit, or when a footage's length is unknown.
+fn run_share(totals: &[Option<usize>], bytes_per_frame: usize) -> Option<f64> {
+    let frames: usize = totals.iter().copied().sum::<Option<usize>>()?;
+    let bytes = frames.saturating_mul(bytes_per_frame);
+    (bytes > FEATURE_BUDGET).then(|| FEATURE_BUDGET as f64 / bytes as f64)
+}
+
+/// Some frames of one footage, in time order, and where they sit in its runs.
+struct Part {
+    table: FeatureTable,
+    /// The index of the first frame among the footage's frames kept.
+    offset: usize,
+    /// Frames per run; a stream starts at every multiple of it.
+    run: usize,
+}
+
+impl Part {
+    fn whole(table: FeatureTable, run: usize) -> Part {
+        Part {
+            table,
+            offset: 0,
+            run,
+        }
+    }
+
+    /// Splits off the end, `share` of the frames: neighbouring frames are near copies, so the
+    /// end in time is split off, not a random share.
+    fn split_end(mut self, share: f64) -> (Part, Part) {
+        let n = self.table.frames();
+        let split = (((n as f64) * (1.0 - share)).round() as usize).clamp(1, n);
+        let end = Part {
+            table: self.table.split_off(split),
+            offset: self.offset + split,
+            run: self.run,
+        };
+        (self, end)
+    }
+
+    /// Appends the frames to `all`, and their streams, one per run, to `ranges`.
+    fn add_to(self, all: &mut FeatureTable, ranges: &mut Vec<Range<usize>>) {
+        let start = all.frames();
+        let n = self.table.frames();
+        let mut from = 0;
+        while from < n {
+            let left = self.run - (self.offset + from) % self.run;
+            let to = from.saturating_add(left).min(n);
+            ranges.push(start + from..start + to);
+            from = to;
+        }
+        all.extend(self.table);
+    }
+}
+
 /// What the search knows before choosing.
 pub struct Problem<'a> {
     pub settings: Settings,
     pub graph: &'a Graph,
+    /// What stage 0 takes, which the stream rule's signatures read.
+    pub input: InputSpec,
     pub goal: Goal,
     pub candidates: Vec<CutPoint>,
     pub total_macs: u64,
@@ -256,6 +339,25 @@ impl Problem<'_> {
         self.settings.format != Format::V1
     }
 
+    /// Whether the search may try the stream rule: format 3, on frames that are consecutive.
+    pub fn streams(&self) -> bool {
+        self.settings.format >= Format::V3 && self.frames.consecutive
+    }
+
+    /// The cost of the stream rule's detector per frame, in the unit of
+    /// [`Self::cost_table`]: its MACs, or with measured times, its MACs' share of the
+    /// backbone's time (a sum over the input is memory-bound work like the backbone's
+    /// first layers).
+    pub fn detector_cost(&self, rule: &ReuseRule) -> u64 {
+        let macs = rule.macs(&self.input);
+        match &self.latency {
+            Some(l) => {
+                (macs as f64 / self.total_macs.max(1) as f64 * l.backbone() as f64).ceil() as u64
+            }
+            None => macs,
+        }
+    }
+
     /// Whether heads learn the backbone's probabilities (the exit search) or its classes.
     pub fn distills(&self) -> bool {
         self.settings.strategy == Strategy::Nas
@@ -301,6 +403,8 @@ pub struct Choice {
     pub exits: Vec<ChosenExit>,
     pub metric: Metric,
     pub gates: Option<ChosenGates>,
+    /// The stream rule, when the search chose one.
+    pub reuse: Option<ReuseRule>,
     pub promise: Option<Promise>,
     /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
     /// footage reproduces.

@@ -72,6 +72,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     let problem = Problem {
         settings,
         graph: &graph,
+        input: input.clone(),
         goal,
         total_macs: graph.total_macs(),
         candidates,
@@ -173,10 +174,10 @@ fn settings(args: &SearchArgs) -> Settings {
             CostArg::Macs => CostKind::Macs,
             CostArg::Latency => CostKind::Latency,
         },
-        format: if args.format >= 2 {
-            Format::V2
-        } else {
-            Format::V1
+        format: match args.format {
+            1 => Format::V1,
+            2 => Format::V2,
+            _ => Format::V3,
         },
         seed: args.seed,
         confidence: args.confidence,

@@ -1,13 +1,18 @@
 //! Exit rules replayed on cached exit outputs: each frame walks the exits as the cascade would
-//! ([`FrameWalk`]), and [`tally`] counts where frames left, what they answered and what they
-//! cost. Every strategy and the certificate score structures this way.
+//! ([`FrameWalk`]), after the stream rule when there is one ([`Replay`]), and [`tally`] counts
+//! where frames left, what they answered and what they cost. Every strategy and the
+//! certificate score structures this way.
+
+use std::ops::Range;
 
 use earlyexit::bundle::Measure;
 use earlyexit::cost::CostTable;
+use earlyexit::reuse::ReuseMemory;
 use earlyexit::rule::{ExitDecision, FrameWalk, Metric, MetricThreshold, Signals};
 
 use crate::goal::Goal;
 use crate::outputs::ExitOutputs;
+use crate::reuse::Replay;
 
 /// The held-out frames' reference answers.
 pub struct Reference<'a> {
@@ -54,15 +59,28 @@ pub struct Simulation {
     pub mean_cost: f64,
     /// The class answered for each frame.
     pub answers: Vec<u32>,
+    /// Frames that reused the last answer under the stream rule, counted apart from the
+    /// stages.
+    pub reused: Reused,
+}
+
+/// Frames that reused an answer, and of those, how many agree with the backbone and how many
+/// match the ground truth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reused {
+    pub frames: usize,
+    pub agree: usize,
+    pub correct: usize,
 }
 
 impl Simulation {
     pub fn agreement(&self) -> f64 {
-        self.agree.iter().sum::<usize>() as f64 / self.frames.max(1) as f64
+        (self.agree.iter().sum::<usize>() + self.reused.agree) as f64 / self.frames.max(1) as f64
     }
 
     pub fn accuracy(&self) -> f64 {
-        self.correct.iter().sum::<usize>() as f64 / self.frames.max(1) as f64
+        (self.correct.iter().sum::<usize>() + self.reused.correct) as f64
+            / self.frames.max(1) as f64
     }
 
     /// The rate of `measure`.
@@ -136,8 +154,23 @@ impl ExitDecision for PatientThreshold {
     }
 }
 
+/// Where each stream starts: the last frame's answer and the stream rule's memory are
+/// forgotten there.
+pub fn stream_starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
+    let mut start = vec![false; frames];
+    for r in streams {
+        if r.start < frames {
+            start[r.start] = true;
+        }
+    }
+    if let Some(first) = start.first_mut() {
+        *first = true;
+    }
+    start
+}
+
 /// Runs the frames through exits that decide by `metric` against `thresholds` (one per exit)
-/// with `patience`, as the element would.
+/// with `patience`, after the stream rule of `reuse`, as the element would.
 pub fn simulate(
     metric: Metric,
     thresholds: &[f64],
@@ -145,8 +178,9 @@ pub fn simulate(
     reference: &Reference,
     costs: &CostTable,
     patience: Patience,
+    reuse: Option<&Replay>,
 ) -> Simulation {
-    tally(exits.len() + 1, reference, costs, |i, _| {
+    tally(exits.len() + 1, reference, costs, reuse, |i, _| {
         let decided = exits
             .iter()
             .zip(thresholds)
@@ -166,13 +200,16 @@ pub fn simulate(
     })
 }
 
-/// The figures of a cascade of `stages` stages over the reference frames, in order. `leave`
-/// tells, for frame i and the answer given to the frame before it (None at the first frame),
-/// the exit where the frame leaves and its class, or None when it reaches the last stage.
+/// The figures of a cascade of `stages` stages over the reference frames, in order. A frame
+/// that the stream rule of `reuse` lets reuse the last answer computed answers with it;
+/// otherwise `leave` tells, for frame i and the answer given to the frame before it (None at
+/// the first frame), the exit where the frame leaves and its class, or None when it reaches
+/// the last stage. Costs include `reuse`'s detector when `costs` does.
 pub fn tally(
     stages: usize,
     reference: &Reference,
     costs: &CostTable,
+    reuse: Option<&Replay>,
     mut leave: impl FnMut(usize, Option<u32>) -> Option<(usize, u32)>,
 ) -> Simulation {
     let frames = reference.frames();
@@ -183,10 +220,25 @@ pub fn tally(
         frames,
         mean_cost: 0.0,
         answers: Vec::with_capacity(frames),
+        reused: Reused::default(),
     };
     let mut cost = 0.0;
+    let mut memory = ReuseMemory::default();
     for i in 0..frames {
         let last = sim.answers.last().copied();
+        if let Some(replay) = reuse {
+            if replay.reuses(i, &mut memory)
+                && let Some(class) = last
+            {
+                sim.answers.push(class);
+                sim.reused.frames += 1;
+                sim.reused.agree += usize::from(class == reference.teacher[i]);
+                sim.reused.correct += usize::from(reference.label(i) == Some(class));
+                cost += costs.reused_cost();
+                continue;
+            }
+            replay.ran(i, &mut memory);
+        }
         let (stage, class) = leave(i, last).unwrap_or((stages - 1, reference.teacher[i]));
         sim.answers.push(class);
         sim.exits[stage] += 1;
@@ -235,6 +287,7 @@ pub(crate) mod tests {
             &reference,
             &costs(),
             Patience::None,
+            None,
         );
         assert_eq!(sim.exits, vec![1, 1, 1]);
         assert_eq!(sim.agreement(), 1.0);
@@ -253,6 +306,7 @@ pub(crate) mod tests {
                 &reference,
                 &costs(),
                 patience,
+                None,
             )
             .exits
         };

@@ -13,14 +13,17 @@ use earlyexit_testkit::footage;
 fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
     let text = std::fs::read_to_string(csv).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("footage,frame,stage,class_id,score"));
+    assert_eq!(
+        lines.next(),
+        Some("footage,frame,stage,class_id,score,reused")
+    );
     lines
         .map(|l| {
-            let f: Vec<&str> = l.rsplitn(5, ',').collect();
+            let f: Vec<&str> = l.rsplitn(6, ',').collect();
             (
-                f[4].to_owned(),
+                f[5].to_owned(),
+                f[3].parse().unwrap(),
                 f[2].parse().unwrap(),
-                f[1].parse().unwrap(),
             )
         })
         .collect()

@@ -118,6 +118,7 @@ pub fn valid_bundle(thresholds: [f64; 2]) -> Bundle {
         metric: Metric::MaxProb,
         gate: None,
         promise: None,
+        reuse: None,
         stages,
         output: Output::Logits,
     }

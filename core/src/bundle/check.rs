@@ -21,6 +21,13 @@ impl Bundle {
                 ),
             });
         }
+        if self.reuse.is_some() && self.format < Format::V3 {
+            return Err(BundleError {
+                file: self.file.clone(),
+                key: "reuse".into(),
+                message: format!("needs format: {}", Format::V3.word()),
+            });
+        }
         self.check_gates()
     }
 

@@ -369,9 +369,74 @@ stages:
         let e = error(&VALID.replace("earlyexit/1", "earlyexit/9"));
         assert!(
             e.contains(
-                "format: unknown format 'earlyexit/9'; this reader knows earlyexit/1, earlyexit/2"
+                "format: unknown format 'earlyexit/9'; this reader knows earlyexit/1, earlyexit/2, earlyexit/3"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn format_3_reads_and_writes_the_stream_rule_and_earlier_formats_ignore_it() {
+        use crate::reuse::{Detector, ReuseRule};
+        let v3 = VALID.replace("earlyexit/1", "earlyexit/3").replace(
+            "stages:\n",
+            "reuse: { detector: shape, grid: 8, threshold: 0.25, max-age: 30 }\nstages:\n",
+        );
+        let dir = folder(&v3);
+        let (b, warnings) = read(dir.path()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rule = ReuseRule {
+            detector: Detector::Shape,
+            grid: 8,
+            threshold: 0.25,
+            max_age: 30,
+        };
+        assert_eq!(b.reuse, Some(rule));
+        let text = to_yaml(&b);
+        assert!(text.starts_with("format: earlyexit/3\n"), "{text}");
+        let again = folder(&text);
+        assert_eq!(read(again.path()).unwrap().0.reuse, b.reuse);
+        // Every key is required and checked, naming the key.
+        for (from, to, says) in [
+            ("detector: shape, ", "", "reuse.detector: missing"),
+            (
+                "grid: 8",
+                "grid: 0",
+                "reuse.grid: must lie in 1..=64, found 0",
+            ),
+            (
+                "max-age: 30",
+                "max-age: -1",
+                "reuse.max-age: expected a whole number",
+            ),
+            (
+                "threshold: 0.25",
+                "threshold: .nan",
+                "reuse.threshold: must be a finite",
+            ),
+            ("shape", "edges", "reuse.detector: "),
+        ] {
+            let e = error(&v3.replacen(from, to, 1));
+            assert!(e.contains(says), "{from} -> {to}: {e}");
+        }
+        // Format 2 does not know the rule: warned about and ignored, as every unknown key.
+        let dir = folder(&v3.replace("earlyexit/3", "earlyexit/2"));
+        let (b, warnings) = read(dir.path()).unwrap();
+        assert!(b.reuse.is_none());
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(": reuse: unknown key in format earlyexit/2")),
+            "{warnings:?}"
+        );
+        // Built in code, a rule needs format 3.
+        let mut b = read(folder(&v3).path()).unwrap().0;
+        b.format = Format::V2;
+        assert!(
+            b.check()
+                .unwrap_err()
+                .to_string()
+                .contains("reuse: needs format: earlyexit/3")
         );
     }
 

@@ -10,6 +10,7 @@ use super::types::{Bundle, EXITS_FILE, Exit, Format, Labels, Measure, Promise, S
 use super::words::Word;
 use crate::gate::{Gate, GateInput, GateWeights};
 use crate::input::{Color, InputSpec, Layout};
+use crate::reuse::{Detector, ReuseRule};
 use crate::rule::{Metric, Output};
 
 /// Reads a bundle from its `exits.yaml` or from the folder that holds it. Returns the bundle and
@@ -48,8 +49,9 @@ struct Reader {
 
 /// The keys the format defines at each level; others are warned about and ignored.
 const TOP_KEYS: &[&str] = &[
-    "format", "name", "input", "labels", "metric", "gate", "promise", "stages",
+    "format", "name", "input", "labels", "metric", "gate", "promise", "reuse", "stages",
 ];
+const REUSE_KEYS: &[&str] = &["detector", "grid", "threshold", "max-age"];
 const INPUT_KEYS: &[&str] = &["layout", "width", "height", "color", "mean", "std"];
 const PROMISE_KEYS: &[&str] = &["measure", "target", "confidence", "frames"];
 const STAGE_KEYS: &[&str] = &["segment", "macs", "exit", "output"];
@@ -200,12 +202,17 @@ impl Reader {
             .unwrap_or_default();
         let gate = match map.get("gate") {
             None | Some(Value::Null) => None,
-            Some(_) if self.unknown_in_v1(format, "gate") => None,
+            Some(_) if self.unknown_before(format, Format::V2, "gate", "gates") => None,
             Some(v) => Some(self.gate(v)?),
         };
         let promise = match map.get("promise") {
             None | Some(Value::Null) => None,
             Some(v) => Some(self.promise(v)?),
+        };
+        let reuse = match map.get("reuse") {
+            None | Some(Value::Null) => None,
+            Some(_) if self.unknown_before(format, Format::V3, "reuse", "the stream rule") => None,
+            Some(v) => Some(self.reuse(v)?),
         };
         let (stages, output) = self.stages(map.get("stages"), format)?;
         let bundle = Bundle {
@@ -217,6 +224,7 @@ impl Reader {
             metric,
             gate,
             promise,
+            reuse,
             stages,
             output,
         };
@@ -224,19 +232,53 @@ impl Reader {
         Ok(bundle)
     }
 
-    /// Whether `key`, a format-2 key, is unknown to this bundle's format: format 1 warns about
-    /// it and ignores it, as it does every key it does not know.
-    fn unknown_in_v1(&mut self, format: Format, key: &str) -> bool {
-        if format != Format::V1 {
+    /// Whether `key`, which format `since` added for `what`, is unknown to this bundle's
+    /// format: an earlier format warns about it and ignores it, as it does every key it does
+    /// not know.
+    fn unknown_before(&mut self, format: Format, since: Format, key: &str, what: &str) -> bool {
+        if format >= since {
             return false;
         }
         self.warnings.push(format!(
-            "{}: {key}: unknown key in format {} (gates need {}), ignored",
+            "{}: {key}: unknown key in format {} ({what} need {}), ignored",
             self.file.display(),
-            Format::V1.word(),
-            Format::V2.word()
+            format.word(),
+            since.word()
         ));
         true
+    }
+
+    fn reuse(&mut self, value: &Value) -> Result<ReuseRule, BundleError> {
+        let map = self.mapping(value, "reuse")?;
+        self.warn_unknown(map, "reuse", REUSE_KEYS);
+        let detector = self
+            .choice::<Detector>(map, "reuse", "detector")?
+            .map_or_else(|| self.fail("reuse.detector", "missing"), Ok)?;
+        let grid = self
+            .count(map, "reuse", "grid")?
+            .map_or_else(|| self.fail("reuse.grid", "missing"), Ok)?;
+        let threshold = self
+            .number(map, "reuse", "threshold")?
+            .map_or_else(|| self.fail("reuse.threshold", "missing"), Ok)?;
+        let max_age = self
+            .count(map, "reuse", "max-age")?
+            .map_or_else(|| self.fail("reuse.max-age", "missing"), Ok)?;
+        let whole = |key: &str, n: u64, max: u64| {
+            if (1..=max).contains(&n) {
+                Ok(n as u32)
+            } else {
+                self.fail(
+                    &join("reuse", key),
+                    format!("must lie in 1..={max}, found {n}"),
+                )
+            }
+        };
+        Ok(ReuseRule {
+            detector,
+            grid: whole("grid", grid, 64)?,
+            threshold,
+            max_age: whole("max-age", max_age, 100_000)?,
+        })
     }
 
     fn gate(&mut self, value: &Value) -> Result<Gate, BundleError> {
@@ -477,7 +519,7 @@ impl Reader {
         let key = join(prefix, "gate");
         let gate = match map.get("gate") {
             None | Some(Value::Null) => None,
-            Some(_) if self.unknown_in_v1(format, &key) => None,
+            Some(_) if self.unknown_before(format, Format::V2, &key, "gates") => None,
             Some(v) => Some(self.exit_gate(v, &key)?),
         };
         Ok(Exit {

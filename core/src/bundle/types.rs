@@ -6,17 +6,20 @@ use std::path::{Path, PathBuf};
 
 use crate::gate::{Gate, GateWeights};
 use crate::input::InputSpec;
+use crate::reuse::ReuseRule;
 use crate::rule::{Metric, Output};
 
 /// The file name of a bundle's description inside its folder.
 pub const EXITS_FILE: &str = "exits.yaml";
 
-/// The `format` values this crate reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `format` values this crate reads, each a superset of the ones before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Format {
     V1,
     /// Format 1 plus optional learned gates.
     V2,
+    /// Format 2 plus the stream rule (`reuse`), which a reader must know to run the bundle.
+    V3,
 }
 
 impl Format {
@@ -26,7 +29,7 @@ impl Format {
     pub fn metrics(self) -> &'static [Metric] {
         match self {
             Format::V1 => &[Metric::MaxProb, Metric::Margin, Metric::Entropy],
-            Format::V2 => &Metric::ALL,
+            Format::V2 | Format::V3 => &Metric::ALL,
         }
     }
 
@@ -96,6 +99,8 @@ pub struct Bundle {
     /// Format 2: the inputs of every exit's gate. With a gate, exits leave on its probability.
     pub gate: Option<Gate>,
     pub promise: Option<Promise>,
+    /// Format 3: the stream rule, reusing the last answer while the picture has not changed.
+    pub reuse: Option<ReuseRule>,
     pub stages: Vec<Stage>,
     /// What the last stage returns.
     pub output: Output,

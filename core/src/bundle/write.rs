@@ -44,6 +44,13 @@ pub fn to_yaml(bundle: &Bundle) -> String {
         put!(y, "  confidence: {}", p.confidence);
         put!(y, "  frames: {}", p.frames);
     }
+    if let Some(r) = &bundle.reuse {
+        put!(y, "reuse:");
+        put!(y, "  detector: {}", r.detector.word());
+        put!(y, "  grid: {}", r.grid);
+        put!(y, "  threshold: {}", r.threshold);
+        put!(y, "  max-age: {}", r.max_age);
+    }
     put!(y, "stages:");
     let last = bundle.stages.len().saturating_sub(1);
     for (i, stage) in bundle.stages.iter().enumerate() {

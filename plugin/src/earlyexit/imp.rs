@@ -64,6 +64,7 @@ struct State {
 struct Stats {
     frames: u64,
     exits: Vec<u64>,
+    reused: u64,
     cost_sum: f64,
     cost_frames: u64,
     inference_ns_sum: u128,
@@ -74,7 +75,9 @@ impl Stats {
         if self.exits.len() < decision.stages {
             self.exits.resize(decision.stages, 0);
         }
-        if let Some(count) = self.exits.get_mut(decision.stage) {
+        if decision.reused.is_some() {
+            self.reused += 1;
+        } else if let Some(count) = self.exits.get_mut(decision.stage) {
             *count += 1;
         }
         self.frames += 1;
@@ -93,6 +96,7 @@ impl Stats {
         let mut s = gst::Structure::builder("earlyexit-stats")
             .field("frames", self.frames)
             .field("exits", gst::Array::new(self.exits.iter().copied()))
+            .field("reused", self.reused)
             .field("mean-inference-ns", mean_ns)
             .build();
         // Cost is known only when the bundle gives every MACs count, hence for every frame.
@@ -255,13 +259,14 @@ impl ObjectImpl for EarlyExit {
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb(
-                        "Required. Path of an exit bundle's exits.yaml (format earlyexit/1, or \
-                         earlyexit/2 with learned exit gates), or of the folder that holds it. \
-                         Read when the element starts (READY to PAUSED); starting fails if it is \
-                         unset, or with an error naming the file and key if the bundle is \
-                         invalid. A gate may \
-                         read the previous frame's answer, which is forgotten on a flush, a new \
-                         segment or stream, a gap event and a DISCONT buffer.",
+                        "Required. Path of an exit bundle's exits.yaml (format earlyexit/1, \
+                         earlyexit/2 with learned exit gates, or earlyexit/3 with the stream \
+                         rule), or of the folder that holds it. Read when the element starts \
+                         (READY to PAUSED); starting fails if it is unset, or with an error \
+                         naming the file and key if the bundle is invalid. A gate may read the \
+                         previous frame's answer, and the stream rule may reuse it while the \
+                         picture has not changed; both forget it on a flush, a new segment or \
+                         stream, a gap event and a DISCONT buffer.",
                     )
                     .mutable_ready()
                     .build(),
@@ -301,7 +306,8 @@ impl ObjectImpl for EarlyExit {
                     .blurb(
                         "Counts since the element started, as an 'earlyexit-stats' structure: \
                          frames (guint64), exits (array of guint64, frames that left at each \
-                         stage), mean-cost (gdouble, when the bundle gives MACs) and \
+                         stage), reused (guint64, frames that reused the last answer under the \
+                         stream rule), mean-cost (gdouble, when the bundle gives MACs) and \
                          mean-inference-ns (guint64).",
                     )
                     .read_only()

@@ -218,19 +218,20 @@ impl<'a> PerFrame<'a> {
     fn create(path: &'a Path) -> Result<PerFrame<'a>> {
         let context = || format!("--per-frame {}", path.display());
         let mut file = BufWriter::new(File::create(path).with_context(context)?);
-        writeln!(file, "footage,frame,stage,class_id,score").with_context(context)?;
+        writeln!(file, "footage,frame,stage,class_id,score,reused").with_context(context)?;
         Ok(PerFrame { path, file })
     }
 
     fn write(&mut self, f: &Footage, index: usize, ours: &Decision) -> Result<()> {
         writeln!(
             self.file,
-            "{},{},{},{},{}",
+            "{},{},{},{},{},{}",
             csv_field(&f.name),
             index,
             ours.stage,
             ours.class_id,
-            ours.score
+            ours.score,
+            ours.reused.unwrap_or(0)
         )
         .with_context(|| format!("--per-frame {}", self.path.display()))
     }
@@ -276,10 +277,10 @@ fn time_chunk(
 ) -> Result<Vec<Decided>> {
     let mut decided = Vec::with_capacity(chunk.len());
     let start = (classifier.stream(), full.stream());
-    let mut end = start;
+    let mut end = start.clone();
     for run in 0..tally.bundle_ns.len() {
-        classifier.set_stream(start.0);
-        full.set_stream(start.1);
+        classifier.set_stream(start.0.clone());
+        full.set_stream(start.1.clone());
         let (ours, theirs) = if (run + tally.timed_chunks).is_multiple_of(2) {
             let ours = classify_all(classifier, chunk, &mut tally.bundle_ns[run])?;
             (ours, classify_all(full, chunk, &mut tally.full_ns[run])?)

@@ -125,7 +125,7 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
         )));
     for (name, t, _) in rows.clone() {
         println!(
-            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {:?}",
+            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
             name,
             t.frames,
             pct(t.accuracy()),
@@ -133,7 +133,7 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
             num(t.mean_cost(), 3),
             num(t.ms_per_frame(&t.bundle_ns), 3),
             num(t.ms_per_frame(&t.full_ns), 3),
-            t.exits
+            t.stages_text()
         );
     }
     let Some(path) = compare_path else { return };
@@ -156,7 +156,7 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
     for (name, _, c) in rows {
         let Some(c) = c else { continue };
         println!(
-            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  {:?}",
+            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}  {}",
             name,
             c.tally.frames,
             pct(c.tally.accuracy()),
@@ -167,7 +167,7 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
             c.difference()
                 .map_or_else(|| "-".to_owned(), |d| format!("{:+.2} pp", 100.0 * d)),
             num(c.p_value(), 3),
-            c.tally.exits
+            c.tally.stages_text()
         );
     }
 }

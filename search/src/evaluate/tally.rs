@@ -17,7 +17,9 @@ pub(super) struct Tally {
     pub(super) labeled: u64,
     pub(super) correct: u64,
     pub(super) agree: u64,
+    /// Frames that left at each stage, and frames that reused the last answer (stream rule).
     pub(super) exits: Vec<u64>,
+    pub(super) reused: u64,
     pub(super) cost_sum: f64,
     pub(super) cost_known: bool,
     /// Per timing run: nanoseconds summed over frames.
@@ -43,6 +45,7 @@ impl Tally {
         self.labeled += other.labeled;
         self.correct += other.correct;
         self.agree += other.agree;
+        self.reused += other.reused;
         self.cost_sum += other.cost_sum;
         for (a, b) in self.exits.iter_mut().zip(&other.exits) {
             *a += b;
@@ -64,7 +67,10 @@ impl Tally {
         label: Option<u32>,
     ) -> Option<bool> {
         self.frames += 1;
-        self.exits[ours.stage] += 1;
+        match ours.reused {
+            Some(_) => self.reused += 1,
+            None => self.exits[ours.stage] += 1,
+        }
         self.cost_sum += ours.cost.unwrap_or(0.0);
         self.agree += u64::from(ours.class_id == full.class_id);
         let right = label.map(|label| ours.class_id as u32 == label);
@@ -90,6 +96,14 @@ impl Tally {
         per_run.get(per_run.len() / 2).copied()
     }
 
+    /// Frames per stage, and those that reused an answer when any did.
+    pub(super) fn stages_text(&self) -> String {
+        match self.reused {
+            0 => format!("{:?}", self.exits),
+            n => format!("{:?} + {n} reused", self.exits),
+        }
+    }
+
     pub(super) fn accuracy(&self) -> Option<f64> {
         Tally::ratio(self.correct, self.labeled)
     }
@@ -109,6 +123,7 @@ impl Tally {
             "accuracy": self.accuracy(),
             "agreement": self.agreement(),
             "exits": self.exits,
+            "reused": self.reused,
             "mean_cost": self.mean_cost(),
             "ms_per_frame": self.ms_per_frame(&self.bundle_ns),
             "ms_per_frame_full": self.ms_per_frame(&self.full_ns),

@@ -83,6 +83,14 @@ fn header(r: &mut String, s: &Summary) {
         );
     }
     let _ = writeln!(r, "{} {held_role}", frames.held.frames());
+    if let Some(share) = frames.runs {
+        let _ = writeln!(
+            r,
+            "- Footage read in runs of {} consecutive frames, {} of every footage, so that the features fit in memory: the runs are spread evenly over each footage, and every statistic above counts the frames of the runs",
+            crate::problem::RUN,
+            pct(share)
+        );
+    }
     let goal = &problem.goal;
     match (goal.measure, goal.max_loss) {
         (_, Some(loss)) => writeln!(
@@ -115,7 +123,23 @@ fn header(r: &mut String, s: &Summary) {
             "- Exit rule: a gate per exit over {} (format `earlyexit/2`), its probability against the threshold; scores use the metric `{metric}`\n",
             inputs_list(&gate.inputs)
         ),
-        None => writeln!(r, "- Exit metric: `{metric}`\n"),
+        None => writeln!(r, "- Exit metric: `{metric}`"),
+    };
+    let _ = match &s.bundle.reuse {
+        Some(rule) => writeln!(
+            r,
+            "- Stream rule (format `earlyexit/3`): a frame whose {}×{} block means differ from the last frame run by at most {} (detector `{}`) reuses its answer, at most {} frames in a row; on the held-out frames, {} of {} frames ({}) reused an answer, and {} of those agree with the backbone\n",
+            rule.grid,
+            rule.grid,
+            rule.threshold,
+            rule.detector.word(),
+            rule.max_age,
+            s.choice.held.reused.frames,
+            s.choice.held.frames,
+            pct(s.choice.held.reused.frames as f64 / s.choice.held.frames.max(1) as f64),
+            s.choice.held.reused.agree,
+        ),
+        None => writeln!(r),
     };
 }
 

@@ -166,7 +166,7 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
         r,
         "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Correlated neighbouring frames count as fewer samples (effective frames), and the {} certifying frames as at most {:.0}, the scenes the backbone's answers show.",
         if ladders > 1 {
-            "; the learned gates' thresholds on it are a second ladder"
+            "; other ladders, named below, climb the learned gates' threshold, or the stream rule's threshold scaled alike with the exits' (from reusing no answer to twice the distance chosen on the selecting frames)"
         } else {
             ""
         },
@@ -188,8 +188,13 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
     for (l, ladder) in searched.ladders.iter().enumerate() {
         let _ = writeln!(
             r,
-            "\nLadder {}: {} of its {} steps tested.\n",
+            "\nLadder {} ({}): {} of its {} steps tested.\n",
             l + 1,
+            match ladder.tries.first().map(|t| &t.structure) {
+                Some(s) if s.gated.is_some() => "learned gates",
+                Some(s) if s.reuse.is_some() => "stream rule and exit thresholds",
+                _ => "exit thresholds",
+            },
             ladder.tries.len(),
             ladder.steps
         );
@@ -220,10 +225,20 @@ fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings
         } else {
             ""
         };
-        let rule = match &t.structure.gated {
+        let mut rule = match &t.structure.gated {
             Some(g) => format!("gates ≥ {:.4}", g.threshold),
             None => rule_name(t.structure.rule),
         };
+        if let Some(reuse) = &t.structure.reuse {
+            let _ = write!(
+                rule,
+                ", reuse ≤ {:.4} ({}, ≤ {} frames): {} reused",
+                reuse.threshold,
+                reuse.detector.word(),
+                reuse.max_age,
+                super::pct(t.certify.reused.frames as f64 / t.certify.frames.max(1) as f64)
+            );
+        }
         let _ = writeln!(
             r,
             "| {bold}{}{bold} | {rule} | {:.4} | {:.4} | {:.2}% | {:.2}% | {}{} | {:.0} |",
@@ -248,7 +263,7 @@ fn tries_table(r: &mut String, measure: Measure, loss: bool, findings: &Findings
 /// scores. For the report, and for the search's warning.
 pub fn shortfall(problem: &Problem, findings: &Findings) -> Option<String> {
     let chosen = &findings.chosen;
-    if !chosen.structure.placed.is_empty() {
+    if !chosen.structure.placed.is_empty() || chosen.structure.reuse.is_some() {
         return None;
     }
     let goal = &problem.goal;

@@ -8,6 +8,7 @@ use super::rules::{LEVELS, Rule};
 use super::zoo::{Family, Found, Step, Structure, Zoo};
 use crate::certify;
 use crate::nas::{self, Genome};
+use crate::reuse;
 use crate::simulate::Simulation;
 
 /// One configuration scored on the selecting frames.
@@ -111,6 +112,7 @@ pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Structure
         thresholds: zoo.thresholds(&placed, c.rule.metric),
         placed,
         gated: None,
+        reuse: None,
     })
 }
 
@@ -121,9 +123,10 @@ pub const LOOSEST: f64 = 2.0;
 
 /// The ladder through `structure`: rung j lets the surest j/RUNGS × LOOSEST of the frames that
 /// leave at each exit under its own threshold (counted on the selecting frames) leave there,
-/// from none, the backbone's answer on every frame, up. Risk grows along it, so fixed-sequence
-/// testing climbs it as far as the certifying frames allow; it depends on the selecting frames
-/// alone, so it is fixed before they are seen.
+/// from none, the backbone's answer on every frame, up; a stream rule's threshold is scaled
+/// by j/RUNGS × LOOSEST alike. Risk grows along it, so fixed-sequence testing climbs it as far
+/// as the certifying frames allow; it depends on the selecting frames alone, so it is fixed
+/// before they are seen.
 pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
     let metric = structure.rule.metric;
     // Each exit's scores on the selecting frames, surest first, and how many leave there.
@@ -146,7 +149,7 @@ pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
     if exits.len() != structure.placed.len() {
         return Vec::new();
     }
-    let mut rungs: Vec<Vec<f64>> = Vec::new();
+    let mut rungs: Vec<(Vec<f64>, f64)> = Vec::new();
     for j in 0..=RUNGS {
         let scale = LOOSEST * j as f64 / RUNGS as f64;
         let thresholds: Vec<f64> = exits
@@ -160,16 +163,27 @@ pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
                 }
             })
             .collect();
-        if rungs.last() != Some(&thresholds) {
-            rungs.push(thresholds);
+        // Without a stream rule, rungs that change no threshold are one step.
+        let reuse_scale = if structure.reuse.is_some() {
+            scale
+        } else {
+            0.0
+        };
+        let rung = (thresholds, reuse_scale);
+        if rungs.last() != Some(&rung) {
+            rungs.push(rung);
         }
     }
     rungs
         .into_iter()
-        .filter_map(|thresholds| {
+        .filter_map(|(thresholds, reuse_scale)| {
             let structure = Structure {
                 thresholds,
                 gated: None,
+                reuse: structure
+                    .reuse
+                    .as_ref()
+                    .map(|r| reuse::scaled(r, reuse_scale)),
                 ..structure.clone()
             };
             let select = zoo.run(&structure, false)?;
@@ -299,12 +313,7 @@ fn no_exit(zoo: &Zoo, confidence: f64) -> Found {
         .simulate(Rule::PLAIN, &placed, true)
         .unwrap_or_else(|| empty_simulation(zoo.certify.frames()));
     Found {
-        structure: Structure {
-            rule: Rule::PLAIN,
-            placed,
-            thresholds: Vec::new(),
-            gated: None,
-        },
+        structure: Structure::backbone(),
         certificate: zoo.certificate(&certify, confidence),
         select,
         certify,
@@ -319,5 +328,6 @@ fn empty_simulation(frames: usize) -> Simulation {
         frames,
         mean_cost: 1.0,
         answers: Vec::new(),
+        reused: Default::default(),
     }
 }

@@ -15,6 +15,7 @@ mod certificate;
 mod certified;
 mod gates;
 mod rules;
+mod streams;
 mod training;
 mod zoo;
 
@@ -31,8 +32,9 @@ pub use self::zoo::Found;
 
 use self::certified::{best, explore, ladder, search_and_certify};
 use self::gates::{gate, patient_as_gate};
+use self::streams::with_reuse;
 use self::training::{Trained, agreement, train_heads};
-use self::zoo::{Family, Zoo};
+use self::zoo::{Family, Structure, Zoo};
 use crate::heads::HeadKind;
 use crate::problem::{Choice, ChosenExit, ChosenGates, Problem};
 use crate::simulate::Reference;
@@ -126,6 +128,12 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
     let explored = explore(&zoo, &searched_family, budget, settings.seed);
     let best = best(&zoo, &searched_family, &explored);
     let mut ladders: Vec<_> = best.iter().map(|s| ladder(&zoo, s)).collect();
+    // The stream rule may also answer for the backbone alone, when no exit meets the target.
+    let streamed = problem
+        .streams()
+        .then(|| with_reuse(&zoo, best.as_ref().unwrap_or(&Structure::backbone())))
+        .flatten();
+    ladders.extend(streamed.map(|s| ladder(&zoo, &s)));
     let gates = if problem.gates() {
         let gating = gate(&zoo, best.as_ref(), settings.seed, settings.confidence)?;
         ladders.extend((!gating.ladder.is_empty()).then_some(gating.ladder));
@@ -260,6 +268,7 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
             gate: g.gate.clone(),
             weights: g.weights.clone(),
         }),
+        reuse: f.structure.reuse.clone(),
         promise: Some(promise(zoo, f, confidence)),
         held: f.certify.clone(),
     }
@@ -271,7 +280,7 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
 /// goal leaves, the step's own lower bound.
 fn promise(zoo: &Zoo, f: &Found, confidence: f64) -> Promise {
     let goal = &zoo.problem.goal;
-    if f.structure.placed.is_empty() {
+    if f.structure.placed.is_empty() && f.structure.reuse.is_none() {
         return Promise {
             measure: Measure::Agreement,
             target: 1.0,

@@ -30,7 +30,7 @@ impl Rule {
     pub fn all(format: Format) -> Vec<Rule> {
         let patience: &[Patience] = match format {
             Format::V1 => &Patience::ALL[..1],
-            Format::V2 => &Patience::ALL,
+            Format::V2 | Format::V3 => &Patience::ALL,
         };
         patience
             .iter()

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use earlyexit::cost::CostTable;
+use earlyexit::reuse::ReuseRule;
 use earlyexit::rule::{Metric, PerMetric};
 use earlyexit_graph::CutPoint;
 
@@ -15,6 +16,7 @@ use crate::heads::{HeadKind, TrainedHead};
 use crate::nas::{self, Space};
 use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
+use crate::reuse::Replay;
 use crate::simulate::{Reference, Simulation, simulate};
 
 /// A trained head at a candidate position, with its outputs on the selecting and certifying
@@ -157,6 +159,21 @@ pub struct Structure {
     /// With `--format 2`: the exits' gates (a patient rule's, or learned ones) and their one
     /// threshold, which decide instead of the thresholds.
     pub gated: Option<Gated>,
+    /// With `--format 3`: the stream rule, which frames meet before any exit.
+    pub reuse: Option<ReuseRule>,
+}
+
+impl Structure {
+    /// The backbone alone: no exit, no stream rule.
+    pub fn backbone() -> Structure {
+        Structure {
+            rule: Rule::PLAIN,
+            placed: Vec::new(),
+            thresholds: Vec::new(),
+            gated: None,
+            reuse: None,
+        }
+    }
 }
 
 /// A structure and what the selecting frames show of it: a step of a certification ladder.
@@ -259,23 +276,37 @@ impl Zoo<'_> {
             .iter()
             .map(|p| self.option(p)?.threshold(rule.metric, p.level))
             .collect::<Option<Vec<f64>>>()?;
-        self.run_costed(rule, placed, &thresholds, None, certifying, costs)
+        self.run_costed(rule, placed, &thresholds, None, None, certifying, costs)
     }
 
     /// A structure on the selecting or the certifying frames, decided by its learned gates
     /// when it has them, else by its rule at its thresholds.
+    /// The stream rule, when it has one, meets every frame first.
     pub fn run(&self, s: &Structure, certifying: bool) -> Option<Simulation> {
-        let costs = self.costs(&s.placed)?;
-        let gated = s.gated.as_ref();
-        self.run_costed(s.rule, &s.placed, &s.thresholds, gated, certifying, &costs)
+        let mut costs = self.costs(&s.placed)?;
+        if let Some(r) = &s.reuse {
+            costs = costs.with_detector(self.problem.detector_cost(r));
+        }
+        let (gated, reuse) = (s.gated.as_ref(), s.reuse.as_ref());
+        self.run_costed(
+            s.rule,
+            &s.placed,
+            &s.thresholds,
+            gated,
+            reuse,
+            certifying,
+            &costs,
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_costed(
         &self,
         rule: Rule,
         placed: &[PlacedExit],
         thresholds: &[f64],
         gated: Option<&Gated>,
+        reuse: Option<&ReuseRule>,
         certifying: bool,
         costs: &CostTable,
     ) -> Option<Simulation> {
@@ -286,13 +317,16 @@ impl Zoo<'_> {
                 Some(if certifying { &o.certify } else { &o.select })
             })
             .collect::<Option<Vec<_>>>()?;
-        let (reference, streams) = if certifying {
-            (&self.certify, &self.problem.frames.held_ranges)
+        let frames = &self.problem.frames;
+        let (reference, table, streams) = if certifying {
+            (&self.certify, &frames.held, &frames.held_ranges)
         } else {
-            (&self.select, &self.problem.frames.select_ranges)
+            (&self.select, &frames.select, &frames.select_ranges)
         };
+        let replay = reuse.map(|r| Replay::new(r, table, streams));
+        let replay = replay.as_ref();
         Some(match gated {
-            Some(g) => gating::simulate(g, &outputs, reference, streams, costs),
+            Some(g) => gating::simulate(g, &outputs, reference, streams, costs, replay),
             None => simulate(
                 rule.metric,
                 thresholds,
@@ -300,6 +334,7 @@ impl Zoo<'_> {
                 reference,
                 costs,
                 rule.patience,
+                replay,
             ),
         })
     }

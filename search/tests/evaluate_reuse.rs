@@ -1,0 +1,75 @@
+//! `evaluate` on a format-3 bundle: the stream rule reuses answers frame for frame as the
+//! element does, and `--per-frame` and `--json` say which frames reused one.
+
+use earlyexit_testkit::cut;
+
+use std::process::Command;
+
+use earlyexit::reuse::{Detector, ReuseRule};
+use earlyexit_testkit::footage;
+
+#[test]
+fn evaluate_reuses_answers_frame_for_frame_as_the_element() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("belt.mkv");
+    earlyexit_testkit::gst::run_to_eos(
+        &format!(
+            "filesrc location=\"{}\" ! decodebin ! identity eos-after=400 ! videoconvert \
+             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
+            footage("fmnist-belt-test-b.mkv").display(),
+            clip.display()
+        ),
+        60,
+    );
+    let mut b = cut::valid_bundle([0.9, 0.9]);
+    b.format = earlyexit::bundle::Format::V3;
+    b.reuse = Some(ReuseRule {
+        detector: Detector::Pixels,
+        grid: 8,
+        threshold: 0.02,
+        max_age: 20,
+    });
+    let file = cut::write_bundle(&tmp.path().join("bundle"), &b);
+    let csv = tmp.path().join("per-frame.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(["evaluate", "--model"])
+        .arg(&file)
+        .arg("--footage")
+        .arg(&clip)
+        .arg("--per-frame")
+        .arg(&csv)
+        .arg("--json")
+        .output()
+        .expect("earlyexit-search runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<(u32, i32, u32)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.rsplitn(5, ',').collect();
+            (
+                f[3].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[0].parse().unwrap(),
+            )
+        })
+        .collect();
+    let element: Vec<(u32, i32, u32)> = earlyexit_testkit::gst::element_meta(&clip, &file)
+        .into_iter()
+        .map(|m| (m.stage, m.class_id, m.reused))
+        .collect();
+    assert_eq!(rows.len(), element.len());
+    for (i, (ours, theirs)) in rows.iter().zip(&element).enumerate() {
+        assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
+    }
+    let reused = rows.iter().filter(|r| r.2 > 0).count();
+    assert!(reused > 0 && reused < rows.len(), "{reused} reused");
+    assert!(rows.iter().all(|r| r.2 <= 20), "max-age 20");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["reused"], serde_json::json!(reused));
+}
