@@ -69,6 +69,8 @@ pub struct Outcome {
     /// When the stream rule reused the last answer computed: how many frames old it is (its
     /// `stage` and `verdict` are that answer's).
     pub reused: Option<u32>,
+    /// When asked for: the answer at full depth, the last stage's, which the audit compares.
+    pub full: Option<Verdict>,
 }
 
 impl Cascade {
@@ -240,23 +242,40 @@ impl Cascade {
     }
 
     /// Runs one preprocessed frame, the next of the stream: with a stream rule, it first asks
-    /// whether the frame may reuse the last answer. The full mode runs every frame.
-    pub fn run(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
+    /// whether the frame may reuse the last answer. The full mode runs every frame. With
+    /// `full`, the outcome also holds the answer at full depth: the segments after the one the
+    /// frame left at run too (all of them for a reused answer), and no head.
+    pub fn run(&mut self, shape: &[i64], input: &[f32], full: bool) -> Result<Outcome, OnnxError> {
         let rule = self.reuse.as_ref().filter(|_| self.mode == Mode::EarlyExit);
         if let Some((rule, spec)) = rule {
             rule.signature(input, spec, &mut self.signature);
             if let Some(last) = self.stream.last()
                 && self.stream.reuse.reusable(rule, &self.signature)
             {
+                let reused = Some(self.stream.reuse.reused());
                 return Ok(Outcome {
                     stage: last.stage,
                     verdict: last.verdict,
-                    reused: Some(self.stream.reuse.reused()),
+                    reused,
+                    full: if full {
+                        Some(self.run_segments_from(0, shape, input)?)
+                    } else {
+                        None
+                    },
                 });
             }
         }
         let watched = rule.is_some();
-        let outcome = self.run_stages(shape, input)?;
+        let mut outcome = self.run_stages(shape, input)?;
+        if full {
+            let last = self.stages.len() - 1;
+            outcome.full = Some(if outcome.stage == last {
+                outcome.verdict
+            } else {
+                // The activation the frame left with is the last one written.
+                self.run_segments_from(outcome.stage + 1, shape, input)?
+            });
+        }
         if watched {
             self.stream.reuse.ran(&self.signature);
         }
@@ -280,6 +299,7 @@ impl Cascade {
                     stage: i,
                     verdict: last_verdict(self.output, self.metric, current, &mut self.probs),
                     reused: None,
+                    full: None,
                 });
             }
             if self.mode == Mode::Full {
@@ -299,11 +319,36 @@ impl Cascade {
                         stage: i,
                         verdict: signals.verdict(self.metric),
                         reused: None,
+                        full: None,
                     });
                 }
             }
         }
         unreachable!("the last stage always returns")
+    }
+
+    /// The last stage's answer, running the segments from `first` on, no head: from the input
+    /// when `first` is 0, else from the activation `run_stages` left (stage `first - 1`'s).
+    fn run_segments_from(
+        &mut self,
+        first: usize,
+        shape: &[i64],
+        input: &[f32],
+    ) -> Result<Verdict, OnnxError> {
+        let [a, b] = &mut self.activations;
+        // run_stages writes stage k's output into the second buffer when k is even (it swaps
+        // after each segment), so the first segment to run reads from there when it is odd.
+        let (mut current, mut next) = if first % 2 == 1 { (b, a) } else { (a, b) };
+        for (i, stage) in self.stages.iter_mut().enumerate().skip(first) {
+            run_segment(stage, i, shape, input, current, next)?;
+            std::mem::swap(&mut current, &mut next);
+        }
+        Ok(last_verdict(
+            self.output,
+            self.metric,
+            current,
+            &mut self.probs,
+        ))
     }
 
     /// Runs one preprocessed frame through every segment and every exit head, whatever the

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::audit::{AuditEvent, AuditSettings, Auditor};
 use crate::bundle::{Bundle, Format, Stage};
 use crate::cascade::{Cascade, LoadError, Mode};
 use crate::cost::CostTable;
@@ -31,6 +32,20 @@ pub struct Decision {
     /// When the stream rule answered with the last answer computed: its age in frames. The
     /// stage, class, confidence and score are then that answer's.
     pub reused: Option<u32>,
+    /// Whether the audit also ran the frame at full depth.
+    pub audited: bool,
+    /// Whether the answer is full depth's because the audit does not trust the bundle here:
+    /// the stage is then the last, and the class, confidence and score the backbone's.
+    pub fallback: bool,
+    /// What the audit concluded on this frame, when it changed its mind.
+    pub audit: Option<AuditEvent>,
+}
+
+/// What [`Classifier::resume_point`] keeps.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    stream: StreamState,
+    auditor: Option<Auditor>,
 }
 
 /// A frame that could not be run.
@@ -48,6 +63,9 @@ pub struct Classifier {
     cascade: Cascade,
     costs: Option<CostTable>,
     labels: Option<Vec<String>>,
+    /// The bundle's promised rate, which the audit holds it to.
+    promise: Option<f64>,
+    auditor: Option<Auditor>,
 }
 
 impl Classifier {
@@ -65,7 +83,25 @@ impl Classifier {
             cascade,
             costs: CostTable::from_bundle(bundle),
             labels: bundle.labels.as_ref().map(|l| l.names.clone()),
+            promise: bundle.promise.as_ref().map(|p| p.target),
+            auditor: None,
         })
+    }
+
+    /// Audits the bundle from the next frame on (see [`crate::audit`]): its promise, whatever
+    /// its measure, is held as agreement with full depth, the one rate a stream without labels
+    /// shows. A rate of 0 turns the audit off, and a bundle without a promise, or run in full
+    /// mode, has nothing to audit.
+    pub fn set_audit(&mut self, settings: AuditSettings) {
+        self.auditor = self
+            .promise
+            .filter(|_| settings.rate > 0.0 && self.cascade.mode() == Mode::EarlyExit)
+            .map(|promise| Auditor::new(settings, promise));
+    }
+
+    /// The audit's figures so far, when it is on.
+    pub fn auditor(&self) -> Option<&Auditor> {
+        self.auditor.as_ref()
     }
 
     /// An uncut backbone as a one-stage classifier, fed exactly like the bundle's first stage.
@@ -121,9 +157,19 @@ impl Classifier {
         self.cascade.stream()
     }
 
-    /// See [`Cascade::set_stream`].
-    pub fn set_stream(&mut self, state: StreamState) {
-        self.cascade.set_stream(state);
+    /// Where the classifier stands between frames: its stream and its audit, to run the same
+    /// frames again from with [`Classifier::resume`], such as for timing.
+    pub fn resume_point(&self) -> ResumePoint {
+        ResumePoint {
+            stream: self.cascade.stream(),
+            auditor: self.auditor.clone(),
+        }
+    }
+
+    /// Continues from a [`ResumePoint`] of this classifier.
+    pub fn resume(&mut self, point: ResumePoint) {
+        self.cascade.set_stream(point.stream);
+        self.auditor = point.auditor;
     }
 
     pub fn label(&self, class_id: usize) -> Option<&str> {
@@ -141,26 +187,48 @@ impl Classifier {
         Ok(self.cascade.run_every_exit(&shape, tensor, signals)?)
     }
 
-    /// Preprocesses and runs one frame.
+    /// Preprocesses and runs one frame, the next of the stream, audited when the audit picks
+    /// it.
     pub fn classify(&mut self, frame: &Frame) -> Result<Decision, RunError> {
         let start = Instant::now();
+        let audited = self.auditor.as_mut().is_some_and(Auditor::next_frame);
+        let fallback = self.auditor.as_ref().is_some_and(Auditor::falls_back);
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
-        let outcome = self.cascade.run(&shape, tensor)?;
+        let outcome = self.cascade.run(&shape, tensor, audited)?;
         let inference_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let heads_ran = self.cascade.mode() == Mode::EarlyExit;
+        let audit = match (&mut self.auditor, outcome.full) {
+            (Some(a), Some(full)) => {
+                a.fallbacks += u64::from(fallback);
+                a.record(full.class_id == outcome.verdict.class_id)
+            }
+            _ => None,
+        };
+        let last = self.stages() - 1;
+        let (stage, verdict) = match outcome.full {
+            Some(full) if fallback => (last, full),
+            _ => (outcome.stage, outcome.verdict),
+        };
         Ok(Decision {
-            stage: outcome.stage,
+            stage,
             stages: self.stages(),
-            class_id: outcome.verdict.class_id,
-            confidence: outcome.verdict.confidence,
-            score: outcome.verdict.score,
-            cost: self.costs.as_ref().map(|c| match outcome.reused {
-                Some(_) => c.reused_cost(),
-                None => c.cost(outcome.stage, heads_ran),
-            }),
+            class_id: verdict.class_id,
+            confidence: verdict.confidence,
+            score: verdict.score,
+            cost: self
+                .costs
+                .as_ref()
+                .map(|c| match (audited, outcome.reused) {
+                    (true, reused) => c.audited_cost(outcome.stage, reused.is_some()),
+                    (false, Some(_)) => c.reused_cost(),
+                    (false, None) => c.cost(outcome.stage, heads_ran),
+                }),
             inference_ns,
-            reused: outcome.reused,
+            reused: outcome.reused.filter(|_| !fallback),
+            audited,
+            fallback,
+            audit,
         })
     }
 }

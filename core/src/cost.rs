@@ -64,6 +64,18 @@ impl CostTable {
         self.detector + segments + heads
     }
 
+    /// The cost of a frame also run at full depth for the audit: every segment, the detector,
+    /// and the heads up to `stage`, where the bundle's own answer left (none when `reused`).
+    pub fn audited_cost(&self, stage: usize, reused: bool) -> f64 {
+        let segments: u64 = self.segments.iter().sum();
+        let heads: u64 = if reused {
+            0
+        } else {
+            self.heads[..=stage.min(self.heads.len() - 1)].iter().sum()
+        };
+        (self.detector + segments + heads) as f64 / self.backbone as f64
+    }
+
     /// The cost of a frame that reused the last answer: the detector alone.
     pub fn reused_cost(&self) -> f64 {
         self.detector as f64 / self.backbone as f64
@@ -106,6 +118,9 @@ mod tests {
         assert_eq!(t.cost(0, true), 0.75);
         assert_eq!(t.cost(1, false), 1.05);
         assert_eq!(t.reused_cost(), 0.05);
+        // Audited after leaving at stage 0: every segment, head 0 and the detector.
+        assert_eq!(t.audited_cost(0, false), 1.15);
+        assert_eq!(t.audited_cost(0, true), 1.05);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and a frame flows [`frame::Frame`] → [`preprocess`] → [`cascade`] (segments, heads, [`rule`],
 //! [`gate`]) → [`classifier::Decision`].
 
+pub mod audit;
 pub mod bundle;
 pub mod cascade;
 pub mod classifier;

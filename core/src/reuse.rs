@@ -245,6 +245,18 @@ mod tests {
     }
 
     #[test]
+    fn the_bundle_format_documents_every_detector() {
+        let guide = include_str!("../../docs/bundle-format.md");
+        for detector in Detector::ALL {
+            let row = format!("| `{}` |", detector.word());
+            assert!(
+                guide.contains(&row),
+                "docs/bundle-format.md has no row {row}"
+            );
+        }
+    }
+
+    #[test]
     fn memory_reuses_at_most_max_age_frames_in_a_row() {
         let r = rule(Detector::Pixels, 0.5, 2);
         let mut m = ReuseMemory::default();

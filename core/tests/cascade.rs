@@ -2,6 +2,7 @@
 
 use earlyexit_testkit::cut;
 
+use earlyexit::audit::{AuditEvent, AuditSettings, AuditState};
 use earlyexit::bundle;
 use earlyexit::gate::GateInput;
 use earlyexit::reuse::{Detector, ReuseRule};
@@ -131,9 +132,9 @@ fn agrees_last_frame_changes_a_decision_and_reset_stream_forgets_it() {
     assert!(second.stage > 0, "{second:?}");
     // The score stays the metric's (max-prob), not the gate's probability.
     assert_eq!(second.score, second.confidence);
-    let saved = c.stream();
+    let saved = c.resume_point();
     let third = classify(&mut c, pixels);
-    c.set_stream(saved);
+    c.resume(saved);
     assert_eq!(outcome(&classify(&mut c, pixels)), outcome(&third));
     c.reset_stream();
     assert_eq!(c.stream().last_answer(), None);
@@ -434,4 +435,69 @@ fn a_shape_detector_reuses_through_a_change_of_light_and_not_of_object() {
     let (_tmp, mut pixels) = reusing_dir(Detector::Pixels, 0.05, 100);
     classify(&mut pixels, &frames[2]);
     assert_eq!(classify(&mut pixels, &dimmer).reused, None);
+}
+
+/// Exits that let every frame leave at exit 0, with a promise the audit holds them to.
+fn promising_dir(promise: f64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    let mut b = earlyexit_testkit::cut::valid_bundle([-1.0, -1.0]);
+    b.promise = Some(bundle::Promise {
+        measure: bundle::Measure::Agreement,
+        target: promise,
+        confidence: 0.95,
+        frames: 1000,
+    });
+    write_bundle(&dir, &b);
+    (tmp, dir)
+}
+
+#[test]
+fn the_audit_compares_with_full_depth_and_falls_back_when_the_promise_breaks() {
+    let [exit0, _, full] = classes_everywhere();
+    let frames = reference_frames();
+    let disagreeing = (0..16).filter(|&i| exit0[i] != full[i]).count();
+    assert!(
+        disagreeing > 0,
+        "the reference frames must show exit 0 wrong somewhere"
+    );
+    let settings = |fallback| AuditSettings {
+        rate: 1.0,
+        seed: 1,
+        fallback,
+    };
+    // Without the fallback: the bundle's answers, each audited against full depth, which the
+    // segments after exit 0 compute.
+    let (_tmp, dir) = promising_dir(0.999);
+    let mut c = open(&dir, Mode::EarlyExit);
+    c.set_audit(settings(false));
+    for (i, pixels) in frames.iter().enumerate() {
+        let d = classify(&mut c, pixels);
+        assert!(d.audited && !d.fallback);
+        assert_eq!((d.stage, d.class_id), (0, exit0[i]));
+    }
+    let a = c.auditor().unwrap();
+    assert_eq!((a.audited, a.agreed), (16, (16 - disagreeing) as u64));
+    assert_eq!(a.state(), AuditState::Broken);
+    // With it: every frame is answered at full depth until the bundle is trusted, which a
+    // promise of 0.999 never is here.
+    let mut c = open(&dir, Mode::EarlyExit);
+    c.set_audit(settings(true));
+    let mut broken = 0;
+    for (i, pixels) in frames.iter().enumerate() {
+        let d = classify(&mut c, pixels);
+        assert!(d.fallback);
+        assert_eq!((d.stage, d.class_id), (2, full[i]));
+        broken += usize::from(matches!(d.audit, Some(AuditEvent::Broken { .. })));
+    }
+    assert_eq!(
+        broken, 1,
+        "one warning, when the promise is first shown broken"
+    );
+    // A bundle without a promise has nothing to audit.
+    let (_tmp, plain) = valid_dir([-1.0, -1.0]);
+    let mut c = open(&plain, Mode::EarlyExit);
+    c.set_audit(settings(true));
+    assert!(c.auditor().is_none());
+    assert!(!classify(&mut c, &frames[0]).audited);
 }

@@ -35,6 +35,10 @@ pub struct EarlyExitInfo {
     /// Format 3's stream rule: 0 when the frame ran the cascade; else it reused the answer
     /// computed this many frames before, and the fields above are that answer's.
     pub reused: u32,
+    /// Whether the audit also ran the frame at full depth.
+    pub audited: bool,
+    /// Whether the answer is the full backbone's because the audit did not trust the bundle.
+    pub fallback: bool,
 }
 
 impl EarlyExitInfo {
@@ -50,6 +54,8 @@ impl EarlyExitInfo {
             cost: decision.cost,
             inference_ns: decision.inference_ns,
             reused: decision.reused.unwrap_or(0),
+            audited: decision.audited,
+            fallback: decision.fallback,
         }
     }
 
@@ -68,6 +74,8 @@ impl EarlyExitInfo {
         }
         s.set("inference-ns", self.inference_ns);
         s.set("reused", self.reused);
+        s.set("audited", self.audited);
+        s.set("fallback", self.fallback);
     }
 
     /// Reads the fields from a structure written by [`EarlyExitInfo::write`]. The error says
@@ -87,6 +95,8 @@ impl EarlyExitInfo {
             inference_ns: s.get("inference-ns").map_err(text)?,
             // Written by every version since the stream rule; absent before, meaning 0.
             reused: s.get_optional("reused").map_err(text)?.unwrap_or(0),
+            audited: s.get_optional("audited").map_err(text)?.unwrap_or(false),
+            fallback: s.get_optional("fallback").map_err(text)?.unwrap_or(false),
         })
     }
 

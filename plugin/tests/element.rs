@@ -221,6 +221,8 @@ fn a_second_decision_replaces_the_first_meta() {
         cost: None,
         inference_ns: 1,
         reused: 0,
+        audited: false,
+        fallback: false,
     };
     let mut buffer = gst::Buffer::with_size(4).unwrap();
     let buf = buffer.get_mut().unwrap();

@@ -150,11 +150,14 @@ pub struct SearchArgs {
     /// heads evenly by MACs.
     #[arg(long, value_enum, default_value_t = Strategy::Nas)]
     pub strategy: Strategy,
-    /// What structures are compared by: `macs` counts multiply-accumulates; `latency` times
-    /// every piece of the backbone between candidate cuts and every head with ONNX Runtime on
-    /// this machine (--threads threads, median of warm runs) and compares measured time. The
-    /// bundle's `macs` stay MACs; with `latency` the same seed may choose differently.
-    #[arg(long, value_enum, default_value_t = CostArg::Macs)]
+    /// What structures are compared by: `latency` (the default) times every piece of the
+    /// backbone between candidate cuts and every head with ONNX Runtime on this machine
+    /// (--threads threads, median of warm runs) and compares measured time, so that a bundle
+    /// is not slower than its backbone; `macs` counts multiply-accumulates. Times are kept in
+    /// the cache folder (EARLYEXIT_CACHE, else $XDG_CACHE_HOME/earlyexit or
+    /// ~/.cache/earlyexit), so that the same seed gives the same bundle on this machine; delete
+    /// it to time again. The bundle's `macs` stay MACs.
+    #[arg(long, value_enum, default_value_t = CostArg::Latency)]
     pub cost: CostArg,
     /// With --strategy even: the number of exits, spread evenly over the backbone's MACs.
     #[arg(long, default_value_t = 2, value_parser = at_least_one)]
@@ -184,8 +187,8 @@ pub struct EvaluateArgs {
     /// The uncut backbone to compare with; default: the chain of all the bundle's segments.
     #[arg(long)]
     pub backbone: Option<PathBuf>,
-    /// Write one row per frame: footage,frame,stage,class_id,score,reused (the age of a reused
-    /// answer under a format-3 stream rule, else 0).
+    /// Write one row per frame: footage,frame,stage,class_id,score; with a format-3 stream rule,
+    /// also reused (the age of a reused answer, else 0).
     #[arg(long)]
     pub per_frame: Option<PathBuf>,
     /// Another bundle (a baseline, say) to run on the same frames, untimed: reports its figures
@@ -208,6 +211,26 @@ pub struct EvaluateArgs {
     /// Time each footage this many times, bundle and backbone alternating; the median is reported.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// Audit the bundle as the element's `audit` property does: this share of trusted frames
+    /// also runs at full depth, every frame until the audit trusts the bundle, and frames the
+    /// audit does not trust are answered at full depth. 0 (the default) runs the bundle alone.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub audit: f64,
+    /// Which frames the audit samples, as the element's `audit-seed`.
+    #[arg(long, default_value_t = 0)]
+    pub audit_seed: u64,
+    /// With --audit: keep the bundle's answers while the audit does not trust it, as the
+    /// element's `audit-fallback=false`.
+    #[arg(long)]
+    pub audit_no_fallback: bool,
+}
+
+/// A share in 0..=1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number in 0..=1, found '{s}'")),
+    }
 }
 
 /// Each value of argument `id` with its position on the command line.

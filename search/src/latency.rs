@@ -7,6 +7,7 @@
 //! what every cost is measured against.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -37,9 +38,113 @@ pub struct Latency {
     /// Heads are timed when first costed: a head's time depends on its place and kind, not
     /// on its weights.
     heads: Mutex<HashMap<(usize, HeadKind), u64>>,
+    /// The cache file the times are kept in, when there is one.
+    cache: Option<PathBuf>,
+}
+
+/// What the cache keeps of one calibration.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cached {
+    pieces: Vec<u64>,
+    backbone: u64,
+    /// (candidate, head kind's name, nanoseconds).
+    heads: Vec<(usize, String, u64)>,
+}
+
+/// Where calibrations are kept: `EARLYEXIT_CACHE`, else `$XDG_CACHE_HOME/earlyexit`, else
+/// `~/.cache/earlyexit`; None when there is no home.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("EARLYEXIT_CACHE")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("earlyexit")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("earlyexit")))
 }
 
 impl Latency {
+    /// The times of a backbone cut at `candidates` on this machine: from the cache when this
+    /// backbone, these cuts and these settings were timed before, so that the same seed gives
+    /// the same bundle; else measured ([`Latency::measure`]) and cached.
+    pub fn calibrated(
+        graph: &Graph,
+        candidates: &[CutPoint],
+        classes: usize,
+        options: SessionOptions,
+    ) -> Result<Latency> {
+        let model = encode_model(graph.model());
+        let mut key = std::hash::DefaultHasher::new();
+        (&model, classes, options.threads, WARMUP_RUNS, TIMED_RUNS).hash(&mut key);
+        for c in candidates {
+            c.tensor.hash(&mut key);
+        }
+        let file = cache_dir().map(|d| {
+            d.join("latency")
+                .join(format!("{:016x}.json", key.finish()))
+        });
+        let cached = file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|bytes| serde_json::from_slice::<Cached>(&bytes).ok())
+            .filter(|c| c.pieces.len() == candidates.len() + 1);
+        let mut latency = match cached {
+            Some(c) => {
+                let heads = c
+                    .heads
+                    .iter()
+                    .filter_map(|(candidate, kind, ns)| {
+                        let kind = HeadKind::ALL.into_iter().find(|k| k.name() == kind)?;
+                        Some(((*candidate, kind), *ns))
+                    })
+                    .collect();
+                Latency {
+                    pieces: c.pieces,
+                    backbone: c.backbone,
+                    candidates: candidates.to_vec(),
+                    classes,
+                    opset: graph.opset(),
+                    options,
+                    source: graph.path().to_path_buf(),
+                    heads: Mutex::new(heads),
+                    cache: None,
+                }
+            }
+            None => Latency::measure(graph, candidates, classes, options)?,
+        };
+        latency.cache = file;
+        latency.save();
+        Ok(latency)
+    }
+
+    /// Writes the times to the cache, whole or not at all; a cache that cannot be written
+    /// only costs timing again next time.
+    fn save(&self) {
+        let Some(file) = &self.cache else { return };
+        let Ok(heads) = self.heads.lock() else { return };
+        let mut heads: Vec<(usize, String, u64)> = heads
+            .iter()
+            .map(|(&(c, kind), &ns)| (c, kind.name().to_owned(), ns))
+            .collect();
+        heads.sort();
+        let cached = Cached {
+            pieces: self.pieces.clone(),
+            backbone: self.backbone,
+            heads,
+        };
+        let (Some(dir), Ok(bytes)) = (file.parent(), serde_json::to_vec(&cached)) else {
+            return;
+        };
+        let temp = dir.join(format!(".{}.{}", std::process::id(), rand::random::<u64>()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&temp, bytes))
+            .and_then(|()| std::fs::rename(&temp, file));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+
     /// Times the uncut backbone and every piece between consecutive `candidates` (cut points
     /// in execution order).
     pub fn measure(
@@ -90,6 +195,7 @@ impl Latency {
             options,
             source,
             heads: Mutex::new(HashMap::new()),
+            cache: None,
         })
     }
 
@@ -163,6 +269,7 @@ impl Latency {
         if let Ok(mut heads) = self.heads.lock() {
             heads.insert(key, t);
         }
+        self.save();
         Ok(t)
     }
 

@@ -67,7 +67,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     // Timed once the footage is decoded, so that no decoding competes for the cores.
     let latency = match settings.cost {
         CostKind::Macs => None,
-        CostKind::Latency => Some(Latency::measure(&graph, &candidates, classes, options)?),
+        CostKind::Latency => Some(Latency::calibrated(&graph, &candidates, classes, options)?),
     };
     let problem = Problem {
         settings,

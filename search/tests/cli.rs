@@ -321,14 +321,11 @@ fn evaluate(bundle: &Path, stream: &str, extra: &[&str]) -> (Vec<(u32, i32)>, se
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let rows = std::fs::read_to_string(&csv).unwrap();
     let mut lines = rows.lines();
-    assert_eq!(
-        lines.next(),
-        Some("footage,frame,stage,class_id,score,reused")
-    );
+    assert_eq!(lines.next(), Some("footage,frame,stage,class_id,score"));
     let per_frame = lines
         .map(|l| {
-            let f: Vec<&str> = l.rsplitn(5, ',').collect();
-            (f[3].parse().unwrap(), f[2].parse().unwrap())
+            let f: Vec<&str> = l.rsplitn(4, ',').collect();
+            (f[2].parse().unwrap(), f[1].parse().unwrap())
         })
         .collect();
     (per_frame, json)

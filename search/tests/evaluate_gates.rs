@@ -13,17 +13,14 @@ use earlyexit_testkit::footage;
 fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
     let text = std::fs::read_to_string(csv).unwrap();
     let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("footage,frame,stage,class_id,score,reused")
-    );
+    assert_eq!(lines.next(), Some("footage,frame,stage,class_id,score"));
     lines
         .map(|l| {
-            let f: Vec<&str> = l.rsplitn(6, ',').collect();
+            let f: Vec<&str> = l.rsplitn(5, ',').collect();
             (
-                f[5].to_owned(),
-                f[3].parse().unwrap(),
+                f[4].to_owned(),
                 f[2].parse().unwrap(),
+                f[1].parse().unwrap(),
             )
         })
         .collect()

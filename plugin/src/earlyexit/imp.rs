@@ -20,6 +20,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
+use earlyexit::audit::{AuditEvent, AuditSettings};
 use earlyexit::{Classifier, Decision, Frame, PixelFormat, SessionOptions};
 
 use super::Mode;
@@ -45,6 +46,7 @@ struct Settings {
     mode: Mode,
     threads: u32,
     post_messages: bool,
+    audit: AuditSettings,
 }
 
 /// Everything that lives from `start()` to `stop()`.
@@ -65,6 +67,11 @@ struct Stats {
     frames: u64,
     exits: Vec<u64>,
     reused: u64,
+    audited: u64,
+    audit_agreed: u64,
+    fallbacks: u64,
+    /// The audit's bounds over its window, after the last audited frame.
+    audit_bounds: Option<(f64, f64)>,
     cost_sum: f64,
     cost_frames: u64,
     inference_ns_sum: u128,
@@ -80,6 +87,7 @@ impl Stats {
         } else if let Some(count) = self.exits.get_mut(decision.stage) {
             *count += 1;
         }
+        self.fallbacks += u64::from(decision.fallback);
         self.frames += 1;
         if let Some(cost) = decision.cost {
             self.cost_sum += cost;
@@ -97,11 +105,23 @@ impl Stats {
             .field("frames", self.frames)
             .field("exits", gst::Array::new(self.exits.iter().copied()))
             .field("reused", self.reused)
+            .field("audited", self.audited)
+            .field("fallback-frames", self.fallbacks)
             .field("mean-inference-ns", mean_ns)
             .build();
         // Cost is known only when the bundle gives every MACs count, hence for every frame.
         if self.frames > 0 && self.cost_frames == self.frames {
             s.set("mean-cost", self.cost_sum / self.frames as f64);
+        }
+        if self.audited > 0 {
+            s.set(
+                "audit-agreement",
+                self.audit_agreed as f64 / self.audited as f64,
+            );
+        }
+        if let Some((lower, upper)) = self.audit_bounds {
+            s.set("audit-lower-bound", lower);
+            s.set("audit-upper-bound", upper);
         }
         s
     }
@@ -152,8 +172,51 @@ impl EarlyExit {
         let options = SessionOptions {
             threads: settings.threads as usize,
         };
-        Classifier::open(&bundle, settings.mode.into(), options)
-            .map_err(|err| gst::error_msg!(gst::LibraryError::Init, ("{}", err)))
+        let mut classifier = Classifier::open(&bundle, settings.mode.into(), options)
+            .map_err(|err| gst::error_msg!(gst::LibraryError::Init, ("{}", err)))?;
+        classifier.set_audit(settings.audit);
+        Ok(classifier)
+    }
+
+    /// Tells the application what the audit concluded: a WARNING when the bundle does not
+    /// keep its promise here, an INFO when it is trusted (again); both name the figures.
+    fn report_audit(&self, event: AuditEvent, frame: u64, fallback: bool) {
+        match event {
+            AuditEvent::Broken { agreement, upper } => gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "Frame {}: the bundle does not keep its promise here: audited agreement with the full backbone {:.1}% (at most {:.1}% with 95% confidence) is below the promised {:.1}%; {}",
+                    frame,
+                    100.0 * agreement,
+                    100.0 * upper,
+                    100.0 * self.promise(),
+                    if fallback {
+                        "answering at full depth until the audit recovers"
+                    } else {
+                        "audit-fallback is off, so early answers continue"
+                    }
+                )
+            ),
+            AuditEvent::Trusted { agreement, lower } => gst::element_imp_info!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "Frame {}: the audit trusts the bundle here: audited agreement {:.1}% (at least {:.1}% with 95% confidence) keeps the promised {:.1}%",
+                    frame,
+                    100.0 * agreement,
+                    100.0 * lower,
+                    100.0 * self.promise()
+                )
+            ),
+        }
+    }
+
+    fn promise(&self) -> f64 {
+        lock(&self.state)
+            .as_ref()
+            .and_then(|s| s.classifier.auditor().map(|a| a.promise()))
+            .unwrap_or(0.0)
     }
 
     /// Forgets the previous frame's answer, which a format-2 gate may read.
@@ -220,6 +283,12 @@ impl EarlyExit {
         let info =
             EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
         state.frames += 1;
+        let mut stats = lock(&self.stats);
+        stats.add(&decision);
+        if let Some(a) = state.classifier.auditor() {
+            (stats.audited, stats.audit_agreed) = (a.audited, a.agreed);
+            stats.audit_bounds = (a.audited > 0).then(|| (a.lower_bound(), a.upper_bound()));
+        }
         Ok((decision, info, number, state.post_messages))
     }
 
@@ -301,13 +370,53 @@ impl ObjectImpl for EarlyExit {
                     .default_value(false)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecDouble::builder("audit")
+                    .nick("Audit")
+                    .blurb(
+                        "Share of frames also run at full depth, to check that the bundle keeps \
+                         its promise on this camera (0 turns the audit off). The audit keeps \
+                         exact 95% bounds on the agreement with the full backbone over its last \
+                         200 audited frames. It starts by auditing every frame, answering at \
+                         full depth, until the lower bound reaches the promise; afterwards, when \
+                         the upper bound falls below the promise, it posts a WARNING and audits \
+                         every frame again until the lower bound is back.",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(AuditSettings::default().rate)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("audit-seed")
+                    .nick("Audit seed")
+                    .blurb(
+                        "Which frames the audit samples: a hash of this seed and the frame's \
+                         number since start, as `earlyexit-search evaluate --audit-seed` picks \
+                         them.",
+                    )
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("audit-fallback")
+                    .nick("Audit fallback")
+                    .blurb(
+                        "While the audit does not trust the bundle, answer every frame at full \
+                         depth (the backbone's answer, at its cost). Off: the bundle's answers \
+                         continue, audited and reported all the same.",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
                         "Counts since the element started, as an 'earlyexit-stats' structure: \
                          frames (guint64), exits (array of guint64, frames that left at each \
                          stage), reused (guint64, frames that reused the last answer under the \
-                         stream rule), mean-cost (gdouble, when the bundle gives MACs) and \
+                         stream rule), audited and fallback-frames (guint64: frames the audit \
+                         also ran at full depth, and frames answered at full depth because it \
+                         did not trust the bundle), audit-agreement (gdouble, over every audited \
+                         frame), audit-lower-bound and audit-upper-bound (gdouble, over the \
+                         audit's window), mean-cost (gdouble, when the bundle gives MACs) and \
                          mean-inference-ns (guint64).",
                     )
                     .read_only()
@@ -335,6 +444,9 @@ impl ObjectImpl for EarlyExit {
             "mode" => settings.mode = value.get().unwrap_or_default(),
             "threads" => settings.threads = value.get().unwrap_or_default(),
             "post-messages" => settings.post_messages = value.get().unwrap_or_default(),
+            "audit" => settings.audit.rate = value.get().unwrap_or_default(),
+            "audit-seed" => settings.audit.seed = value.get().unwrap_or_default(),
+            "audit-fallback" => settings.audit.fallback = value.get().unwrap_or(true),
             name => gst::warning!(CAT, imp = self, "No writable property '{}'", name),
         }
     }
@@ -346,6 +458,9 @@ impl ObjectImpl for EarlyExit {
             "mode" => settings.mode.to_value(),
             "threads" => settings.threads.to_value(),
             "post-messages" => settings.post_messages.to_value(),
+            "audit" => settings.audit.rate.to_value(),
+            "audit-seed" => settings.audit.seed.to_value(),
+            "audit-fallback" => settings.audit.fallback.to_value(),
             "stats" => lock(&self.stats).structure().to_value(),
             // GObject only asks for properties listed above.
             _ => glib::Value::from_type(pspec.value_type()),
@@ -454,7 +569,10 @@ impl BaseTransformImpl for EarlyExit {
             );
             return Err(gst::FlowError::Error);
         }
-        lock(&self.stats).add(&decision);
+        if let Some(event) = decision.audit {
+            let fallback = lock(&self.settings).audit.fallback;
+            self.report_audit(event, frame, fallback);
+        }
         gst::trace!(CAT, imp = self, "Frame {}: {:?}", frame, info);
         if post {
             self.post(&info, frame, buf.pts());

@@ -10,6 +10,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use earlyexit::audit::{AuditEvent, AuditSettings};
 use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
 
 use self::tally::{Compared, Comparison, FootageReport, Tally, Totals};
@@ -71,7 +72,12 @@ impl<'a> Session<'a> {
         let options = SessionOptions {
             threads: args.threads,
         };
-        let classifier = Classifier::open(&bundle, Mode::EarlyExit, options)?;
+        let mut classifier = Classifier::open(&bundle, Mode::EarlyExit, options)?;
+        classifier.set_audit(AuditSettings {
+            rate: args.audit,
+            seed: args.audit_seed,
+            fallback: !args.audit_no_fallback,
+        });
         let full = match &args.backbone {
             Some(path) => Classifier::backbone(path, bundle.input.clone(), bundle.output, options)?,
             None => Classifier::open(&bundle, Mode::Full, options)?,
@@ -107,7 +113,7 @@ impl<'a> Session<'a> {
             per_frame: args
                 .per_frame
                 .as_deref()
-                .map(PerFrame::create)
+                .map(|path| PerFrame::create(path, bundle.reuse.is_some()))
                 .transpose()?,
             runs: args.runs as usize,
             cost_known: earlyexit::cost::CostTable::from_bundle(&bundle).is_some(),
@@ -182,6 +188,9 @@ impl<'a> Session<'a> {
         let Decided { ours, full } = decided;
         let label = f.label(frame.index);
         let ours_right = tally.count(ours, full, label);
+        if let Some(AuditEvent::Broken { .. }) = ours.audit {
+            tally.audit_warnings.push(frame.index as u64);
+        }
         if let (Some(other), Some(c)) = (&mut self.compared, comparison) {
             let d = other.classifier.classify(&frame.frame()).with_context(|| {
                 format!("--compare {}: frame {}", other.path.display(), frame.index)
@@ -212,28 +221,30 @@ impl<'a> Session<'a> {
 struct PerFrame<'a> {
     path: &'a Path,
     file: BufWriter<File>,
+    /// A bundle with a stream rule adds a column: the age of a reused answer, else 0. Other
+    /// bundles keep the five columns of `docs/spec/search-v1.md`.
+    reused: bool,
 }
 
 impl<'a> PerFrame<'a> {
-    fn create(path: &'a Path) -> Result<PerFrame<'a>> {
+    fn create(path: &'a Path, reused: bool) -> Result<PerFrame<'a>> {
         let context = || format!("--per-frame {}", path.display());
         let mut file = BufWriter::new(File::create(path).with_context(context)?);
-        writeln!(file, "footage,frame,stage,class_id,score,reused").with_context(context)?;
-        Ok(PerFrame { path, file })
+        let extra = if reused { ",reused" } else { "" };
+        writeln!(file, "footage,frame,stage,class_id,score{extra}").with_context(context)?;
+        Ok(PerFrame { path, file, reused })
     }
 
     fn write(&mut self, f: &Footage, index: usize, ours: &Decision) -> Result<()> {
-        writeln!(
-            self.file,
-            "{},{},{},{},{},{}",
-            csv_field(&f.name),
-            index,
-            ours.stage,
-            ours.class_id,
-            ours.score,
-            ours.reused.unwrap_or(0)
-        )
-        .with_context(|| format!("--per-frame {}", self.path.display()))
+        let name = csv_field(&f.name);
+        let (stage, class, score) = (ours.stage, ours.class_id, ours.score);
+        let row = if self.reused {
+            let age = ours.reused.unwrap_or(0);
+            format!("{name},{index},{stage},{class},{score},{age}")
+        } else {
+            format!("{name},{index},{stage},{class},{score}")
+        };
+        writeln!(self.file, "{row}").with_context(|| format!("--per-frame {}", self.path.display()))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -276,11 +287,11 @@ fn time_chunk(
     tally: &mut Tally,
 ) -> Result<Vec<Decided>> {
     let mut decided = Vec::with_capacity(chunk.len());
-    let start = (classifier.stream(), full.stream());
+    let start = (classifier.resume_point(), full.resume_point());
     let mut end = start.clone();
     for run in 0..tally.bundle_ns.len() {
-        classifier.set_stream(start.0.clone());
-        full.set_stream(start.1.clone());
+        classifier.resume(start.0.clone());
+        full.resume(start.1.clone());
         let (ours, theirs) = if (run + tally.timed_chunks).is_multiple_of(2) {
             let ours = classify_all(classifier, chunk, &mut tally.bundle_ns[run])?;
             (ours, classify_all(full, chunk, &mut tally.full_ns[run])?)
@@ -297,11 +308,11 @@ fn time_chunk(
                 .zip(theirs)
                 .map(|(ours, full)| Decided { ours, full })
                 .collect();
-            end = (classifier.stream(), full.stream());
+            end = (classifier.resume_point(), full.resume_point());
         }
     }
-    classifier.set_stream(end.0);
-    full.set_stream(end.1);
+    classifier.resume(end.0);
+    full.resume(end.1);
     tally.timed_chunks += 1;
     Ok(decided)
 }

@@ -20,6 +20,11 @@ pub(super) struct Tally {
     /// Frames that left at each stage, and frames that reused the last answer (stream rule).
     pub(super) exits: Vec<u64>,
     pub(super) reused: u64,
+    /// With --audit: frames also run at full depth, frames answered at full depth, and the
+    /// frames where the audit found the promise broken.
+    pub(super) audited: u64,
+    pub(super) fallbacks: u64,
+    pub(super) audit_warnings: Vec<u64>,
     pub(super) cost_sum: f64,
     pub(super) cost_known: bool,
     /// Per timing run: nanoseconds summed over frames.
@@ -46,6 +51,9 @@ impl Tally {
         self.correct += other.correct;
         self.agree += other.agree;
         self.reused += other.reused;
+        self.audited += other.audited;
+        self.fallbacks += other.fallbacks;
+        self.audit_warnings.extend(&other.audit_warnings);
         self.cost_sum += other.cost_sum;
         for (a, b) in self.exits.iter_mut().zip(&other.exits) {
             *a += b;
@@ -71,6 +79,8 @@ impl Tally {
             Some(_) => self.reused += 1,
             None => self.exits[ours.stage] += 1,
         }
+        self.audited += u64::from(ours.audited);
+        self.fallbacks += u64::from(ours.fallback);
         self.cost_sum += ours.cost.unwrap_or(0.0);
         self.agree += u64::from(ours.class_id == full.class_id);
         let right = label.map(|label| ours.class_id as u32 == label);
@@ -98,10 +108,17 @@ impl Tally {
 
     /// Frames per stage, and those that reused an answer when any did.
     pub(super) fn stages_text(&self) -> String {
-        match self.reused {
-            0 => format!("{:?}", self.exits),
-            n => format!("{:?} + {n} reused", self.exits),
+        let mut text = format!("{:?}", self.exits);
+        if self.reused > 0 {
+            text += &format!(" + {} reused", self.reused);
         }
+        if self.audited > 0 {
+            text += &format!(
+                "; {} audited, {} at full depth, warnings at frames {:?}",
+                self.audited, self.fallbacks, self.audit_warnings
+            );
+        }
+        text
     }
 
     pub(super) fn accuracy(&self) -> Option<f64> {
@@ -124,6 +141,9 @@ impl Tally {
             "agreement": self.agreement(),
             "exits": self.exits,
             "reused": self.reused,
+            "audited": self.audited,
+            "fallback_frames": self.fallbacks,
+            "audit_warnings": self.audit_warnings,
             "mean_cost": self.mean_cost(),
             "ms_per_frame": self.ms_per_frame(&self.bundle_ns),
             "ms_per_frame_full": self.ms_per_frame(&self.full_ns),

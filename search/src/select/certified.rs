@@ -6,6 +6,8 @@
 
 use super::rules::{LEVELS, Rule};
 use super::zoo::{Family, Found, Step, Structure, Zoo};
+use std::collections::HashMap;
+
 use crate::certify;
 use crate::nas::{self, Genome};
 use crate::reuse;
@@ -121,20 +123,82 @@ pub fn best(zoo: &Zoo, family: &Family, explored: &Explored) -> Option<Structure
 pub const RUNGS: usize = 100;
 pub const LOOSEST: f64 = 2.0;
 
-/// The ladder through `structure`: rung j lets the surest j/RUNGS × LOOSEST of the frames that
-/// leave at each exit under its own threshold (counted on the selecting frames) leave there,
-/// from none, the backbone's answer on every frame, up; a stream rule's threshold is scaled
-/// by j/RUNGS × LOOSEST alike. Risk grows along it, so fixed-sequence testing climbs it as far
-/// as the certifying frames allow; it depends on the selecting frames alone, so it is fixed
-/// before they are seen.
+/// The ladder through `structure`, safest first; it depends on the selecting frames alone, so
+/// it is fixed before the certifying frames are seen, and fixed-sequence testing climbs it as
+/// far as they allow.
+///
+/// Exit rung j lets the surest j/RUNGS × LOOSEST of the frames that leave at each exit under
+/// its own threshold (counted on the selecting frames) leave there, from none (the backbone's
+/// answer on every frame) up. With a stream rule, reuse rung i scales its threshold by
+/// i/RUNGS × LOOSEST, from reusing nothing up, and the ladder walks both: each step moves
+/// one of the two to its next rung that saves cost on the selecting frames (reusing begins
+/// only past the distances noise makes), whichever adds less error there per cost saved.
 pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
+    let Some(rungs) = exit_rungs(zoo, structure) else {
+        return Vec::new();
+    };
+    let last = [
+        rungs.len() - 1,
+        if structure.reuse.is_some() { RUNGS } else { 0 },
+    ];
+    let mut memo: HashMap<[usize; 2], Option<Step>> = HashMap::new();
+    let mut at = |rung: [usize; 2]| {
+        memo.entry(rung)
+            .or_insert_with(|| {
+                let scale = LOOSEST * rung[1] as f64 / RUNGS as f64;
+                let structure = Structure {
+                    thresholds: rungs[rung[0]].clone(),
+                    gated: None,
+                    reuse: structure.reuse.as_ref().map(|r| reuse::scaled(r, scale)),
+                    ..structure.clone()
+                };
+                let select = zoo.run(&structure, false)?;
+                Some(Step { structure, select })
+            })
+            .clone()
+    };
+    let (mut rung, mut steps) = ([0, 0], Vec::new());
+    let Some(mut step) = at(rung) else {
+        return Vec::new();
+    };
+    loop {
+        // Along each axis, the next rung that saves cost, else its last.
+        let moves: Vec<([usize; 2], Step)> = (0..2)
+            .filter_map(|axis| {
+                let mut next = rung;
+                while next[axis] < last[axis] {
+                    next[axis] += 1;
+                    let s = at(next)?;
+                    if s.select.mean_cost < step.select.mean_cost || next[axis] == last[axis] {
+                        return Some((next, s));
+                    }
+                }
+                None
+            })
+            .collect();
+        let Some((next, taken)) = moves
+            .into_iter()
+            .min_by(|a, b| zoo.price(&step, &a.1).total_cmp(&zoo.price(&step, &b.1)))
+        else {
+            break;
+        };
+        rung = next;
+        steps.push(std::mem::replace(&mut step, taken));
+    }
+    steps.push(step);
+    steps
+}
+
+/// Each exit rung's thresholds, from none leaving to LOOSEST times the structure's own
+/// leavers; rungs that change no threshold are one. None when an exit has no head.
+fn exit_rungs(zoo: &Zoo, structure: &Structure) -> Option<Vec<Vec<f64>>> {
     let metric = structure.rule.metric;
     // Each exit's scores on the selecting frames, surest first, and how many leave there.
-    let exits: Vec<(Vec<f64>, usize)> = structure
+    let exits = structure
         .placed
         .iter()
         .zip(&structure.thresholds)
-        .filter_map(|(p, &threshold)| {
+        .map(|(p, &threshold)| {
             let o = zoo.option(p)?;
             let mut scores = o.select.scores(metric);
             scores.retain(|s| !s.is_nan());
@@ -145,11 +209,8 @@ pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
                 .count();
             Some((scores, leaving))
         })
-        .collect();
-    if exits.len() != structure.placed.len() {
-        return Vec::new();
-    }
-    let mut rungs: Vec<(Vec<f64>, f64)> = Vec::new();
+        .collect::<Option<Vec<(Vec<f64>, usize)>>>()?;
+    let mut rungs: Vec<Vec<f64>> = Vec::new();
     for j in 0..=RUNGS {
         let scale = LOOSEST * j as f64 / RUNGS as f64;
         let thresholds: Vec<f64> = exits
@@ -163,33 +224,11 @@ pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
                 }
             })
             .collect();
-        // Without a stream rule, rungs that change no threshold are one step.
-        let reuse_scale = if structure.reuse.is_some() {
-            scale
-        } else {
-            0.0
-        };
-        let rung = (thresholds, reuse_scale);
-        if rungs.last() != Some(&rung) {
-            rungs.push(rung);
+        if rungs.last() != Some(&thresholds) {
+            rungs.push(thresholds);
         }
     }
-    rungs
-        .into_iter()
-        .filter_map(|(thresholds, reuse_scale)| {
-            let structure = Structure {
-                thresholds,
-                gated: None,
-                reuse: structure
-                    .reuse
-                    .as_ref()
-                    .map(|r| reuse::scaled(r, reuse_scale)),
-                ..structure.clone()
-            };
-            let select = zoo.run(&structure, false)?;
-            Some(Step { structure, select })
-        })
-        .collect()
+    Some(rungs)
 }
 
 /// Climbs each of `ladders` on the certifying frames by fixed-sequence testing, the search's

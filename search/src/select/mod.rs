@@ -32,7 +32,7 @@ pub use self::zoo::Found;
 
 use self::certified::{best, explore, ladder, search_and_certify};
 use self::gates::{gate, patient_as_gate};
-use self::streams::with_reuse;
+use self::streams::reuse_rule;
 use self::training::{Trained, agreement, train_heads};
 use self::zoo::{Family, Structure, Zoo};
 use crate::heads::HeadKind;
@@ -127,13 +127,22 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
     let budget = settings.budget.max(30);
     let explored = explore(&zoo, &searched_family, budget, settings.seed);
     let best = best(&zoo, &searched_family, &explored);
-    let mut ladders: Vec<_> = best.iter().map(|s| ladder(&zoo, s)).collect();
-    // The stream rule may also answer for the backbone alone, when no exit meets the target.
+    // With a stream rule, its ladder walks the exits' rungs too, so it replaces theirs rather
+    // than splitting the confidence once more. The rule may also serve the backbone alone,
+    // when no exit meets the target.
     let streamed = problem
         .streams()
-        .then(|| with_reuse(&zoo, best.as_ref().unwrap_or(&Structure::backbone())))
-        .flatten();
-    ladders.extend(streamed.map(|s| ladder(&zoo, &s)));
+        .then(|| reuse_rule(&zoo))
+        .flatten()
+        .map(|rule| Structure {
+            reuse: Some(rule),
+            ..best.clone().unwrap_or_else(Structure::backbone)
+        });
+    let mut ladders: Vec<_> = streamed
+        .or(best.clone())
+        .iter()
+        .map(|s| ladder(&zoo, s))
+        .collect();
     let gates = if problem.gates() {
         let gating = gate(&zoo, best.as_ref(), settings.seed, settings.confidence)?;
         ladders.extend((!gating.ladder.is_empty()).then_some(gating.ladder));

@@ -351,6 +351,19 @@ impl Zoo<'_> {
             + shortfall
     }
 
+    /// What moving from step `from` to step `to` costs in error on the selecting frames per
+    /// unit of cost it saves: the ladder's exchange rate, lower is better; infinite for a move
+    /// that saves nothing.
+    pub fn price(&self, from: &Step, to: &Step) -> f64 {
+        let added = self.error(&to.select) - self.error(&from.select);
+        let saved = from.select.mean_cost - to.select.mean_cost;
+        if saved > 0.0 {
+            added / saved
+        } else {
+            f64::INFINITY
+        }
+    }
+
     /// What the certifying frames show of a structure, each bound holding with `confidence`.
     pub fn certificate(&self, cert: &Simulation, confidence: f64) -> Certificate {
         Certificate::of(
