@@ -39,8 +39,9 @@ packages=(
   gstreamer1.0-libav gstreamer1.0-plugins-ugly gstreamer1.0-rtsp libgstrtspserver-1.0-dev
   # building: a C linker for cargo, protoc for the ONNX protobuf types
   build-essential protobuf-compiler
-  # the labeled demo streams are rendered from this (scripts/fetch-fmnist.sh)
-  dataset-fashion-mnist
+  # the labeled demo streams are rendered from this (scripts/fetch-fmnist.sh), the belt
+  # streams with numpy's generator too (scripts/render-belt.py)
+  dataset-fashion-mnist python3-numpy
   # fetching ONNX Runtime from PyPI
   ca-certificates unzip
 )
