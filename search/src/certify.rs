@@ -324,6 +324,18 @@ mod tests {
         assert_eq!((passed, failed), (vec![1, 2], None));
     }
 
+    /// Uniform draws in 0..1 from xorshift64*: the tests' own generator, so their figures never
+    /// change.
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     /// A stream whose true rates are known: frame i's exit is sure with score s_i ~ U(0, 1)
     /// and right with probability s_i, so the rule "leave when s ≥ t" agrees with the backbone
     /// on 1 − (1 − t)²/2 of frames. Thresholds from strict to loose, certified by fixed-sequence
@@ -334,14 +346,7 @@ mod tests {
         let (target, confidence, frames, repetitions) = (0.95, 0.90, 600, 400);
         let true_rate = |t: f64| 1.0 - (1.0 - t).powi(2) / 2.0;
         let path: Vec<f64> = (0..=100).map(|j| 1.0 - f64::from(j) / 100.0).collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut uniform = move || {
-            // xorshift64*: the test's own generator, so the figures never change.
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniform(0x9e37_79b9_7f4a_7c15);
         let (mut misses, mut certified) = (0, 0);
         for _ in 0..repetitions {
             let stream: Vec<(f64, bool)> = (0..frames)
@@ -386,13 +391,7 @@ mod tests {
             1.0 - (q + (1.0 - q) * r)
         };
         let path: Vec<f64> = (0..=100).map(|j| f64::from(j) / 100.0).collect();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut uniform = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniform(0x2545_f491_4f6c_dd1d);
         let (mut misses, mut certified) = (0, 0);
         for _ in 0..repetitions {
             // Per frame: its scene's answer, the scene's draw and the frame's own.

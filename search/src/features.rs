@@ -14,6 +14,11 @@ use earlyexit_graph::{self as graph, CutPoint, Graph};
 use crate::footage::{Decoder, Footage, Sampling};
 use crate::progress;
 
+/// Blocks per side of the signatures the search keeps, and so of the rules it writes: 8 × 8
+/// blocks smooth sensor noise and shake on pictures from 28 pixels up, and still see an
+/// object come or go.
+pub const GRID: u32 = 8;
+
 /// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
 pub const POOLS: [Pool; 3] = [Pool::Global, Pool::Grid(2), Pool::Grid(4)];
 
@@ -31,7 +36,7 @@ pub struct FeatureTable {
     pub labels: Vec<Option<u32>>,
     pub classes: usize,
     /// Per frame, the stream rule's signature of its input tensor on a
-    /// [`reuse::GRID`](crate::reuse::GRID) grid: frames × `signature_len` values.
+    /// [`GRID`] grid: frames × `signature_len` values.
     pub signatures: Vec<f32>,
     pub signature_len: usize,
 }
@@ -164,8 +169,7 @@ impl Extractor {
             columns: dims.iter().map(|d| vec![Vec::new(); d.len()]).collect(),
             dims,
             classes: self.classes,
-            signature_len: self.input.color.channels()
-                * (crate::reuse::GRID * crate::reuse::GRID) as usize,
+            signature_len: self.input.color.channels() * (GRID * GRID) as usize,
             ..FeatureTable::default()
         }
     }
@@ -179,7 +183,7 @@ impl Extractor {
     ) -> Result<()> {
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
-        reuse::signature(tensor, &self.input, crate::reuse::GRID, &mut self.signature);
+        reuse::signature(tensor, &self.input, GRID, &mut self.signature);
         table.signatures.extend_from_slice(&self.signature);
         let outputs = self.model.run_all(&shape, tensor)?;
         let find = |name: &str| {

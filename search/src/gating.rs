@@ -15,8 +15,8 @@ use earlyexit::rule::{FrameWalk, Metric, Signals};
 use crate::goal::Goal;
 use crate::heads::{self, Training};
 use crate::outputs::ExitOutputs;
-use crate::reuse::Replay;
-use crate::simulate::{Patience, Reference, Simulation, stream_starts, tally};
+use crate::reuse::{Replay, stream_starts};
+use crate::simulate::{Patience, Reference, Simulation, tally};
 
 /// Every input a gate may read; training decides what each is worth.
 pub fn inputs() -> Vec<GateInput> {

@@ -9,13 +9,7 @@ use std::ops::Range;
 
 use earlyexit::reuse::{Detector, ReuseMemory, ReuseRule};
 
-use crate::features::FeatureTable;
-use crate::simulate::stream_starts;
-
-/// Blocks per side of the signatures the search keeps, and so of the rules it writes: 8 × 8
-/// blocks smooth sensor noise and shake on pictures from 28 pixels up, and still see an
-/// object come or go.
-pub const GRID: u32 = 8;
+use crate::features::{FeatureTable, GRID};
 
 /// Frames in a row that may reuse one answer, tried: a cap on how long a missed change can
 /// last, from a fraction of a second to a few seconds at 25 fps.
@@ -93,6 +87,21 @@ pub fn candidates(table: &FeatureTable, ranges: &[Range<usize>]) -> Vec<ReuseRul
         }
     }
     rules
+}
+
+/// Where each stream starts: the last frame's answer and the stream rule's memory are
+/// forgotten there.
+pub fn stream_starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
+    let mut start = vec![false; frames];
+    for r in streams {
+        if r.start < frames {
+            start[r.start] = true;
+        }
+    }
+    if let Some(first) = start.first_mut() {
+        *first = true;
+    }
+    start
 }
 
 /// `rule` with its threshold scaled by `scale`: the ladder loosens a rule from reusing nothing

@@ -3,8 +3,6 @@
 //! where frames left, what they answered and what they cost. Every strategy and the
 //! certificate score structures this way.
 
-use std::ops::Range;
-
 use earlyexit::bundle::Measure;
 use earlyexit::cost::CostTable;
 use earlyexit::reuse::ReuseMemory;
@@ -152,21 +150,6 @@ impl ExitDecision for PatientThreshold {
         let agrees = signals.previous_exit == Some(signals.class_id);
         self.rule.leaves(signals) && self.patience.allows(self.exit, agrees)
     }
-}
-
-/// Where each stream starts: the last frame's answer and the stream rule's memory are
-/// forgotten there.
-pub fn stream_starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
-    let mut start = vec![false; frames];
-    for r in streams {
-        if r.start < frames {
-            start[r.start] = true;
-        }
-    }
-    if let Some(first) = start.first_mut() {
-        *first = true;
-    }
-    start
 }
 
 /// Runs the frames through exits that decide by `metric` against `thresholds` (one per exit)

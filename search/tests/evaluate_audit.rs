@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use earlyexit::bundle::{Measure, Promise};
-use earlyexit_testkit::footage;
 use gst::prelude::*;
 
 /// The valid bundle with these thresholds and a promise of agreement `promise`.
@@ -105,15 +104,10 @@ fn element(clip: &Path, file: &Path) -> (Vec<(u32, i32)>, gst::Structure, Vec<St
 #[test]
 fn the_audit_decides_alike_in_evaluate_and_the_element_and_catches_a_broken_promise() {
     let tmp = tempfile::tempdir().unwrap();
-    let clip = tmp.path().join("short.mkv");
-    earlyexit_testkit::gst::run_to_eos(
-        &format!(
-            "filesrc location=\"{}\" ! decodebin ! identity eos-after=400 ! videoconvert \
-             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-            footage("fmnist-test-b-5k.mkv").display(),
-            clip.display()
-        ),
-        60,
+    let clip = earlyexit_testkit::gst::first_frames(
+        "fmnist-test-b-5k.mkv",
+        400,
+        &tmp.path().join("short.mkv"),
     );
     // Kept: trusted after its first audits, then sampled.
     let kept = promising(&tmp.path().join("kept"), [0.9, 0.9], 0.8);

@@ -3,11 +3,10 @@
 
 use earlyexit_testkit::cut;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use earlyexit::gate::GateInput;
-use earlyexit_testkit::footage;
 
 /// (footage, stage, class id) of every row of an `evaluate --per-frame` file.
 fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
@@ -26,22 +25,6 @@ fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
         .collect()
 }
 
-/// The start of the Fashion-MNIST test-b footage as a short lossless clip in `dir`, so that the
-/// test runs in seconds. Both tools read this file, so the exact frame count does not matter.
-fn short_clip(dir: &Path) -> PathBuf {
-    let clip = dir.join("short.mkv");
-    earlyexit_testkit::gst::run_to_eos(
-        &format!(
-            "filesrc location=\"{}\" ! decodebin ! identity eos-after=300 ! videoconvert \
-             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-            footage("fmnist-test-b-5k.mkv").display(),
-            clip.display()
-        ),
-        60,
-    );
-    clip
-}
-
 #[test]
 fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     let tmp = tempfile::tempdir().unwrap();
@@ -54,7 +37,11 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
         [0.5, 0.5],
     );
     cut::write_bundle(&bundle, &b);
-    let clip = short_clip(tmp.path());
+    let clip = earlyexit_testkit::gst::first_frames(
+        "fmnist-test-b-5k.mkv",
+        300,
+        &tmp.path().join("short.mkv"),
+    );
     let csv = tmp.path().join("per-frame.csv");
     // The same footage twice: without a reset between them, the second would start with the
     // first's last answer.

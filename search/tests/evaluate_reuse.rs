@@ -6,20 +6,14 @@ use earlyexit_testkit::cut;
 use std::process::Command;
 
 use earlyexit::reuse::{Detector, ReuseRule};
-use earlyexit_testkit::footage;
 
 #[test]
 fn evaluate_reuses_answers_frame_for_frame_as_the_element() {
     let tmp = tempfile::tempdir().unwrap();
-    let clip = tmp.path().join("belt.mkv");
-    earlyexit_testkit::gst::run_to_eos(
-        &format!(
-            "filesrc location=\"{}\" ! decodebin ! identity eos-after=400 ! videoconvert \
-             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-            footage("fmnist-belt-test-b.mkv").display(),
-            clip.display()
-        ),
-        60,
+    let clip = earlyexit_testkit::gst::first_frames(
+        "fmnist-belt-test-b.mkv",
+        400,
+        &tmp.path().join("belt.mkv"),
     );
     let mut b = cut::valid_bundle([0.9, 0.9]);
     b.format = earlyexit::bundle::Format::V3;

@@ -10,16 +10,7 @@ use earlyexit_testkit::{footage, model};
 
 /// The first `frames` frames of `name` (and of its labels) as a lossless clip in `dir`.
 fn clip(dir: &Path, name: &str, frames: usize) -> (PathBuf, PathBuf) {
-    let out = dir.join(name);
-    earlyexit_testkit::gst::run_to_eos(
-        &format!(
-            "filesrc location=\"{}\" ! decodebin ! identity eos-after={frames} ! videoconvert \
-             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-            footage(name).display(),
-            out.display()
-        ),
-        120,
-    );
+    let out = earlyexit_testkit::gst::first_frames(name, frames, &dir.join(name));
     let labels = footage(&name.replace(".mkv", ".labels.csv"));
     let rows: Vec<String> = std::fs::read_to_string(labels)
         .unwrap()

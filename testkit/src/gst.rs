@@ -17,6 +17,21 @@ pub fn init() {
     }
 }
 
+/// The first `frames` frames of the shipped footage `name` as a lossless clip at `out`, so that
+/// a test runs in seconds on real frames; returns `out`.
+pub fn first_frames(name: &str, frames: usize, out: &Path) -> std::path::PathBuf {
+    run_to_eos(
+        &format!(
+            "filesrc location=\"{}\" ! decodebin ! identity eos-after={frames} ! videoconvert \
+             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
+            crate::footage(name).display(),
+            out.display()
+        ),
+        120,
+    );
+    out.to_path_buf()
+}
+
 /// Runs the gst-launch-style pipeline `desc` to its end, within `seconds`. Panics, naming the
 /// pipeline, when it fails or does not end in time.
 pub fn run_to_eos(desc: &str, seconds: u64) {
@@ -64,14 +79,15 @@ pub fn end_after(pad: &gst::Pad, n: usize) {
     });
 }
 
-/// Runs `filesrc ! decodebin ! videoconvert ! earlyexit model=BUNDLE ! appsink` over `clip` and
-/// returns the `EarlyExitMeta` of every buffer, in order. Panics when a buffer has none or the
-/// pipeline fails.
+/// Runs `filesrc ! decodebin ! videoconvert ! earlyexit model=BUNDLE audit=0 ! appsink` over
+/// `clip` and returns the `EarlyExitMeta` of every buffer, in order: the bundle alone, as
+/// `evaluate` runs it unless asked to audit. Panics when a buffer has none or the pipeline
+/// fails.
 pub fn element_meta(clip: &Path, bundle: &Path) -> Vec<gstearlyexit::EarlyExitInfo> {
     use gst::prelude::*;
     init();
     let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! earlyexit model=\"{}\" ! appsink name=sink sync=false",
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! earlyexit model=\"{}\" audit=0 ! appsink name=sink sync=false",
         clip.display(),
         bundle.display()
     );
