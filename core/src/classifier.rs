@@ -63,7 +63,8 @@ pub struct Classifier {
     cascade: Cascade,
     costs: Option<CostTable>,
     labels: Option<Vec<String>>,
-    /// The bundle's promised rate, which the audit holds it to.
+    /// The bundle's promised rate, which the audit holds it to; None for a bundle that always
+    /// answers as its backbone (one stage, no stream rule), which has nothing to audit.
     promise: Option<f64>,
     auditor: Option<Auditor>,
 }
@@ -83,15 +84,19 @@ impl Classifier {
             cascade,
             costs: CostTable::from_bundle(bundle),
             labels: bundle.labels.as_ref().map(|l| l.names.clone()),
-            promise: bundle.promise.as_ref().map(|p| p.target),
+            promise: bundle
+                .promise
+                .as_ref()
+                .filter(|_| bundle.stages.len() > 1 || bundle.reuse.is_some())
+                .map(|p| p.target),
             auditor: None,
         })
     }
 
     /// Audits the bundle from the next frame on (see [`crate::audit`]): its promise, whatever
     /// its measure, is held as agreement with full depth, the one rate a stream without labels
-    /// shows. A rate of 0 turns the audit off, and a bundle without a promise, or run in full
-    /// mode, has nothing to audit.
+    /// shows. A rate of 0 turns the audit off, and a bundle without a promise, one that always
+    /// answers as its backbone, or one run in full mode, has nothing to audit.
     pub fn set_audit(&mut self, settings: AuditSettings) {
         self.auditor = self
             .promise

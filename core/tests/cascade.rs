@@ -494,10 +494,22 @@ fn the_audit_compares_with_full_depth_and_falls_back_when_the_promise_breaks() {
         broken, 1,
         "one warning, when the promise is first shown broken"
     );
-    // A bundle without a promise has nothing to audit.
+    // A bundle without a promise has nothing to audit, nor has one that always answers as its
+    // backbone (one stage, no stream rule), whatever it promises.
     let (_tmp, plain) = valid_dir([-1.0, -1.0]);
     let mut c = open(&plain, Mode::EarlyExit);
     c.set_audit(settings(true));
     assert!(c.auditor().is_none());
     assert!(!classify(&mut c, &frames[0]).audited);
+    let one = earlyexit_testkit::fmnist_one_stage_bundle().unwrap();
+    let (mut b, _) = bundle::read(&one.exits_yaml()).unwrap();
+    b.promise = Some(bundle::Promise {
+        measure: bundle::Measure::Agreement,
+        target: 1.0,
+        confidence: 1.0,
+        frames: 0,
+    });
+    let mut c = Classifier::open(&b, Mode::EarlyExit, SessionOptions::default()).unwrap();
+    c.set_audit(settings(true));
+    assert!(c.auditor().is_none());
 }
