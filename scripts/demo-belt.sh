@@ -2,9 +2,10 @@
 # scripts/demo-belt.sh [--fresh]: the stream rule and the audit, on an inspection belt.
 #
 #   1. scripts/setup.sh: packages, ONNX Runtime, build, install the plugin.
-#   2. scripts/render-belt.py: three belt streams into data/belt/, each Fashion-MNIST item under
-#      a fixed camera for 4 to 40 frames, with one-pixel shake, light drift and sensor noise
-#      (train: training items 10,000-10,999; test-a: test items 0-999; test-b: 5,000-5,999).
+#   2. scripts/fetch-belt.sh: three belt streams into data/belt/ (scripts/render-belt.py),
+#      each Fashion-MNIST item under a fixed camera for 4 to 40 frames, with one-pixel
+#      shake, light drift and sensor noise (train: training items 10,000-10,999; test-a: test
+#      items 0-999; test-b: 5,000-5,999).
 #   3. earlyexit-search search --format 3: exits and the stream rule (reuse the last answer
 #      while the picture has not changed), trained on belt-train, certified on belt-test-a to
 #      lose at most 0.5 points of accuracy -> data/belt-bundle. --fresh searches again.
@@ -19,7 +20,7 @@ fresh=0
 for arg in "$@"; do
   case "$arg" in
     --fresh) fresh=1 ;;
-    -h | --help) sed -n '2,14s/^# \{0,1\}//p' "$repo/scripts/demo-belt.sh"; exit 0 ;;
+    -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$repo/scripts/demo-belt.sh"; exit 0 ;;
     *) echo "demo-belt: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -28,20 +29,8 @@ say() { printf '\n==> demo-belt: %s\n' "$*"; }
 say "setting up (scripts/setup.sh)"
 scripts/setup.sh
 
-idx=${FMNIST_IDX_DIR:-/usr/share/datasets/fashion-mnist}
-mkdir -p data/belt
-render() { # STREAM SET FIRST SEED
-  if [ -s "data/belt/$1.mkv" ] && [ -s "data/belt/$1.labels.csv" ]; then
-    say "$1: present in data/belt, kept"
-  else
-    say "rendering $1 (scripts/render-belt.py)"
-    scripts/render-belt.py "$idx/$2-images-idx3-ubyte.gz" "$idx/$2-labels-idx1-ubyte.gz" "$3" 1000 "$4" \
-      "data/belt/$1"
-  fi
-}
-render fmnist-belt-train train 10000 1
-render fmnist-belt-test-a t10k 0 2
-render fmnist-belt-test-b t10k 5000 3
+say "rendering the belt streams (scripts/fetch-belt.sh data/belt)"
+scripts/fetch-belt.sh data/belt
 
 search="${CARGO_TARGET_DIR:-$repo/target}/release/earlyexit-search"
 bundle=data/belt-bundle

@@ -6,8 +6,8 @@
 #   scripts/test.sh -- --ignored full_size  the full-size search benchmark, not run by default
 # The end-to-end tests read models and footage from $EARLYEXIT_ASSETS. Unless it is set, this
 # script assembles that folder from the repository in data/test-assets: the models in models/,
-# the clips in media/, and the Fashion-MNIST streams rendered by scripts/fetch-fmnist.sh into
-# data/fmnist (as the demo does). Run on its own, `cargo test` falls back to ../shared/assets.
+# the clips in media/, the Fashion-MNIST streams rendered by scripts/fetch-fmnist.sh into
+# data/fmnist (as the demo does), and the belt streams by scripts/fetch-belt.sh into data/belt. Run on its own, `cargo test` falls back to ../shared/assets.
 # Every check runs even when an earlier one fails; the exit status says whether all passed.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,11 +29,13 @@ cargo clippy --version >/dev/null 2>&1 ||
 if [ -z "${EARLYEXIT_ASSETS:-}" ]; then
   say "assembling the tests' models and footage in data/test-assets"
   scripts/fetch-fmnist.sh data/fmnist
+  scripts/fetch-belt.sh data/belt
   assets=$repo/data/test-assets
   mkdir -p "$assets/models" "$assets/footage"
   # Links, not copies: the files stay where the demos use them.
   ln -sf "$repo"/models/* "$assets/models/"
-  ln -sf "$repo"/media/*.mkv "$repo"/data/fmnist/*.mkv "$repo"/data/fmnist/*.labels.csv "$assets/footage/"
+  ln -sf "$repo"/media/*.mkv "$repo"/data/fmnist/*.mkv "$repo"/data/fmnist/*.labels.csv \
+    "$repo"/data/belt/*.mkv "$repo"/data/belt/*.labels.csv "$assets/footage/"
   export EARLYEXIT_ASSETS=$assets
 fi
 say "models and footage: $EARLYEXIT_ASSETS"

@@ -138,6 +138,9 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
 pub struct DecodedFrame {
     /// Index among the footage's decoded frames, from 0.
     pub index: usize,
+    /// Whether its buffer was flagged DISCONT: a break in the stream, where the element
+    /// forgets the last answer.
+    pub discont: bool,
     format: PixelFormat,
     width: u32,
     height: u32,
@@ -358,6 +361,7 @@ fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
     Frame::new(format, info.width(), info.height(), stride, &data)?;
     Ok(DecodedFrame {
         index,
+        discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
         format,
         width: info.width(),
         height: info.height(),

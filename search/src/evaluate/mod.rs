@@ -192,6 +192,9 @@ impl<'a> Session<'a> {
             tally.audit_warnings.push(frame.index as u64);
         }
         if let (Some(other), Some(c)) = (&mut self.compared, comparison) {
+            if frame.discont {
+                other.classifier.reset_stream();
+            }
             let d = other.classifier.classify(&frame.frame()).with_context(|| {
                 format!("--compare {}: frame {}", other.path.display(), frame.index)
             })?;
@@ -325,6 +328,10 @@ fn classify_all(
     chunk
         .iter()
         .map(|frame| {
+            // A break in the stream, where the element forgets the last answer too.
+            if frame.discont {
+                classifier.reset_stream();
+            }
             let d = classifier
                 .classify(&frame.frame())
                 .with_context(|| format!("frame {}", frame.index))?;
