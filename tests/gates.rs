@@ -70,17 +70,9 @@ fn element_samples(clip: &Path, file: &Path, frames: usize) -> Vec<gst::Sample> 
         clip.display(),
         file.display()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
     let ee = pipeline.by_name("ee").unwrap();
     end_after(&ee.static_pad("sink").unwrap(), frames);
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut samples = Vec::new();
     while let Ok(sample) = sink.pull_sample() {

@@ -74,15 +74,7 @@ fn the_element_reuses_answers_as_the_core_does_across_a_seek() {
         footage("fmnist-belt-test-a.mkv").display(),
         file.display()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
     pipeline.set_state(gst::State::Paused).unwrap();
     pipeline.state(gst::ClockTime::from_seconds(10)).0.unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();

@@ -22,15 +22,7 @@ struct Run {
 fn run(source: &str, props: &str, frames: Option<usize>) -> Run {
     init();
     let desc = format!("{source} ! earlyexit name=ee {props} ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap_or_else(|e| panic!("{desc}: {e}"))
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
     let ee = pipeline.by_name("ee").unwrap();
     if let Some(n) = frames {
         end_after(&ee.static_pad("sink").unwrap(), n);

@@ -2,10 +2,11 @@
 //! answer every frame alike, and a promise the exits break is caught in both, with a WARNING
 //! on the element's bus.
 
+mod evaluating;
+
 use earlyexit_testkit::cut;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use earlyexit::bundle::{Measure, Promise};
 use gst::prelude::*;
@@ -25,30 +26,9 @@ fn promising(dir: &Path, thresholds: [f64; 2], promise: f64) -> PathBuf {
 /// `evaluate --audit 0.05 --audit-seed 3` over `clip`: (stage, class) per frame and the JSON.
 fn evaluate(clip: &Path, file: &Path, dir: &Path) -> (Vec<(u32, i32)>, serde_json::Value) {
     let csv = dir.join("per-frame.csv");
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
-        .args([
-            "evaluate",
-            "--audit",
-            "0.05",
-            "--audit-seed",
-            "3",
-            "--model",
-        ])
-        .arg(file)
-        .arg("--footage")
-        .arg(clip)
-        .arg("--per-frame")
-        .arg(&csv)
-        .arg("--json")
-        .output()
-        .expect("earlyexit-search runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = std::fs::read_to_string(&csv)
-        .unwrap()
+    let extra = ["--audit", "0.05", "--audit-seed", "3"];
+    let (text, json) = evaluating::evaluate(file, &[clip], &extra, &csv);
+    let rows = text
         .lines()
         .skip(1)
         .map(|l| {
@@ -56,7 +36,7 @@ fn evaluate(clip: &Path, file: &Path, dir: &Path) -> (Vec<(u32, i32)>, serde_jso
             (f[2].parse().unwrap(), f[1].parse().unwrap())
         })
         .collect();
-    (rows, serde_json::from_slice(&out.stdout).unwrap())
+    (rows, json)
 }
 
 /// The element with `audit=0.05 audit-seed=3` over `clip`: (stage, class) per frame, its
@@ -69,15 +49,7 @@ fn element(clip: &Path, file: &Path) -> (Vec<(u32, i32)>, gst::Structure, Vec<St
         clip.display(),
         file.display()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut decisions = Vec::new();
     while let Ok(sample) = sink.pull_sample() {

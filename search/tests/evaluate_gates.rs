@@ -1,6 +1,8 @@
 //! `evaluate` on a format-2 bundle: it decides every frame as the element does, and each
 //! footage starts a fresh stream, so a gate never reads the previous footage's last answer.
 
+mod evaluating;
+
 use earlyexit_testkit::cut;
 
 use std::path::Path;
@@ -45,23 +47,7 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     let csv = tmp.path().join("per-frame.csv");
     // The same footage twice: without a reset between them, the second would start with the
     // first's last answer.
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
-        .args(["evaluate", "--model"])
-        .arg(&bundle)
-        .arg("--footage")
-        .arg(&clip)
-        .arg("--footage")
-        .arg(&clip)
-        .arg("--per-frame")
-        .arg(&csv)
-        .arg("--json")
-        .output()
-        .expect("earlyexit-search runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, json) = evaluating::evaluate(&bundle, &[&clip, &clip], &[], &csv);
     let rows = per_frame_rows(&csv);
     assert_eq!(rows.len() % 2, 0);
     let frames = rows.len() / 2;
@@ -85,7 +71,6 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     for (i, (ours, theirs)) in decisions(first).iter().zip(&element).enumerate() {
         assert_eq!(ours, theirs, "frame {i}: evaluate and the element disagree");
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let exits = earlyexit_testkit::evaluate_exits(&json);
     assert!(exits[0] + exits[1] > 0, "{exits:?}");
 

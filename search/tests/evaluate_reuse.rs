@@ -1,9 +1,9 @@
 //! `evaluate` on a format-3 bundle: the stream rule reuses answers frame for frame as the
 //! element does, and `--per-frame` and `--json` say which frames reused one.
 
-use earlyexit_testkit::cut;
+mod evaluating;
 
-use std::process::Command;
+use earlyexit_testkit::cut;
 
 use earlyexit::reuse::{Detector, ReuseRule};
 
@@ -25,22 +25,7 @@ fn evaluate_reuses_answers_frame_for_frame_as_the_element() {
     });
     let file = cut::write_bundle(&tmp.path().join("bundle"), &b);
     let csv = tmp.path().join("per-frame.csv");
-    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
-        .args(["evaluate", "--model"])
-        .arg(&file)
-        .arg("--footage")
-        .arg(&clip)
-        .arg("--per-frame")
-        .arg(&csv)
-        .arg("--json")
-        .output()
-        .expect("earlyexit-search runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&csv).unwrap();
+    let (text, json) = evaluating::evaluate(&file, &[&clip], &[], &csv);
     let rows: Vec<(u32, i32, u32)> = text
         .lines()
         .skip(1)
@@ -64,6 +49,5 @@ fn evaluate_reuses_answers_frame_for_frame_as_the_element() {
     let reused = rows.iter().filter(|r| r.2 > 0).count();
     assert!(reused > 0 && reused < rows.len(), "{reused} reused");
     assert!(rows.iter().all(|r| r.2 <= 20), "max-age 20");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["reused"], serde_json::json!(reused));
 }

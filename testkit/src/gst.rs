@@ -32,6 +32,23 @@ pub fn first_frames(name: &str, frames: usize, out: &Path) -> std::path::PathBuf
     out.to_path_buf()
 }
 
+/// Parses the gst-launch-style pipeline `desc`, which ends in `appsink name=sink`: the
+/// pipeline, not yet started, and its appsink. Panics, naming the pipeline, when it does not
+/// parse.
+pub fn with_appsink(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap_or_else(|_| panic!("{desc}: not a pipeline"));
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        .unwrap_or_else(|| panic!("{desc}: no appsink named sink"));
+    (pipeline, sink)
+}
+
 /// Runs the gst-launch-style pipeline `desc` to its end, within `seconds`. Panics, naming the
 /// pipeline, when it fails or does not end in time.
 pub fn run_to_eos(desc: &str, seconds: u64) {
@@ -91,14 +108,7 @@ pub fn element_meta(clip: &Path, bundle: &Path) -> Vec<gstearlyexit::EarlyExitIn
         clip.display(),
         bundle.display()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap_or_else(|e| panic!("{desc}: {e}"))
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        .expect("an appsink");
+    let (pipeline, sink) = with_appsink(&desc);
     pipeline
         .set_state(gst::State::Playing)
         .expect("the pipeline starts");
