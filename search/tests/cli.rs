@@ -267,8 +267,17 @@ fn run_fmnist_search(bundle: &Path, extra: &[&str]) -> String {
         }
     }
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = search(&refs);
+    // Measured times are cached per machine; searches beside each other (as the same-seed
+    // test's two) share a cache of their own, which no test running alongside rewrites.
+    let cache = bundle
+        .parent()
+        .expect("a bundle folder has a parent")
+        .join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(&args)
+        .env("EARLYEXIT_CACHE", cache)
+        .output()
+        .expect("earlyexit-search runs");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(bundle.join("exits.yaml").is_file());
     String::from_utf8_lossy(&out.stdout).into_owned()
