@@ -57,9 +57,17 @@ pub enum AuditState {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AuditEvent {
     /// The agreement's upper bound fell below the promise.
-    Broken { agreement: f64, upper: f64 },
+    Broken {
+        agreement: f64,
+        upper: f64,
+        promise: f64,
+    },
     /// The agreement's lower bound reached the promise (again).
-    Trusted { agreement: f64, lower: f64 },
+    Trusted {
+        agreement: f64,
+        lower: f64,
+        promise: f64,
+    },
 }
 
 /// The audit of one element or one `evaluate` run.
@@ -127,16 +135,24 @@ impl Auditor {
         }
         self.window.push_back(agreed);
         self.agreeing += usize::from(agreed);
-        let (lower, upper) = (self.lower_bound(), self.upper_bound());
-        let agreement = self.window_agreement();
+        let (lower, upper) = bounds(self.agreeing, self.window.len());
+        let (agreement, promise) = (self.window_agreement(), self.promise);
         match self.state {
-            AuditState::Trusted | AuditState::Verifying if upper < self.promise => {
+            AuditState::Trusted | AuditState::Verifying if upper < promise => {
                 self.state = AuditState::Broken;
-                Some(AuditEvent::Broken { agreement, upper })
+                Some(AuditEvent::Broken {
+                    agreement,
+                    upper,
+                    promise,
+                })
             }
-            AuditState::Verifying | AuditState::Broken if lower >= self.promise => {
+            AuditState::Verifying | AuditState::Broken if lower >= promise => {
                 self.state = AuditState::Trusted;
-                Some(AuditEvent::Trusted { agreement, lower })
+                Some(AuditEvent::Trusted {
+                    agreement,
+                    lower,
+                    promise,
+                })
             }
             _ => None,
         }
@@ -147,24 +163,33 @@ impl Auditor {
         self.agreeing as f64 / self.window.len().max(1) as f64
     }
 
-    /// The Clopper–Pearson lower bound on the agreement over the window, one-sided at
-    /// [`CONFIDENCE`]: exact, so a handful of audits never claims more than it shows.
-    pub fn lower_bound(&self) -> f64 {
-        let (k, n) = (self.agreeing as f64, self.window.len() as f64);
-        if k == 0.0 {
-            return 0.0;
-        }
-        beta_quantile(k, n - k + 1.0, 1.0 - CONFIDENCE).unwrap_or(0.0)
+    /// The window: audited frames that agreed, and audited frames in all.
+    pub fn window(&self) -> (usize, usize) {
+        (self.agreeing, self.window.len())
     }
 
-    /// The Clopper–Pearson upper bound on the agreement over the window.
-    pub fn upper_bound(&self) -> f64 {
-        let (k, n) = (self.agreeing as f64, self.window.len() as f64);
-        if k >= n {
-            return 1.0;
-        }
-        beta_quantile(k + 1.0, n - k, CONFIDENCE).unwrap_or(1.0)
+    /// The window's [`bounds`] on the agreement: (lower, upper).
+    pub fn bounds(&self) -> (f64, f64) {
+        bounds(self.agreeing, self.window.len())
     }
+}
+
+/// Clopper–Pearson bounds on an agreement rate, `agreeing` of `audits`, each one-sided at
+/// [`CONFIDENCE`]: exact, so a handful of audits never claims more than it shows. (0, 1) with
+/// no audit.
+pub fn bounds(agreeing: usize, audits: usize) -> (f64, f64) {
+    let (k, n) = (agreeing as f64, audits as f64);
+    let lower = if k == 0.0 {
+        0.0
+    } else {
+        beta_quantile(k, n - k + 1.0, 1.0 - CONFIDENCE).unwrap_or(0.0)
+    };
+    let upper = if k >= n {
+        1.0
+    } else {
+        beta_quantile(k + 1.0, n - k, CONFIDENCE).unwrap_or(1.0)
+    };
+    (lower, upper)
 }
 
 fn beta_quantile(a: f64, b: f64, p: f64) -> Option<f64> {
@@ -275,17 +300,10 @@ mod tests {
             a.record(i % 10 != 0);
         }
         // 90 of 100: the one-sided 95% Clopper–Pearson bounds.
-        assert!(
-            (a.lower_bound() - 0.8363).abs() < 1e-3,
-            "{}",
-            a.lower_bound()
-        );
-        assert!(
-            (a.upper_bound() - 0.9446).abs() < 1e-3,
-            "{}",
-            a.upper_bound()
-        );
+        let (lower, upper) = a.bounds();
+        assert!((lower - 0.8363).abs() < 1e-3, "{lower}");
+        assert!((upper - 0.9446).abs() < 1e-3, "{upper}");
         let fresh = auditor(0.05);
-        assert_eq!((fresh.lower_bound(), fresh.upper_bound()), (0.0, 1.0));
+        assert_eq!(fresh.bounds(), (0.0, 1.0));
     }
 }

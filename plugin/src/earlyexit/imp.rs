@@ -20,7 +20,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use earlyexit::audit::{AuditEvent, AuditSettings};
+use earlyexit::audit::{self, AuditEvent, AuditSettings};
 use earlyexit::{Classifier, Decision, Frame, PixelFormat, SessionOptions};
 
 use super::Mode;
@@ -70,8 +70,9 @@ struct Stats {
     audited: u64,
     audit_agreed: u64,
     fallbacks: u64,
-    /// The audit's bounds over its window, after the last audited frame.
-    audit_bounds: Option<(f64, f64)>,
+    /// The audit's window after the last audited frame: agreeing and audited frames. Its
+    /// bounds are worked out when `stats` is read, not on every frame.
+    audit_window: Option<(usize, usize)>,
     cost_sum: f64,
     cost_frames: u64,
     inference_ns_sum: u128,
@@ -119,7 +120,7 @@ impl Stats {
                 self.audit_agreed as f64 / self.audited as f64,
             );
         }
-        if let Some((lower, upper)) = self.audit_bounds {
+        if let Some((lower, upper)) = self.audit_window.map(|(k, n)| audit::bounds(k, n)) {
             s.set("audit-lower-bound", lower);
             s.set("audit-upper-bound", upper);
         }
@@ -182,7 +183,11 @@ impl EarlyExit {
     /// keep its promise here, an INFO when it is trusted (again); both name the figures.
     fn report_audit(&self, event: AuditEvent, frame: u64, fallback: bool) {
         match event {
-            AuditEvent::Broken { agreement, upper } => gst::element_imp_warning!(
+            AuditEvent::Broken {
+                agreement,
+                upper,
+                promise,
+            } => gst::element_imp_warning!(
                 self,
                 gst::StreamError::Failed,
                 (
@@ -190,7 +195,7 @@ impl EarlyExit {
                     frame,
                     100.0 * agreement,
                     100.0 * upper,
-                    100.0 * self.promise(),
+                    100.0 * promise,
                     if fallback {
                         "answering at full depth until the audit recovers"
                     } else {
@@ -198,7 +203,11 @@ impl EarlyExit {
                     }
                 )
             ),
-            AuditEvent::Trusted { agreement, lower } => gst::element_imp_info!(
+            AuditEvent::Trusted {
+                agreement,
+                lower,
+                promise,
+            } => gst::element_imp_info!(
                 self,
                 gst::StreamError::Failed,
                 (
@@ -206,17 +215,10 @@ impl EarlyExit {
                     frame,
                     100.0 * agreement,
                     100.0 * lower,
-                    100.0 * self.promise()
+                    100.0 * promise
                 )
             ),
         }
-    }
-
-    fn promise(&self) -> f64 {
-        lock(&self.state)
-            .as_ref()
-            .and_then(|s| s.classifier.auditor().map(|a| a.promise()))
-            .unwrap_or(0.0)
     }
 
     /// Forgets the previous frame's answer, which a format-2 gate may read.
@@ -287,7 +289,7 @@ impl EarlyExit {
         stats.add(&decision);
         if let Some(a) = state.classifier.auditor() {
             (stats.audited, stats.audit_agreed) = (a.audited, a.agreed);
-            stats.audit_bounds = (a.audited > 0).then(|| (a.lower_bound(), a.upper_bound()));
+            stats.audit_window = (a.audited > 0).then(|| a.window());
         }
         Ok((decision, info, number, state.post_messages))
     }

@@ -276,41 +276,30 @@ impl Zoo<'_> {
             .iter()
             .map(|p| self.option(p)?.threshold(rule.metric, p.level))
             .collect::<Option<Vec<f64>>>()?;
-        self.run_costed(rule, placed, &thresholds, None, None, certifying, costs)
+        let structure = Structure {
+            rule,
+            placed: placed.to_vec(),
+            thresholds,
+            gated: None,
+            reuse: None,
+        };
+        self.run_costed(&structure, certifying, costs)
     }
 
     /// A structure on the selecting or the certifying frames, decided by its learned gates
-    /// when it has them, else by its rule at its thresholds.
-    /// The stream rule, when it has one, meets every frame first.
+    /// when it has them, else by its rule at its thresholds; the stream rule, when it has
+    /// one, meets every frame first.
     pub fn run(&self, s: &Structure, certifying: bool) -> Option<Simulation> {
         let mut costs = self.costs(&s.placed)?;
         if let Some(r) = &s.reuse {
             costs = costs.with_detector(self.problem.detector_cost(r));
         }
-        let (gated, reuse) = (s.gated.as_ref(), s.reuse.as_ref());
-        self.run_costed(
-            s.rule,
-            &s.placed,
-            &s.thresholds,
-            gated,
-            reuse,
-            certifying,
-            &costs,
-        )
+        self.run_costed(s, certifying, &costs)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run_costed(
-        &self,
-        rule: Rule,
-        placed: &[PlacedExit],
-        thresholds: &[f64],
-        gated: Option<&Gated>,
-        reuse: Option<&ReuseRule>,
-        certifying: bool,
-        costs: &CostTable,
-    ) -> Option<Simulation> {
-        let outputs = placed
+    fn run_costed(&self, s: &Structure, certifying: bool, costs: &CostTable) -> Option<Simulation> {
+        let outputs = s
+            .placed
             .iter()
             .map(|p| {
                 let o = self.option(p)?;
@@ -323,17 +312,17 @@ impl Zoo<'_> {
         } else {
             (&self.select, &frames.select, &frames.select_ranges)
         };
-        let replay = reuse.map(|r| Replay::new(r, table, streams));
+        let replay = s.reuse.as_ref().map(|r| Replay::new(r, table, streams));
         let replay = replay.as_ref();
-        Some(match gated {
+        Some(match &s.gated {
             Some(g) => gating::simulate(g, &outputs, reference, streams, costs, replay),
             None => simulate(
-                rule.metric,
-                thresholds,
+                s.rule.metric,
+                &s.thresholds,
                 &outputs,
                 reference,
                 costs,
-                rule.patience,
+                s.rule.patience,
                 replay,
             ),
         })
