@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         pipeline.set_state(gst::State::Null)?;
         bail!(error.unwrap_or_else(|| "the pipeline did not start".into()));
     }
-    println!("frame  stage  class  label                 confidence  cost");
+    println!("frame  stage  class  label                 confidence  cost    reused");
     let mut frame = 0u64;
     // Fails at EOS or on an error; the bus says which.
     while let Ok(sample) = sink.pull_sample() {
@@ -80,7 +80,11 @@ fn main() -> Result<()> {
         let cost = s
             .get_optional::<f64>("cost")?
             .map_or("-".to_owned(), |c| format!("{c:.3}"));
-        println!("{frame:>5}  {stage:>5}  {class_id:>5}  {label:<20}  {confidence:>10.4}  {cost}");
+        // A format-3 stream rule's reused answer: its age in frames, else 0.
+        let reused = s.get_optional::<u32>("reused")?.unwrap_or(0);
+        println!(
+            "{frame:>5}  {stage:>5}  {class_id:>5}  {label:<20}  {confidence:>10.4}  {cost:<6}  {reused}"
+        );
         frame += 1;
     }
 

@@ -37,7 +37,7 @@ fn read_meta_prints_every_frame_and_the_stats() {
         String::from_utf8_lossy(&out.stderr)
     );
     // 75 frames, each with its meta read back by name through the GStreamer API.
-    // Rows are "frame stage class label confidence cost", frame and stage numbers.
+    // Rows are "frame stage class label confidence cost reused", frame and stage numbers.
     let rows = stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())

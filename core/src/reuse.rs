@@ -1,8 +1,8 @@
 //! The stream rule of format 3: a frame whose picture has not changed since the last frame the
 //! cascade ran leaves with that frame's answer, running no stage, at most `max_age` frames in
 //! a row. A change detector compares cheap signatures of the two pictures: the means of the
-//! input tensor over a grid of blocks, per channel. Block means average sensor noise away and
-//! barely move under a one-pixel shake; an object that comes or goes moves them.
+//! input tensor over a grid of blocks, per channel. Block means average sensor noise away; an
+//! object that comes or goes moves them.
 //!
 //! The element, `evaluate` and the search's replay all decide through [`ReuseMemory`], on
 //! signatures made by [`ReuseRule::signature`] from the same preprocessed tensor, so they
@@ -18,29 +18,124 @@ pub enum Detector {
     /// The same after each signature is standardised (mean 0, standard deviation 1): blind to
     /// a change of gain or offset, such as light drifting over the day.
     Shape,
+    /// The least mean absolute difference over alignments that move one signature by up to
+    /// [`SHIFT`] blocks along each side, on a grid fine enough to see a pixel's shake: blind to a
+    /// camera that shakes, which moves every edge of a still scene and so every block mean of
+    /// a coarse grid.
+    Shifted,
 }
 
+/// Blocks either way along each side that [`Detector::Shifted`] aligns two signatures by: a
+/// shake of one pixel either way moves two frames apart by up to two.
+pub const SHIFT: usize = 2;
+
 impl Detector {
-    pub const ALL: [Detector; 2] = [Detector::Pixels, Detector::Shape];
+    pub const ALL: [Detector; 3] = [Detector::Pixels, Detector::Shape, Detector::Shifted];
 
     /// The word `exits.yaml` names it by.
     pub fn word(self) -> &'static str {
         match self {
             Detector::Pixels => "pixels",
             Detector::Shape => "shape",
+            Detector::Shifted => "shifted",
         }
     }
 
-    /// How far apart two signatures of the same grid are; 0 for identical pictures.
-    pub fn distance(self, a: &[f32], b: &[f32]) -> f64 {
+    /// Blocks per side of the signatures the search compares pictures of `spec` on: 8 × 8
+    /// blocks smooth sensor noise and shake, and still see an object come or go; the aligning
+    /// detector reads up to 32 × 32, down to the pixel on small pictures, and aligns away the
+    /// shake instead.
+    pub fn grid(self, spec: &InputSpec) -> u32 {
+        let side = spec.width.min(spec.height).max(1);
+        match self {
+            Detector::Pixels | Detector::Shape => 8,
+            Detector::Shifted => side.min(32),
+        }
+    }
+
+    /// How far apart two signatures on a `grid` × `grid` grid are; 0 for identical pictures.
+    pub fn distance(self, grid: u32, a: &[f32], b: &[f32]) -> f64 {
         match self {
             Detector::Pixels => mean_abs_difference(a.iter().copied(), b.iter().copied()),
             Detector::Shape => {
                 let (za, zb) = (Standardised::of(a), Standardised::of(b));
                 mean_abs_difference(a.iter().map(|&x| za.at(x)), b.iter().map(|&x| zb.at(x)))
             }
+            Detector::Shifted => aligned_difference(grid as usize, a, b, f64::INFINITY),
         }
     }
+
+    /// Whether two signatures are at most `threshold` apart: [`Detector::distance`], stopping
+    /// as soon as the answer is known.
+    pub fn within(self, grid: u32, a: &[f32], b: &[f32], threshold: f64) -> bool {
+        match self {
+            Detector::Shifted => aligned_difference(grid as usize, a, b, threshold) <= threshold,
+            _ => self.distance(grid, a, b) <= threshold,
+        }
+    }
+
+    /// Comparisons per signature value when two signatures are compared.
+    fn comparisons(self, grid: u32) -> u64 {
+        match self {
+            Detector::Pixels | Detector::Shape => 2,
+            Detector::Shifted => {
+                let reach = SHIFT.min(grid.max(1) as usize - 1) as u64;
+                (2 * reach + 1).pow(2)
+            }
+        }
+    }
+}
+
+/// The least, over alignments (dy, dx) within [`SHIFT`] blocks, of the mean absolute
+/// difference of `a` moved by (dy, dx) and `b`, over the blocks both cover, all channels
+/// (signatures channel-major on a `grid` × `grid` grid). Alignments nearest first; one whose
+/// running sum already exceeds `stop` (or the best so far) is abandoned, as it cannot be the
+/// least below it. Unequal lengths compare as infinitely far; NaN values never compare close.
+fn aligned_difference(grid: usize, a: &[f32], b: &[f32], stop: f64) -> f64 {
+    let cells = grid * grid;
+    if grid == 0 || a.len() != b.len() || a.is_empty() || !a.len().is_multiple_of(cells) {
+        return f64::INFINITY;
+    }
+    let channels = a.len() / cells;
+    let reach = SHIFT.min(grid - 1) as isize;
+    let mut shifts: Vec<(isize, isize)> = (-reach..=reach)
+        .flat_map(|dy| (-reach..=reach).map(move |dx| (dy, dx)))
+        .collect();
+    shifts.sort_by_key(|&(dy, dx)| dy.abs() + dx.abs());
+    let g = grid as isize;
+    let mut best = f64::INFINITY;
+    for (dy, dx) in shifts {
+        let (rows, cols) = ((g - dy.abs()) as usize, (g - dx.abs()) as usize);
+        let n = (channels * rows * cols) as f64;
+        let limit = best.min(stop) * n;
+        let mut sum = 0.0f64;
+        'rows: for c in 0..channels {
+            for y in 0..rows {
+                let (ya, yb) = (y as isize + dy.max(0), y as isize - dy.min(0));
+                let ra = c * cells + ya as usize * grid;
+                let rb = c * cells + yb as usize * grid;
+                let (xa, xb) = (dx.max(0) as usize, (-dx.min(0)) as usize);
+                let row: f32 = a[ra + xa..ra + xa + cols]
+                    .iter()
+                    .zip(&b[rb + xb..rb + xb + cols])
+                    .map(|(x, y)| (x - y).abs())
+                    .sum();
+                sum += f64::from(row);
+                // NaN fails every comparison; carry it through rather than abandon on it.
+                if sum > limit {
+                    break 'rows;
+                }
+            }
+        }
+        let mean = sum / n;
+        if mean.is_nan() {
+            return f64::NAN;
+        }
+        if mean < best {
+            best = mean;
+        }
+    }
+    best
 }
 
 fn mean_abs_difference(a: impl Iterator<Item = f32>, b: impl Iterator<Item = f32>) -> f64 {
@@ -101,7 +196,8 @@ impl ReuseRule {
     pub fn macs(&self, spec: &InputSpec) -> u64 {
         let values = u64::from(spec.width) * u64::from(spec.height);
         let channels = spec.color.channels() as u64;
-        channels * (values + 2 * u64::from(self.grid) * u64::from(self.grid))
+        let cells = u64::from(self.grid) * u64::from(self.grid);
+        channels * (values + self.detector.comparisons(self.grid) * cells)
     }
 }
 
@@ -153,7 +249,10 @@ impl ReuseMemory {
     /// Whether a frame of `signature` may leave with the last answer under `rule`.
     pub fn reusable(&self, rule: &ReuseRule, signature: &[f32]) -> bool {
         self.reference.as_ref().is_some_and(|r| {
-            self.age < rule.max_age && rule.detector.distance(signature, r) <= rule.threshold
+            self.age < rule.max_age
+                && rule
+                    .detector
+                    .within(rule.grid, signature, r, rule.threshold)
         })
     }
 
@@ -236,12 +335,74 @@ mod tests {
     fn shape_ignores_gain_and_offset_and_pixels_do_not() {
         let a = [1.0, 2.0, 3.0, 4.0];
         let brighter: Vec<f32> = a.iter().map(|x| 1.1 * x + 5.0).collect();
-        assert!(Detector::Shape.distance(&a, &brighter) < 1e-6);
-        assert!(Detector::Pixels.distance(&a, &brighter) > 5.0);
+        assert!(Detector::Shape.distance(2, &a, &brighter) < 1e-6);
+        assert!(Detector::Pixels.distance(2, &a, &brighter) > 5.0);
         let other = [4.0, 3.0, 2.0, 1.0];
-        assert!(Detector::Shape.distance(&a, &other) > 1.0);
+        assert!(Detector::Shape.distance(2, &a, &other) > 1.0);
         // A flat picture standardises to zeros rather than dividing by zero.
-        assert!(Detector::Shape.distance(&[2.0; 4], &[3.0; 4]).abs() < 1e-9);
+        assert!(Detector::Shape.distance(2, &[2.0; 4], &[3.0; 4]).abs() < 1e-9);
+    }
+
+    /// A 12 × 12 picture with a bright square whose corner is at (`y`, `x`).
+    fn square_at(y: usize, x: usize) -> Vec<f32> {
+        let mut p = vec![0.0f32; 144];
+        for row in y..y + 4 {
+            for col in x..x + 4 {
+                p[row * 12 + col] = 1.0;
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn shifted_aligns_a_shake_away_and_still_sees_a_change() {
+        let (still, shaken) = (square_at(4, 4), square_at(6, 3));
+        assert_eq!(Detector::Shifted.distance(12, &still, &shaken), 0.0);
+        assert!(Detector::Pixels.distance(12, &still, &shaken) > 0.1);
+        // Farther than SHIFT blocks is no longer a shake.
+        assert!(Detector::Shifted.distance(12, &still, &square_at(4, 7)) > 0.0);
+        let gone = vec![0.0f32; 144];
+        let d = Detector::Shifted.distance(12, &still, &gone);
+        assert!(d > 0.05, "{d}");
+        // Two channels: both must align.
+        let two = |p: &[f32], q: &[f32]| [p, q].concat();
+        assert_eq!(
+            Detector::Shifted.distance(12, &two(&still, &gone), &two(&shaken, &gone)),
+            0.0
+        );
+        assert!(Detector::Shifted.distance(12, &two(&still, &gone), &two(&still, &still)) > 0.0);
+        // A grid of one block has nothing to align; mismatched lengths never compare close.
+        assert_eq!(Detector::Shifted.distance(1, &[1.0], &[3.0]), 2.0);
+        assert!(
+            Detector::Shifted
+                .distance(12, &still, &[0.0; 4])
+                .is_infinite()
+        );
+        assert!(
+            Detector::Shifted
+                .distance(2, &[f32::NAN, 0.0, 0.0, 0.0], &[0.0; 4])
+                .is_nan()
+        );
+    }
+
+    #[test]
+    fn within_decides_as_the_distance_does() {
+        let pictures = [
+            square_at(4, 4),
+            square_at(6, 3),
+            square_at(0, 8),
+            vec![0.5; 144],
+        ];
+        for detector in Detector::ALL {
+            for a in &pictures {
+                for b in &pictures {
+                    let d = detector.distance(12, a, b);
+                    for t in [0.0, d * 0.999, d, d * 1.001, 0.3] {
+                        assert_eq!(detector.within(12, a, b, t), d <= t, "{detector:?} {d} {t}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use earlyexit::input::InputSpec;
 use earlyexit::preprocess::Preprocessor;
-use earlyexit::reuse;
+use earlyexit::reuse::{self, Detector};
 use earlyexit::rule::{self, Metric, Output};
 use earlyexit::runtime::{Model, SessionOptions};
 use earlyexit_graph::heads::{Pool, feature_len, pool_features};
@@ -13,11 +13,6 @@ use earlyexit_graph::{self as graph, CutPoint, Graph};
 
 use crate::footage::{Decoder, Footage, Sampling};
 use crate::progress;
-
-/// Blocks per side of the signatures the search keeps, and so of the rules it writes: 8 × 8
-/// blocks smooth sensor noise and shake on pictures from 28 pixels up, and still see an
-/// object come or go.
-pub const GRID: u32 = 8;
 
 /// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
 pub const POOLS: [Pool; 3] = [Pool::Global, Pool::Grid(2), Pool::Grid(4)];
@@ -35,10 +30,19 @@ pub struct FeatureTable {
     pub soft: Vec<f32>,
     pub labels: Vec<Option<u32>>,
     pub classes: usize,
-    /// Per frame, the stream rule's signature of its input tensor on a
-    /// [`GRID`] grid: frames × `signature_len` values.
-    pub signatures: Vec<f32>,
-    pub signature_len: usize,
+    /// Per frame, the stream rule's signatures of its input tensor, on each grid a detector
+    /// reads ([`Detector::grid`]).
+    pub signatures: Vec<Signatures>,
+}
+
+/// Signatures of every frame on one grid.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signatures {
+    pub grid: u32,
+    /// Values per frame.
+    pub len: usize,
+    /// frames × `len` values.
+    pub values: Vec<f32>,
 }
 
 impl FeatureTable {
@@ -78,14 +82,26 @@ impl FeatureTable {
             soft: self.soft.split_off(at * self.classes),
             labels: self.labels.split_off(at),
             classes: self.classes,
-            signatures: self.signatures.split_off(at * self.signature_len),
-            signature_len: self.signature_len,
+            signatures: self
+                .signatures
+                .iter_mut()
+                .map(|s| Signatures {
+                    values: s.values.split_off(at * s.len),
+                    ..*s
+                })
+                .collect(),
         }
     }
 
-    /// Frame `i`'s signature.
-    pub fn signature(&self, i: usize) -> &[f32] {
-        &self.signatures[i * self.signature_len..(i + 1) * self.signature_len]
+    /// Frame `i`'s signature on `grid`, one of the grids the table was made with: the search
+    /// makes its rules on those grids alone ([`Detector::grid`] of the same input).
+    pub fn signature(&self, grid: u32, i: usize) -> &[f32] {
+        let s = self
+            .signatures
+            .iter()
+            .find(|s| s.grid == grid)
+            .expect("rules are made on the grids the feature table keeps");
+        &s.values[i * s.len..(i + 1) * s.len]
     }
 
     /// Appends the frames of `other`.
@@ -102,7 +118,9 @@ impl FeatureTable {
         self.teacher.extend(other.teacher);
         self.soft.extend(other.soft);
         self.labels.extend(other.labels);
-        self.signatures.extend(other.signatures);
+        for (mine, theirs) in self.signatures.iter_mut().zip(other.signatures) {
+            mine.values.extend(theirs.values);
+        }
     }
 }
 
@@ -150,8 +168,17 @@ impl Extractor {
     /// The bytes a frame takes in a [`FeatureTable`].
     pub fn bytes_per_frame(&self) -> usize {
         let t = self.empty_table();
-        let values: usize = t.dims.iter().flatten().sum::<usize>() + t.classes + t.signature_len;
+        let signatures: usize = t.signatures.iter().map(|s| s.len).sum();
+        let values: usize = t.dims.iter().flatten().sum::<usize>() + t.classes + signatures;
         values * size_of::<f32>() + size_of::<u32>() + size_of::<Option<u32>>()
+    }
+
+    /// The grids the detectors read pictures of this input on, each once.
+    fn grids(&self) -> Vec<u32> {
+        let mut grids: Vec<u32> = Detector::ALL.iter().map(|d| d.grid(&self.input)).collect();
+        grids.sort_unstable();
+        grids.dedup();
+        grids
     }
 
     fn empty_table(&self) -> FeatureTable {
@@ -169,7 +196,15 @@ impl Extractor {
             columns: dims.iter().map(|d| vec![Vec::new(); d.len()]).collect(),
             dims,
             classes: self.classes,
-            signature_len: self.input.color.channels() * (GRID * GRID) as usize,
+            signatures: self
+                .grids()
+                .into_iter()
+                .map(|grid| Signatures {
+                    grid,
+                    len: self.input.color.channels() * (grid * grid) as usize,
+                    values: Vec::new(),
+                })
+                .collect(),
             ..FeatureTable::default()
         }
     }
@@ -183,8 +218,10 @@ impl Extractor {
     ) -> Result<()> {
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
-        reuse::signature(tensor, &self.input, GRID, &mut self.signature);
-        table.signatures.extend_from_slice(&self.signature);
+        for s in &mut table.signatures {
+            reuse::signature(tensor, &self.input, s.grid, &mut self.signature);
+            s.values.extend_from_slice(&self.signature);
+        }
         let outputs = self.model.run_all(&shape, tensor)?;
         let find = |name: &str| {
             outputs
@@ -284,8 +321,11 @@ mod tests {
             soft: vec![0.9, 0.1, 0.2, 0.8, 0.7, 0.3],
             labels: vec![Some(0), None, Some(1)],
             classes: 2,
-            signatures: vec![0.0, 1.0, 2.0],
-            signature_len: 1,
+            signatures: vec![Signatures {
+                grid: 1,
+                len: 1,
+                values: vec![0.0, 1.0, 2.0],
+            }],
         };
         let end = table.split_off(2);
         assert_eq!(table.frames(), 2);
@@ -294,7 +334,7 @@ mod tests {
         assert_eq!(end.column(0, 0), (&[2.0, 2.1][..], 2));
         assert_eq!(end.column(0, 1), (&[2.5][..], 1));
         assert_eq!(
-            (table.signature(1), end.signature(0)),
+            (table.signature(1, 1), end.signature(1, 0)),
             (&[1.0][..], &[2.0][..])
         );
         assert_eq!(

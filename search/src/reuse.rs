@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use earlyexit::reuse::{Detector, ReuseMemory, ReuseRule};
 
-use crate::features::{FeatureTable, GRID};
+use earlyexit::input::InputSpec;
+
+use crate::features::FeatureTable;
 
 /// Frames in a row that may reuse one answer, tried: a cap on how long a missed change can
 /// last, from a fraction of a second to a few seconds at 25 fps.
@@ -42,7 +44,7 @@ impl<'a> Replay<'a> {
         if self.starts[i] {
             *memory = ReuseMemory::default();
         }
-        let reuse = memory.reusable(self.rule, self.table.signature(i));
+        let reuse = memory.reusable(self.rule, self.table.signature(self.rule.grid, i));
         if reuse {
             memory.reused();
         }
@@ -51,35 +53,26 @@ impl<'a> Replay<'a> {
 
     /// Records that frame `i` ran the cascade.
     pub fn ran(&self, i: usize, memory: &mut ReuseMemory) {
-        memory.ran(self.table.signature(i));
+        memory.ran(self.table.signature(self.rule.grid, i));
     }
 }
 
-/// The rules tried on `table`'s frames (streams `ranges`): every detector, at thresholds
-/// spread over the distances between neighbouring frames, at every cap of [`MAX_AGES`].
-/// Empty when no stream has two frames.
-pub fn candidates(table: &FeatureTable, ranges: &[Range<usize>]) -> Vec<ReuseRule> {
+/// The rules tried on `table`'s frames (streams `ranges`) of `input`: every detector on its
+/// grid, at [`QUANTILES`] of [`thresholds`], at every cap of [`MAX_AGES`]. Empty when no
+/// stream has two frames.
+pub fn candidates(
+    table: &FeatureTable,
+    ranges: &[Range<usize>],
+    input: &InputSpec,
+) -> Vec<ReuseRule> {
     let mut rules = Vec::new();
     for detector in Detector::ALL {
-        let mut distances: Vec<f64> = ranges
-            .iter()
-            .flat_map(|r| r.start + 1..r.end)
-            .map(|i| detector.distance(table.signature(i), table.signature(i - 1)))
-            .filter(|d| d.is_finite())
-            .collect();
-        if distances.is_empty() {
-            continue;
-        }
-        distances.sort_by(f64::total_cmp);
-        let mut thresholds: Vec<f64> = (1..QUANTILES)
-            .map(|q| distances[(distances.len() - 1) * q / QUANTILES])
-            .collect();
-        thresholds.dedup();
-        for &threshold in &thresholds {
+        let grid = detector.grid(input);
+        for threshold in thresholds(detector, grid, table, ranges, QUANTILES) {
             for max_age in MAX_AGES {
                 rules.push(ReuseRule {
                     detector,
-                    grid: GRID,
+                    grid,
                     threshold,
                     max_age,
                 });
@@ -87,6 +80,50 @@ pub fn candidates(table: &FeatureTable, ranges: &[Range<usize>]) -> Vec<ReuseRul
         }
     }
     rules
+}
+
+/// Neighbouring thresholds are at most this ratio apart (see [`thresholds`]).
+const GAP: f64 = 1.25;
+
+/// Thresholds spread over the distances `detector` finds on `grid` between neighbouring frames
+/// of `table` (streams `ranges`): their quantiles 1/`count` … (`count` − 1)/`count`, ascending
+/// and distinct, with thresholds [`GAP`] times apart filling any wider gap between two. A
+/// scene that holds gives neighbours only noise apart, and one that changes far more; the
+/// last frame run drifts away from the frames that reuse its answer (light, a slow pan), so
+/// the thresholds worth trying lie in that gap, where no quantile falls. Empty when no stream
+/// has two frames.
+pub fn thresholds(
+    detector: Detector,
+    grid: u32,
+    table: &FeatureTable,
+    ranges: &[Range<usize>],
+    count: usize,
+) -> Vec<f64> {
+    let mut distances: Vec<f64> = ranges
+        .iter()
+        .flat_map(|r| r.start + 1..r.end)
+        .map(|i| detector.distance(grid, table.signature(grid, i), table.signature(grid, i - 1)))
+        .filter(|d| d.is_finite())
+        .collect();
+    if distances.is_empty() {
+        return Vec::new();
+    }
+    distances.sort_by(f64::total_cmp);
+    let mut thresholds: Vec<f64> = Vec::new();
+    for q in 1..count {
+        let t = distances[(distances.len() - 1) * q / count];
+        if let Some(&last) = thresholds.last().filter(|&&last| last > 0.0) {
+            let mut between = last * GAP;
+            while between < t {
+                thresholds.push(between);
+                between *= GAP;
+            }
+        }
+        if thresholds.last() != Some(&t) {
+            thresholds.push(t);
+        }
+    }
+    thresholds
 }
 
 /// Where each stream starts: the last frame's answer and the stream rule's memory are
@@ -104,11 +141,44 @@ pub fn stream_starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
     start
 }
 
-/// `rule` with its threshold scaled by `scale`: the ladder loosens a rule from reusing nothing
-/// (0) up.
-pub fn scaled(rule: &ReuseRule, scale: f64) -> ReuseRule {
-    ReuseRule {
-        threshold: rule.threshold * scale,
-        ..rule.clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Signatures;
+
+    /// One stream whose one-value signatures are `values`.
+    fn table(values: Vec<f32>) -> FeatureTable {
+        FeatureTable {
+            teacher: vec![0; values.len()],
+            signatures: vec![Signatures {
+                grid: 1,
+                len: 1,
+                values,
+            }],
+            ..FeatureTable::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_run_on_through_the_gap_between_noise_and_change() {
+        // A scene held for 9 frames with noise of 0.01 to 0.02 between neighbours, then a
+        // change of 1.0: the quantiles fall on the noise or on the change, the rest between.
+        let values: Vec<f32> = (0..40)
+            .map(|i| (i / 10) as f32 + 0.01 * (i % 2) as f32 + 0.005 * (i % 3) as f32)
+            .collect();
+        let t = table(values);
+        let found = thresholds(Detector::Pixels, 1, &t, std::slice::from_ref(&(0..40)), 20);
+        assert!(found.windows(2).all(|w| w[0] < w[1]), "{found:?}");
+        assert!(
+            found
+                .windows(2)
+                .all(|w| w[0] == 0.0 || w[1] / w[0] <= GAP + 1e-6),
+            "{found:?}"
+        );
+        assert!(found[0] < 0.02 && *found.last().unwrap() > 0.9, "{found:?}");
+        assert!(
+            thresholds(Detector::Pixels, 1, &t, std::slice::from_ref(&(0..1)), 10).is_empty(),
+            "no neighbours, no thresholds"
+        );
     }
 }

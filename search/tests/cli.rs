@@ -199,6 +199,11 @@ fn compare_reports_the_other_bundle_as_evaluate_does(b: &TestB) {
     assert!((difference - (only_model - only_compare) / 5000.0).abs() < 1e-9);
     let p = compared["p_value"].as_f64().unwrap();
     assert!(p > 0.0 && p <= 1.0, "p {p}");
+    // Both bundles cut the same backbone, so its accuracy is the same beside either (but for a
+    // near tie that two cuts round apart).
+    let full = |j: &serde_json::Value| j["accuracy_full"].as_f64().unwrap();
+    assert!((full(ours) - full(&alone)).abs() <= 2.0 / 5000.0);
+    assert!(full(ours) > 0.85 && full(ours) <= 1.0, "{}", full(ours));
 
     let refit = &ours["refit"];
     assert_eq!(refit["measure"], "accuracy");

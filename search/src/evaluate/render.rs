@@ -112,8 +112,8 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
         x.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
     println!(
-        "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  exits per stage",
-        "footage", "frames", "accuracy", "agreement", "cost", "ms/frame", "ms full"
+        "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  exits per stage",
+        "footage", "frames", "accuracy", "acc full", "agreement", "cost", "ms/frame", "ms full"
     );
     let rows = reports
         .iter()
@@ -125,10 +125,11 @@ fn print_table(reports: &[FootageReport], total: &Totals, compare_path: Option<&
         )));
     for (name, t, _) in rows.clone() {
         println!(
-            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:<28} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
             name,
             t.frames,
             pct(t.accuracy()),
+            pct(t.full_accuracy()),
             pct(t.agreement()),
             num(t.mean_cost(), 3),
             num(t.ms_per_frame(&t.bundle_ns), 3),

@@ -16,6 +16,8 @@ pub(super) struct Tally {
     pub(super) frames: u64,
     pub(super) labeled: u64,
     pub(super) correct: u64,
+    /// Labeled frames the full backbone gets right.
+    pub(super) full_correct: u64,
     pub(super) agree: u64,
     /// Frames that left at each stage, and frames that reused the last answer (stream rule).
     pub(super) exits: Vec<u64>,
@@ -49,6 +51,7 @@ impl Tally {
         self.frames += other.frames;
         self.labeled += other.labeled;
         self.correct += other.correct;
+        self.full_correct += other.full_correct;
         self.agree += other.agree;
         self.reused += other.reused;
         self.audited += other.audited;
@@ -84,9 +87,10 @@ impl Tally {
         self.cost_sum += ours.cost.unwrap_or(0.0);
         self.agree += u64::from(ours.class_id == full.class_id);
         let right = label.map(|label| ours.class_id as u32 == label);
-        if let Some(right) = right {
+        if let (Some(right), Some(label)) = (right, label) {
             self.labeled += 1;
             self.correct += u64::from(right);
+            self.full_correct += u64::from(full.class_id as u32 == label);
         }
         right
     }
@@ -125,6 +129,11 @@ impl Tally {
         Tally::ratio(self.correct, self.labeled)
     }
 
+    /// The full backbone's accuracy on the same labeled frames.
+    pub(super) fn full_accuracy(&self) -> Option<f64> {
+        Tally::ratio(self.full_correct, self.labeled)
+    }
+
     pub(super) fn agreement(&self) -> Option<f64> {
         Tally::ratio(self.agree, self.frames)
     }
@@ -138,6 +147,7 @@ impl Tally {
         json!({
             "frames": self.frames,
             "accuracy": self.accuracy(),
+            "accuracy_full": self.full_accuracy(),
             "agreement": self.agreement(),
             "exits": self.exits,
             "reused": self.reused,

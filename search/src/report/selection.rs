@@ -166,9 +166,11 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
         r,
         "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Scenes are the statistical units: the backbone's answers show the {} certifying frames to be about {:.0} independent scenes, and a step's variance is counted over blocks that long, with one whole failing block that was not seen; correlated failures count as fewer samples (effective frames).",
         if ladders > 1 {
-            "; with a stream rule, one ladder walks the exits' rungs and the rule's threshold together (scaled from reusing no answer to twice the distance chosen on the selecting frames), each step taking whichever of the two next rungs adds less error on the selecting frames per cost saved; learned gates' thresholds are a ladder of their own"
+            format!(
+                "; with a stream rule, one ladder walks the exits' rungs and the rule's threshold together (its detector and cap as the selecting frames prefer, its threshold from reusing no answer up through {RUNGS} quantiles of the distances between neighbouring selecting frames), each step taking whichever of the two next rungs adds less error on the selecting frames per cost saved; learned gates' thresholds are a ladder of their own"
+            )
         } else {
-            ""
+            String::new()
         },
         100.0 * searched.each,
         if ladders > 1 {

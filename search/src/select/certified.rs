@@ -12,6 +12,7 @@ use crate::certify;
 use crate::nas::{self, Genome};
 use crate::reuse;
 use crate::simulate::Simulation;
+use earlyexit::reuse::ReuseRule;
 
 /// One configuration scored on the selecting frames.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,27 +130,41 @@ pub const LOOSEST: f64 = 2.0;
 ///
 /// Exit rung j lets the surest j/RUNGS × LOOSEST of the frames that leave at each exit under
 /// its own threshold (counted on the selecting frames) leave there, from none (the backbone's
-/// answer on every frame) up. With a stream rule, reuse rung i scales its threshold by
-/// i/RUNGS × LOOSEST, from reusing nothing up, and the ladder walks both: each step moves
-/// one of the two to its next rung that saves cost on the selecting frames (reusing begins
-/// only past the distances noise makes), whichever adds less error there per cost saved.
+/// answer on every frame) up. With a stream rule, its detector and cap are kept, and its
+/// threshold climbs from reusing nothing through RUNGS quantiles of the distances between
+/// neighbouring selecting frames, whatever threshold the selecting frames preferred: those few
+/// frames choose the rule's kind, and the certifying frames how far it may go. The ladder
+/// walks both: each step moves one of the two to its next rung that saves cost on the
+/// selecting frames (reusing begins only past the distances noise makes), whichever adds less
+/// error there per cost saved.
 pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
     let Some(rungs) = exit_rungs(zoo, structure) else {
         return Vec::new();
     };
-    let last = [
-        rungs.len() - 1,
-        if structure.reuse.is_some() { RUNGS } else { 0 },
-    ];
+    let reuse_rungs: Vec<f64> = structure.reuse.as_ref().map_or_else(Vec::new, |r| {
+        let frames = &zoo.problem.frames;
+        std::iter::once(0.0)
+            .chain(reuse::thresholds(
+                r.detector,
+                r.grid,
+                &frames.select,
+                &frames.select_ranges,
+                RUNGS,
+            ))
+            .collect()
+    });
+    let last = [rungs.len() - 1, reuse_rungs.len().saturating_sub(1)];
     let mut memo: HashMap<[usize; 2], Option<Step>> = HashMap::new();
     let mut at = |rung: [usize; 2]| {
         memo.entry(rung)
             .or_insert_with(|| {
-                let scale = LOOSEST * rung[1] as f64 / RUNGS as f64;
                 let structure = Structure {
                     thresholds: rungs[rung[0]].clone(),
                     gated: None,
-                    reuse: structure.reuse.as_ref().map(|r| reuse::scaled(r, scale)),
+                    reuse: structure.reuse.as_ref().map(|r| ReuseRule {
+                        threshold: reuse_rungs[rung[1]],
+                        ..r.clone()
+                    }),
                     ..structure.clone()
                 };
                 let select = zoo.run(&structure, false)?;
