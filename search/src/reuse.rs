@@ -7,9 +7,8 @@
 
 use std::ops::Range;
 
-use earlyexit::reuse::{Detector, ReuseMemory, ReuseRule};
-
 use earlyexit::input::InputSpec;
+use earlyexit::reuse::{Detector, ReuseMemory, ReuseRule};
 
 use crate::features::FeatureTable;
 

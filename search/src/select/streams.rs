@@ -1,8 +1,8 @@
 //! The stream rule chosen on the selecting frames (format 3): the rule that makes the backbone
 //! alone cheapest there while it still meets the target there. Reused answers cost almost
 //! nothing, so the rule is chosen for itself, before the exits take any of the error the
-//! target allows; the ladder then trades the two against each other ([`super::ladder`]), and
-//! how far it may go is the certifying frames' call.
+//! target allows. Its detector and cap are kept; the ladder then walks its threshold and the
+//! exits' together ([`super::ladder`]), and how far they may go is the certifying frames' call.
 
 use earlyexit::reuse::ReuseRule;
 
