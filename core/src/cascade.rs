@@ -9,7 +9,7 @@
 use crate::bundle::{Bundle, BundleError, Stage, Word};
 use crate::gate::{ExitRule, Gate, GateWeights};
 use crate::input::InputSpec;
-use crate::reuse::ReuseRule;
+use crate::reuse::{ReuseRule, Signer};
 use crate::rule::{self, FrameWalk, Metric, Output, Signals, Verdict};
 use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
 use crate::stream::{Answered, StreamState};
@@ -48,8 +48,8 @@ pub struct Cascade {
     stages: Vec<LoadedStage>,
     metric: Metric,
     gate: Option<Gate>,
-    /// The stream rule and the input it reads, with the signature buffer it reuses.
-    reuse: Option<(ReuseRule, InputSpec)>,
+    /// The stream rule and what signs the input for it, with the signature buffer it reuses.
+    reuse: Option<(ReuseRule, Signer)>,
     signature: Vec<f32>,
     stream: StreamState,
     output: Output,
@@ -93,7 +93,10 @@ impl Cascade {
             stages,
             metric: bundle.metric,
             gate: bundle.gate.clone(),
-            reuse: bundle.reuse.clone().map(|r| (r, bundle.input.clone())),
+            reuse: bundle.reuse.clone().map(|r| {
+                let signer = r.signer(&bundle.input);
+                (r, signer)
+            }),
             signature: Vec::new(),
             stream: StreamState::default(),
             output: bundle.output,
@@ -247,8 +250,8 @@ impl Cascade {
     /// frame left at run too (all of them for a reused answer), and no head.
     pub fn run(&mut self, shape: &[i64], input: &[f32], full: bool) -> Result<Outcome, OnnxError> {
         let rule = self.reuse.as_ref().filter(|_| self.mode == Mode::EarlyExit);
-        if let Some((rule, spec)) = rule {
-            rule.signature(input, spec, &mut self.signature);
+        if let Some((rule, signer)) = rule {
+            signer.sign(input, &mut self.signature);
             if let Some(last) = self.stream.last()
                 && self.stream.reuse.reusable(rule, &self.signature)
             {

@@ -5,7 +5,7 @@
 //! object that comes or goes moves them.
 //!
 //! The element, `evaluate` and the search's replay all decide through [`ReuseMemory`], on
-//! signatures made by [`ReuseRule::signature`] from the same preprocessed tensor, so they
+//! signatures made by a [`Signer`] from the same preprocessed tensor, so they
 //! decide alike frame for frame.
 
 use crate::input::{InputSpec, Layout};
@@ -28,6 +28,37 @@ pub enum Detector {
 /// Blocks either way along each side that [`Detector::Shifted`] aligns two signatures by: a
 /// shake of one pixel either way moves two frames apart by up to two.
 pub const SHIFT: usize = 2;
+
+/// Every alignment (dy, dx) within [`SHIFT`] blocks either way, nearest first: the order
+/// [`Detector::Shifted`] tries them in, so that a still scene's is found early and the rest
+/// are abandoned soon.
+const ALIGNMENTS: [(isize, isize); 25] = [
+    (0, 0),
+    (-1, 0),
+    (0, -1),
+    (0, 1),
+    (1, 0),
+    (-2, 0),
+    (-1, -1),
+    (-1, 1),
+    (0, -2),
+    (0, 2),
+    (1, -1),
+    (1, 1),
+    (2, 0),
+    (-2, -1),
+    (-2, 1),
+    (-1, -2),
+    (-1, 2),
+    (1, -2),
+    (1, 2),
+    (2, -1),
+    (2, 1),
+    (-2, -2),
+    (-2, 2),
+    (2, -2),
+    (2, 2),
+];
 
 impl Detector {
     pub const ALL: [Detector; 3] = [Detector::Pixels, Detector::Shape, Detector::Shifted];
@@ -98,13 +129,10 @@ fn aligned_difference(grid: usize, a: &[f32], b: &[f32], stop: f64) -> f64 {
     }
     let channels = a.len() / cells;
     let reach = SHIFT.min(grid - 1) as isize;
-    let mut shifts: Vec<(isize, isize)> = (-reach..=reach)
-        .flat_map(|dy| (-reach..=reach).map(move |dx| (dy, dx)))
-        .collect();
-    shifts.sort_by_key(|&(dy, dx)| dy.abs() + dx.abs());
     let g = grid as isize;
     let mut best = f64::INFINITY;
-    for (dy, dx) in shifts {
+    let within_reach = |&&(dy, dx): &&(isize, isize)| dy.abs() <= reach && dx.abs() <= reach;
+    for &(dy, dx) in ALIGNMENTS.iter().filter(within_reach) {
         let (rows, cols) = ((g - dy.abs()) as usize, (g - dx.abs()) as usize);
         let n = (channels * rows * cols) as f64;
         let limit = best.min(stop) * n;
@@ -186,9 +214,9 @@ pub struct ReuseRule {
 }
 
 impl ReuseRule {
-    /// The signature of a preprocessed input tensor of `spec` on the rule's grid.
-    pub fn signature(&self, tensor: &[f32], spec: &InputSpec, out: &mut Vec<f32>) {
-        signature(tensor, spec, self.grid, out);
+    /// What makes this rule's signatures of pictures of `spec`.
+    pub fn signer(&self, spec: &InputSpec) -> Signer {
+        Signer::new(spec, self.grid)
     }
 
     /// Multiply-accumulates of the detector for one frame: every input value summed once, and
@@ -201,39 +229,80 @@ impl ReuseRule {
     }
 }
 
-/// The signature of a preprocessed input tensor of `spec`: grid × grid block means per channel,
-/// channel-major. Block `b` of a side of `n` pixels holds pixels `p` with `p * grid / n == b`,
-/// so every pixel counts once whatever the sizes.
-pub fn signature(tensor: &[f32], spec: &InputSpec, grid: u32, out: &mut Vec<f32>) {
-    let grid = grid.max(1) as usize;
-    let (c, h, w) = (
-        spec.color.channels(),
-        spec.height as usize,
-        spec.width as usize,
-    );
-    out.clear();
-    out.resize(c * grid * grid, 0.0);
-    let mut counts = vec![0u32; grid * grid];
-    if tensor.len() < c * h * w {
-        return;
-    }
-    for y in 0..h {
-        let by = y * grid / h;
-        for x in 0..w {
-            let block = by * grid + x * grid / w;
-            counts[block] += 1;
-            for ch in 0..c {
-                let i = match spec.layout {
-                    Layout::Nchw => (ch * h + y) * w + x,
-                    Layout::Nhwc => (y * w + x) * c + ch,
-                };
-                out[ch * grid * grid + block] += tensor[i];
+/// Makes signatures of preprocessed input tensors of one input on one grid: grid × grid block
+/// means per channel, channel-major. Block `b` of a side of `n` pixels holds pixels `p` with
+/// `p * grid / n == b`, so every pixel counts once whatever the sizes; a block with no pixel
+/// has mean 0. Which block each row and column falls in, and how many pixels each block holds,
+/// are worked out once, not on every frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signer {
+    grid: u32,
+    layout: Layout,
+    channels: usize,
+    /// The block row of each pixel row, and the block column of each pixel column.
+    row_block: Vec<usize>,
+    column_block: Vec<usize>,
+    /// Pixels per block, row-major.
+    counts: Vec<u32>,
+}
+
+impl Signer {
+    pub fn new(spec: &InputSpec, grid: u32) -> Signer {
+        let g = grid.max(1) as usize;
+        let (h, w) = (spec.height as usize, spec.width as usize);
+        let row_block: Vec<usize> = (0..h).map(|y| y * g / h).collect();
+        let column_block: Vec<usize> = (0..w).map(|x| x * g / w).collect();
+        let mut counts = vec![0u32; g * g];
+        for by in &row_block {
+            for bx in &column_block {
+                counts[by * g + bx] += 1;
             }
         }
+        Signer {
+            grid,
+            layout: spec.layout,
+            channels: spec.color.channels(),
+            row_block,
+            column_block,
+            counts,
+        }
     }
-    for (k, v) in out.iter_mut().enumerate() {
-        let n = counts[k % (grid * grid)];
-        *v = if n == 0 { 0.0 } else { *v / n as f32 };
+
+    pub fn grid(&self) -> u32 {
+        self.grid
+    }
+
+    /// Values in a signature: a mean per channel and block.
+    pub fn values(&self) -> usize {
+        self.channels * self.counts.len()
+    }
+
+    /// The signature of `tensor` into `out`; all zeros for a tensor shorter than the input.
+    pub fn sign(&self, tensor: &[f32], out: &mut Vec<f32>) {
+        let cells = self.counts.len();
+        let g = self.grid.max(1) as usize;
+        let (c, h, w) = (self.channels, self.row_block.len(), self.column_block.len());
+        out.clear();
+        out.resize(c * cells, 0.0);
+        if tensor.len() < c * h * w {
+            return;
+        }
+        for (y, by) in self.row_block.iter().enumerate() {
+            for (x, bx) in self.column_block.iter().enumerate() {
+                let block = by * g + bx;
+                for ch in 0..c {
+                    let i = match self.layout {
+                        Layout::Nchw => (ch * h + y) * w + x,
+                        Layout::Nhwc => (y * w + x) * c + ch,
+                    };
+                    out[ch * cells + block] += tensor[i];
+                }
+            }
+        }
+        for (k, v) in out.iter_mut().enumerate() {
+            let n = self.counts[k % cells];
+            *v = if n == 0 { 0.0 } else { *v / n as f32 };
+        }
     }
 }
 
@@ -310,7 +379,9 @@ mod tests {
             .flat_map(|c| (0..2).flat_map(move |_| (0..4).map(move |x| (c * 100 + x) as f32)))
             .collect();
         let mut a = Vec::new();
-        rule(Detector::Pixels, 0.0, 1).signature(&nchw, &s, &mut a);
+        rule(Detector::Pixels, 0.0, 1)
+            .signer(&s)
+            .sign(&nchw, &mut a);
         // Blocks: rows {0}, {1}; columns {0,1}, {2,3}.
         assert_eq!(&a[..4], &[0.5, 2.5, 0.5, 2.5]);
         assert_eq!(&a[8..], &[200.5, 202.5, 200.5, 202.5]);
@@ -319,7 +390,9 @@ mod tests {
             .flat_map(|_| (0..4).flat_map(|x| (0..3).map(move |c| (c * 100 + x) as f32)))
             .collect();
         let mut b = Vec::new();
-        rule(Detector::Pixels, 0.0, 1).signature(&nhwc, &s, &mut b);
+        rule(Detector::Pixels, 0.0, 1)
+            .signer(&s)
+            .sign(&nhwc, &mut b);
         assert_eq!(a, b);
     }
 
@@ -327,7 +400,9 @@ mod tests {
     fn a_grid_finer_than_the_picture_leaves_blocks_empty_not_undefined() {
         let s = spec(Layout::Nchw, Color::Gray, 1, 1);
         let mut sig = Vec::new();
-        rule(Detector::Pixels, 0.0, 1).signature(&[7.0], &s, &mut sig);
+        rule(Detector::Pixels, 0.0, 1)
+            .signer(&s)
+            .sign(&[7.0], &mut sig);
         assert_eq!(sig, vec![7.0, 0.0, 0.0, 0.0]);
     }
 
@@ -383,6 +458,23 @@ mod tests {
                 .distance(2, &[f32::NAN, 0.0, 0.0, 0.0], &[0.0; 4])
                 .is_nan()
         );
+    }
+
+    #[test]
+    fn alignments_are_every_one_within_shift_once_nearest_first() {
+        let reach = SHIFT as isize;
+        let mut every: Vec<(isize, isize)> = (-reach..=reach)
+            .flat_map(|dy| (-reach..=reach).map(move |dx| (dy, dx)))
+            .collect();
+        let mut table = ALIGNMENTS.to_vec();
+        assert!(
+            table
+                .windows(2)
+                .all(|p| p[0].0.abs() + p[0].1.abs() <= p[1].0.abs() + p[1].1.abs())
+        );
+        every.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(table, every);
     }
 
     #[test]

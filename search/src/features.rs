@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use earlyexit::input::InputSpec;
 use earlyexit::preprocess::Preprocessor;
-use earlyexit::reuse::{self, Detector};
+use earlyexit::reuse::{Detector, Signer};
 use earlyexit::rule::{self, Metric, Output};
 use earlyexit::runtime::{Model, SessionOptions};
 use earlyexit_graph::heads::{Pool, feature_len, pool_features};
@@ -128,8 +128,8 @@ impl FeatureTable {
 pub struct Extractor {
     model: Model,
     preprocessor: Preprocessor,
-    /// The preprocessor's input, which signatures read.
-    input: InputSpec,
+    /// One per grid a detector reads the preprocessor's input on, each grid once.
+    signers: Vec<Signer>,
     cuts: Vec<CutPoint>,
     final_output: String,
     output: Output,
@@ -151,10 +151,13 @@ impl Extractor {
         let names: Vec<&str> = cuts.iter().map(|c| c.tensor.as_str()).collect();
         let model = graph.with_outputs(&names)?;
         let model = Model::from_bytes(&graph::encode_model(&model), graph.path(), options)?;
+        let mut grids: Vec<u32> = Detector::ALL.iter().map(|d| d.grid(&input)).collect();
+        grids.sort_unstable();
+        grids.dedup();
         Ok(Extractor {
             model,
-            preprocessor: Preprocessor::new(input.clone()),
-            input,
+            signers: grids.iter().map(|&g| Signer::new(&input, g)).collect(),
+            preprocessor: Preprocessor::new(input),
             cuts: cuts.to_vec(),
             final_output: graph.output().name,
             output,
@@ -173,14 +176,6 @@ impl Extractor {
         values * size_of::<f32>() + size_of::<u32>() + size_of::<Option<u32>>()
     }
 
-    /// The grids the detectors read pictures of this input on, each once.
-    fn grids(&self) -> Vec<u32> {
-        let mut grids: Vec<u32> = Detector::ALL.iter().map(|d| d.grid(&self.input)).collect();
-        grids.sort_unstable();
-        grids.dedup();
-        grids
-    }
-
     fn empty_table(&self) -> FeatureTable {
         let dims: Vec<Vec<usize>> = self
             .cuts
@@ -197,11 +192,11 @@ impl Extractor {
             dims,
             classes: self.classes,
             signatures: self
-                .grids()
-                .into_iter()
-                .map(|grid| Signatures {
-                    grid,
-                    len: self.input.color.channels() * (grid * grid) as usize,
+                .signers
+                .iter()
+                .map(|signer| Signatures {
+                    grid: signer.grid(),
+                    len: signer.values(),
                     values: Vec::new(),
                 })
                 .collect(),
@@ -218,8 +213,8 @@ impl Extractor {
     ) -> Result<()> {
         let shape = self.preprocessor.shape();
         let tensor = self.preprocessor.run(frame)?;
-        for s in &mut table.signatures {
-            reuse::signature(tensor, &self.input, s.grid, &mut self.signature);
+        for (s, signer) in table.signatures.iter_mut().zip(&self.signers) {
+            signer.sign(tensor, &mut self.signature);
             s.values.extend_from_slice(&self.signature);
         }
         let outputs = self.model.run_all(&shape, tensor)?;
