@@ -93,6 +93,7 @@ impl HeadKind {
 }
 
 /// What a head learns to answer.
+#[derive(Clone, Copy)]
 pub enum Targets<'a> {
     /// A class per row.
     Hard(&'a [u32]),

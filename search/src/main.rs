@@ -18,6 +18,7 @@ mod progress;
 mod assemble;
 mod calibrate;
 mod certify;
+mod crossfit;
 mod gating;
 mod goal;
 mod latency;

@@ -15,6 +15,7 @@ use earlyexit::rule::Metric;
 use earlyexit_graph::heads::build_head;
 use earlyexit_graph::{CutPoint, Graph};
 
+use crate::crossfit::{CrossFitted, FOLDS, Folds, gather};
 use crate::features::{Extractor, FeatureTable};
 use crate::footage::{Footage, Sampling, estimate_frames};
 use crate::goal::Goal;
@@ -32,10 +33,6 @@ pub const FEATURE_BUDGET: usize = 3_000_000_000;
 /// Consecutive frames in a run when footage is read in runs: 10 s at 25 fps, long enough for
 /// the stream rule to see scenes hold and change.
 pub const RUN: usize = 250;
-
-/// With [`Strategy::Nas`]: the share of each training footage, at its end, that heads never
-/// see and exit rules are chosen on, so that no held-out frame is spent choosing.
-pub const SELECT_SHARE: f64 = 0.25;
 
 /// How exits are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +76,13 @@ pub struct Settings {
 
 /// Frames, split for their roles.
 pub struct Frames {
-    /// Heads are trained on these.
+    /// Heads are trained on these, and with [`Strategy::Nas`] exit rules and structures are
+    /// chosen on them too, from out-of-fold outputs (the selecting frames).
     pub train: FeatureTable,
-    /// Exit rules and structures are chosen on these: the end of each training footage, which
-    /// no head is trained on. Empty unless extraction was asked for a selecting share.
-    pub select: FeatureTable,
-    /// Each footage's frames within `select`, in time order.
-    pub select_ranges: Vec<Range<usize>>,
+    /// Each stream within `train` (a footage, or a run of one), in time order.
+    pub train_ranges: Vec<Range<usize>>,
+    /// The training frames' folds for cross-fitting: each footage cut in time.
+    pub folds: Folds,
     /// Frames nothing is fitted on, which certify the search's choice (`--strategy even`
     /// calibrates its thresholds on them).
     pub held: FeatureTable,
@@ -105,14 +102,12 @@ pub struct Frames {
 
 impl Frames {
     /// Extracts every footage into training and held-out frames: `holdout` is held out whole;
-    /// without it, the end of each footage is. The end of each footage's training frames,
-    /// `select_share` of them, is kept apart for choosing. At most `max_frames` in all.
+    /// without it, the end of each footage is. At most `max_frames` in all.
     pub fn extract(
         extractor: &mut Extractor,
         footage: &[Footage],
         holdout: &[Footage],
         max_frames: Option<usize>,
-        select_share: f64,
     ) -> Result<Frames> {
         let per_footage = max_frames.map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
         let all: Vec<(&Footage, bool)> = footage
@@ -128,9 +123,9 @@ impl Frames {
             .is_none()
             .then(|| run_share(&totals, extractor.bytes_per_frame()))
             .flatten();
-        let mut train = FeatureTable::default();
+        let (mut train, mut train_ranges) = (FeatureTable::default(), Vec::new());
         let (mut held, mut held_ranges) = (FeatureTable::default(), Vec::new());
-        let (mut select, mut select_ranges) = (FeatureTable::default(), Vec::new());
+        let mut train_footage = Vec::new();
         let mut consecutive = true;
         for (&(f, is_holdout), &total) in all.iter().zip(&totals) {
             let sampling = match (per_footage, runs) {
@@ -158,13 +153,9 @@ impl Frames {
             } else {
                 table
             };
-            if select_share > 0.0 {
-                let (kept, end) = table.split_end(select_share);
-                end.add_to(&mut select, &mut select_ranges);
-                train.extend(kept.table);
-            } else {
-                train.extend(table.table);
-            }
+            let start = train.frames();
+            table.add_to(&mut train, &mut train_ranges);
+            train_footage.push(start..train.frames());
         }
         if train.frames() == 0 || held.frames() == 0 {
             bail!(
@@ -184,9 +175,9 @@ impl Frames {
             p
         });
         Ok(Frames {
+            folds: Folds::in_time(&train_footage, FOLDS),
             train,
-            select,
-            select_ranges,
+            train_ranges,
             held,
             held_ranges,
             train_labels,
@@ -332,6 +323,40 @@ impl Problem<'_> {
         let (x, d) = self.frames.train.column(cut, kind.pool_index());
         let targets = self.frames.targets(distill);
         train(kind, x, d, targets, self.classes, training)
+    }
+
+    /// [`Self::train_head`] cross-fitted over the training frames' folds: a head per fold, on
+    /// the other folds, and one on every frame, which keeps `training`'s seed.
+    pub fn cross_fit_head(
+        &self,
+        cut: usize,
+        kind: HeadKind,
+        distill: bool,
+        training: &Training,
+    ) -> Result<CrossFitted> {
+        let (x, d) = self.frames.train.column(cut, kind.pool_index());
+        let targets = self.frames.targets(distill);
+        CrossFitted::train(&self.frames.folds, |rows, k| {
+            // The golden ratio's bits spread the folds' seeds apart.
+            let training = Training {
+                seed: training.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ..training.clone()
+            };
+            let Some(rows) = rows else {
+                return train(kind, x, d, targets, self.classes, &training);
+            };
+            let x = gather(x, d, rows);
+            match targets {
+                Targets::Hard(y) => {
+                    let y = gather(y, 1, rows);
+                    train(kind, &x, d, Targets::Hard(&y), self.classes, &training)
+                }
+                Targets::Soft(p) => {
+                    let p = gather(p, self.classes, rows);
+                    train(kind, &x, d, Targets::Soft(&p), self.classes, &training)
+                }
+            }
+        })
     }
 
     /// Whether gates (patient rules, learned gates) may decide at exits: format 2.

@@ -15,7 +15,7 @@ use crate::features::{Extractor, detect_output};
 use crate::footage::Footage;
 use crate::goal::Goal;
 use crate::latency::Latency;
-use crate::problem::{Choice, CostKind, Frames, Problem, SELECT_SHARE, Settings, Strategy};
+use crate::problem::{Choice, CostKind, Frames, Problem, Settings, Strategy};
 use crate::report::{self, Summary};
 use crate::select::{Baseline, Findings};
 use crate::{placement, select};
@@ -52,17 +52,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     };
     let mut extractor =
         Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;
-    let select_share = match settings.strategy {
-        Strategy::Nas => SELECT_SHARE,
-        Strategy::Even => 0.0,
-    };
-    let frames = Frames::extract(
-        &mut extractor,
-        footage,
-        holdout,
-        settings.max_frames,
-        select_share,
-    )?;
+    let frames = Frames::extract(&mut extractor, footage, holdout, settings.max_frames)?;
     drop(extractor);
     // Timed once the footage is decoded, so that no decoding competes for the cores.
     let latency = match settings.cost {

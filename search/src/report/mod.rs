@@ -75,11 +75,11 @@ fn header(r: &mut String, s: &Summary) {
         "- Frames: {} to train heads (on {trained_on}), ",
         frames.train.frames()
     );
-    if frames.select.frames() > 0 {
+    if problem.settings.strategy == Strategy::Nas {
         let _ = write!(
             r,
-            "{} apart from them, at the end of each training footage, to choose exit rules on (the selecting frames), ",
-            frames.select.frames()
+            "which are also the frames exit rules are chosen on (the selecting frames), each scored by heads cross-fitted over {} folds (each footage cut in time) that did not see it, ",
+            frames.folds.count()
         );
     }
     let _ = writeln!(r, "{} {held_role}", frames.held.frames());

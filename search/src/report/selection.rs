@@ -164,7 +164,7 @@ fn certificate(r: &mut String, problem: &Problem, findings: &Findings) {
     let ladders = searched.ladders.len();
     let _ = writeln!(
         r,
-        "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the frames kept apart for choosing), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Scenes are the statistical units: the backbone's answers show the {} certifying frames to be about {:.0} independent scenes, and a step's variance is counted over blocks that long, with one whole failing block that was not seen; correlated failures count as fewer samples (effective frames).",
+        "The structure the selecting frames prefer (the cheapest that meets the target there) is certified on the certifying frames up a ladder of thresholds: at each exit, from none of the frames leaving early to {LOOSEST} times as many as at the structure's own thresholds (counted on the selecting frames), in {RUNGS} rungs{}. A ladder is climbed by fixed-sequence testing (Learn then Test): its steps are tested in order, each with {:.2}% confidence, until the first that fails, and the steps passed hold all together with that confidence, however many they are{}. The bundle keeps the cheapest step passed, else no exit at all. Scenes are the statistical units: the backbone's answers show the {} certifying frames to be about {:.0} independent scenes, and a step's variance is counted over blocks that long, with one whole failing block that was not seen; correlated failures count as fewer samples (effective frames).",
         if ladders > 1 {
             format!(
                 "; with a stream rule, one ladder walks the exits' rungs and the rule's threshold together (its detector and cap as the selecting frames prefer, its threshold from reusing no answer up through {RUNGS} quantiles of the distances between neighbouring selecting frames), each step taking whichever of the two next rungs adds less error on the selecting frames per cost saved; learned gates' thresholds are a ladder of their own"
@@ -278,7 +278,7 @@ pub fn shortfall(problem: &Problem, findings: &Findings) -> Option<String> {
     let ladder = findings.searched.ladders.first();
     let mut s = match ladder.and_then(|l| l.tries.last()) {
         None => format!(
-            "No configuration with exits meets {asked} on the {} frames kept apart for choosing, so none could be certified.",
+            "No configuration with exits meets {asked} on the {} selecting frames, so none could be certified.",
             findings.select_frames
         ),
         Some(t) if t.certificate.certified => format!(

@@ -147,8 +147,8 @@ pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
             .chain(reuse::thresholds(
                 r.detector,
                 r.grid,
-                &frames.select,
-                &frames.select_ranges,
+                &frames.train,
+                &frames.train_ranges,
                 RUNGS,
             ))
             .collect()

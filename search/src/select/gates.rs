@@ -93,7 +93,7 @@ fn fit(zoo: &Zoo, structure: &Structure, inputs: Vec<GateInput>, seed: u64) -> R
         &gate,
         &select,
         &zoo.select,
-        &zoo.problem.frames.select_ranges,
+        &zoo.problem.frames.train_ranges,
         &zoo.problem.goal,
         seed,
     )?;

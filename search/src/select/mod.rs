@@ -94,20 +94,14 @@ pub struct HeadSummary {
 pub fn choose(problem: &Problem) -> Result<Selected> {
     let settings = &problem.settings;
     let frames = &problem.frames;
-    if frames.select.frames() == 0 {
-        anyhow::bail!(
-            "too few training frames to keep some apart for choosing exit rules: {} in all",
-            frames.train.frames()
-        );
-    }
-    let select_labels = frames.select.all_labels();
+    frames.folds.check()?;
     let held_labels = frames.held.all_labels();
     let select_ref = Reference {
-        teacher: &frames.select.teacher,
-        labels: select_labels.as_deref(),
+        teacher: &frames.train.teacher,
+        labels: frames.train_labels.as_deref(),
     };
     let trained = train_heads(problem, &select_ref)?;
-    let heads = kept_heads(&trained, &frames.select.teacher);
+    let heads = kept_heads(&trained, &frames.train.teacher);
 
     let zoo = Zoo {
         problem,
@@ -265,7 +259,7 @@ fn to_choice(zoo: &Zoo, f: &Found, confidence: f64) -> Choice {
                 .map_or(threshold, |g| g.threshold);
             Some(ChosenExit {
                 cut: zoo.problem.candidates[p.candidate].clone(),
-                head: o.head.clone(),
+                head: o.head().clone(),
                 threshold,
             })
         })

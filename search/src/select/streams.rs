@@ -20,7 +20,7 @@ pub fn reuse_rule(zoo: &Zoo) -> Option<ReuseRule> {
     let base = Structure::backbone();
     let own = zoo.run(&base, false)?.mean_cost;
     let limit = zoo.problem.goal.limit();
-    let rules = crate::reuse::candidates(&frames.select, &frames.select_ranges, &zoo.problem.input);
+    let rules = crate::reuse::candidates(&frames.train, &frames.train_ranges, &zoo.problem.input);
     let bar = crate::progress::bar("trying stream rules", Some(rules.len() as u64));
     let best = rules
         .into_iter()

@@ -7,7 +7,8 @@ use earlyexit::rule::Metric;
 use earlyexit_graph::CutPoint;
 
 use super::zoo::{HeadOption, HeadScores, HeadTable};
-use crate::heads::{HeadKind, TrainedHead, Training};
+use crate::crossfit::CrossFitted;
+use crate::heads::{HeadKind, Training};
 use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
 use crate::simulate::{Reference, share_alike};
@@ -31,12 +32,13 @@ pub struct Trained {
 }
 
 /// Probes every candidate position, keeps the most salient, and trains every head kind there,
-/// each scored on the held-out frames (`select_ref` describes the selecting ones).
+/// cross-fitted: each scored out of fold on the selecting frames (the training frames, which
+/// `select_ref` describes) and on the held-out frames.
 pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained> {
     let seed = problem.settings.seed;
     let candidates = problem.candidates.len();
     let trained = |candidate, kind, training: &Training| -> Result<HeadOption> {
-        let head = problem.train_head(candidate, kind, true, training)?;
+        let head = problem.cross_fit_head(candidate, kind, true, training)?;
         scored(problem, select_ref, candidate, head)
     };
     let mut heads = HeadTable::new(candidates);
@@ -101,10 +103,10 @@ fn scored(
     problem: &Problem,
     select_ref: &Reference,
     candidate: usize,
-    head: TrainedHead,
+    head: CrossFitted,
 ) -> Result<HeadOption> {
     let scores = HeadScores::of(problem, candidate, &head, select_ref)?;
-    let cost = problem.head_cost(candidate, &head)?;
+    let cost = problem.head_cost(candidate, &head.head)?;
     Ok(HeadOption::new(head, cost, scores))
 }
 
@@ -113,22 +115,21 @@ fn scored(
 const ENSEMBLE_MEMBERS: usize = 3;
 
 /// The ensemble of the best [`ENSEMBLE_MEMBERS`] heads trained at `candidate`.
-fn ensemble_of(heads: &HeadTable, candidate: usize, teacher: &[u32]) -> TrainedHead {
-    let mut ranked: Vec<(f64, &TrainedHead)> = heads
+fn ensemble_of(heads: &HeadTable, candidate: usize, teacher: &[u32]) -> CrossFitted {
+    let mut ranked: Vec<(f64, &CrossFitted)> = heads
         .at(candidate)
         .filter_map(|(_, o)| o)
-        .filter(|o| o.head.kind != HeadKind::Ensemble)
-        .map(|o| (agreement(&o.select, teacher), &o.head))
+        .filter(|o| o.head().kind != HeadKind::Ensemble)
+        .map(|o| (agreement(&o.select, teacher), &o.fitted))
         .collect();
     // Stable, so ties keep the order of rising capacity.
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    TrainedHead::ensemble(
-        ranked
-            .into_iter()
-            .take(ENSEMBLE_MEMBERS)
-            .map(|(_, h)| h.clone())
-            .collect(),
-    )
+    let members: Vec<&CrossFitted> = ranked
+        .into_iter()
+        .take(ENSEMBLE_MEMBERS)
+        .map(|(_, h)| h)
+        .collect();
+    CrossFitted::ensemble(&members)
 }
 
 /// An exit's agreement with the backbone (`teacher`) on the frames of `outputs`.

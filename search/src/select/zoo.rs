@@ -11,6 +11,7 @@ use earlyexit_graph::CutPoint;
 use super::certificate::Certificate;
 use super::rules::{Rule, level_thresholds};
 use crate::certify::Evidence;
+use crate::crossfit::CrossFitted;
 use crate::gating::{self, Gated};
 use crate::heads::{HeadKind, TrainedHead};
 use crate::nas::{self, Space};
@@ -22,7 +23,8 @@ use crate::simulate::{Reference, Simulation, simulate};
 /// A trained head at a candidate position, with its outputs on the selecting and certifying
 /// frames.
 pub struct HeadOption {
-    pub head: TrainedHead,
+    /// The head the bundle ships, and its folds' heads, whose outputs are `select`.
+    pub fitted: CrossFitted,
     /// MACs, or measured nanoseconds with `--cost latency`.
     pub cost: u64,
     pub select: ExitOutputs,
@@ -39,9 +41,14 @@ impl HeadOption {
         self.thresholds[metric].as_ref()?.get(level).copied()
     }
 
-    pub fn new(head: TrainedHead, cost: u64, scores: HeadScores) -> HeadOption {
+    /// The head the bundle ships, trained on every training frame.
+    pub fn head(&self) -> &TrainedHead {
+        &self.fitted.head
+    }
+
+    pub fn new(fitted: CrossFitted, cost: u64, scores: HeadScores) -> HeadOption {
         HeadOption {
-            head,
+            fitted,
             cost,
             select: scores.select,
             certify: scores.certify,
@@ -59,16 +66,17 @@ pub struct HeadScores {
 }
 
 impl HeadScores {
-    /// `head`, trained at candidate `candidate`, scored on the held-out frames, with its
-    /// thresholds fitted on the selecting ones (`reference`) for every metric the search may
-    /// choose (those its format names).
+    /// `head`, cross-fitted at candidate `candidate`, scored out of fold on the selecting
+    /// frames and on the held-out frames, with its thresholds fitted on the selecting ones
+    /// (`reference`) for every metric the search may choose (those its format names).
     pub fn of(
         problem: &Problem,
         candidate: usize,
-        head: &TrainedHead,
+        head: &CrossFitted,
         reference: &Reference,
     ) -> Result<HeadScores> {
-        let select = head.outputs(&problem.frames.select, candidate)?;
+        let frames = &problem.frames;
+        let select = head.out_of_fold(&frames.train, &frames.folds, candidate)?;
         Ok(HeadScores {
             thresholds: PerMetric::try_from_fn(|metric| {
                 let searched = problem.settings.format.metrics().contains(&metric);
@@ -84,7 +92,7 @@ impl HeadScores {
                     })
                     .transpose()
             })?,
-            certify: head.outputs(&problem.frames.held, candidate)?,
+            certify: head.head.outputs(&frames.held, candidate)?,
             select,
         })
     }
@@ -310,7 +318,7 @@ impl Zoo<'_> {
         let (reference, table, streams) = if certifying {
             (&self.certify, &frames.held, &frames.held_ranges)
         } else {
-            (&self.select, &frames.select, &frames.select_ranges)
+            (&self.select, &frames.train, &frames.train_ranges)
         };
         let replay = s.reuse.as_ref().map(|r| Replay::new(r, table, streams));
         let replay = replay.as_ref();

@@ -1,0 +1,182 @@
+//! Cross-fitting: the training frames cut into folds, a head trained once per fold on the other
+//! folds and once on them all. Each training frame then has the outputs of a head that never
+//! saw it (out of fold), so exit rules and structures are chosen on every training frame, and
+//! no held-out frame is spent choosing; the bundle ships the head trained on them all.
+
+use std::ops::Range;
+
+use anyhow::{Result, bail};
+
+use crate::features::FeatureTable;
+use crate::heads::TrainedHead;
+use crate::outputs::ExitOutputs;
+use earlyexit::rule::Signals;
+
+/// Folds the training frames are cut into. Each fold's head learns from half the frames; more
+/// folds would train heads closer to the shipped one, at a training time that grows with them.
+pub const FOLDS: usize = 2;
+
+/// Which fold each training frame is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folds {
+    /// Per training frame.
+    of: Vec<usize>,
+    count: usize,
+}
+
+impl Folds {
+    /// Each footage's frames (`footage`, ranges of the training table in time order) cut into
+    /// `count` stretches in time, the first in fold 0: neighbouring frames are near copies of
+    /// one scene, so a fold holds whole stretches rather than every `count`-th frame, and a head
+    /// is scored on scenes it did not learn from, of every camera.
+    pub fn in_time(footage: &[Range<usize>], count: usize) -> Folds {
+        let frames = footage.iter().map(|r| r.end).max().unwrap_or(0);
+        let mut of = vec![0; frames];
+        for range in footage {
+            for i in range.clone() {
+                of[i] = (i - range.start) * count / range.len();
+            }
+        }
+        Folds { of, count }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The frames outside fold `k`: what its head learns from.
+    pub fn training_rows(&self, k: usize) -> Vec<usize> {
+        (0..self.of.len()).filter(|&i| self.of[i] != k).collect()
+    }
+
+    /// That every fold holds a frame and leaves one to learn from: else out-of-fold outputs
+    /// cannot be had.
+    pub fn check(&self) -> Result<()> {
+        let sizes: Vec<usize> = (0..self.count)
+            .map(|k| self.of.iter().filter(|&&f| f == k).count())
+            .collect();
+        if self.count < 2 || sizes.contains(&0) {
+            bail!(
+                "too few training frames to cross-fit heads over {} folds: {} in all",
+                self.count,
+                self.of.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A head trained on every training frame, and one per fold trained on the other folds.
+#[derive(Debug, Clone)]
+pub struct CrossFitted {
+    /// What the bundle ships.
+    pub head: TrainedHead,
+    /// `folds[k]` never saw fold `k`.
+    pub folds: Vec<TrainedHead>,
+}
+
+impl CrossFitted {
+    /// Trains `fit` on every fold's complement, and on every frame, all at once: a head's
+    /// training keeps about one core busy, so the machine's cores train the folds together.
+    /// `fit` takes the rows to learn from (None for all) and an index (0 for all, else the
+    /// fold's, from 1), so that each fold may draw its own seed.
+    pub fn train(
+        folds: &Folds,
+        fit: impl Fn(Option<&[usize]>, usize) -> Result<TrainedHead> + Sync,
+    ) -> Result<CrossFitted> {
+        let rows: Vec<Vec<usize>> = (0..folds.count()).map(|k| folds.training_rows(k)).collect();
+        let fit = &fit;
+        let (head, per_fold) = std::thread::scope(|scope| {
+            let per_fold: Vec<_> = rows
+                .iter()
+                .enumerate()
+                .map(|(k, rows)| scope.spawn(move || fit(Some(rows), k + 1)))
+                .collect();
+            let head = fit(None, 0);
+            let per_fold = per_fold
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<_>>>();
+            (head, per_fold)
+        });
+        Ok(CrossFitted {
+            head: head?,
+            folds: per_fold?,
+        })
+    }
+
+    /// The ensemble of `members`, fold by fold.
+    pub fn ensemble(members: &[&CrossFitted]) -> CrossFitted {
+        let folds = members.first().map_or(0, |m| m.folds.len());
+        CrossFitted {
+            head: TrainedHead::ensemble(members.iter().map(|m| m.head.clone()).collect()),
+            folds: (0..folds)
+                .map(|k| {
+                    TrainedHead::ensemble(members.iter().map(|m| m.folds[k].clone()).collect())
+                })
+                .collect(),
+        }
+    }
+
+    /// What the heads say of every frame of the training table `table` at candidate cut
+    /// `cut`, each frame answered by the head of its own fold, which never saw it.
+    pub fn out_of_fold(
+        &self,
+        table: &FeatureTable,
+        folds: &Folds,
+        cut: usize,
+    ) -> Result<ExitOutputs> {
+        let classes = self.head.classes;
+        let probabilities = self
+            .folds
+            .iter()
+            .map(|h| h.probabilities(table, cut))
+            .collect::<Result<Vec<_>>>()?;
+        let mut outputs = ExitOutputs::default();
+        for (i, &k) in folds.of.iter().enumerate().take(table.frames()) {
+            outputs.push(&Signals::of(
+                &probabilities[k][i * classes..(i + 1) * classes],
+            ));
+        }
+        Ok(outputs)
+    }
+}
+
+/// The rows `rows` of `values`, `width` values a row.
+pub fn gather<T: Copy>(values: &[T], width: usize, rows: &[usize]) -> Vec<T> {
+    rows.iter()
+        .flat_map(|&r| &values[r * width..(r + 1) * width])
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_cut_each_footage_in_time() {
+        let folds = Folds::in_time(&[0..4, 4..10], 2);
+        assert_eq!(folds.of, vec![0, 0, 1, 1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(folds.training_rows(1), vec![0, 1, 4, 5, 6]);
+        assert!(folds.check().is_ok());
+        let thirds = Folds::in_time(std::slice::from_ref(&(0..6)), 3);
+        assert_eq!(thirds.of, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn too_few_frames_for_the_folds_are_refused() {
+        let err = Folds::in_time(std::slice::from_ref(&(0..1)), 2).check().unwrap_err();
+        assert!(err.to_string().contains("1 in all"), "{err}");
+        assert!(Folds::in_time(&[], 2).check().is_err());
+    }
+
+    #[test]
+    fn gather_takes_whole_rows() {
+        assert_eq!(gather(&[1, 2, 3, 4, 5, 6], 2, &[2, 0]), vec![5, 6, 1, 2]);
+    }
+}
