@@ -128,6 +128,193 @@ fn every_broken_bundle_posts_an_error_naming_file_and_key() {
     }
 }
 
+/// `exits.yaml` with the value of the `nth` (from 0) line that holds `key` replaced by `value`.
+fn set_nth(dir: &Path, key: &str, nth: usize, value: &str) -> PathBuf {
+    let path = dir.join("exits.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut seen = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.find(key) {
+            Some(at) if seen == nth => {
+                seen += 1;
+                format!("{}{key} {value}", &line[..at])
+            }
+            Some(_) => {
+                seen += 1;
+                line.to_owned()
+            }
+            None => line.to_owned(),
+        })
+        .collect();
+    assert!(seen > nth, "{key} #{nth} in {text}");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// Bundles written to harm the process that reads them: each is refused within seconds, with
+/// an ERROR naming the file, the key and what is wrong, and nothing outside the bundle is read.
+#[test]
+fn hostile_bundles_are_refused_quickly_and_read_nothing_outside() {
+    let mkfifo = |path: &Path| {
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    };
+    let symlink = |to: &str, at: PathBuf| std::os::unix::fs::symlink(to, at).unwrap();
+    type Edit = Box<dyn Fn(&Path) -> (PathBuf, &'static str)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(move |d| {
+                std::fs::remove_file(d.join("exits.yaml")).unwrap();
+                mkfifo(&d.join("exits.yaml"));
+                (d.join("exits.yaml"), "model")
+            }),
+            "is a FIFO, not a regular file",
+        ),
+        (
+            Box::new(move |d| {
+                std::fs::remove_file(d.join("labels.txt")).unwrap();
+                symlink("/dev/zero", d.join("labels.txt"));
+                (d.join("labels.txt"), "labels")
+            }),
+            "is a character device",
+        ),
+        (
+            Box::new(|d| {
+                let labels = std::fs::File::create(d.join("labels.txt")).unwrap();
+                labels.set_len(17 << 20).unwrap();
+                (d.join("labels.txt"), "labels")
+            }),
+            "is 17825792 bytes; more than the 16777216",
+        ),
+        (
+            Box::new(|d| {
+                let yaml = d.join("exits.yaml");
+                let text = std::fs::read_to_string(&yaml).unwrap();
+                let deep = format!("{}{}", "[".repeat(250_000), "]".repeat(250_000));
+                std::fs::write(&yaml, format!("{text}name: {deep}\n")).unwrap();
+                (yaml, "(document)")
+            }),
+            "nested 250000 levels deep",
+        ),
+        (
+            Box::new(|d| {
+                let outside = d.parent().unwrap().join("outside");
+                std::fs::create_dir(&outside).unwrap();
+                std::fs::copy(d.join("stage-0.onnx"), outside.join("stage-0.onnx")).unwrap();
+                let yaml = replace_in_yaml(
+                    d,
+                    "segment: stage-0.onnx",
+                    "segment: ../outside/stage-0.onnx",
+                );
+                (yaml, "stages[0].segment")
+            }),
+            "'../outside/stage-0.onnx' leaves the bundle's folder",
+        ),
+        (
+            Box::new(|d| {
+                let yaml =
+                    replace_in_yaml(d, "labels: labels.txt", "labels: ../../../../etc/passwd");
+                (yaml, "labels")
+            }),
+            "leaves the bundle's folder",
+        ),
+        (
+            Box::new(|d| {
+                std::fs::remove_file(d.join("stage-1.onnx")).unwrap();
+                std::fs::create_dir(d.join("stage-1.onnx")).unwrap();
+                (d.join("stage-1.onnx"), "stages[1].segment")
+            }),
+            "is a directory, not a regular file",
+        ),
+        (
+            Box::new(move |d| {
+                std::fs::remove_file(d.join("stage-1.onnx")).unwrap();
+                symlink("/dev/zero", d.join("stage-1.onnx"));
+                (d.join("stage-1.onnx"), "stages[1].segment")
+            }),
+            "is a character device, not a regular file",
+        ),
+        (
+            Box::new(|d| {
+                let yaml = replace_in_yaml(d, "threshold: 0.5", "threshold: 1e309");
+                (yaml, "stages[0].exit.threshold")
+            }),
+            "1e309' is beyond the range of 64-bit floats",
+        ),
+        (
+            Box::new(|d| {
+                (
+                    replace_in_yaml(d, "std: [255]", "std: [1e-45]"),
+                    "input.std[0]",
+                )
+            }),
+            "makes the input infinite",
+        ),
+        (
+            Box::new(|d| {
+                set_nth(d, "macs:", 0, "9223372036854775808");
+                (set_nth(d, "macs:", 2, "9223372036854775808"), "macs")
+            }),
+            "MACs add up to more than 18446744073709551615",
+        ),
+        (
+            Box::new(|d| (set_nth(d, "macs:", 1, "18446744073709551615"), "macs")),
+            "MACs add up to more than 18446744073709551615",
+        ),
+    ];
+    for (edit, message) in cases {
+        let (_tmp, dir) = cut::valid_dir([0.5, 0.75]);
+        let (file, key) = edit(&dir);
+        let model = if key == "model" {
+            file.clone()
+        } else {
+            dir.clone()
+        };
+        let start = std::time::Instant::now();
+        let error = start_error(&model);
+        let took = start.elapsed();
+        assert!(took.as_secs() < 5, "{message}: refused only after {took:?}");
+        let file = file.display().to_string();
+        assert!(error.contains(&file), "'{error}' does not name {file}");
+        assert!(error.contains(key), "'{error}' does not name {key}");
+        assert!(error.contains(message), "'{error}' does not say {message}");
+    }
+}
+
+/// A segment whose weights are ONNX external data (`stage-1.onnx.data` beside it) loads from a
+/// process whose working directory is elsewhere: ONNX Runtime resolves the data against the
+/// model's own folder.
+#[test]
+fn external_data_models_load_from_any_working_directory() {
+    earlyexit_testkit::gst::init();
+    let (_tmp, dir) = cut::valid_dir([0.5, 0.75]);
+    cut::externalise(&dir.join("stage-1.onnx"));
+    assert!(
+        std::fs::metadata(dir.join("stage-1.onnx.data"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    assert_ne!(std::env::current_dir().unwrap(), dir);
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
+        dir.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let end = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .expect("a message within 30 s");
+    pipeline.set_state(gst::State::Null).unwrap();
+    if let gst::MessageView::Error(e) = end.view() {
+        panic!("{} {:?}", e.error(), e.debug());
+    }
+}
+
 /// An unknown key is ignored, as bundle-v1 asks, and named in a WARNING on the bus.
 #[test]
 fn an_unknown_key_posts_a_warning_naming_it_and_the_bundle_runs() {

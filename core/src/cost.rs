@@ -27,9 +27,14 @@ impl CostTable {
         Some(CostTable::new(segments, heads)?.with_detector(detector))
     }
 
-    /// From per-stage MACs; `None` when the backbone counts no MACs at all.
+    /// From per-stage MACs; `None` when the backbone counts no MACs at all, or more than a
+    /// `u64` holds.
     pub fn new(segments: Vec<u64>, heads: Vec<u64>) -> Option<CostTable> {
-        let backbone = segments.iter().sum();
+        let backbone = segments
+            .iter()
+            .chain(&heads)
+            .try_fold(0u64, |sum, m| sum.checked_add(*m))
+            .map(|_| segments.iter().sum())?;
         CostTable::with_backbone(segments, heads, backbone)
     }
 

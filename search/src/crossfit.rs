@@ -170,7 +170,9 @@ mod tests {
 
     #[test]
     fn too_few_frames_for_the_folds_are_refused() {
-        let err = Folds::in_time(std::slice::from_ref(&(0..1)), 2).check().unwrap_err();
+        let err = Folds::in_time(std::slice::from_ref(&(0..1)), 2)
+            .check()
+            .unwrap_err();
         assert!(err.to_string().contains("1 in all"), "{err}");
         assert!(Folds::in_time(&[], 2).check().is_err());
     }

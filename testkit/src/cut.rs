@@ -235,3 +235,32 @@ pub fn two_output_identity_model(shape: &[i64]) -> Vec<u8> {
         ..Default::default()
     })
 }
+
+/// Rewrites the ONNX model at `path` with its weights in a file beside it (`<name>.data`, as
+/// ONNX's external data), as exporters do for models past protobuf's 2 GB.
+pub fn externalise(path: &Path) {
+    use candle_onnx::onnx::StringStringEntryProto;
+    use candle_onnx::onnx::tensor_proto::DataLocation;
+    let mut model =
+        ModelProto::decode(std::fs::read(path).expect("model").as_slice()).expect("ONNX");
+    let data_name = format!("{}.data", path.file_name().unwrap().to_string_lossy());
+    let mut data = Vec::new();
+    let graph = model.graph.as_mut().expect("a graph");
+    for tensor in &mut graph.initializer {
+        let mut bytes = std::mem::take(&mut tensor.raw_data);
+        bytes.extend(tensor.float_data.drain(..).flat_map(f32::to_le_bytes));
+        let entry = |key: &str, value: String| StringStringEntryProto {
+            key: key.into(),
+            value,
+        };
+        tensor.external_data = vec![
+            entry("location", data_name.clone()),
+            entry("offset", data.len().to_string()),
+            entry("length", bytes.len().to_string()),
+        ];
+        tensor.data_location = DataLocation::External as i32;
+        data.extend(bytes);
+    }
+    std::fs::write(path.with_file_name(&data_name), data).expect("write the data");
+    std::fs::write(path, model.encode_to_vec()).expect("write the model");
+}

@@ -28,7 +28,34 @@ impl Bundle {
                 message: format!("needs format: {}", Format::V3.word()),
             });
         }
+        self.check_macs()?;
         self.check_gates()
+    }
+
+    /// Checks that the MACs of every segment and head add up to a number that fits: a frame's
+    /// cost is a sum of them. Names the first key where the total overflows.
+    pub fn check_macs(&self) -> Result<(), BundleError> {
+        let mut total = self.reuse.as_ref().map_or(0, |r| r.macs(&self.input));
+        for (i, stage) in self.stages.iter().enumerate() {
+            let counts = [
+                (format!("stages[{i}].macs"), stage.macs),
+                (
+                    format!("stages[{i}].exit.macs"),
+                    stage.exit.as_ref().and_then(|e| e.macs),
+                ),
+            ];
+            for (key, macs) in counts {
+                total = total.checked_add(macs.unwrap_or(0)).ok_or_else(|| BundleError {
+                    file: self.file.clone(),
+                    key,
+                    message: format!(
+                        "the bundle's MACs add up to more than {} here; no backbone is that large",
+                        u64::MAX
+                    ),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks the gate rules that tie keys together: gates need format 2, every exit has a

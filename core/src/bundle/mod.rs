@@ -6,6 +6,7 @@
 
 mod check;
 mod error;
+mod files;
 mod read;
 mod types;
 mod words;

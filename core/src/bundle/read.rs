@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 use super::error::BundleError;
+use super::files;
 use super::types::{Bundle, EXITS_FILE, Exit, Format, Labels, Measure, Promise, Stage};
 use super::words::Word;
 use crate::gate::{Gate, GateInput, GateWeights};
@@ -21,11 +22,8 @@ pub fn read(path: &Path) -> Result<(Bundle, Vec<String>), BundleError> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| BundleError {
-        file: file.clone(),
-        key: "model".into(),
-        message: format!("cannot read the bundle: {e}"),
-    })?;
+    let text = files::read_text(&file, "model", files::MAX_EXITS_BYTES)?;
+    files::check_nesting(&file, &text)?;
     // A byte-order mark is allowed in YAML (editors on Windows write one); serde_yaml takes it
     // for the start of a second document.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -124,6 +122,11 @@ impl Reader {
             Some(v) => match as_f64(v) {
                 Some(x) if x.is_finite() => Ok(Some(x)),
                 Some(x) => self.fail(&path, format!("must be a finite number, found {x}")),
+                // The YAML reader keeps a number too large for a float as text.
+                None if beyond_f64(v) => self.fail(
+                    &path,
+                    format!("{} is beyond the range of 64-bit floats", show(v)),
+                ),
                 None => self.fail(&path, format!("expected a number, found {}", kind(v))),
             },
         }
@@ -358,6 +361,21 @@ impl Reader {
         if let Some(i) = std.iter().position(|s| *s == 0.0) {
             return self.fail(&format!("input.std[{i}]"), "must not be 0");
         }
+        // Pixels are 0..=255; each must stay a finite 32-bit float after (pixel - mean) / std.
+        let finite = |c: usize| {
+            [0.0f32, 255.0]
+                .iter()
+                .all(|p| ((p - mean[c]) / std[c]).is_finite())
+        };
+        if let Some(c) = (0..std.len()).find(|&c| !finite(c)) {
+            return self.fail(
+                &format!("input.std[{c}]"),
+                format!(
+                    "{} makes the input infinite: (pixel - mean) / std overflows 32-bit floats for pixels 0..255",
+                    std[c]
+                ),
+            );
+        }
         Ok(InputSpec {
             layout,
             width,
@@ -406,6 +424,10 @@ impl Reader {
             .enumerate()
             .map(|(i, v)| match as_f64(v) {
                 Some(x) if x.is_finite() => Ok(x),
+                _ if beyond_f64(v) => self.fail(
+                    &format!("{path}[{i}]"),
+                    format!("{} is beyond the range of 64-bit floats", show(v)),
+                ),
                 _ => self.fail(
                     &format!("{path}[{i}]"),
                     format!("expected a finite number, found {}", show(v)),
@@ -415,12 +437,8 @@ impl Reader {
     }
 
     fn labels(&self, relative: String) -> Result<Labels, BundleError> {
-        let path = self.resolve(&relative);
-        let text = std::fs::read_to_string(&path).map_err(|e| BundleError {
-            file: path.clone(),
-            key: "labels".into(),
-            message: format!("cannot read the labels file: {e}"),
-        })?;
+        let path = files::inside(&self.file, &relative, "labels")?;
+        let text = files::read_text(&path, "labels", files::MAX_LABELS_BYTES)?;
         let names = parse_labels(&text);
         Ok(Labels {
             file: relative,
@@ -530,22 +548,9 @@ impl Reader {
         })
     }
 
-    /// A path of the bundle, against its folder (as [`Bundle::resolve`] does once it is read).
-    fn resolve(&self, relative: &str) -> PathBuf {
-        self.file.parent().unwrap_or(Path::new(".")).join(relative)
-    }
-
+    /// Checks that `relative`, named for `key`, is a regular file inside the bundle's folder.
     fn check_file(&self, relative: &str, key: &str) -> Result<(), BundleError> {
-        let path = self.resolve(relative);
-        if path.is_file() {
-            Ok(())
-        } else {
-            Err(BundleError {
-                file: path,
-                key: key.into(),
-                message: "no such file".into(),
-            })
-        }
+        files::regular(&files::inside(&self.file, relative, key)?, key).map(|_| ())
     }
 }
 
@@ -563,6 +568,12 @@ fn as_f64(v: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         _ => None,
     }
+}
+
+/// Whether `v` is text that reads as a number beyond a 64-bit float's range, such as `1e309`.
+fn beyond_f64(v: &Value) -> bool {
+    matches!(v, Value::String(s) if s.trim().parse::<f64>().is_ok_and(|x| x.is_infinite())
+        && !s.trim().to_ascii_lowercase().contains("inf"))
 }
 
 fn not_one_of<T: Word>(word: &str) -> String {

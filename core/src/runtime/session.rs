@@ -69,11 +69,15 @@ pub struct Tensor {
 }
 
 impl Model {
-    /// Loads `path`.
+    /// Loads `path`, a regular file; ONNX Runtime finds external data (a `.onnx.data` beside
+    /// it) in the model's own folder, wherever the process runs.
     pub fn load(path: &Path, options: SessionOptions) -> Result<Model, OnnxError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| OnnxError::model(path, None, format!("cannot read: {e}")))?;
-        Model::from_bytes(&bytes, path, options)
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(OnnxError::model(path, None, "not a regular file")),
+            Err(e) => return Err(OnnxError::model(path, None, format!("cannot read: {e}"))),
+        }
+        Model::commit(path, options, |builder| builder.commit_from_file(path))
     }
 
     /// Loads a model held in memory; `path` names it in errors.
@@ -81,6 +85,15 @@ impl Model {
         bytes: &[u8],
         path: &Path,
         options: SessionOptions,
+    ) -> Result<Model, OnnxError> {
+        Model::commit(path, options, |builder| builder.commit_from_memory(bytes))
+    }
+
+    /// A session built with the project's options, then committed by `commit`.
+    fn commit(
+        path: &Path,
+        options: SessionOptions,
+        commit: impl FnOnce(&mut ort::session::builder::SessionBuilder) -> ort::Result<Session>,
     ) -> Result<Model, OnnxError> {
         let environment = library::environment()?;
         let fail = |e: ort::Error| OnnxError::model(path, None, e.to_string());
@@ -98,7 +111,7 @@ impl Model {
                 .with_intra_threads(options.threads)
                 .map_err(|e| fail(e.into()))?;
         }
-        let session = builder.commit_from_memory(bytes).map_err(fail)?;
+        let session = commit(&mut builder).map_err(fail)?;
         let model = Model {
             input: session
                 .inputs()
