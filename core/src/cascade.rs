@@ -6,6 +6,8 @@
 //! stream rule ([`ReuseRule`]) may answer a frame with it, so a cascade remembers it
 //! ([`StreamState`]) until the stream is reset.
 
+use std::path::Path;
+
 use crate::bundle::{Bundle, BundleError, Stage, Word};
 use crate::gate::{ExitRule, Gate, GateWeights};
 use crate::input::InputSpec;
@@ -71,6 +73,19 @@ pub struct Outcome {
     pub reused: Option<u32>,
     /// When asked for: the answer at full depth, the last stage's, which the audit compares.
     pub full: Option<Verdict>,
+    /// The first model that gave non-finite values on this frame: its exit was passed by,
+    /// or, at the last stage, the answer is not finite ([`Outcome::unanswered`]).
+    pub non_finite: Option<ModelAt>,
+    /// Whether the answer itself is not finite: its class means nothing, its confidence is 0
+    /// and its score one that no threshold clears.
+    pub unanswered: bool,
+}
+
+/// One model of a cascade: a stage's segment, or its exit's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelAt {
+    pub stage: usize,
+    pub head: bool,
 }
 
 impl Cascade {
@@ -265,6 +280,8 @@ impl Cascade {
                     } else {
                         None
                     },
+                    non_finite: None,
+                    unanswered: false,
                 });
             }
         }
@@ -279,6 +296,10 @@ impl Cascade {
                 self.run_segments_from(outcome.stage + 1, shape, input)?
             });
         }
+        // An answer that is not one is neither reused nor compared with later frames.
+        if outcome.unanswered {
+            return Ok(outcome);
+        }
         if watched {
             self.stream.reuse.ran(&self.signature);
         }
@@ -292,17 +313,28 @@ impl Cascade {
     fn run_stages(&mut self, shape: &[i64], input: &[f32]) -> Result<Outcome, OnnxError> {
         let last = self.stages.len() - 1;
         let mut walk = FrameWalk::new(self.stream.last_answer());
+        let mut non_finite = None;
         let [a, b] = &mut self.activations;
         let (mut current, mut next) = (a, b);
         for (i, stage) in self.stages.iter_mut().enumerate() {
             run_segment(stage, i, shape, input, current, next)?;
             std::mem::swap(&mut current, &mut next);
             if i == last {
+                let verdict = last_verdict(self.output, self.metric, current, &mut self.probs);
+                let unanswered = verdict.is_none();
+                if unanswered {
+                    non_finite.get_or_insert(ModelAt {
+                        stage: i,
+                        head: false,
+                    });
+                }
                 return Ok(Outcome {
                     stage: i,
-                    verdict: last_verdict(self.output, self.metric, current, &mut self.probs),
+                    verdict: verdict.unwrap_or(unsure(self.metric)),
                     reused: None,
                     full: None,
+                    non_finite,
+                    unanswered,
                 });
             }
             if self.mode == Mode::Full {
@@ -310,6 +342,11 @@ impl Cascade {
             }
             if let Some(exit) = &mut stage.exit {
                 head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
+                // No frame leaves on non-finite scores: the exit is passed by.
+                if !all_finite(&self.probs) {
+                    non_finite.get_or_insert(culprit(i, current));
+                    continue;
+                }
                 let rule = ExitRule::of(
                     self.metric,
                     self.gate.as_ref(),
@@ -323,6 +360,8 @@ impl Cascade {
                         verdict: signals.verdict(self.metric),
                         reused: None,
                         full: None,
+                        non_finite,
+                        unanswered: false,
                     });
                 }
             }
@@ -346,12 +385,20 @@ impl Cascade {
             run_segment(stage, i, shape, input, current, next)?;
             std::mem::swap(&mut current, &mut next);
         }
-        Ok(last_verdict(
-            self.output,
-            self.metric,
-            current,
-            &mut self.probs,
-        ))
+        Ok(
+            last_verdict(self.output, self.metric, current, &mut self.probs)
+                .unwrap_or(unsure(self.metric)),
+        )
+    }
+
+    /// The file of one of the cascade's models.
+    pub fn model_path(&self, at: ModelAt) -> Option<&Path> {
+        let stage = self.stages.get(at.stage)?;
+        if at.head {
+            stage.exit.as_ref().map(|e| e.head.path())
+        } else {
+            Some(stage.segment.path())
+        }
     }
 
     /// Runs one preprocessed frame through every segment and every exit head, whatever the
@@ -416,10 +463,38 @@ fn head_probs(
     Ok(())
 }
 
-/// The last stage's output as probabilities, and its verdict.
-fn last_verdict(output: Output, metric: Metric, out: &Tensor, probs: &mut Vec<f32>) -> Verdict {
+/// The last stage's output as probabilities, and its verdict; None when they are not finite.
+fn last_verdict(
+    output: Output,
+    metric: Metric,
+    out: &Tensor,
+    probs: &mut Vec<f32>,
+) -> Option<Verdict> {
     output.probabilities_into(&out.data, probs);
-    rule::verdict(metric, probs)
+    all_finite(probs).then(|| rule::verdict(metric, probs))
+}
+
+/// The answer given for a frame whose last stage gave non-finite values: class 0, confidence
+/// 0, and a score that no threshold clears.
+fn unsure(metric: Metric) -> Verdict {
+    Verdict {
+        class_id: 0,
+        confidence: 0.0,
+        score: metric.never(),
+    }
+}
+
+fn all_finite(values: &[f32]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+/// Which model of stage `stage` gave non-finite values: its segment when its output
+/// (`segment_out`) is not finite, else its head.
+fn culprit(stage: usize, segment_out: &Tensor) -> ModelAt {
+    ModelAt {
+        stage,
+        head: all_finite(&segment_out.data),
+    }
 }
 
 fn class_count(shape: &[i64]) -> Option<usize> {

@@ -39,6 +39,12 @@ pub struct Decision {
     pub fallback: bool,
     /// What the audit concluded on this frame, when it changed its mind.
     pub audit: Option<AuditEvent>,
+    /// The first model file that gave non-finite values on this frame: its exit was passed
+    /// by, or the answer is not finite (`unanswered`).
+    pub non_finite: Option<PathBuf>,
+    /// Whether no finite answer could be computed: the class then means nothing, the
+    /// confidence is 0 and the score one that no threshold clears.
+    pub unanswered: bool,
 }
 
 /// What [`Classifier::resume_point`] keeps.
@@ -234,6 +240,11 @@ impl Classifier {
             audited,
             fallback,
             audit,
+            non_finite: outcome
+                .non_finite
+                .and_then(|at| self.cascade.model_path(at))
+                .map(Path::to_path_buf),
+            unanswered: outcome.unanswered && !fallback,
         })
     }
 }

@@ -538,13 +538,60 @@ fn write_atomically_replaces_only_a_bundle_or_an_empty_folder() {
 }
 
 #[test]
-fn write_atomically_replaces_an_existing_bundle() {
+fn write_atomically_replaces_an_existing_bundle_and_keeps_what_it_did_not_write() {
     let (_tmp, dir) = valid_dir(THRESHOLDS);
-    std::fs::write(dir.join("stale.txt"), "old").unwrap();
+    // The bundle's models, as a writer passes them.
+    let models: Vec<bundle::File> = [
+        "stage-0.onnx",
+        "stage-1.onnx",
+        "stage-2.onnx",
+        "exit-0.onnx",
+        "exit-1.onnx",
+    ]
+    .into_iter()
+    .map(|n| bundle::File::new(n, std::fs::read(dir.join(n)).unwrap()))
+    .collect();
+    let with = |extra: &[(&str, &str)]| -> Vec<bundle::File> {
+        let mut files = models.clone();
+        files.extend(
+            extra
+                .iter()
+                .map(|(n, t)| bundle::File::new(*n, t.as_bytes().to_vec())),
+        );
+        files
+    };
+    let first = with(&[("report.md", "first"), ("baselines/even/notes.md", "first")]);
+    bundle::write_atomically(&dir, &valid_bundle(THRESHOLDS), &first).unwrap();
+    // What the user put beside the bundle.
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    std::fs::create_dir(dir.join("myclips")).unwrap();
+    std::fs::write(dir.join("myclips/a.mkv"), "mine").unwrap();
+    // A writer interrupted long ago, by a process that is gone.
+    let abandoned = dir
+        .parent()
+        .unwrap()
+        .join(".earlyexit-bundle-4000000000-x1y2z3");
+    std::fs::create_dir(&abandoned).unwrap();
     let mut b = valid_bundle([0.1, 0.2]);
     b.name = None;
-    write_bundle(&dir, &b);
-    assert!(!dir.join("stale.txt").exists());
+    let second = with(&[("report.md", "second")]);
+    bundle::write_atomically(&dir, &b, &second).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("myclips/a.mkv")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.md")).unwrap(),
+        "second"
+    );
+    assert!(
+        !dir.join("baselines").exists(),
+        "the first write's own files go"
+    );
     let (read_back, _) = bundle::read(&dir).unwrap();
     assert_eq!(read_back.stages[1].exit.as_ref().unwrap().threshold, 0.2);
     assert_eq!(read_back.name, None);
@@ -554,4 +601,10 @@ fn write_atomically_replaces_an_existing_bundle() {
         .filter(|n| n.to_string_lossy().starts_with(".earlyexit-bundle-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_folder_that_cannot_be_written_is_refused_before_any_work() {
+    let e = bundle::check_replaceable(Path::new("/proc/earlyexit-test/bundle")).unwrap_err();
+    assert!(e.to_string().contains("cannot write in /proc"), "{e}");
 }

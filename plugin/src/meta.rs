@@ -39,11 +39,24 @@ pub struct EarlyExitInfo {
     pub audited: bool,
     /// Whether the answer is the full backbone's because the audit did not trust the bundle.
     pub fallback: bool,
+    /// Whether the bundle's models gave no finite answer: the class then means nothing and the
+    /// confidence is 0.
+    pub non_finite: bool,
+    /// The name of the element that decided, and the bundle it ran (its `model` property):
+    /// with several `earlyexit` elements in a pipeline, each puts its own meta on a buffer.
+    pub element: String,
+    pub bundle: String,
 }
 
 impl EarlyExitInfo {
-    /// Builds the info from a core decision and the label of its class.
-    pub fn from_decision(decision: &earlyexit::Decision, label: Option<&str>) -> EarlyExitInfo {
+    /// Builds the info from a core decision and the label of its class, for `element`
+    /// running `bundle`.
+    pub fn from_decision(
+        decision: &earlyexit::Decision,
+        label: Option<&str>,
+        element: &str,
+        bundle: &str,
+    ) -> EarlyExitInfo {
         EarlyExitInfo {
             stage: u32::try_from(decision.stage).unwrap_or(u32::MAX),
             stages: u32::try_from(decision.stages).unwrap_or(u32::MAX),
@@ -56,6 +69,9 @@ impl EarlyExitInfo {
             reused: decision.reused.unwrap_or(0),
             audited: decision.audited,
             fallback: decision.fallback,
+            non_finite: decision.unanswered,
+            element: element.to_owned(),
+            bundle: bundle.to_owned(),
         }
     }
 
@@ -76,6 +92,9 @@ impl EarlyExitInfo {
         s.set("reused", self.reused);
         s.set("audited", self.audited);
         s.set("fallback", self.fallback);
+        s.set("non-finite", self.non_finite);
+        s.set("element", self.element.as_str());
+        s.set("bundle", self.bundle.as_str());
     }
 
     /// Reads the fields from a structure written by [`EarlyExitInfo::write`]. The error says
@@ -97,23 +116,50 @@ impl EarlyExitInfo {
             reused: s.get_optional("reused").map_err(text)?.unwrap_or(0),
             audited: s.get_optional("audited").map_err(text)?.unwrap_or(false),
             fallback: s.get_optional("fallback").map_err(text)?.unwrap_or(false),
+            non_finite: s.get_optional("non-finite").map_err(text)?.unwrap_or(false),
+            element: s.get_optional("element").map_err(text)?.unwrap_or_default(),
+            bundle: s.get_optional("bundle").map_err(text)?.unwrap_or_default(),
         })
     }
 
-    /// Puts an `EarlyExitMeta` holding this info on `buffer`, in place of any it had: after two
-    /// `earlyexit` elements, readers (who find the first meta of its kind) see the last decision.
+    /// Puts an `EarlyExitMeta` holding this info on `buffer`, in place of one the same
+    /// element put there before; the metas of other `earlyexit` elements stay, in the order
+    /// the elements ran.
     pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), gst::glib::BoolError> {
-        if let Ok(earlier) = CustomMeta::from_mut_buffer(buffer, NAME) {
-            earlier.remove()?;
-        }
+        buffer.foreach_meta_mut(|meta| {
+            let own = meta
+                .try_as_custom_meta()
+                .filter(|m| m.has_name(NAME))
+                .and_then(|m| m.structure().get::<&str>("element").ok())
+                .is_some_and(|element| element == self.element);
+            std::ops::ControlFlow::Continue(if own {
+                gst::buffer::BufferMetaForeachAction::Remove
+            } else {
+                gst::buffer::BufferMetaForeachAction::Keep
+            })
+        });
         let mut meta = CustomMeta::add(buffer, NAME)?;
         self.write(meta.mut_structure());
         Ok(())
     }
 
-    /// The info of `buffer`'s `EarlyExitMeta`, or `None` when it has none or it is malformed.
+    /// The info of `buffer`'s first `EarlyExitMeta` (the first `earlyexit` element's), or
+    /// `None` when it has none or it is malformed.
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<EarlyExitInfo> {
         let meta = CustomMeta::from_buffer(buffer, NAME).ok()?;
         EarlyExitInfo::read(meta.structure()).ok()
+    }
+
+    /// The info of every `EarlyExitMeta` on `buffer`, one per `earlyexit` element, in the
+    /// order they ran; malformed ones are skipped.
+    pub fn all_from_buffer(buffer: &gst::BufferRef) -> Vec<EarlyExitInfo> {
+        buffer
+            .iter_meta::<gst::Meta>()
+            .filter_map(|meta| {
+                let custom = meta.try_as_custom_meta()?;
+                custom.has_name(NAME).then_some(())?;
+                EarlyExitInfo::read(custom.structure()).ok()
+            })
+            .collect()
     }
 }

@@ -207,11 +207,12 @@ fn rgb_frames_of_another_size_are_resized_in_full_mode() {
     check_meta(&buffers, &stats);
 }
 
-/// A buffer that passes two `earlyexit` elements carries one meta: the second decision.
+/// An element's decision replaces only the meta that the same element attached before; another
+/// element's stays, first.
 #[test]
-fn a_second_decision_replaces_the_first_meta() {
+fn a_decision_replaces_only_its_own_elements_meta() {
     init();
-    let decision = |stage: u32, label: Option<&str>| EarlyExitInfo {
+    let decision = |element: &str, stage: u32, label: Option<&str>| EarlyExitInfo {
         stage,
         stages: 3,
         class_id: 4,
@@ -223,14 +224,24 @@ fn a_second_decision_replaces_the_first_meta() {
         reused: 0,
         audited: false,
         fallback: false,
+        non_finite: false,
+        element: element.to_owned(),
+        bundle: "b".to_owned(),
     };
     let mut buffer = gst::Buffer::with_size(4).unwrap();
     let buf = buffer.get_mut().unwrap();
-    decision(0, Some("Coat")).attach(buf).unwrap();
-    let second = decision(2, None);
+    let fast = decision("fast", 0, Some("Coat"));
+    fast.attach(buf).unwrap();
+    decision("specialist", 1, None).attach(buf).unwrap();
+    let second = decision("specialist", 2, None);
     second.attach(buf).unwrap();
-    assert_eq!(EarlyExitInfo::from_buffer(buf), Some(second));
-    assert_eq!(buf.iter_meta::<gst::Meta>().count(), 1, "one meta, not two");
+    assert_eq!(EarlyExitInfo::from_buffer(buf), Some(fast.clone()));
+    assert_eq!(EarlyExitInfo::all_from_buffer(buf), vec![fast, second]);
+    assert_eq!(
+        buf.iter_meta::<gst::Meta>().count(),
+        2,
+        "one meta per element"
+    );
 }
 
 /// The element only reads pixels: a frame shared with another branch (as after a `tee`) leaves

@@ -270,6 +270,9 @@ impl Extractor {
                 footage.name
             );
         }
+        if let Some(warning) = footage.shortfall(table.frames(), estimate.map(|n| n as usize)) {
+            eprintln!("warning: {warning}");
+        }
         // Fewer rows are refused above; sampled footage is not decoded to its end.
         if sampling == Sampling::All
             && let Some(warning) = footage.ground_truth_mismatch(table.frames())

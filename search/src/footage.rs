@@ -43,6 +43,20 @@ impl Footage {
         })
     }
 
+    /// A warning when `decoded` frames fall short of the `expected` that the container
+    /// promises: the file is truncated or damaged, and the frames past the damage are not
+    /// used. A container's estimate may be a frame or two off, or 1%.
+    pub fn shortfall(&self, decoded: usize, expected: Option<usize>) -> Option<String> {
+        let expected = expected?;
+        let slack = (expected / 100).max(2);
+        (decoded + slack < expected).then(|| {
+            format!(
+                "{}: decoded {decoded} frames, but the container promises about {expected}; the file may be truncated or damaged, and only the frames decoded are used",
+                self.name
+            )
+        })
+    }
+
     /// The file name alone, for progress bars and tables.
     pub fn short_name(&self) -> String {
         Path::new(&self.name)
@@ -103,6 +117,8 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
     // Every frame from 0 has one row, so no frame number reaches the number of rows.
     let lines: Vec<(usize, &str)> = lines.filter(|(_, l)| !l.trim().is_empty()).collect();
     let mut labels = vec![u32::MAX; lines.len()];
+    // The line each frame's row was read on, to name both lines of a frame given twice.
+    let mut read_on = vec![0; lines.len()];
     for (number, line) in lines {
         let parse = || -> Option<(usize, u32)> {
             let (frame, label) = line.split_once(',')?;
@@ -123,14 +139,18 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
                 labels.len()
             );
         };
+        if *slot != u32::MAX {
+            bail!(
+                "ground truth {}: line {}: frame {frame} again; line {} already gave its label",
+                path.display(),
+                number + 1,
+                read_on[frame]
+            );
+        }
         *slot = label;
+        read_on[frame] = number + 1;
     }
-    if let Some(missing) = labels.iter().position(|&l| l == u32::MAX) {
-        bail!(
-            "ground truth {}: no label for frame {missing}",
-            path.display()
-        );
-    }
+    // n rows, each a different frame below n: every frame has its label.
     Ok(labels)
 }
 
@@ -471,7 +491,27 @@ mod tests {
         );
         let (_f, labels) = truth("frame,label\n0,1\n0,3\n");
         let e = labels.unwrap_err().to_string();
-        assert!(e.contains("no label for frame 1"), "{e}");
+        assert!(
+            e.contains("line 3: frame 0 again; line 2 already gave its label"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn footage_short_of_its_container_is_named() {
+        let footage = Footage {
+            name: "half.mkv".into(),
+            uri: "file:///half.mkv".into(),
+            labels: None,
+        };
+        let w = footage.shortfall(152, Some(300)).unwrap();
+        assert!(
+            w.contains("half.mkv: decoded 152 frames") && w.contains("about 300"),
+            "{w}"
+        );
+        // An estimate a frame or two off, or none, says nothing.
+        assert_eq!(footage.shortfall(298, Some(300)), None);
+        assert_eq!(footage.shortfall(152, None), None);
     }
 
     #[test]

@@ -46,11 +46,12 @@ impl Progress {
     }
 
     pub fn finish_and_clear(&self) {
+        // Finishing moves the bar to its end: what was done is read first.
+        let done = self.bar.position();
         self.bar.finish_and_clear();
         if let Some((message, start)) = &self.plain {
             eprintln!(
-                "{message}: {} done in {:.1} s",
-                self.bar.position(),
+                "{message}: {done} done in {:.1} s",
                 start.elapsed().as_secs_f64()
             );
         }

@@ -108,6 +108,64 @@ fn errors_name_the_file_and_exit_non_zero() {
     }
 }
 
+/// A destination that cannot be written fails at once, before any footage is read, and a
+/// truncated footage is named in a warning.
+#[test]
+fn an_unwritable_out_fails_first_and_a_truncated_footage_is_named() {
+    let fmnist = text(&model("fmnist_resnet20w32.onnx"));
+    let clip = text(&footage("fmnist-test-a-5k.mkv"));
+    let start = std::time::Instant::now();
+    let out = search(&[
+        "search",
+        "--backbone",
+        &fmnist,
+        "--footage",
+        &clip,
+        "--out",
+        "/proc/earlyexit/bundle",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--out /proc/earlyexit/bundle"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot write in /proc"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("features"),
+        "footage was read: {}",
+        stderr(&out)
+    );
+    assert!(start.elapsed().as_secs() < 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(footage("fmnist-belt-test-a.mkv")).unwrap();
+    let half = dir.path().join("half.mkv");
+    std::fs::write(&half, &whole[..whole.len() / 2]).unwrap();
+    let out = search(&[
+        "search",
+        "--backbone",
+        &fmnist,
+        "--footage",
+        &text(&half),
+        "--max-frames",
+        "400",
+        "--strategy",
+        "even",
+        "--out",
+        &text(&dir.path().join("b")),
+    ]);
+    assert!(
+        stderr(&out).contains("the file may be truncated or damaged"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// What `fmnist_end_to_end` measured on test-b.
 struct TestB {
     accuracy: f64,

@@ -264,3 +264,27 @@ pub fn externalise(path: &Path) {
     std::fs::write(path.with_file_name(&data_name), data).expect("write the data");
     std::fs::write(path, model.encode_to_vec()).expect("write the model");
 }
+
+/// Rewrites the ONNX model at `path` so that its output, same shape, is NaN everywhere: the
+/// output minus itself, divided by itself.
+pub fn poison(path: &Path) {
+    let mut model =
+        ModelProto::decode(std::fs::read(path).expect("model").as_slice()).expect("ONNX");
+    let graph = model.graph.as_mut().expect("a graph");
+    let output = graph.output.first_mut().expect("an output");
+    let (zero, nan) = (
+        format!("{}_zero", output.name),
+        format!("{}_nan", output.name),
+    );
+    let node = |op: &str, input: &str, out: &str| NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: vec![input.into(), input.into()],
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let nodes = [node("Sub", &output.name, &zero), node("Div", &zero, &nan)];
+    output.name = nan;
+    graph.node.extend(nodes);
+    std::fs::write(path, model.encode_to_vec()).expect("write the model");
+}

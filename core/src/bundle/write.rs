@@ -121,32 +121,61 @@ pub fn own_files(bundle: &Bundle) -> Vec<File> {
     files
 }
 
+/// The hidden file in a bundle folder the writer made that lists every file it put there, so
+/// that writing again replaces exactly those, and nothing a user added beside them.
+pub const MANIFEST: &str = ".earlyexit-files";
+
+/// The start of the name of the hidden folder a bundle is written in before it moves into
+/// place; then the writer's process id and a random part.
+const STAGING: &str = ".earlyexit-bundle-";
+
 /// Whether a bundle may be written at `dir`: it does not exist yet, or it is a folder that is
-/// empty or holds a bundle (an `exits.yaml`), which is then replaced. Any other folder, or one
-/// that holds the current directory, is refused, so that a mistyped `--out` deletes nothing.
+/// empty or holds a bundle (an `exits.yaml`), and the process may write there. Any other
+/// folder, or one that holds the current directory, is refused, so that a mistyped `--out`
+/// touches nothing; call it before long work, so that an unwritable one fails first.
 pub fn check_replaceable(dir: &Path) -> std::io::Result<()> {
     let refuse = |why: &str| Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why));
-    if !dir.exists() {
-        return Ok(());
+    if dir.exists() {
+        if !dir.is_dir() {
+            return refuse("a file is in the way; a bundle is a folder");
+        }
+        let cwd = std::env::current_dir()?;
+        if cwd.starts_with(dir.canonicalize()?) {
+            return refuse("it holds the current directory, so it is not replaced");
+        }
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(EXITS_FILE).is_file() {
+            return refuse("the folder holds files but no exits.yaml; only a bundle is replaced");
+        }
     }
-    if !dir.is_dir() {
-        return refuse("a file is in the way; a bundle is a folder");
-    }
-    let cwd = std::env::current_dir()?;
-    if cwd.starts_with(dir.canonicalize()?) {
-        return refuse("it holds the current directory, so it is not replaced");
-    }
-    let empty = std::fs::read_dir(dir)?.next().is_none();
-    if !empty && !dir.join(EXITS_FILE).is_file() {
-        return refuse("the folder holds files but no exits.yaml; only a bundle is replaced");
-    }
+    // The nearest folder that exists is where the first file or folder will be made.
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+        .unwrap_or(Path::new("."));
+    tempfile::tempfile_in(existing).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot write in {}: {e}", existing.display()),
+        )
+    })?;
     Ok(())
 }
 
-/// Writes a bundle folder at `dir`: `exits.yaml`, the labels file when the bundle has labels, and
-/// `files`. Everything goes to a temporary sibling folder first, which is
-/// renamed into place, so an interrupted writer never leaves half a bundle behind. `dir` must
-/// pass [`check_replaceable`].
+/// Writes a bundle folder at `dir`: `exits.yaml`, the labels file when the bundle has labels,
+/// and `files`. Everything is written to a hidden sibling folder first. A new or empty `dir` is
+/// that folder renamed into place, so an interrupted writer never leaves half a bundle. An
+/// existing bundle keeps every file the writer did not make: the files its manifest lists (or,
+/// without one, its `exits.yaml` names) are removed, `exits.yaml` first, so that no reader runs
+/// a mix of the two, and the new ones moved in, `exits.yaml` last. `dir` must pass
+/// [`check_replaceable`]. Staging folders that an interrupted writer left are removed.
 pub fn write_atomically(dir: &Path, bundle: &Bundle, files: &[File]) -> std::io::Result<()> {
     check_replaceable(dir)?;
     let parent = match dir.parent() {
@@ -154,22 +183,115 @@ pub fn write_atomically(dir: &Path, bundle: &Bundle, files: &[File]) -> std::io:
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent)?;
+    remove_abandoned_staging(&parent);
     let staging = tempfile::Builder::new()
-        .prefix(".earlyexit-bundle-")
+        .prefix(&format!("{STAGING}{}-", std::process::id()))
         .tempdir_in(&parent)?;
-    for file in files {
+    let mut names: Vec<String> = Vec::new();
+    for file in files.iter().cloned().chain(own_files(bundle)) {
         let path = staging.path().join(&file.name);
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder)?;
         }
         std::fs::write(path, &file.bytes)?;
+        names.push(file.name);
     }
-    for file in own_files(bundle) {
-        std::fs::write(staging.path().join(&file.name), &file.bytes)?;
+    // exits.yaml last: it is what makes the folder a bundle.
+    names.sort_by_key(|n| n == EXITS_FILE);
+    names.dedup();
+    let manifest = names.join("\n") + "\n";
+    std::fs::write(staging.path().join(MANIFEST), manifest)?;
+    let empty = !dir.exists() || std::fs::read_dir(dir)?.next().is_none();
+    if empty {
+        // Renaming onto an empty folder replaces it.
+        let staged = staging.keep();
+        return std::fs::rename(&staged, dir);
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
+    for old in previous_files(dir) {
+        if !names.contains(&old) {
+            remove_file_and_empty_folders(dir, &old);
+        }
     }
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir)
+    match std::fs::remove_file(dir.join(EXITS_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for name in names.iter().map(String::as_str).chain([MANIFEST]) {
+        let to = dir.join(name);
+        if let Some(folder) = to.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::rename(staging.path().join(name), to)?;
+    }
+    Ok(())
+}
+
+/// The files of the bundle at `dir` that its writer made: its manifest's list, or, for a
+/// bundle written without one, `exits.yaml` and the files it names. Only paths inside `dir`.
+fn previous_files(dir: &Path) -> Vec<String> {
+    let listed = std::fs::read_to_string(dir.join(MANIFEST))
+        .map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .or_else(|_| {
+            super::read(dir).map(|(b, _)| {
+                let mut names = vec![EXITS_FILE.to_owned()];
+                names.extend(b.labels.map(|l| l.file));
+                for stage in b.stages {
+                    names.push(stage.segment);
+                    names.extend(stage.exit.map(|e| e.head));
+                }
+                names
+            })
+        })
+        .unwrap_or_default();
+    listed
+        .into_iter()
+        .filter(|name| {
+            !name.is_empty()
+                && Path::new(name)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect()
+}
+
+/// Removes `dir/name`, then each folder above it inside `dir` that is left empty.
+fn remove_file_and_empty_folders(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    if std::fs::remove_file(&path).is_err() {
+        return;
+    }
+    for folder in path.ancestors().skip(1) {
+        if folder == dir || std::fs::remove_dir(folder).is_err() {
+            break;
+        }
+    }
+}
+
+/// Removes staging folders in `parent` that a writer left when it was interrupted: those of a
+/// process that no longer runs, and, for names without a process id, those an hour old.
+fn remove_abandoned_staging(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGING)) else {
+            continue;
+        };
+        let abandoned = match rest
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        {
+            Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600),
+        };
+        if abandoned {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -58,6 +58,11 @@ struct State {
     /// The negotiated frame layout and its pixel format (from `set_info`), to map and read
     /// each buffer by.
     negotiated: Option<(gst_video::VideoInfo, PixelFormat)>,
+    /// This element's name and the bundle it runs, for each frame's meta.
+    element: String,
+    bundle: String,
+    /// Whether the bus has been told that a model gave non-finite values: once per start.
+    told_non_finite: bool,
 }
 
 /// Counts for the `stats` property. Kept after `stop()` so that they can be read at EOS or in
@@ -70,6 +75,8 @@ struct Stats {
     audited: u64,
     audit_agreed: u64,
     fallbacks: u64,
+    /// Frames with no finite answer.
+    non_finite: u64,
     /// The audit's window after the last audited frame: agreeing and audited frames. Its
     /// bounds are worked out when `stats` is read, not on every frame.
     audit_window: Option<(usize, usize)>,
@@ -89,6 +96,7 @@ impl Stats {
             *count += 1;
         }
         self.fallbacks += u64::from(decision.fallback);
+        self.non_finite += u64::from(decision.unanswered);
         self.frames += 1;
         if let Some(cost) = decision.cost {
             self.cost_sum += cost;
@@ -108,6 +116,7 @@ impl Stats {
             .field("reused", self.reused)
             .field("audited", self.audited)
             .field("fallback-frames", self.fallbacks)
+            .field("non-finite-frames", self.non_finite)
             .field("mean-inference-ns", mean_ns)
             .build();
         // Cost is known only when the bundle gives every MACs count, hence for every frame.
@@ -282,8 +291,31 @@ impl EarlyExit {
             .map_err(|e| fail("map for reading", e.to_string()))?;
         let decision = EarlyExit::classify(&mut state.classifier, &mapped, *format)
             .map_err(|e| fail("classify", e))?;
-        let info =
-            EarlyExitInfo::from_decision(&decision, state.classifier.label(decision.class_id));
+        let info = EarlyExitInfo::from_decision(
+            &decision,
+            state.classifier.label(decision.class_id),
+            &state.element,
+            &state.bundle,
+        );
+        if let Some(file) = &decision.non_finite
+            && !state.told_non_finite
+        {
+            state.told_non_finite = true;
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Decode,
+                (
+                    "Frame {}: {} gave non-finite values (NaN or infinity); {}. Such frames are counted in stats (non-finite-frames) and marked in EarlyExitMeta (non-finite); this is said once",
+                    number,
+                    file.display(),
+                    if decision.unanswered {
+                        "the frame has no answer: class-id 0 at confidence 0"
+                    } else {
+                        "no frame leaves at that exit"
+                    }
+                )
+            );
+        }
         state.frames += 1;
         let mut stats = lock(&self.stats);
         stats.add(&decision);
@@ -416,7 +448,8 @@ impl ObjectImpl for EarlyExit {
                          stage), reused (guint64, frames that reused the last answer under the \
                          stream rule), audited and fallback-frames (guint64: frames the audit \
                          also ran at full depth, and frames answered at full depth because it \
-                         did not trust the bundle), audit-agreement (gdouble, over every audited \
+                         did not trust the bundle), non-finite-frames (guint64, frames the \
+                         bundle's models gave no finite answer for), audit-agreement (gdouble, over every audited \
                          frame), audit-lower-bound and audit-upper-bound (gdouble, over the \
                          audit's window), mean-cost (gdouble, when the bundle gives MACs) and \
                          mean-inference-ns (guint64).",
@@ -537,6 +570,9 @@ impl BaseTransformImpl for EarlyExit {
             frames: 0,
             post_messages: settings.post_messages,
             negotiated: None,
+            element: self.obj().name().to_string(),
+            bundle: settings.model.clone().unwrap_or_default(),
+            told_non_finite: false,
         });
         gst::info!(CAT, imp = self, "Started");
         Ok(())

@@ -134,10 +134,8 @@ impl<'a> Session<'a> {
     fn footage<'f>(&mut self, f: &'f Footage) -> Result<FootageReport<'f>> {
         let mut tally = self.tally();
         let mut comparison = self.comparison();
-        let bar = progress::bar(
-            &f.short_name(),
-            crate::footage::estimate_frames(f)?.map(|n| n as u64),
-        );
+        let expected = crate::footage::estimate_frames(f)?;
+        let bar = progress::bar(&f.short_name(), expected.map(|n| n as u64));
         // Each footage is a stream of its own: a format-2 gate must not read the previous
         // footage's last answer.
         self.classifier.reset_stream();
@@ -165,6 +163,9 @@ impl<'a> Session<'a> {
         drop(frames);
         decoder.finish()?;
         bar.finish_and_clear();
+        if let Some(warning) = f.shortfall(tally.frames as usize, expected) {
+            eprintln!("warning: {warning}");
+        }
         if let Some(warning) = f.ground_truth_mismatch(tally.frames as usize) {
             eprintln!("warning: {warning}");
         }
