@@ -3,13 +3,13 @@
 //! disagree on a frame.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::audit::{AuditEvent, AuditSettings, Auditor};
 use crate::bundle::{Bundle, Format, Stage};
 use crate::cascade::{Cascade, LoadError, Mode};
 use crate::cost::CostTable;
-use crate::frame::Frame;
+use crate::frame::{Frame, PixelFormat};
 use crate::input::InputSpec;
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::rule::{Metric, Output, Signals};
@@ -185,6 +185,27 @@ impl Classifier {
 
     pub fn label(&self, class_id: usize) -> Option<&str> {
         self.labels.as_ref()?.get(class_id).map(String::as_str)
+    }
+
+    /// How long a frame of zeros at the input's own size takes through preprocessing, every
+    /// segment and every head: about the most a frame can take past its resizing, what a live
+    /// pipeline must allow the element before the first frames are timed.
+    pub fn time_every_exit(&mut self) -> Result<Duration, RunError> {
+        let (width, height) = (
+            self.preprocessor.spec().width,
+            self.preprocessor.spec().height,
+        );
+        let pixels = vec![0u8; width as usize * height as usize];
+        let frame = Frame::new(PixelFormat::Gray8, width, height, width as usize, &pixels)
+            .map_err(|e| PreprocessError {
+                format: "GRAY8",
+                width,
+                height,
+                message: e.to_string(),
+            })?;
+        let start = Instant::now();
+        self.every_exit(&frame, &mut Vec::new())?;
+        Ok(start.elapsed())
     }
 
     /// Preprocesses one frame and runs it through every exit: see [`Cascade::run_every_exit`].

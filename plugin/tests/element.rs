@@ -269,3 +269,39 @@ fn shared_frames_are_read_in_place_not_copied() {
         "the frame's pixels were copied"
     );
 }
+
+/// The LATENCY query's answer adds the element's own processing time to upstream's, so that a
+/// sink with `sync=true` allows for it.
+#[test]
+fn latency_adds_the_elements_processing_time() {
+    init();
+    let bundle = one_stage_bundle();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,format=GRAY8,width=28,height=28,framerate=30/1 ! capsfilter name=up ! earlyexit name=ee model=\"{}\" ! fakesink sync=true",
+        bundle.dir.path().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (changed, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    changed.unwrap();
+    let latency = |name: &str| {
+        let mut q = gst::query::Latency::new();
+        let pad = pipeline.by_name(name).unwrap().static_pad("src").unwrap();
+        assert!(pad.query(&mut q), "{name} answers");
+        q.result()
+    };
+    let (up_live, up_min, up_max) = latency("up");
+    let (live, min, max) = latency("ee");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(up_live && live);
+    let own = min - up_min;
+    assert!(
+        own > gst::ClockTime::ZERO,
+        "the element adds nothing to {up_min}"
+    );
+    // A frame of the one-stage model takes well under a second.
+    assert!(own < gst::ClockTime::from_seconds(1), "{own}");
+    assert_eq!(max.zip(up_max).map(|(m, u)| m - u), up_max.map(|_| own));
+}

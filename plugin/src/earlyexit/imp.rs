@@ -24,6 +24,7 @@ use earlyexit::audit::{self, AuditEvent, AuditSettings};
 use earlyexit::{Classifier, Decision, Frame, PixelFormat, SessionOptions};
 
 use super::Mode;
+use super::latency::Latency;
 use crate::meta::EarlyExitInfo;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -63,6 +64,57 @@ struct State {
     bundle: String,
     /// Whether the bus has been told that a model gave non-finite values: once per start.
     told_non_finite: bool,
+}
+
+/// Why a bundle could not be opened.
+#[derive(Debug)]
+enum OpenError {
+    NoModel,
+    Bundle(earlyexit::bundle::BundleError),
+    Load(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            OpenError::NoModel => f.write_str(
+                "No model set: set the 'model' property to a bundle's exits.yaml or its folder",
+            ),
+            OpenError::Bundle(err) => write!(f, "{err}"),
+            OpenError::Load(text) => f.write_str(text),
+        }
+    }
+}
+
+impl OpenError {
+    fn to_message(&self) -> gst::ErrorMessage {
+        match self {
+            OpenError::NoModel => gst::error_msg!(gst::ResourceError::NotFound, ("{}", self)),
+            // The reader reports an unreadable file under the key "model".
+            OpenError::Bundle(err) if err.key == "model" => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", self))
+            }
+            OpenError::Bundle(_) => gst::error_msg!(gst::ResourceError::Settings, ("{}", self)),
+            OpenError::Load(_) => gst::error_msg!(gst::LibraryError::Init, ("{}", self)),
+        }
+    }
+}
+
+/// The latency the element reports, from `start()` on; none before.
+type SharedLatency = Mutex<Option<Latency>>;
+
+/// A bundle loaded while the element runs, waiting for the next frame.
+struct Swap {
+    classifier: Classifier,
+    model: String,
+    worst_ns: u64,
+}
+
+/// The bundle swaps asked for while running: the latest one's number, and what it loaded.
+#[derive(Default)]
+struct Swaps {
+    generation: u64,
+    pending: Option<Swap>,
 }
 
 /// Counts for the `stats` property. Kept after `stop()` so that they can be read at EOS or in
@@ -142,6 +194,10 @@ pub struct EarlyExit {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// Apart from `state`, which the streaming thread holds for a whole inference, so that a
+    /// LATENCY query is answered at once.
+    latency: SharedLatency,
+    swap: Mutex<Swaps>,
     /// From start() to stop(): settings are read and may no longer change. A flag of its own,
     /// because the streaming thread holds `state` for a whole inference.
     running: AtomicBool,
@@ -149,23 +205,12 @@ pub struct EarlyExit {
 
 impl EarlyExit {
     /// Reads the bundle and opens every session; the error is what the ERROR message says.
-    fn open(&self, settings: &Settings) -> Result<Classifier, gst::ErrorMessage> {
+    fn open(&self, settings: &Settings) -> Result<Classifier, OpenError> {
         let Some(model) = settings.model.as_deref().filter(|m| !m.is_empty()) else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                ("No model set: set the 'model' property to a bundle's exits.yaml or its folder")
-            ));
+            return Err(OpenError::NoModel);
         };
         let (bundle, warnings) =
-            earlyexit::bundle::read(std::path::Path::new(model)).map_err(|err| {
-                // The reader reports an unreadable file under the key "model".
-                let code = if err.key == "model" {
-                    gst::ResourceError::OpenRead
-                } else {
-                    gst::ResourceError::Settings
-                };
-                gst::error_msg!(code, ("{}", err))
-            })?;
+            earlyexit::bundle::read(std::path::Path::new(model)).map_err(OpenError::Bundle)?;
         // On the bus, not only in the debug log: an unknown key is most often a misspelt one.
         for warning in warnings {
             gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", warning));
@@ -183,9 +228,101 @@ impl EarlyExit {
             threads: settings.threads as usize,
         };
         let mut classifier = Classifier::open(&bundle, settings.mode.into(), options)
-            .map_err(|err| gst::error_msg!(gst::LibraryError::Init, ("{}", err)))?;
+            .map_err(|err| OpenError::Load(err.to_string()))?;
         classifier.set_audit(settings.audit);
         Ok(classifier)
+    }
+
+    /// Loads `model` on a thread of its own while the current bundle goes on; the streaming
+    /// thread switches to it between two frames ([`Self::take_swap`]). Only the latest of
+    /// several quick changes is installed. A bundle that cannot load leaves the current one
+    /// running, with a WARNING.
+    fn swap_model(&self, model: Option<String>) {
+        let generation = {
+            let mut swap = lock(&self.swap);
+            swap.generation += 1;
+            swap.pending = None;
+            swap.generation
+        };
+        let mut settings = lock(&self.settings).clone();
+        let old = settings.model.replace(model.clone().unwrap_or_default());
+        let obj = self.obj().clone();
+        let spawned = std::thread::Builder::new()
+            .name("earlyexit-swap".into())
+            .spawn(move || {
+                let imp = obj.imp();
+                let loaded = imp.open(&settings).and_then(|mut classifier| {
+                    let worst = classifier
+                        .time_every_exit()
+                        .map_err(|e| OpenError::Load(e.to_string()))?;
+                    Ok((classifier, worst))
+                });
+                let mut swap = lock(&imp.swap);
+                if swap.generation != generation {
+                    return;
+                }
+                match loaded {
+                    Ok((classifier, worst)) => {
+                        lock(&imp.settings).model = settings.model.clone();
+                        swap.pending = Some(Swap {
+                            classifier,
+                            model: settings.model.clone().unwrap_or_default(),
+                            worst_ns: u64::try_from(worst.as_nanos()).unwrap_or(u64::MAX),
+                        });
+                    }
+                    Err(err) => {
+                        drop(swap);
+                        gst::element_imp_warning!(
+                            imp,
+                            gst::ResourceError::Settings,
+                            (
+                                "Cannot switch to bundle {}: {}. The element goes on with {}",
+                                settings.model.as_deref().unwrap_or("(none)"),
+                                err,
+                                old.as_deref().unwrap_or("(none)")
+                            )
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Thread,
+                ("Cannot start loading bundle {:?}: {}", model, e)
+            );
+        }
+    }
+
+    /// Installs a bundle that [`Self::swap_model`] loaded, between two frames: the new
+    /// bundle's counts start afresh in `stats`, and the bus hears of it.
+    fn take_swap(&self, state: &mut State) {
+        let Some(swap) = lock(&self.swap).pending.take() else {
+            return;
+        };
+        state.classifier = swap.classifier;
+        state.bundle = swap.model.clone();
+        state.told_non_finite = false;
+        *lock(&self.stats) = Stats {
+            exits: vec![0; state.classifier.stages()],
+            ..Stats::default()
+        };
+        *lock(&self.latency) = Some(Latency::new(swap.worst_ns));
+        gst::info!(
+            CAT,
+            imp = self,
+            "Frame {}: now running {}",
+            state.frames,
+            swap.model
+        );
+        let obj = self.obj();
+        let s = gst::Structure::builder("earlyexit-model")
+            .field("model", swap.model.as_str())
+            .field("frame", state.frames)
+            .field("stages", state.classifier.stages() as u32)
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+        let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
     }
 
     /// Tells the application what the audit concluded: a WARNING when the bundle does not
@@ -270,6 +407,7 @@ impl EarlyExit {
         let Some(state) = guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };
+        self.take_swap(state);
         let Some((video_info, format)) = &state.negotiated else {
             gst::element_imp_error!(
                 self,
@@ -369,9 +507,13 @@ impl ObjectImpl for EarlyExit {
                          naming the file and key if the bundle is invalid. A gate may read the \
                          previous frame's answer, and the stream rule may reuse it while the \
                          picture has not changed; both forget it on a flush, a new segment or \
-                         stream, a gap event and a DISCONT buffer.",
+                         stream, a gap event and a DISCONT buffer. Set while PLAYING, the new \
+                         bundle loads on a thread of its own while the old one goes on; the \
+                         element switches between two frames, losing none, and posts an \
+                         'earlyexit-model' element message naming it. A new bundle that cannot \
+                         load gives a WARNING, and the old one keeps running.",
                     )
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecEnum::builder::<Mode>("mode")
                     .nick("Mode")
@@ -462,14 +604,20 @@ impl ObjectImpl for EarlyExit {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        // Settings are applied at start(); changing them while running would not take effect,
-        // so refuse rather than silently ignore.
         if self.running.load(Ordering::SeqCst) {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "Property '{}' can only be changed in the NULL or READY state",
-                pspec.name()
+            if pspec.name() == "model" {
+                self.swap_model(value.get::<Option<String>>().ok().flatten());
+                return;
+            }
+            // Settings are applied at start(); changing them while running would not take
+            // effect, so refuse, on the bus, rather than ignore.
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::StateChange,
+                (
+                    "Property '{}' cannot change while the element runs; set it in the NULL or READY state. It keeps its value",
+                    pspec.name()
+                )
             );
             return;
         }
@@ -556,15 +704,29 @@ impl BaseTransformImpl for EarlyExit {
         // Before the settings are read, so that no change slips in while the bundle loads.
         self.running.store(true, Ordering::SeqCst);
         let settings = lock(&self.settings).clone();
-        let classifier = self.open(&settings).inspect_err(|err| {
+        let mut classifier = self.open(&settings).map_err(|err| {
             self.running.store(false, Ordering::SeqCst);
             // Also logged, for hosts without a bus (such as gst-check's harness).
             gst::error!(CAT, imp = self, "Cannot start: {}", err);
+            err.to_message()
         })?;
         *lock(&self.stats) = Stats {
             exits: vec![0; classifier.stages()],
             ..Stats::default()
         };
+        let worst = classifier.time_every_exit().map_err(|e| {
+            self.running.store(false, Ordering::SeqCst);
+            gst::error_msg!(gst::LibraryError::Init, ["Cannot time the bundle: {}", e])
+        })?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "A frame through every stage takes {:?}",
+            worst
+        );
+        *lock(&self.latency) = Some(Latency::new(
+            u64::try_from(worst.as_nanos()).unwrap_or(u64::MAX),
+        ));
         *lock(&self.state) = Some(State {
             classifier,
             frames: 0,
@@ -580,9 +742,38 @@ impl BaseTransformImpl for EarlyExit {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *lock(&self.state) = None;
+        // A bundle still loading is not installed after a restart.
+        let mut swap = lock(&self.swap);
+        swap.generation += 1;
+        swap.pending = None;
+        drop(swap);
+        *lock(&self.latency) = None;
         self.running.store(false, Ordering::SeqCst);
         gst::info!(CAT, imp = self, "Stopped");
         Ok(())
+    }
+
+    /// Adds the element's processing time to the LATENCY query's answer from upstream.
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction != gst::PadDirection::Src {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        }
+        let gst::QueryViewMut::Latency(q) = query.view_mut() else {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        };
+        let Some(own) = lock(&self.latency).as_ref().map(Latency::reported_ns) else {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        };
+        let own = gst::ClockTime::from_nseconds(own);
+        let sink = self.obj().static_pad("sink");
+        let mut upstream = gst::query::Latency::new();
+        if !sink.is_some_and(|p| p.peer_query(&mut upstream)) {
+            return false;
+        }
+        let (live, min, max) = upstream.result();
+        q.set(live, min + own, max.map(|m| m + own));
+        gst::debug!(CAT, imp = self, "Latency: upstream {} + own {}", min, own);
+        true
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
@@ -610,6 +801,18 @@ impl BaseTransformImpl for EarlyExit {
         if let Some(event) = decision.audit {
             let fallback = lock(&self.settings).audit.fallback;
             self.report_audit(event, frame, fallback);
+        }
+        let latency_changed = lock(&self.latency)
+            .as_mut()
+            .is_some_and(|l| l.record(decision.inference_ns));
+        if latency_changed {
+            gst::info!(
+                CAT,
+                imp = self,
+                "Processing time changed: asking for latency again"
+            );
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
         }
         gst::trace!(CAT, imp = self, "Frame {}: {:?}", frame, info);
         if post {

@@ -5,6 +5,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod latency;
 
 glib::wrapper! {
     pub struct EarlyExit(ObjectSubclass<imp::EarlyExit>)

@@ -1,0 +1,74 @@
+//! The processing time the element reports in the LATENCY query, so that a sink with
+//! `sync=true` allows for it instead of finding every frame late.
+
+/// Frames over which the slowest is taken before the reported latency is reconsidered.
+pub const WINDOW: u32 = 64;
+
+/// What the element reports, and the slowest frame of the current window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latency {
+    reported_ns: u64,
+    window_max_ns: u64,
+    seen: u32,
+}
+
+impl Latency {
+    /// Starts from a measured worst case: a frame through every segment and head.
+    pub fn new(initial_ns: u64) -> Latency {
+        Latency {
+            reported_ns: initial_ns,
+            window_max_ns: 0,
+            seen: 0,
+        }
+    }
+
+    pub fn reported_ns(&self) -> u64 {
+        self.reported_ns
+    }
+
+    /// Records one frame's processing time. At the end of each window the reported latency
+    /// becomes the window's slowest frame when the two differ by more than a quarter (frames
+    /// larger than the model's input, a busier machine, or a lighter load than feared), and
+    /// the call says so, for the element to post a LATENCY message.
+    pub fn record(&mut self, ns: u64) -> bool {
+        self.window_max_ns = self.window_max_ns.max(ns);
+        self.seen += 1;
+        if self.seen < WINDOW {
+            return false;
+        }
+        let slowest = std::mem::take(&mut self.window_max_ns);
+        self.seen = 0;
+        let (lo, hi) = (
+            self.reported_ns.saturating_mul(3) / 4,
+            self.reported_ns.saturating_mul(5) / 4,
+        );
+        let changed = slowest < lo || slowest > hi;
+        if changed {
+            self.reported_ns = slowest;
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_follows_a_windows_slowest_frame_when_it_moves_by_a_quarter() {
+        let mut l = Latency::new(1000);
+        // Within a quarter: unchanged.
+        assert!(!(0..WINDOW).any(|_| l.record(1200)));
+        assert_eq!(l.reported_ns(), 1000);
+        // Slower frames: the window's slowest, once the window ends.
+        let changed: Vec<bool> = (0..WINDOW)
+            .map(|i| l.record(if i == 3 { 3000 } else { 900 }))
+            .collect();
+        assert_eq!(changed.iter().filter(|&&c| c).count(), 1);
+        assert!(changed[WINDOW as usize - 1]);
+        assert_eq!(l.reported_ns(), 3000);
+        // Lighter: down to the new slowest.
+        assert!((0..WINDOW).map(|_| l.record(1000)).last().unwrap());
+        assert_eq!(l.reported_ns(), 1000);
+    }
+}
