@@ -110,3 +110,88 @@ fn a_property_that_cannot_change_while_playing_says_so_on_the_bus() {
         r.warnings
     );
 }
+
+/// EfficientNet-Lite0 uncut, as a one-stage bundle in a temporary folder: about 8 ms a frame
+/// here, far slower than a 200 fps source.
+fn efficientnet_bundle() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        earlyexit_testkit::assets::model("efficientnet_lite0_imagenet.onnx"),
+        dir.path().join("stage-0.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("exits.yaml"),
+        "format: earlyexit/1\ninput: { layout: nchw, width: 224, height: 224, color: rgb, mean: [127, 127, 127], std: [128, 128, 128] }\nstages:\n  - segment: stage-0.onnx\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// What an overloaded live run delivered: frames out, how many were degraded, and the
+/// largest delay from capture to the sink.
+struct Overloaded {
+    frames: usize,
+    degraded: usize,
+    max_delay_ms: f64,
+    qos_messages: usize,
+}
+
+fn overloaded(bundle: &std::path::Path, overload: &str, frames: usize) -> Overloaded {
+    let desc = format!(
+        "videotestsrc is-live=true num-buffers={frames} pattern=ball ! video/x-raw,format=RGB,width=224,height=224,framerate=200/1 ! queue max-size-buffers=0 max-size-time=0 max-size-bytes=0 ! earlyexit model=\"{}\" overload={overload} audit=0 ! appsink name=sink sync=true",
+        bundle.display()
+    );
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (mut out, mut degraded, mut max_delay) = (0, 0, gst::ClockTime::ZERO);
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().unwrap();
+        let meta = EarlyExitInfo::from_buffer(buffer).expect("meta");
+        out += 1;
+        degraded += usize::from(meta.degraded != "none");
+        if let (Some(now), Some(pts)) = (pipeline.current_running_time(), buffer.pts()) {
+            max_delay = max_delay.max(now.saturating_sub(pts));
+        }
+    }
+    let qos_messages = pipeline
+        .bus()
+        .unwrap()
+        .iter()
+        .filter(|m| matches!(m.view(), gst::MessageView::Qos(_)))
+        .count();
+    pipeline.set_state(gst::State::Null).unwrap();
+    Overloaded {
+        frames: out,
+        degraded,
+        max_delay_ms: max_delay.nseconds() as f64 / 1e6,
+        qos_messages,
+    }
+}
+
+/// A live source that outruns the network: by default late frames are answered with the last
+/// answer, so every frame comes out, marked, with QoS messages; 'drop' drops them instead, and
+/// 'off' runs every frame however late. The delays are printed, side by side, not asserted.
+#[test]
+fn an_overloaded_live_stream_degrades_instead_of_falling_behind() {
+    let bundle = efficientnet_bundle();
+    let frames = 200;
+    let reuse = overloaded(bundle.path(), "reuse", frames);
+    let off = overloaded(bundle.path(), "off", frames);
+    let drop = overloaded(bundle.path(), "drop", frames);
+    for (name, r) in [("reuse", &reuse), ("off", &off), ("drop", &drop)] {
+        println!(
+            "overload={name}: {} of {frames} frames out, {} degraded, {} QoS messages, largest delay {:.0} ms",
+            r.frames, r.degraded, r.qos_messages, r.max_delay_ms
+        );
+    }
+    assert_eq!(reuse.frames, frames, "no frame lost");
+    assert!(reuse.degraded > frames / 2, "{} degraded", reuse.degraded);
+    assert!(reuse.qos_messages >= reuse.degraded);
+    assert_eq!((off.frames, off.degraded), (frames, 0));
+    assert!(
+        drop.frames < frames && drop.degraded == 0,
+        "{} out",
+        drop.frames
+    );
+}

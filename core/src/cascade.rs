@@ -81,6 +81,15 @@ pub struct Outcome {
     pub unanswered: bool,
 }
 
+/// How a frame that came too late to run in full is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hurry {
+    /// With the stream's last answer, else as [`Hurry::Shallowest`].
+    Reuse,
+    /// At the first exit, whatever its rule says.
+    Shallowest,
+}
+
 /// One model of a cascade: a stage's segment, or its exit's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelAt {
@@ -257,6 +266,49 @@ impl Cascade {
             }
         }
         Ok(classes)
+    }
+
+    /// The answer for a frame that came too late to run in full, and how it was had (see
+    /// [`Hurry`]): the stream's last answer, or, given the `input`, the first exit's whatever
+    /// its rule says; None when neither can be had, and the frame must run in full. The stream's
+    /// memory stays as it was: a hurried answer is not one to compare later frames with.
+    pub fn hurried(
+        &mut self,
+        hurry: Hurry,
+        shape: &[i64],
+        input: Option<&[f32]>,
+    ) -> Result<Option<(Outcome, Hurry)>, OnnxError> {
+        let outcome = |stage: usize, verdict: Verdict| Outcome {
+            stage,
+            verdict,
+            reused: None,
+            full: None,
+            non_finite: None,
+            unanswered: false,
+        };
+        if hurry == Hurry::Reuse
+            && let Some(last) = self.stream.last()
+        {
+            return Ok(Some((outcome(last.stage, last.verdict), Hurry::Reuse)));
+        }
+        let (Some(input), Some(first_exit)) =
+            (input, self.stages.iter().position(|s| s.exit.is_some()))
+        else {
+            return Ok(None);
+        };
+        let [a, b] = &mut self.activations;
+        let (mut current, mut next) = (a, b);
+        for (i, stage) in self.stages.iter_mut().enumerate().take(first_exit + 1) {
+            run_segment(stage, i, shape, input, current, next)?;
+            std::mem::swap(&mut current, &mut next);
+        }
+        if let Some(exit) = &mut self.stages[first_exit].exit {
+            head_probs(exit, current, &mut self.head_out, &mut self.probs)?;
+        }
+        Ok(all_finite(&self.probs).then(|| {
+            let verdict = Signals::of(&self.probs).verdict(self.metric);
+            (outcome(first_exit, verdict), Hurry::Shallowest)
+        }))
     }
 
     /// Runs one preprocessed frame, the next of the stream: with a stream rule, it first asks

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit::{AuditEvent, AuditSettings, Auditor};
 use crate::bundle::{Bundle, Format, Stage};
-use crate::cascade::{Cascade, LoadError, Mode};
+use crate::cascade::{Cascade, Hurry, LoadError, Mode};
 use crate::cost::CostTable;
 use crate::frame::{Frame, PixelFormat};
 use crate::input::InputSpec;
@@ -45,6 +45,8 @@ pub struct Decision {
     /// Whether no finite answer could be computed: the class then means nothing, the
     /// confidence is 0 and the score one that no threshold clears.
     pub unanswered: bool,
+    /// How the frame was answered in a hurry, when it came too late to run in full.
+    pub hurried: Option<Hurry>,
 }
 
 /// What [`Classifier::resume_point`] keeps.
@@ -266,6 +268,49 @@ impl Classifier {
                 .and_then(|at| self.cascade.model_path(at))
                 .map(Path::to_path_buf),
             unanswered: outcome.unanswered && !fallback,
+            hurried: None,
+        })
+    }
+
+    /// Answers a frame that came too late to run in full, as `hurry` says: the stream's last
+    /// answer costs nothing (not even preprocessing), the first exit only the stages before it.
+    /// Neither audits the frame nor changes what the stream remembers. A bundle with neither a
+    /// last answer nor an exit runs the frame in full.
+    pub fn classify_in_a_hurry(
+        &mut self,
+        frame: &Frame,
+        hurry: Hurry,
+    ) -> Result<Decision, RunError> {
+        let start = Instant::now();
+        let shape = self.preprocessor.shape();
+        let mut answered = self.cascade.hurried(hurry, &shape, None)?;
+        if answered.is_none() {
+            let tensor = self.preprocessor.run(frame)?;
+            answered = self
+                .cascade
+                .hurried(Hurry::Shallowest, &shape, Some(tensor))?;
+        }
+        let Some((outcome, how)) = answered else {
+            return self.classify(frame);
+        };
+        Ok(Decision {
+            stage: outcome.stage,
+            stages: self.stages(),
+            class_id: outcome.verdict.class_id,
+            confidence: outcome.verdict.confidence,
+            score: outcome.verdict.score,
+            cost: self.costs.as_ref().map(|c| match how {
+                Hurry::Reuse => 0.0,
+                Hurry::Shallowest => c.cost(outcome.stage, true),
+            }),
+            inference_ns: u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            reused: None,
+            audited: false,
+            fallback: false,
+            audit: None,
+            non_finite: None,
+            unanswered: false,
+            hurried: Some(how),
         })
     }
 }

@@ -20,7 +20,7 @@ pub mod rule;
 pub mod runtime;
 pub mod stream;
 
-pub use cascade::{LoadError, Mode};
+pub use cascade::{Hurry, LoadError, Mode};
 pub use classifier::{Classifier, Decision, RunError};
 pub use frame::{Frame, PixelFormat};
 pub use runtime::SessionOptions;

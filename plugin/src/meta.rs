@@ -42,6 +42,9 @@ pub struct EarlyExitInfo {
     /// Whether the bundle's models gave no finite answer: the class then means nothing and the
     /// confidence is 0.
     pub non_finite: bool,
+    /// How a frame that came too late to run in full was answered: "none" (it was not late),
+    /// "reused" (the last answer again) or "shallowest" (at the first exit).
+    pub degraded: String,
     /// The name of the element that decided, and the bundle it ran (its `model` property):
     /// with several `earlyexit` elements in a pipeline, each puts its own meta on a buffer.
     pub element: String,
@@ -70,6 +73,12 @@ impl EarlyExitInfo {
             audited: decision.audited,
             fallback: decision.fallback,
             non_finite: decision.unanswered,
+            degraded: match decision.hurried {
+                None => "none",
+                Some(earlyexit::Hurry::Reuse) => "reused",
+                Some(earlyexit::Hurry::Shallowest) => "shallowest",
+            }
+            .to_owned(),
             element: element.to_owned(),
             bundle: bundle.to_owned(),
         }
@@ -93,6 +102,7 @@ impl EarlyExitInfo {
         s.set("audited", self.audited);
         s.set("fallback", self.fallback);
         s.set("non-finite", self.non_finite);
+        s.set("degraded", self.degraded.as_str());
         s.set("element", self.element.as_str());
         s.set("bundle", self.bundle.as_str());
     }
@@ -117,6 +127,10 @@ impl EarlyExitInfo {
             audited: s.get_optional("audited").map_err(text)?.unwrap_or(false),
             fallback: s.get_optional("fallback").map_err(text)?.unwrap_or(false),
             non_finite: s.get_optional("non-finite").map_err(text)?.unwrap_or(false),
+            degraded: s
+                .get_optional("degraded")
+                .map_err(text)?
+                .unwrap_or_else(|| "none".to_owned()),
             element: s.get_optional("element").map_err(text)?.unwrap_or_default(),
             bundle: s.get_optional("bundle").map_err(text)?.unwrap_or_default(),
         })

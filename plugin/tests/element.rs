@@ -225,6 +225,7 @@ fn a_decision_replaces_only_its_own_elements_meta() {
         audited: false,
         fallback: false,
         non_finite: false,
+        degraded: "none".to_owned(),
         element: element.to_owned(),
         bundle: "b".to_owned(),
     };

@@ -21,10 +21,10 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use earlyexit::audit::{self, AuditEvent, AuditSettings};
-use earlyexit::{Classifier, Decision, Frame, PixelFormat, SessionOptions};
+use earlyexit::{Classifier, Decision, Frame, Hurry, PixelFormat, SessionOptions};
 
-use super::Mode;
 use super::latency::Latency;
+use super::{Mode, Overload};
 use crate::meta::EarlyExitInfo;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -48,6 +48,7 @@ struct Settings {
     threads: u32,
     post_messages: bool,
     audit: AuditSettings,
+    overload: Overload,
 }
 
 /// Everything that lives from `start()` to `stop()`.
@@ -64,7 +65,14 @@ struct State {
     bundle: String,
     /// Whether the bus has been told that a model gave non-finite values: once per start.
     told_non_finite: bool,
+    overload: Overload,
+    /// Late frames answered in a hurry since the last that ran in full.
+    hurried_in_a_row: u32,
 }
+
+/// Late frames answered in a row at most: the next runs in full however late, so that an
+/// answer reused is never more than this many frames old.
+const MAX_HURRIED: u32 = 10;
 
 /// Why a bundle could not be opened.
 #[derive(Debug)]
@@ -103,6 +111,15 @@ impl OpenError {
 /// The latency the element reports, from `start()` on; none before.
 type SharedLatency = Mutex<Option<Latency>>;
 
+/// What the element knows of the pipeline's timing, to tell when a frame comes too late.
+#[derive(Debug, Default)]
+struct Timing {
+    /// From downstream's last QoS event: frames whose running time is before this are late.
+    earliest: Option<gst::ClockTime>,
+    /// From the LATENCY query: whether upstream is live, and its minimum latency.
+    upstream: Option<(bool, gst::ClockTime)>,
+}
+
 /// A bundle loaded while the element runs, waiting for the next frame.
 struct Swap {
     classifier: Classifier,
@@ -129,6 +146,11 @@ struct Stats {
     fallbacks: u64,
     /// Frames with no finite answer.
     non_finite: u64,
+    /// Late frames answered with the last answer, and at the first exit.
+    hurried_reuse: u64,
+    hurried_shallowest: u64,
+    /// Late frames dropped, with `overload=drop`.
+    dropped: u64,
     /// The audit's window after the last audited frame: agreeing and audited frames. Its
     /// bounds are worked out when `stats` is read, not on every frame.
     audit_window: Option<(usize, usize)>,
@@ -149,6 +171,11 @@ impl Stats {
         }
         self.fallbacks += u64::from(decision.fallback);
         self.non_finite += u64::from(decision.unanswered);
+        match decision.hurried {
+            Some(Hurry::Reuse) => self.hurried_reuse += 1,
+            Some(Hurry::Shallowest) => self.hurried_shallowest += 1,
+            None => {}
+        }
         self.frames += 1;
         if let Some(cost) = decision.cost {
             self.cost_sum += cost;
@@ -169,6 +196,9 @@ impl Stats {
             .field("audited", self.audited)
             .field("fallback-frames", self.fallbacks)
             .field("non-finite-frames", self.non_finite)
+            .field("degraded-reused", self.hurried_reuse)
+            .field("degraded-shallowest", self.hurried_shallowest)
+            .field("dropped", self.dropped)
             .field("mean-inference-ns", mean_ns)
             .build();
         // Cost is known only when the bundle gives every MACs count, hence for every frame.
@@ -198,6 +228,8 @@ pub struct EarlyExit {
     /// LATENCY query is answered at once.
     latency: SharedLatency,
     swap: Mutex<Swaps>,
+    /// What tells a late frame: downstream's QoS and upstream's latency.
+    timing: Mutex<Timing>,
     /// From start() to stop(): settings are read and may no longer change. A flag of its own,
     /// because the streaming thread holds `state` for a whole inference.
     running: AtomicBool,
@@ -380,6 +412,7 @@ impl EarlyExit {
         classifier: &mut Classifier,
         frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
         format: PixelFormat,
+        hurry: Option<Hurry>,
     ) -> Result<Decision, String> {
         let stride = frame
             .plane_stride()
@@ -393,7 +426,74 @@ impl EarlyExit {
         if frame.buffer().flags().contains(gst::BufferFlags::DISCONT) {
             classifier.reset_stream();
         }
-        classifier.classify(&input).map_err(|e| e.to_string())
+        match hurry {
+            Some(hurry) => classifier.classify_in_a_hurry(&input, hurry),
+            None => classifier.classify(&input),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether the frame in `buf` comes too late to run in full: downstream's QoS says frames
+    /// before a time are late, or, behind a live source, it waited longer than upstream's
+    /// latency and the element's own processing allow.
+    fn late(&self, buf: &gst::BufferRef) -> bool {
+        let obj = self.obj();
+        let Some(pts) = buf.pts() else {
+            return false;
+        };
+        let segment = obj.segment();
+        let Some(running) = segment
+            .downcast_ref::<gst::format::Time>()
+            .and_then(|s| s.to_running_time(pts))
+        else {
+            return false;
+        };
+        let timing = lock(&self.timing);
+        if timing.earliest.is_some_and(|earliest| running < earliest) {
+            return true;
+        }
+        let Some((true, upstream)) = timing.upstream else {
+            return false;
+        };
+        drop(timing);
+        let own = lock(&self.latency)
+            .as_ref()
+            .map_or(gst::ClockTime::ZERO, |l| {
+                gst::ClockTime::from_nseconds(l.reported_ns())
+            });
+        let now = obj
+            .clock()
+            .map(|c| c.time())
+            .zip(obj.base_time())
+            .and_then(|(t, base)| t.checked_sub(base));
+        now.is_some_and(|now| now > running + upstream + own)
+    }
+
+    /// Reports a frame answered in a hurry, or dropped, on the bus, as a QoS message with the
+    /// frames processed and those degraded or dropped so far.
+    fn report_hurried(&self, buf: &gst::BufferRef, processed: u64, degraded: u64) {
+        let obj = self.obj();
+        let segment = obj.segment();
+        let time = segment.downcast_ref::<gst::format::Time>();
+        let running = buf
+            .pts()
+            .and_then(|p| time.and_then(|s| s.to_running_time(p)));
+        let stream = buf
+            .pts()
+            .and_then(|p| time.and_then(|s| s.to_stream_time(p)));
+        let live = lock(&self.timing).upstream.is_some_and(|(live, _)| live);
+        let message = gst::message::Qos::builder(live)
+            .running_time(running)
+            .stream_time(stream)
+            .timestamp(buf.pts())
+            .duration(buf.duration())
+            .stats(
+                gst::format::Buffers::from_u64(processed),
+                gst::format::Buffers::from_u64(degraded),
+            )
+            .src(&*obj)
+            .build();
+        let _ = obj.post_message(message);
     }
 
     /// Classifies the frame in `buf`, mapped for reading only, so that pixels shared with
@@ -427,7 +527,16 @@ impl EarlyExit {
         };
         let mapped = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, video_info)
             .map_err(|e| fail("map for reading", e.to_string()))?;
-        let decision = EarlyExit::classify(&mut state.classifier, &mapped, *format)
+        let hurry = state
+            .overload
+            .hurry()
+            .filter(|_| state.hurried_in_a_row < MAX_HURRIED && self.late(buf));
+        state.hurried_in_a_row = if hurry.is_some() {
+            state.hurried_in_a_row + 1
+        } else {
+            0
+        };
+        let decision = EarlyExit::classify(&mut state.classifier, &mapped, *format, hurry)
             .map_err(|e| fail("classify", e))?;
         let info = EarlyExitInfo::from_decision(
             &decision,
@@ -457,6 +566,10 @@ impl EarlyExit {
         state.frames += 1;
         let mut stats = lock(&self.stats);
         stats.add(&decision);
+        if decision.hurried.is_some() {
+            let degraded = stats.hurried_reuse + stats.hurried_shallowest;
+            self.report_hurried(buf, stats.frames, degraded);
+        }
         if let Some(a) = state.classifier.auditor() {
             (stats.audited, stats.audit_agreed) = (a.audited, a.agreed);
             stats.audit_window = (a.audited > 0).then(|| a.window());
@@ -582,6 +695,22 @@ impl ObjectImpl for EarlyExit {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder::<Overload>("overload")
+                    .nick("Overload")
+                    .blurb(
+                        "How a frame that comes too late to run in full is answered, so that a \
+                         live pipeline never falls behind: 'reuse' (the last answer again, at no \
+                         cost; the first exit's before there is one), 'shallowest' (the first \
+                         exit's, whatever its rule says), 'drop' (late frames are dropped, as \
+                         QoS-aware filters do) or 'off' (every frame in full). A frame is late \
+                         when a QoS event from downstream says so, or, behind a live source, \
+                         when it waited longer than the element takes. Late frames answered are \
+                         marked degraded in EarlyExitMeta, counted in stats, and reported in a \
+                         QoS message.",
+                    )
+                    .default_value(Overload::Reuse)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -591,7 +720,9 @@ impl ObjectImpl for EarlyExit {
                          stream rule), audited and fallback-frames (guint64: frames the audit \
                          also ran at full depth, and frames answered at full depth because it \
                          did not trust the bundle), non-finite-frames (guint64, frames the \
-                         bundle's models gave no finite answer for), audit-agreement (gdouble, over every audited \
+                         bundle's models gave no finite answer for), degraded-reused, \
+                         degraded-shallowest and dropped (guint64, late frames answered or \
+                         dropped under 'overload'), audit-agreement (gdouble, over every audited \
                          frame), audit-lower-bound and audit-upper-bound (gdouble, over the \
                          audit's window), mean-cost (gdouble, when the bundle gives MACs) and \
                          mean-inference-ns (guint64).",
@@ -630,6 +761,7 @@ impl ObjectImpl for EarlyExit {
             "audit" => settings.audit.rate = value.get().unwrap_or_default(),
             "audit-seed" => settings.audit.seed = value.get().unwrap_or_default(),
             "audit-fallback" => settings.audit.fallback = value.get().unwrap_or(true),
+            "overload" => settings.overload = value.get().unwrap_or_default(),
             name => gst::warning!(CAT, imp = self, "No writable property '{}'", name),
         }
     }
@@ -644,6 +776,7 @@ impl ObjectImpl for EarlyExit {
             "audit" => settings.audit.rate.to_value(),
             "audit-seed" => settings.audit.seed.to_value(),
             "audit-fallback" => settings.audit.fallback.to_value(),
+            "overload" => settings.overload.to_value(),
             "stats" => lock(&self.stats).structure().to_value(),
             // GObject only asks for properties listed above.
             _ => glib::Value::from_type(pspec.value_type()),
@@ -735,7 +868,12 @@ impl BaseTransformImpl for EarlyExit {
             element: self.obj().name().to_string(),
             bundle: settings.model.clone().unwrap_or_default(),
             told_non_finite: false,
+            overload: settings.overload,
+            hurried_in_a_row: 0,
         });
+        // The base class drops late frames itself when QoS is on; the other ways answer them.
+        self.obj().set_qos(settings.overload == Overload::Drop);
+        *lock(&self.timing) = Timing::default();
         gst::info!(CAT, imp = self, "Started");
         Ok(())
     }
@@ -771,14 +909,31 @@ impl BaseTransformImpl for EarlyExit {
             return false;
         }
         let (live, min, max) = upstream.result();
+        lock(&self.timing).upstream = Some((live, min));
         q.set(live, min + own, max.map(|m| m + own));
         gst::debug!(CAT, imp = self, "Latency: upstream {} + own {}", min, own);
         true
     }
 
+    /// Notes downstream's QoS: frames before `timestamp + diff` (twice the diff when late, as
+    /// the base class reckons, for jitter) are late.
+    fn src_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Qos(qos) = event.view() {
+            let (_, _, diff, timestamp) = qos.get();
+            lock(&self.timing).earliest = timestamp.map(|t| {
+                let ahead = if diff > 0 { 2 * diff } else { diff };
+                gst::ClockTime::from_nseconds(t.nseconds().saturating_add_signed(ahead))
+            });
+        }
+        self.parent_src_event(event)
+    }
+
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
-            gst::EventView::FlushStop(_) => self.reset_stream("flush"),
+            gst::EventView::FlushStop(_) => {
+                lock(&self.timing).earliest = None;
+                self.reset_stream("flush");
+            }
             gst::EventView::Segment(_) => self.reset_stream("new segment"),
             gst::EventView::StreamStart(_) => self.reset_stream("new stream"),
             // The next buffer after a gap need not be flagged DISCONT.
@@ -789,6 +944,17 @@ impl BaseTransformImpl for EarlyExit {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let drops = lock(&self.state)
+            .as_ref()
+            .is_some_and(|s| s.overload == Overload::Drop);
+        if drops && self.late(buf) {
+            let mut stats = lock(&self.stats);
+            stats.dropped += 1;
+            let (processed, dropped) = (stats.frames, stats.dropped);
+            drop(stats);
+            self.report_hurried(buf, processed, dropped);
+            return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+        }
         let (decision, info, frame, post) = self.decide(buf)?;
         if let Err(err) = info.attach(buf) {
             gst::element_imp_error!(
@@ -802,9 +968,11 @@ impl BaseTransformImpl for EarlyExit {
             let fallback = lock(&self.settings).audit.fallback;
             self.report_audit(event, frame, fallback);
         }
-        let latency_changed = lock(&self.latency)
-            .as_mut()
-            .is_some_and(|l| l.record(decision.inference_ns));
+        // A hurried answer says nothing of what a frame takes.
+        let latency_changed = decision.hurried.is_none()
+            && lock(&self.latency)
+                .as_mut()
+                .is_some_and(|l| l.record(decision.inference_ns));
         if latency_changed {
             gst::info!(
                 CAT,

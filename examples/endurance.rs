@@ -1,0 +1,109 @@
+//! Endurance benchmark: many frames through one element, then many state cycles of one
+//! pipeline, in one process, with the resident memory sampled. Growth past warm-up is a leak
+//! to find. Not run by CI: `scripts/endurance.sh` runs it with the benchmark's counts.
+//!
+//! ```text
+//! cargo run --release --example endurance -- BUNDLE [FRAMES] [CYCLES]
+//! ```
+
+use anyhow::{Context, Result, bail};
+use gst::prelude::*;
+
+/// The process's resident memory now, in kB.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `frames` frames of a 28×28 GRAY8 test pattern through `earlyexit model=BUNDLE`.
+fn pipeline(bundle: &str, frames: u64) -> Result<gst::Pipeline> {
+    gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=GRAY8,width=28,height=28 \
+         ! earlyexit name=ee model=\"{bundle}\" ! fakesink name=sink sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))
+}
+
+fn run_to_end(p: &gst::Pipeline) -> Result<()> {
+    p.set_state(gst::State::Playing)?;
+    let msg = p
+        .bus()
+        .context("no bus")?
+        .timed_pop_filtered(
+            gst::ClockTime::NONE,
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .context("no end of stream")?;
+    p.set_state(gst::State::Null)?;
+    if let gst::MessageView::Error(err) = msg.view() {
+        bail!("{}", err.error());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(bundle) = args.first() else {
+        bail!("usage: endurance BUNDLE [FRAMES] [CYCLES]");
+    };
+    let frames: u64 = args.get(1).map_or(Ok(1_000_000), |a| a.parse())?;
+    let cycles: u64 = args.get(2).map_or(Ok(1_000), |a| a.parse())?;
+    gst::init()?;
+    gstearlyexit::plugin_register_static()?;
+
+    // Frames: RSS at each tenth, read from a probe on the sink.
+    let p = pipeline(bundle, frames)?;
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let tenth = (frames / 10).max(1);
+    let pad = p
+        .by_name("sink")
+        .and_then(|s| s.static_pad("sink"))
+        .context("no sink pad")?;
+    let probe_samples = samples.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if (n.is_multiple_of(tenth) || n == 1000)
+            && let Ok(mut s) = probe_samples.lock()
+        {
+            s.push((n, rss_kb()));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let start = std::time::Instant::now();
+    run_to_end(&p)?;
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "frames: {frames} in {took:.1} s ({:.0} per second)",
+        frames as f64 / took
+    );
+    for (n, kb) in samples.lock().map(|s| s.clone()).unwrap_or_default() {
+        println!("  after {n:>9} frames: RSS {:.1} MB", kb as f64 / 1024.0);
+    }
+    drop(p);
+
+    // State cycles: one pipeline of 10 frames, NULL → PLAYING → EOS → NULL, again and again.
+    let p = pipeline(bundle, 10)?;
+    let start_kb = rss_kb();
+    println!(
+        "state cycles: {cycles}; RSS before {:.1} MB",
+        start_kb as f64 / 1024.0
+    );
+    for cycle in 1..=cycles {
+        run_to_end(&p)?;
+        if cycle == 10 || cycle == cycles / 2 || cycle == cycles {
+            println!(
+                "  after {cycle:>5} cycles: RSS {:.1} MB",
+                rss_kb() as f64 / 1024.0
+            );
+        }
+    }
+    Ok(())
+}
