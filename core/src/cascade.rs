@@ -13,7 +13,8 @@ use crate::gate::{ExitRule, Gate, GateWeights};
 use crate::input::InputSpec;
 use crate::reuse::{ReuseRule, Signer};
 use crate::rule::{self, FrameWalk, Metric, Output, Signals, Verdict};
-use crate::runtime::session::{Model, OnnxError, SessionOptions, Tensor};
+use crate::runtime::SharedModel;
+use crate::runtime::session::{OnnxError, SessionOptions, Tensor};
 use crate::stream::{Answered, StreamState};
 
 /// Whether heads run.
@@ -35,12 +36,12 @@ pub enum LoadError {
 }
 
 struct LoadedStage {
-    segment: Model,
+    segment: SharedModel,
     exit: Option<LoadedExit>,
 }
 
 struct LoadedExit {
-    head: Model,
+    head: SharedModel,
     threshold: f64,
     gate: Option<GateWeights>,
 }
@@ -233,7 +234,7 @@ impl Cascade {
         let classes = class_count(&shape).ok_or_else(|| {
             OnnxError::model(
                 last.path(),
-                last.output_names().first().copied(),
+                last.output_names().first().map(String::as_str),
                 format!("the last stage must output [1, classes], found {shape:?}"),
             )
         })?;
@@ -257,7 +258,7 @@ impl Cascade {
             if class_count(&out.shape) != Some(classes) {
                 return Err(OnnxError::model(
                     head.path(),
-                    head.output_names().first().copied(),
+                    head.output_names().first().map(String::as_str),
                     format!(
                         "a head must output logits [1, {classes}] like the last stage, found {:?}",
                         out.shape
@@ -565,7 +566,7 @@ fn load_stage(
     // The format asks every error to name the key too: which entry of exits.yaml named the file.
     let load = |relative: &str, key: &str, options: SessionOptions| {
         let named = |message: String| format!("stages[{index}].{key}: {message}");
-        let model = Model::load(&bundle.resolve(relative), options).map_err(|e| match e {
+        let model = SharedModel::load(&bundle.resolve(relative), options).map_err(|e| match e {
             OnnxError::Model {
                 file,
                 tensor,
@@ -591,7 +592,7 @@ fn load_stage(
     let segment = load(&stage.segment, "segment", options)?;
     let exit = match &stage.exit {
         Some(exit) => Some(LoadedExit {
-            head: load(&exit.head, "exit.head", SessionOptions::HEAD)?,
+            head: load(&exit.head, "exit.head", options.head())?,
             threshold: exit.threshold,
             gate: exit.gate.clone(),
         }),

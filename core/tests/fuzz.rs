@@ -181,7 +181,14 @@ fn try_bundle(dir: &Path, load: bool) -> Duration {
     if let Ok((b, _)) = bundle::read(dir)
         && load
     {
-        let _ = Classifier::open(&b, Mode::EarlyExit, SessionOptions { threads: 1 });
+        let _ = Classifier::open(
+            &b,
+            Mode::EarlyExit,
+            SessionOptions {
+                threads: 1,
+                shared: false,
+            },
+        );
     }
     start.elapsed()
 }

@@ -264,7 +264,7 @@ impl Latency {
             &encode_model(&built.model),
             &name,
             &shape,
-            SessionOptions::HEAD,
+            SessionOptions::default().head(),
         )?;
         if let Ok(mut heads) = self.heads.lock() {
             heads.insert(key, t);
@@ -380,7 +380,10 @@ mod tests {
             .into_iter()
             .cloned()
             .collect();
-        let options = SessionOptions { threads: 1 };
+        let options = SessionOptions {
+            threads: 1,
+            ..SessionOptions::default()
+        };
         let latency = Latency::measure(&graph, &candidates, 10, options).unwrap();
         assert_eq!(latency.pieces.len(), candidates.len() + 1);
         assert!(latency.pieces.iter().all(|&t| t > 0));

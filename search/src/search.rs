@@ -49,6 +49,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     let candidates = candidates(&graph, &args.backbone)?;
     let options = SessionOptions {
         threads: args.threads,
+        ..SessionOptions::default()
     };
     let mut extractor =
         Extractor::new(&graph, &candidates, input.clone(), output, classes, options)?;

@@ -2,6 +2,8 @@
 
 pub mod library;
 pub mod session;
+pub mod shared;
 
 pub use library::{LibraryError, environment};
 pub use session::{Model, OnnxError, SessionOptions, Tensor};
+pub use shared::SharedModel;

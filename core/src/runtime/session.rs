@@ -45,13 +45,18 @@ impl OnnxError {
 pub struct SessionOptions {
     /// Intra-op threads; 0 lets ONNX Runtime choose.
     pub threads: usize,
+    /// Whether a cascade's sessions are shared with other cascades of the process that load
+    /// the same files with the same threads ([`super::SharedModel`]).
+    pub shared: bool,
 }
 
 impl SessionOptions {
-    /// The options for every exit head: one thread, whatever a bundle's segments get. A head
-    /// runs in tens of microseconds, and waking a second thread for each of its small
-    /// operators costs more than the thread saves.
-    pub const HEAD: SessionOptions = SessionOptions { threads: 1 };
+    /// The options for exit heads, from the segments' `self`: one thread, whatever the
+    /// segments get. A head runs in tens of microseconds, and waking a second thread for each
+    /// of its small operators costs more than the thread saves.
+    pub fn head(self) -> SessionOptions {
+        SessionOptions { threads: 1, ..self }
+    }
 }
 
 /// A loaded model with one float32 input and at least one float32 output.

@@ -41,7 +41,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Settings {
     model: Option<String>,
     mode: Mode,
@@ -49,6 +49,21 @@ struct Settings {
     post_messages: bool,
     audit: AuditSettings,
     overload: Overload,
+    shared: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            model: None,
+            mode: Mode::default(),
+            threads: 0,
+            post_messages: false,
+            audit: AuditSettings::default(),
+            overload: Overload::default(),
+            shared: true,
+        }
+    }
 }
 
 /// Everything that lives from `start()` to `stop()`.
@@ -258,6 +273,7 @@ impl EarlyExit {
         );
         let options = SessionOptions {
             threads: settings.threads as usize,
+            shared: settings.shared,
         };
         let mut classifier = Classifier::open(&bundle, settings.mode.into(), options)
             .map_err(|err| OpenError::Load(err.to_string()))?;
@@ -711,6 +727,17 @@ impl ObjectImpl for EarlyExit {
                     .default_value(Overload::Reuse)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("share-sessions")
+                    .nick("Share sessions")
+                    .blurb(
+                        "Share ONNX Runtime sessions with the other earlyexit elements of the \
+                         process that load the same bundle files with the same threads, as \
+                         gvaclassify's model-instance-id does: many streams of one bundle hold \
+                         its weights once, and a shared session runs one frame at a time.",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -762,6 +789,7 @@ impl ObjectImpl for EarlyExit {
             "audit-seed" => settings.audit.seed = value.get().unwrap_or_default(),
             "audit-fallback" => settings.audit.fallback = value.get().unwrap_or(true),
             "overload" => settings.overload = value.get().unwrap_or_default(),
+            "share-sessions" => settings.shared = value.get().unwrap_or(true),
             name => gst::warning!(CAT, imp = self, "No writable property '{}'", name),
         }
     }
@@ -777,6 +805,7 @@ impl ObjectImpl for EarlyExit {
             "audit-seed" => settings.audit.seed.to_value(),
             "audit-fallback" => settings.audit.fallback.to_value(),
             "overload" => settings.overload.to_value(),
+            "share-sessions" => settings.shared.to_value(),
             "stats" => lock(&self.stats).structure().to_value(),
             // GObject only asks for properties listed above.
             _ => glib::Value::from_type(pspec.value_type()),

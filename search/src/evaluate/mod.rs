@@ -71,6 +71,7 @@ impl<'a> Session<'a> {
         }
         let options = SessionOptions {
             threads: args.threads,
+            ..SessionOptions::default()
         };
         let mut classifier = Classifier::open(&bundle, Mode::EarlyExit, options)?;
         classifier.set_audit(AuditSettings {
