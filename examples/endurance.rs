@@ -9,16 +9,11 @@
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
 
-/// The process's resident memory now, in kB.
+#[path = "status.rs"]
+mod status;
+
 fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    status::status_kb("VmRSS")
 }
 
 /// `frames` frames of a 28×28 GRAY8 test pattern through `earlyexit model=BUNDLE`.
