@@ -822,7 +822,9 @@ impl ElementImpl for EarlyExit {
                 "Early-exit classifier",
                 "Filter/Analyzer/Video",
                 "Classifies each frame with an early-exit network (an exit bundle run by ONNX \
-                 Runtime) and attaches the decision as EarlyExitMeta; frames pass unchanged",
+                 Runtime) and attaches the decision as EarlyExitMeta; frames pass unchanged. \
+                 It adds its processing time to the LATENCY query and posts a LATENCY message \
+                 when that changes; late frames are answered as 'overload' says",
                 "earlyexit developers <earlyexit@example.invalid>",
             )
         });
