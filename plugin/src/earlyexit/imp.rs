@@ -711,33 +711,6 @@ impl ObjectImpl for EarlyExit {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecEnum::builder::<Overload>("overload")
-                    .nick("Overload")
-                    .blurb(
-                        "How a frame that comes too late to run in full is answered, so that a \
-                         live pipeline never falls behind: 'reuse' (the last answer again, at no \
-                         cost; the first exit's before there is one), 'shallowest' (the first \
-                         exit's, whatever its rule says), 'drop' (late frames are dropped, as \
-                         QoS-aware filters do) or 'off' (every frame in full). A frame is late \
-                         when a QoS event from downstream says so, or, behind a live source, \
-                         when it waited longer than the element takes. Late frames answered are \
-                         marked degraded in EarlyExitMeta, counted in stats, and reported in a \
-                         QoS message.",
-                    )
-                    .default_value(Overload::Reuse)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("share-sessions")
-                    .nick("Share sessions")
-                    .blurb(
-                        "Share ONNX Runtime sessions with the other earlyexit elements of the \
-                         process that load the same bundle files with the same threads, as \
-                         gvaclassify's model-instance-id does: many streams of one bundle hold \
-                         its weights once, and a shared session runs one frame at a time.",
-                    )
-                    .default_value(true)
-                    .mutable_ready()
-                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -757,6 +730,9 @@ impl ObjectImpl for EarlyExit {
                     .read_only()
                     .build(),
             ]
+            .into_iter()
+            .chain(live_properties())
+            .collect()
         });
         PROPERTIES.as_ref()
     }
@@ -811,6 +787,39 @@ impl ObjectImpl for EarlyExit {
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }
+}
+
+/// The properties for live pipelines: how late frames are answered, and shared sessions.
+fn live_properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecEnum::builder::<Overload>("overload")
+            .nick("Overload")
+            .blurb(
+                "How a frame that comes too late to run in full is answered, so that a \
+                 live pipeline never falls behind: 'reuse' (the last answer again, at no \
+                 cost; the first exit's before there is one), 'shallowest' (the first \
+                 exit's, whatever its rule says), 'drop' (late frames are dropped, as \
+                 QoS-aware filters do) or 'off' (every frame in full). A frame is late \
+                 when a QoS event from downstream says so, or, behind a live source, \
+                 when it waited longer than the element takes. Late frames answered are \
+                 marked degraded in EarlyExitMeta, counted in stats, and reported in a \
+                 QoS message.",
+            )
+            .default_value(Overload::Reuse)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("share-sessions")
+            .nick("Share sessions")
+            .blurb(
+                "Share ONNX Runtime sessions with the other earlyexit elements of the \
+                 process that load the same bundle files with the same threads, as \
+                 gvaclassify's model-instance-id does: many streams of one bundle hold \
+                 its weights once, and a shared session runs one frame at a time.",
+            )
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+    ]
 }
 
 impl GstObjectImpl for EarlyExit {}
