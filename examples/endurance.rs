@@ -9,11 +9,11 @@
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
 
-#[path = "status.rs"]
-mod status;
+#[path = "support.rs"]
+mod support;
 
 fn rss_kb() -> u64 {
-    status::status_kb("VmRSS")
+    support::status_kb("VmRSS")
 }
 
 /// `frames` frames of a 28×28 GRAY8 test pattern through `earlyexit model=BUNDLE`.
@@ -28,19 +28,9 @@ fn pipeline(bundle: &str, frames: u64) -> Result<gst::Pipeline> {
 
 fn run_to_end(p: &gst::Pipeline) -> Result<()> {
     p.set_state(gst::State::Playing)?;
-    let msg = p
-        .bus()
-        .context("no bus")?
-        .timed_pop_filtered(
-            gst::ClockTime::NONE,
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .context("no end of stream")?;
+    let end = support::wait_for_end(p.upcast_ref());
     p.set_state(gst::State::Null)?;
-    if let gst::MessageView::Error(err) = msg.view() {
-        bail!("{}", err.error());
-    }
-    Ok(())
+    end
 }
 
 fn main() -> Result<()> {

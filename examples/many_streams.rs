@@ -9,11 +9,11 @@
 use anyhow::{Context, Result, bail};
 use gst::prelude::*;
 
-#[path = "status.rs"]
-mod status;
+#[path = "support.rs"]
+mod support;
 
 fn peak_kb() -> u64 {
-    status::status_kb("VmHWM")
+    support::status_kb("VmHWM")
 }
 
 fn main() -> Result<()> {
@@ -39,17 +39,7 @@ fn main() -> Result<()> {
     }
     let mut frames = 0u64;
     for p in &pipelines {
-        let msg = p
-            .bus()
-            .context("no bus")?
-            .timed_pop_filtered(
-                gst::ClockTime::NONE,
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .context("no end")?;
-        if let gst::MessageView::Error(err) = msg.view() {
-            bail!("{}", err.error());
-        }
+        support::wait_for_end(p)?;
         let bin = p.downcast_ref::<gst::Bin>().context("not a bin")?;
         let stats = bin
             .by_name("ee")

@@ -286,7 +286,6 @@ fn hostile_bundles_are_refused_quickly_and_read_nothing_outside() {
 /// model's own folder.
 #[test]
 fn external_data_models_load_from_any_working_directory() {
-    earlyexit_testkit::gst::init();
     let (_tmp, dir) = cut::valid_dir([0.5, 0.75]);
     cut::externalise(&dir.join("stage-1.onnx"));
     assert!(
@@ -296,23 +295,13 @@ fn external_data_models_load_from_any_working_directory() {
             > 0
     );
     assert_ne!(std::env::current_dir().unwrap(), dir);
-    let pipeline = gst::parse::launch(&format!(
-        "videotestsrc num-buffers=3 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
-        dir.display()
-    ))
-    .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let end = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        )
-        .expect("a message within 30 s");
-    pipeline.set_state(gst::State::Null).unwrap();
-    if let gst::MessageView::Error(e) = end.view() {
-        panic!("{} {:?}", e.error(), e.debug());
-    }
+    earlyexit_testkit::gst::run_to_eos(
+        &format!(
+            "videotestsrc num-buffers=3 ! video/x-raw,format=GRAY8,width=28,height=28 ! earlyexit model=\"{}\" ! fakesink",
+            dir.display()
+        ),
+        30,
+    );
 }
 
 /// An unknown key is ignored, as bundle-v1 asks, and named in a WARNING on the bus.

@@ -89,11 +89,7 @@ pub fn read_text(path: &Path, key: &str, cap: u64) -> Result<String, BundleError
 /// `relative`, a path that `file` (the bundle's `exits.yaml`) names for `key`, against the
 /// bundle's folder: refused unless it stays inside that folder.
 pub fn inside(file: &Path, relative: &str, key: &str) -> Result<PathBuf, BundleError> {
-    let stays = !relative.is_empty()
-        && Path::new(relative)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !stays {
+    if !stays_inside(relative) {
         return Err(error(
             file,
             key,
@@ -103,6 +99,14 @@ pub fn inside(file: &Path, relative: &str, key: &str) -> Result<PathBuf, BundleE
         ));
     }
     Ok(file.parent().unwrap_or(Path::new(".")).join(relative))
+}
+
+/// Whether `relative` names a path inside a folder: not empty, not absolute, no `..`.
+pub fn stays_inside(relative: &str) -> bool {
+    !relative.is_empty()
+        && Path::new(relative)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// Refuses YAML whose `[` and `{` nest deeper than [`MAX_NESTING`], before it is parsed.

@@ -245,12 +245,7 @@ fn previous_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     listed
         .into_iter()
-        .filter(|name| {
-            !name.is_empty()
-                && Path::new(name)
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-        })
+        .filter(|name| super::files::stays_inside(name))
         .collect()
 }
 
