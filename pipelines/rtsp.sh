@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
 # pipelines/rtsp.sh [MODEL] [URL]: run earlyexit on a live RTSP stream (an IP camera, a media
-# server) and print one bus message per frame.
+# server), reconnecting by itself whenever the camera drops and comes back, and print one bus
+# message per frame.
 #
 #   MODEL  a bundle folder, or its exits.yaml (default: data/fmnist-bundle, made by scripts/demo.sh)
 #   URL    the stream (default: rtsp://127.0.0.1:8554/test)
 #
 # The pipeline:
-#   gst-launch-1.0 -m -e rtspsrc location=URL latency=200 protocols=tcp+udp-mcast+udp \
-#       timeout=2000000 drop-on-latency=true \
-#     ! application/x-rtp,media=video ! decodebin ! videoconvert \
+#   gst-launch-1.0 -m fallbacksrc uri=URL enable-audio=false enable-dummy=false \
+#       timeout=5000000000 restart-timeout=5000000000 retry-timeout=18446744073709551614 \
+#       restart-on-eos=true \
+#     ! videoconvert \
 #     ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 \
 #     ! earlyexit model=MODEL post-messages=true ! fakesink
 #
-# - latency: milliseconds the jitter buffer holds packets to reorder them. Lower is snappier,
-#   higher survives a worse network. drop-on-latency keeps it from growing past that.
-# - protocols/timeout: rtspsrc asks for UDP first; when no packet comes within `timeout`
-#   microseconds (2 s here; 5 s is rtspsrc's own default) it sets the session up again over TCP.
-#   Set RTSP_PROTOCOLS=tcp to go straight to TCP (firewalls, NAT, lossy links).
-# - application/x-rtp,media=video picks the video stream when the camera also sends audio.
+# - fallbacksrc (gst-plugins-rs, built with this project: scripts/setup.sh installs
+#   libgstfallbackswitch.so beside the earlyexit plugin) opens the URL with rtspsrc and decodes
+#   it. When no frame has come for `timeout`, or the stream fails or ends, it tears the source
+#   down and opens it again every `restart-timeout` until the camera answers. It gives up only
+#   after `retry-timeout` of failures in a row: here never (584 years), as a feed that runs for
+#   months wants. restart-on-eos matters over TCP: rtspsrc reads a camera that went away as the
+#   end of the stream there, not as an error.
+# - Ctrl-C stops the pipeline at once. There is no -e (EOS on Ctrl-C) here: fallbacksrc would
+#   take that EOS for the camera ending its stream and reconnect. With NUM_BUFFERS set, the run is
+#   meant to end, so the script passes -e and restart-on-eos=false instead; then, over TCP, a
+#   camera that drops ends the run too.
+# - enable-dummy=false: while the camera is away nothing flows, instead of fallbacksrc's black
+#   frames, so earlyexit never classifies frames that no camera took. enable-audio=false: only
+#   the video is wanted.
+# - The URL scheme picks the transport: rtsp:// asks for UDP first and falls back to TCP when no
+#   packet comes (firewalls, NAT); rtspt:// is TCP only, rtspu:// UDP only. RTSP_PROTOCOLS=tcp or
+#   udp rewrites rtsp:// to those. rtspsrc inside fallbacksrc keeps its own 2 s jitter buffer.
 # - The leaky queue sheds load: when inference is slower than the camera, the oldest frames
-#   waiting are dropped instead of letting the delay grow without bound.
-# - -e: Ctrl-C ends the stream cleanly (EOS) instead of cutting it.
-# rtspsrc does not reconnect by itself after the server goes away; to keep a stream up, run the
-# script in a loop: until pipelines/rtsp.sh MODEL URL; do sleep 2; done
+#   waiting are dropped instead of letting the delay grow without bound (earlyexit's `overload`
+#   property degrades before that, see the README).
 #
-# Environment: RTSP_LATENCY (ms, default 200), RTSP_PROTOCOLS (default tcp+udp-mcast+udp),
-# RTSP_UDP_TIMEOUT (microseconds, default 2000000), and those of pipelines/common.sh
-# (EARLYEXIT_MODE, EARLYEXIT_THREADS, EARLYEXIT_POST_MESSAGES, EARLYEXIT_SINK, NUM_BUFFERS).
+# Environment: RTSP_PROTOCOLS (tcp, udp, or unset for UDP then TCP), RTSP_TIMEOUT (seconds
+# without a frame before reconnecting, default 5), RTSP_GIVE_UP (seconds of failed reconnections
+# before the pipeline fails, default never), and those of pipelines/common.sh (EARLYEXIT_MODE,
+# EARLYEXIT_THREADS, EARLYEXIT_POST_MESSAGES, EARLYEXIT_SINK, NUM_BUFFERS).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -39,12 +51,30 @@ cd "$repo"
 
 ee_check_model "$model"
 case "$url" in rtsp://* | rtsps://* | rtspt://* | rtspu://*) ;; *) ee_die "not an RTSP URL: $url" ;; esac
+case "${RTSP_PROTOCOLS:-}" in
+  "") ;;
+  tcp | udp)
+    [[ $url == rtsp://* ]] || ee_die "RTSP_PROTOCOLS=$RTSP_PROTOCOLS needs an rtsp:// URL, not $url"
+    url="rtsp${RTSP_PROTOCOLS:0:1}://${url#rtsp://}"
+    ;;
+  *) ee_die "RTSP_PROTOCOLS must be tcp or udp (or unset for UDP, then TCP), not '$RTSP_PROTOCOLS'" ;;
+esac
+seconds() { # seconds NAME VALUE: VALUE seconds in nanoseconds
+  [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -gt 0 ] || ee_die "$1 must be a whole number of seconds above 0, not '$2'"
+  printf '%s000000000\n' "$2"
+}
+timeout=$(seconds RTSP_TIMEOUT "${RTSP_TIMEOUT:-5}")
+give_up=18446744073709551614 # fallbacksrc's largest: never
+[ -z "${RTSP_GIVE_UP:-}" ] || give_up=$(seconds RTSP_GIVE_UP "$RTSP_GIVE_UP")
+gst-inspect-1.0 fallbacksrc >/dev/null 2>&1 ||
+  ee_die "GStreamer has no fallbacksrc: install it with scripts/setup.sh (libgstfallbackswitch.so)"
 ee_parts "$model"
+restart_on_eos=true flags=(-m)
+[ "${#limit[@]}" -eq 0 ] || restart_on_eos=false flags=(-m -e)
 
-ee_run -m -e \
-  rtspsrc location="$url" latency="${RTSP_LATENCY:-200}" \
-  protocols="${RTSP_PROTOCOLS:-tcp+udp-mcast+udp}" timeout="${RTSP_UDP_TIMEOUT:-2000000}" \
-  drop-on-latency=true \
-  ! application/x-rtp,media=video ! decodebin ! videoconvert \
+ee_run "${flags[@]}" \
+  fallbacksrc uri="$url" enable-audio=false enable-dummy=false \
+  timeout="$timeout" restart-timeout="$timeout" retry-timeout="$give_up" restart-on-eos="$restart_on_eos" \
+  ! videoconvert \
   ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! \
   "${limit[@]}" "${element[@]}" ! "${sink[@]}"

@@ -12,8 +12,9 @@
 #   3. ONNX Runtime 1.32.0: the shared library from the PyPI wheel, into
 #      ~/.local/lib/earlyexit/libonnxruntime.so, where the element looks by default.
 #   4. cargo build --release --workspace (into ${CARGO_TARGET_DIR:-<repo>/target}).
-#   5. The plugin into ~/.local/share/gstreamer-1.0/plugins/ (GStreamer scans it with no
-#      variable set) and earlyexit-search into ~/.local/bin/, then gst-inspect-1.0 earlyexit.
+#   5. The plugin, and gst-plugins-rs's fallbacksrc that pipelines/rtsp.sh reconnects with, into
+#      ~/.local/share/gstreamer-1.0/plugins/ (GStreamer scans it with no variable set), and
+#      earlyexit-search into ~/.local/bin/; then gst-inspect-1.0 earlyexit.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -144,8 +145,10 @@ say "building: cargo build --release --workspace (target dir $target_dir)"
 cargo build --release --workspace
 
 plugin_so="$target_dir/release/libgstearlyexit.so"
+fallback_so="$target_dir/release/libgstfallbackswitch.so"
 search_bin="$target_dir/release/earlyexit-search"
 [ -f "$plugin_so" ] || die "the build did not produce $plugin_so (is the plugin crate in the workspace?)"
+[ -f "$fallback_so" ] || die "the build did not produce $fallback_so (is thirdparty/fallbackswitch in the workspace?)"
 [ -x "$search_bin" ] || die "the build did not produce $search_bin (is the search crate in the workspace?)"
 
 # --- 5. Install ------------------------------------------------------------------------------
@@ -153,11 +156,14 @@ plugin_dir="$HOME/.local/share/gstreamer-1.0/plugins"
 bin_dir="$HOME/.local/bin"
 mkdir -p "$plugin_dir" "$bin_dir"
 # Copy, then rename: a pipeline that has the old file mapped keeps working.
-install -m 0755 "$plugin_so" "$plugin_dir/.libgstearlyexit.so.tmp"
-mv -f "$plugin_dir/.libgstearlyexit.so.tmp" "$plugin_dir/libgstearlyexit.so"
-install -m 0755 "$search_bin" "$bin_dir/.earlyexit-search.tmp"
-mv -f "$bin_dir/.earlyexit-search.tmp" "$bin_dir/earlyexit-search"
-say "installed $plugin_dir/libgstearlyexit.so and $bin_dir/earlyexit-search"
+put() { # put FILE DIR
+  install -m 0755 "$1" "$2/.$(basename "$1").tmp"
+  mv -f "$2/.$(basename "$1").tmp" "$2/$(basename "$1")"
+}
+put "$plugin_so" "$plugin_dir"
+put "$fallback_so" "$plugin_dir"
+put "$search_bin" "$bin_dir"
+say "installed $plugin_dir/libgstearlyexit.so, $plugin_dir/libgstfallbackswitch.so and $bin_dir/earlyexit-search"
 case ":$PATH:" in
   *":$bin_dir:"*) ;;
   *) say "note: $bin_dir is not on PATH; add it to use earlyexit-search by name" ;;

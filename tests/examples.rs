@@ -1,26 +1,10 @@
 //! The programs in examples/ are run here, not only compiled: an example that stops working is
 //! documentation that lies.
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use earlyexit_testkit::built::example;
 use earlyexit_testkit::{fmnist_one_stage_bundle, footage};
-
-/// `cargo test` builds the examples next to the test binaries' folder.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in <target>/<profile>/deps");
-    let path = profile.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} was not built: `cargo test` builds the examples unless a filter such as --test leaves them out (then run `cargo build --release --examples`)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn read_meta_prints_every_frame_and_the_stats() {

@@ -2,20 +2,20 @@
 //! the freshly built plugin, and their `gst-launch-1.0 -m` output is checked against
 //! `docs/spec/element-v1.md`: one `earlyexit` message per frame, with its fields.
 //!
-//! The child finds the plugin through GST_PLUGIN_PATH, a temporary folder holding only a link to
-//! the built libgstearlyexit.so (found from this test's location), and a
-//! temporary GST_REGISTRY, so neither an installed copy nor a stale registry cache is used.
+//! The child finds the plugins through GST_PLUGIN_PATH, a temporary folder holding only links to
+//! the built libgstearlyexit.so and libgstfallbackswitch.so (found from this test's location),
+//! and a temporary GST_REGISTRY, so neither an installed copy nor a stale registry cache is used.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use earlyexit_testkit::built::{example, library};
 use earlyexit_testkit::{fmnist_one_stage_bundle, footage, read_labels_csv};
-use gst_rtsp_server::prelude::*;
 
 /// The repository root, the folder above this crate's: the scripts live in pipelines/ under it.
 fn repo() -> &'static Path {
@@ -27,7 +27,7 @@ fn repo() -> &'static Path {
 const TIMEOUT: Duration = Duration::from_secs(120);
 const RTSP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The plugin folder (a link to the built cdylib) and the registry file the children use.
+/// The plugin folder (links to the built cdylibs) and the registry file the children use.
 struct PluginEnv {
     dir: tempfile::TempDir,
     so: PathBuf,
@@ -48,9 +48,9 @@ impl PluginEnv {
             "EARLYEXIT_SINK",
             "NUM_BUFFERS",
             "GST_LAUNCH",
-            "RTSP_LATENCY",
             "RTSP_PROTOCOLS",
-            "RTSP_UDP_TIMEOUT",
+            "RTSP_TIMEOUT",
+            "RTSP_GIVE_UP",
         ] {
             cmd.env_remove(knob);
         }
@@ -64,47 +64,25 @@ impl PluginEnv {
     }
 }
 
-/// The built `libgstearlyexit.so`. This test runs from target/<profile>/deps/. `cargo test`
-/// (with or without `--workspace`) builds the plugin's cdylib there, as a dependency of this
-/// package, and leaves target/<profile>/libgstearlyexit.so alone; `cargo build` writes both.
-/// The newer of the two is the fresh one.
-fn built_plugin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe
-        .parent()
-        .unwrap_or_else(|| panic!("unexpected test executable location: {}", exe.display()));
-    let candidates = [
-        deps.parent().map(|p| p.join("libgstearlyexit.so")),
-        Some(deps.join("libgstearlyexit.so")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .filter_map(|so| Some((so.metadata().ok()?.modified().ok()?, so)))
-        .max()
-        .map(|(_, so)| so)
-        .unwrap_or_else(|| {
-            panic!(
-                "the plugin is not built: no libgstearlyexit.so in {} or its parent. Run \
-                 `cargo build --release` (same CARGO_TARGET_DIR) first",
-                deps.display()
-            )
-        })
-}
-
 /// Set up once: the plugin folder, and a check (with `gst-inspect-1.0`, which also fills the
 /// temporary registry) that the children load the plugin from there and not an installed one.
 fn plugin_env() -> &'static PluginEnv {
     static ENV: OnceLock<PluginEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         gst::init().expect("gst::init");
-        let so = built_plugin();
+        let so = library("libgstearlyexit.so");
         let dir = tempfile::Builder::new()
             .prefix("earlyexit-plugin-")
             .tempdir()
             .expect("temporary plugin folder");
         std::os::unix::fs::symlink(&so, dir.path().join("libgstearlyexit.so"))
             .expect("link the plugin");
+        // pipelines/rtsp.sh reconnects with gst-plugins-rs's fallbacksrc, built with the project.
+        std::os::unix::fs::symlink(
+            library("libgstfallbackswitch.so"),
+            dir.path().join("libgstfallbackswitch.so"),
+        )
+        .expect("link fallbackswitch");
         eprintln!("plugin under test: {}", so.display());
         let env = PluginEnv { dir, so };
 
@@ -135,11 +113,19 @@ fn plugin_env() -> &'static PluginEnv {
     })
 }
 
+/// The structure text of an `earlyexit` element message in a line that `-m` printed.
+fn message_text(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once(" (element): ")?;
+    rest.starts_with("earlyexit,").then_some(rest)
+}
+
 /// What one script run printed.
 struct Run {
     status: ExitStatus,
     stdout: String,
     stderr: String,
+    /// When each `earlyexit` message line arrived, in order.
+    message_times: Vec<Instant>,
 }
 
 impl Run {
@@ -147,10 +133,7 @@ impl Run {
     fn messages(&self) -> Vec<gst::Structure> {
         self.stdout
             .lines()
-            .filter_map(|line| {
-                let (_, rest) = line.split_once(" (element): ")?;
-                rest.starts_with("earlyexit,").then_some(rest)
-            })
+            .filter_map(message_text)
             .map(|s| {
                 let s = s.trim_end().trim_end_matches(';');
                 gst::Structure::from_str(s).unwrap_or_else(|e| panic!("cannot parse {s:?}: {e}"))
@@ -180,55 +163,139 @@ impl Run {
     }
 }
 
+/// A script running with the fresh plugin; its output lines are kept as they arrive, with the
+/// moment each came.
+struct Running {
+    script: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stdout: Option<thread::JoinHandle<()>>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Running {
+    /// Starts `bash pipelines/SCRIPT ARGS...` from the repository root with `envs`.
+    fn start(script: &str, args: &[&Path], envs: &[(&str, &str)]) -> Running {
+        let env = plugin_env();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("pipelines").join(script))
+            .args(args)
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        env.apply(&mut cmd);
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd.spawn().expect("cannot run bash");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = thread::spawn({
+            let lines = Arc::clone(&lines);
+            let out = BufReader::new(child.stdout.take().unwrap());
+            move || {
+                for line in out.lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push((Instant::now(), line));
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        Running {
+            script: script.to_owned(),
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Ctrl-C, as a user stops a live pipeline.
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
+    }
+
+    fn messages_so_far(&self) -> usize {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(_, l)| message_text(l).is_some())
+            .count()
+    }
+
+    /// Waits until `n` messages have come, or fails once `timeout` has passed.
+    fn wait_for_messages(&mut self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.messages_so_far() < n {
+            if start.elapsed() > timeout || self.child.try_wait().ok().flatten().is_some() {
+                let run = self.finish();
+                panic!(
+                    "pipelines/{} gave {} of {n} messages within {timeout:?}\n{}",
+                    self.script,
+                    run.message_times.len(),
+                    run.context()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the script to end, killing it and failing when it is not done within `timeout`.
+    fn wait(mut self, timeout: Duration) -> Run {
+        let start = Instant::now();
+        while self
+            .child
+            .try_wait()
+            .expect("wait for the script")
+            .is_none()
+        {
+            if start.elapsed() > timeout {
+                let run = self.finish();
+                panic!(
+                    "pipelines/{} did not finish within {timeout:?} and was killed (plugin {})\n{}",
+                    self.script,
+                    plugin_env().so.display(),
+                    run.context()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
+    /// Kills the script if it still runs (it execs gst-launch-1.0, so this is the launcher
+    /// itself), and gathers what it printed.
+    fn finish(&mut self) -> Run {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for the script");
+        if let Some(stdout) = self.stdout.take() {
+            let _ = stdout.join();
+        }
+        let stderr = self.stderr.take().and_then(|e| e.join().ok());
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        Run {
+            status,
+            message_times: lines
+                .iter()
+                .filter(|(_, l)| message_text(l).is_some())
+                .map(|(t, _)| *t)
+                .collect(),
+            stdout: lines.into_iter().map(|(_, l)| l + "\n").collect(),
+            stderr: stderr.unwrap_or_default(),
+        }
+    }
+}
+
 /// Runs `bash pipelines/SCRIPT ARGS...` from the repository root with the fresh plugin and `envs`;
 /// kills it and fails when it is not done within `timeout`.
 fn run_script(script: &str, args: &[&Path], envs: &[(&str, &str)], timeout: Duration) -> Run {
-    let env = plugin_env();
-    let mut cmd = Command::new("bash");
-    cmd.arg(repo().join("pipelines").join(script))
-        .args(args)
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    env.apply(&mut cmd);
-    cmd.envs(envs.iter().copied());
-    let mut child = cmd.spawn().expect("cannot run bash");
-
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
-    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
-
-    let start = Instant::now();
-    let (status, timed_out) = loop {
-        if let Some(status) = child.try_wait().expect("wait for the script") {
-            break (status, false);
-        }
-        if start.elapsed() > timeout {
-            // The script execs gst-launch-1.0, so this is the launcher itself.
-            let _ = child.kill();
-            break (child.wait().expect("wait for the killed script"), true);
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let run = Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    assert!(
-        !timed_out,
-        "pipelines/{script} did not finish within {timeout:?} and was killed (plugin {})\n{}",
-        env.so.display(),
-        run.context()
-    );
-    run
+    Running::start(script, args, envs).wait(timeout)
 }
 
 /// Checks the `docs/spec/element-v1.md` fields of the messages from a one-stage bundle: `n` frames, counted
@@ -360,91 +427,78 @@ fn file_sh_reports_a_missing_file_or_bundle() {
     );
 }
 
-/// An RTSP server on 127.0.0.1 and a free port, its main loop on its own thread; stopped when
-/// dropped.
-struct RtspServer {
+/// A free TCP port on 127.0.0.1, as the system hands one out.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// A camera: the example RTSP server (a live H.264 test pattern, 64x48 at 25 fps), as a process
+/// of its own on 127.0.0.1, so that killing it drops the stream as a camera that loses power
+/// does. Killed when dropped.
+struct Camera {
+    child: Child,
     url: String,
-    main_loop: gst::glib::MainLoop,
-    thread: Option<thread::JoinHandle<()>>,
 }
 
-impl RtspServer {
-    fn start(launch: &str) -> RtspServer {
-        gst::init().unwrap();
-        let server = gst_rtsp_server::RTSPServer::new();
-        server.set_address("127.0.0.1");
-        server.set_service("0"); // the system picks a free port
-        let factory = gst_rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(launch);
-        server.mount_points().unwrap().add_factory("/test", factory);
-
-        let context = gst::glib::MainContext::new();
-        let main_loop = gst::glib::MainLoop::new(Some(&context), false);
-        let source = server
-            .attach(Some(&context))
-            .expect("the RTSP server cannot listen on 127.0.0.1");
-        let port = server.bound_port();
-        assert!(port > 0, "the RTSP server has no port");
-        let url = format!("rtsp://127.0.0.1:{port}/test");
-
-        let thread = thread::spawn({
-            let main_loop = main_loop.clone();
-            move || {
-                context
-                    .with_thread_default(|| main_loop.run())
-                    .expect("RTSP server main context");
-                if let Some(source) = context.find_source_by_id(&source) {
-                    source.destroy();
-                }
-                drop(server);
-            }
-        });
-        RtspServer {
-            url,
-            main_loop,
-            thread: Some(thread),
+impl Camera {
+    fn start(port: u16) -> Camera {
+        let mut child = Command::new(example("rtsp_server"))
+            .args([port.to_string().as_str(), "64x48@25"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start the example rtsp_server");
+        // It prints its URL once it listens.
+        let mut url = String::new();
+        let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut url);
+        assert!(
+            matches!(read, Ok(n) if n > 0),
+            "the RTSP server on port {port} did not start: {:?}",
+            child.wait()
+        );
+        Camera {
+            child,
+            url: url.trim().to_owned(),
         }
     }
 }
 
-impl Drop for RtspServer {
+impl Drop for Camera {
     fn drop(&mut self) {
-        self.main_loop.quit();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
-
-/// A live H.264 stream that does not end by itself: the client's NUM_BUFFERS ends the run.
-const RTSP_LAUNCH: &str = "( videotestsrc is-live=true pattern=ball \
-    ! video/x-raw,width=64,height=48,framerate=25/1 \
-    ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 \
-    ! rtph264pay name=pay0 pt=96 config-interval=1 )";
 
 fn rtsp_run(protocols: Option<&str>) {
-    let server = RtspServer::start(RTSP_LAUNCH);
+    let camera = Camera::start(free_port());
     let bundle = fmnist_one_stage_bundle().unwrap();
     let n = 20;
-    let n_text = n.to_string();
-    let mut envs = vec![("NUM_BUFFERS", n_text.as_str())];
-    if let Some(p) = protocols {
-        envs.push(("RTSP_PROTOCOLS", p));
-    }
     let run = run_script(
         "rtsp.sh",
-        &[bundle.dir.path(), Path::new(&server.url)],
-        &envs,
+        &[bundle.dir.path(), Path::new(&camera.url)],
+        &[("NUM_BUFFERS", n.to_string().as_str())]
+            .into_iter()
+            .chain(protocols.map(|p| ("RTSP_PROTOCOLS", p)))
+            .collect::<Vec<_>>(),
         RTSP_TIMEOUT,
     );
-    drop(server);
+    drop(camera);
     run.assert_success();
+    let scheme = if protocols == Some("tcp") {
+        "rtspt"
+    } else {
+        "rtsp"
+    };
     assert_printed_command(
         &run,
         "rtsp.sh",
         &[
-            "rtspsrc",
-            "location=rtsp://127.0.0.1:",
+            "fallbacksrc",
+            &format!("uri={scheme}://127.0.0.1:"),
             "identity eos-after=21",
         ],
     );
@@ -460,6 +514,64 @@ fn rtsp_sh_gets_frames_from_a_local_server() {
 #[test]
 fn rtsp_sh_over_tcp_only() {
     rtsp_run(Some("tcp"));
+}
+
+/// The camera drops (its process is killed) and comes back on the same port 3 s later. The
+/// script, run as a user runs it on a live camera (no NUM_BUFFERS), goes on by itself: frames
+/// come again from the new camera, numbered on from where they stopped; Ctrl-C then stops it.
+fn rtsp_comes_back(protocols: Option<&str>) {
+    let port = free_port();
+    let camera = Camera::start(port);
+    let bundle = fmnist_one_stage_bundle().unwrap();
+    let envs: Vec<(&str, &str)> = protocols
+        .map(|p| ("RTSP_PROTOCOLS", p))
+        .into_iter()
+        .collect();
+    let mut running = Running::start(
+        "rtsp.sh",
+        &[bundle.dir.path(), Path::new(&camera.url)],
+        &envs,
+    );
+    running.wait_for_messages(25, RTSP_TIMEOUT);
+    drop(camera);
+    let dropped = Instant::now();
+    thread::sleep(Duration::from_secs(3));
+    let camera = Camera::start(port);
+    let back = Instant::now();
+    // Frames the old camera sent are out of the jitter buffer within its 2 s; nothing but the
+    // new camera sends frames after `back`, and fallbacksrc sends no filler (enable-dummy=false).
+    let after = 50;
+    running.wait_for_messages(running.messages_so_far() + after, RTSP_TIMEOUT);
+    running.interrupt();
+    let run = running.wait(TIMEOUT);
+    drop(camera);
+    run.assert_success();
+    let messages = run.messages();
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m.get::<u64>("frame").unwrap(), i as u64, "{m}");
+    }
+    let first_after = run
+        .message_times
+        .iter()
+        .find(|t| **t > back)
+        .expect("frames after the camera returned");
+    eprintln!(
+        "rtsp {}: camera away {:.1} s; first frame {:.1} s after it returned; {} frames in all",
+        protocols.unwrap_or("udp then tcp"),
+        (back - dropped).as_secs_f64(),
+        (*first_after - back).as_secs_f64(),
+        messages.len()
+    );
+}
+
+#[test]
+fn rtsp_sh_comes_back_when_the_camera_returns() {
+    rtsp_comes_back(None);
+}
+
+#[test]
+fn rtsp_sh_comes_back_over_tcp() {
+    rtsp_comes_back(Some("tcp"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! from the real backbone (`graph`).
 
 pub mod assets;
+pub mod built;
 #[cfg(feature = "graph")]
 pub mod cut;
 #[cfg(feature = "gst")]
