@@ -171,7 +171,11 @@ fn overloaded(bundle: &std::path::Path, overload: &str, frames: usize) -> Overlo
 
 /// A live source that outruns the network: by default late frames are answered with the last
 /// answer, so every frame comes out, marked, with QoS messages; 'drop' drops them instead, and
-/// 'off' runs every frame however late. The delays are printed, side by side, not asserted.
+/// 'off' runs every frame however late. Only frames that would reach the sink more than a frame
+/// late are hurried, so at least a quarter still run in full (the network takes 6 to 8 ms here,
+/// the source gives 5 ms a frame), where judging frames by the slowest frame against upstream's
+/// latency alone found every frame late and ran one in eleven. The delays are printed, side by
+/// side, not asserted.
 #[test]
 fn an_overloaded_live_stream_degrades_instead_of_falling_behind() {
     let bundle = efficientnet_bundle();
@@ -186,7 +190,11 @@ fn an_overloaded_live_stream_degrades_instead_of_falling_behind() {
         );
     }
     assert_eq!(reuse.frames, frames, "no frame lost");
-    assert!(reuse.degraded > frames / 2, "{} degraded", reuse.degraded);
+    assert!(
+        reuse.degraded > 0 && reuse.degraded <= frames * 3 / 4,
+        "{} degraded",
+        reuse.degraded
+    );
     assert!(reuse.qos_messages >= reuse.degraded);
     assert_eq!((off.frames, off.degraded), (frames, 0));
     assert!(

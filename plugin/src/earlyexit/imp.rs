@@ -133,6 +133,9 @@ struct Timing {
     earliest: Option<gst::ClockTime>,
     /// From the LATENCY query: whether upstream is live, and its minimum latency.
     upstream: Option<(bool, gst::ClockTime)>,
+    /// From the LATENCY event the sinks send up: a frame reaches them in time when it is there
+    /// by its running time plus this.
+    pipeline: Option<gst::ClockTime>,
 }
 
 /// A bundle loaded while the element runs, waiting for the next frame.
@@ -243,7 +246,7 @@ pub struct EarlyExit {
     /// LATENCY query is answered at once.
     latency: SharedLatency,
     swap: Mutex<Swaps>,
-    /// What tells a late frame: downstream's QoS and upstream's latency.
+    /// What tells a late frame: downstream's QoS, upstream's latency and the pipeline's.
     timing: Mutex<Timing>,
     /// From start() to stop(): settings are read and may no longer change. A flag of its own,
     /// because the streaming thread holds `state` for a whole inference.
@@ -450,8 +453,9 @@ impl EarlyExit {
     }
 
     /// Whether the frame in `buf` comes too late to run in full: downstream's QoS says frames
-    /// before a time are late, or, behind a live source, it waited longer than upstream's
-    /// latency and the element's own processing allow.
+    /// before a time are late, or, behind a live source, it cannot reach the sinks within a frame
+    /// of its running time plus the pipeline's latency (with no sink that syncs: it waited
+    /// longer than upstream's and the element's own latency allow).
     fn late(&self, buf: &gst::BufferRef) -> bool {
         let obj = self.obj();
         let Some(pts) = buf.pts() else {
@@ -471,18 +475,38 @@ impl EarlyExit {
         let Some((true, upstream)) = timing.upstream else {
             return false;
         };
+        let pipeline = timing.pipeline.filter(|l| !l.is_zero());
         drop(timing);
-        let own = lock(&self.latency)
-            .as_ref()
-            .map_or(gst::ClockTime::ZERO, |l| {
-                gst::ClockTime::from_nseconds(l.reported_ns())
-            });
-        let now = obj
+        let Some(now) = obj
             .clock()
             .map(|c| c.time())
             .zip(obj.base_time())
-            .and_then(|(t, base)| t.checked_sub(base));
-        now.is_some_and(|now| now > running + upstream + own)
+            .and_then(|(t, base)| t.checked_sub(base))
+        else {
+            return false;
+        };
+        let (own, typical) = lock(&self.latency)
+            .as_ref()
+            .map_or((0, 0), |l| (l.reported_ns(), l.typical_ns()));
+        let deadline = match pipeline {
+            // Late when the frame cannot reach the sinks within a frame of their deadline, at
+            // the time a frame usually takes. A sink that syncs holds this thread until each
+            // frame's time, so frames come here a frame before their deadline even when
+            // nothing waits: judged by the slowest frame of a window (`own`), or with no
+            // slack, every frame would be late as soon as a frame takes a little longer than
+            // the frame rate allows. With a frame of slack, frames run in full until they are
+            // a frame behind, and one answered in a hurry catches up.
+            Some(latency) => (running + latency + buf.duration().unwrap_or_default())
+                .saturating_sub(gst::ClockTime::from_nseconds(typical)),
+            // No sink syncs: what upstream and the element report.
+            None => running + upstream + gst::ClockTime::from_nseconds(own),
+        };
+        gst::trace!(
+            CAT,
+            imp = self,
+            "Frame at {running}: now {now}, deadline {deadline}"
+        );
+        now > deadline
     }
 
     /// Reports a frame answered in a hurry, or dropped, on the bus, as a QoS message with the
@@ -801,7 +825,8 @@ fn live_properties() -> Vec<glib::ParamSpec> {
                  exit's, whatever its rule says), 'drop' (late frames are dropped, as \
                  QoS-aware filters do) or 'off' (every frame in full). A frame is late \
                  when a QoS event from downstream says so, or, behind a live source, \
-                 when it waited longer than the element takes. Late frames answered are \
+                 when at the time a frame usually takes it would reach the sinks more \
+                 than a frame after their deadline. Late frames answered are \
                  marked degraded in EarlyExitMeta, counted in stats, and reported in a \
                  QoS message.",
             )
@@ -956,14 +981,19 @@ impl BaseTransformImpl for EarlyExit {
     }
 
     /// Notes downstream's QoS: frames before `timestamp + diff` (twice the diff when late, as
-    /// the base class reckons, for jitter) are late.
+    /// the base class reckons, for jitter) are late; and the pipeline's latency, which the
+    /// sinks send up.
     fn src_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::Qos(qos) = event.view() {
-            let (_, _, diff, timestamp) = qos.get();
-            lock(&self.timing).earliest = timestamp.map(|t| {
-                let ahead = if diff > 0 { 2 * diff } else { diff };
-                gst::ClockTime::from_nseconds(t.nseconds().saturating_add_signed(ahead))
-            });
+        match event.view() {
+            gst::EventView::Qos(qos) => {
+                let (_, _, diff, timestamp) = qos.get();
+                lock(&self.timing).earliest = timestamp.map(|t| {
+                    let ahead = if diff > 0 { 2 * diff } else { diff };
+                    gst::ClockTime::from_nseconds(t.nseconds().saturating_add_signed(ahead))
+                });
+            }
+            gst::EventView::Latency(l) => lock(&self.timing).pipeline = Some(l.latency()),
+            _ => {}
         }
         self.parent_src_event(event)
     }

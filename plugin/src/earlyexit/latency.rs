@@ -4,12 +4,14 @@
 /// Frames over which the slowest is taken before the reported latency is reconsidered.
 pub const WINDOW: u32 = 64;
 
-/// What the element reports, and the slowest frame of the current window.
+/// What the element reports, the slowest frame of the current window, and the time a frame
+/// usually takes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latency {
     reported_ns: u64,
     window_max_ns: u64,
     seen: u32,
+    typical_ns: Option<u64>,
 }
 
 impl Latency {
@@ -19,11 +21,20 @@ impl Latency {
             reported_ns: initial_ns,
             window_max_ns: 0,
             seen: 0,
+            typical_ns: None,
         }
     }
 
     pub fn reported_ns(&self) -> u64 {
         self.reported_ns
+    }
+
+    /// A moving average of the frames' processing times (each new frame weighs 1/8), from the
+    /// first frame on: what the next frame will likely take, where the report is what it may
+    /// take at worst. Not seeded with the worst case: frames judged late by it are answered in
+    /// a hurry and not recorded, and it would come down only slowly.
+    pub fn typical_ns(&self) -> u64 {
+        self.typical_ns.unwrap_or(self.reported_ns)
     }
 
     /// Records one frame's processing time, and says when the reported latency changed, for
@@ -32,6 +43,7 @@ impl Latency {
     /// at the sink. At the end of each window the report comes down to the window's slowest
     /// frame when that is faster by more than a quarter.
     pub fn record(&mut self, ns: u64) -> bool {
+        self.typical_ns = Some(self.typical_ns.map_or(ns, |t| t - t / 8 + ns / 8));
         if ns > self.reported_ns.saturating_mul(5) / 4 {
             self.reported_ns = ns;
             self.window_max_ns = 0;
@@ -74,5 +86,24 @@ mod tests {
         // Lighter: down to the new slowest.
         assert!((0..WINDOW).map(|_| l.record(1000)).last().unwrap());
         assert_eq!(l.reported_ns(), 1000);
+    }
+
+    #[test]
+    fn the_typical_time_follows_the_frames_not_the_slowest() {
+        let mut l = Latency::new(16_000);
+        assert_eq!(
+            l.typical_ns(),
+            16_000,
+            "the worst case until a frame is measured"
+        );
+        l.record(8_000);
+        assert_eq!(l.typical_ns(), 8_000, "then the frames");
+        for _ in 0..50 {
+            l.record(6_000);
+        }
+        assert!(l.typical_ns().abs_diff(6_000) < 100, "{}", l.typical_ns());
+        l.record(40_000);
+        assert_eq!(l.reported_ns(), 40_000);
+        assert!(l.typical_ns() < 11_000, "one slow frame moves it by 1/8");
     }
 }
