@@ -46,3 +46,26 @@ fn read_meta_reports_a_bad_bundle_with_its_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/no/such/bundle"), "{stderr}");
 }
+
+/// The live overload benchmark, cut to one second of a small live source: every frame made
+/// comes out, and the report gives each minute's delays.
+#[test]
+fn live_overload_reports_every_frame_it_made() {
+    let bundle = fmnist_one_stage_bundle().unwrap();
+    let out = Command::new(example("live_overload"))
+        .arg(bundle.dir.path())
+        .args(["1", "30", "64x48", "reuse"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("overload=reuse: 30 frames made, 30 out (100.0%)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("minute 1: 30 frames, delay"), "{stdout}");
+}
