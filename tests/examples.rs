@@ -1,24 +1,30 @@
 //! The programs in examples/ are run here, not only compiled: an example that stops working is
 //! documentation that lies.
 
+use std::ffi::OsStr;
 use std::process::Command;
 
 use earlyexit_testkit::built::example;
 use earlyexit_testkit::{fmnist_one_stage_bundle, footage};
 
-#[test]
-fn read_meta_prints_every_frame_and_the_stats() {
-    let bundle = fmnist_one_stage_bundle().unwrap();
-    let out = Command::new(example("read_meta"))
-        .arg(bundle.exits_yaml())
-        .arg(footage("bikes-tail.mkv"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs the example `name` with `args`, checks that it succeeded, and returns what it printed.
+fn run_example<S: AsRef<OsStr>>(name: &str, args: &[S]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn read_meta_prints_every_frame_and_the_stats() {
+    let bundle = fmnist_one_stage_bundle().unwrap();
+    let stdout = run_example(
+        "read_meta",
+        &[bundle.exits_yaml(), footage("bikes-tail.mkv")],
     );
     // 75 frames, each with its meta read back by name through the GStreamer API.
     // Rows are "frame stage class label confidence cost reused", frame and stage numbers.
@@ -52,16 +58,16 @@ fn read_meta_reports_a_bad_bundle_with_its_path() {
 #[test]
 fn live_overload_reports_every_frame_it_made() {
     let bundle = fmnist_one_stage_bundle().unwrap();
-    let out = Command::new(example("live_overload"))
-        .arg(bundle.dir.path())
-        .args(["1", "30", "64x48", "reuse"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let bundle = bundle.dir.path().as_os_str();
+    let stdout = run_example(
+        "live_overload",
+        &[
+            bundle,
+            "1".as_ref(),
+            "30".as_ref(),
+            "64x48".as_ref(),
+            "reuse".as_ref(),
+        ],
     );
     assert!(
         stdout.contains("overload=reuse: 30 frames made, 30 out (100.0%)"),
