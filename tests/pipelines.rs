@@ -292,6 +292,14 @@ impl Running {
     }
 }
 
+/// A test that fails midway leaves no pipeline running: a live one would run forever.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `bash pipelines/SCRIPT ARGS...` from the repository root with the fresh plugin and `envs`;
 /// kills it and fails when it is not done within `timeout`.
 fn run_script(script: &str, args: &[&Path], envs: &[(&str, &str)], timeout: Duration) -> Run {
