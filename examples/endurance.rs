@@ -12,8 +12,14 @@ use gst::prelude::*;
 #[path = "support.rs"]
 mod support;
 
-fn rss_kb() -> u64 {
-    support::status_kb("VmRSS")
+/// Resident memory, and the heap the allocator has handed out: RSS also holds memory freed but
+/// kept by the allocator, so growth in RSS alone may be fragmentation; growth in both is a leak.
+fn memory() -> String {
+    format!(
+        "RSS {:.1} MB, heap in use {:.1} MB",
+        support::status_kb("VmRSS") as f64 / 1024.0,
+        support::heap_in_use_kb() as f64 / 1024.0
+    )
 }
 
 /// `frames` frames of a 28×28 GRAY8 test pattern through `earlyexit model=BUNDLE`.
@@ -43,7 +49,7 @@ fn main() -> Result<()> {
     gst::init()?;
     gstearlyexit::plugin_register_static()?;
 
-    // Frames: RSS at each tenth, read from a probe on the sink.
+    // Frames: memory at each tenth, read from a probe on the sink.
     let p = pipeline(bundle, frames)?;
     let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = std::sync::atomic::AtomicU64::new(0);
@@ -58,7 +64,7 @@ fn main() -> Result<()> {
         if (n.is_multiple_of(tenth) || n == 1000)
             && let Ok(mut s) = probe_samples.lock()
         {
-            s.push((n, rss_kb()));
+            s.push((n, memory()));
         }
         gst::PadProbeReturn::Ok
     });
@@ -69,25 +75,19 @@ fn main() -> Result<()> {
         "frames: {frames} in {took:.1} s ({:.0} per second)",
         frames as f64 / took
     );
-    for (n, kb) in samples.lock().map(|s| s.clone()).unwrap_or_default() {
-        println!("  after {n:>9} frames: RSS {:.1} MB", kb as f64 / 1024.0);
+    for (n, memory) in samples.lock().map(|s| s.clone()).unwrap_or_default() {
+        println!("  after {n:>9} frames: {memory}");
     }
     drop(p);
 
     // State cycles: one pipeline of 10 frames, NULL → PLAYING → EOS → NULL, again and again.
     let p = pipeline(bundle, 10)?;
-    let start_kb = rss_kb();
-    println!(
-        "state cycles: {cycles}; RSS before {:.1} MB",
-        start_kb as f64 / 1024.0
-    );
+    println!("state cycles: {cycles}; before: {}", memory());
+    let tenth = (cycles / 10).max(1);
     for cycle in 1..=cycles {
         run_to_end(&p)?;
-        if cycle == 10 || cycle == cycles / 2 || cycle == cycles {
-            println!(
-                "  after {cycle:>5} cycles: RSS {:.1} MB",
-                rss_kb() as f64 / 1024.0
-            );
+        if cycle == 10 || cycle.is_multiple_of(tenth) {
+            println!("  after {cycle:>5} cycles: {}", memory());
         }
     }
     Ok(())

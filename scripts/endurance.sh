@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Endurance benchmark (not CI): 1,000,000 frames through one earlyexit element, then 1,000
-# state cycles of one pipeline, in one process, with RSS at start, middle and end of each.
+# state cycles of one pipeline, in one process, with memory at each tenth of each: RSS, and the
+# heap the allocator has handed out (RSS that grows while that stays flat is memory the allocator
+# keeps after it was freed, not a leak).
 # Usage: scripts/endurance.sh [BUNDLE] [FRAMES] [CYCLES]; the bundle defaults to the demo's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
