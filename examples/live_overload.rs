@@ -74,7 +74,33 @@ fn run(bundle: &str, mode: &str, seconds: u64, source: &Source) -> Result<Delive
         .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
         .context("no appsink")?;
     pipeline.set_state(gst::State::Playing)?;
-    while let Ok(sample) = sink.pull_sample() {
+    let delivered_all = pull_all(&pipeline, &sink, &delivered);
+    pipeline.set_state(gst::State::Null)?;
+    delivered_all?;
+    let mut d = delivered.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(std::mem::take(&mut *d))
+}
+
+/// Reads every frame the sink gets until the end of the stream, noting how each was answered
+/// and its delay; an ERROR on the bus ends it with that error.
+fn pull_all(
+    pipeline: &gst::Pipeline,
+    sink: &gst_app::AppSink,
+    delivered: &Mutex<Delivered>,
+) -> Result<()> {
+    let bus = pipeline.bus().context("no bus")?;
+    loop {
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
+            if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+                && let gst::MessageView::Error(err) = msg.view()
+            {
+                bail!("the pipeline failed: {}", err.error());
+            }
+            if sink.is_eos() {
+                return Ok(());
+            }
+            continue;
+        };
         let buffer = sample.buffer().context("a sample without a buffer")?;
         let meta = EarlyExitInfo::from_buffer(buffer).context("a frame without EarlyExitMeta")?;
         let (Some(now), Some(pts)) = (pipeline.current_running_time(), buffer.pts()) else {
@@ -90,9 +116,6 @@ fn run(bundle: &str, mode: &str, seconds: u64, source: &Source) -> Result<Delive
         let delay_ms = now.saturating_sub(pts).nseconds() as f64 / 1e6;
         d.delays.push((pts.seconds(), delay_ms));
     }
-    pipeline.set_state(gst::State::Null)?;
-    let mut d = delivered.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    Ok(std::mem::take(&mut *d))
 }
 
 /// The `q` quantile of `values` (sorted here), nearest rank.

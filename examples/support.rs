@@ -19,11 +19,17 @@ pub fn status_kb(field: &str) -> u64 {
 /// Bytes the C allocator has handed out and not taken back, in kB (glibc's `mallinfo2`):
 /// unlike the resident size, it does not count memory freed but kept by the allocator, so a
 /// leak shows in it and fragmentation does not.
+/// 0 where the C library is not glibc.
 #[allow(dead_code)] // not every benchmark reads it
 pub fn heap_in_use_kb() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    ((info.uordblks + info.hblkhd) / 1024) as u64
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        ((info.uordblks + info.hblkhd) / 1024) as u64
+    }
+    #[cfg(not(target_env = "gnu"))]
+    0
 }
 
 /// Waits for `pipeline` to reach its end; an ERROR on its bus is the error returned.

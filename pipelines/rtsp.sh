@@ -8,7 +8,6 @@
 #
 # The pipeline:
 #   gst-launch-1.0 -m fallbacksrc uri=URL enable-audio=false enable-dummy=false \
-#       timeout=5000000000 restart-timeout=5000000000 retry-timeout=18446744073709551614 \
 #       restart-on-eos=true \
 #     ! videoconvert \
 #     ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 \
@@ -16,11 +15,13 @@
 #
 # - fallbacksrc (gst-plugins-rs, built with this project: scripts/setup.sh installs
 #   libgstfallbackswitch.so beside the earlyexit plugin) opens the URL with rtspsrc and decodes
-#   it. When no frame has come for `timeout`, or the stream fails or ends, it tears the source
-#   down and opens it again every `restart-timeout` until the camera answers. It gives up only
-#   after `retry-timeout` of failures in a row: here never (584 years), as a feed that runs for
-#   months wants. restart-on-eos matters over TCP: rtspsrc reads a camera that went away as the
-#   end of the stream there, not as an error.
+#   it. When rtspsrc fails (the camera went away, refused, or rtspsrc's own timeouts ran out)
+#   or ends its stream, fallbacksrc tears it down and opens it again a second later, and again,
+#   for as long as it takes: it never gives up (its retry-timeout does nothing in 0.15). So a
+#   wrong URL is retried silently too: `gst-launch-1.0 -v` shows fallbacksrc's `status`, and
+#   GST_DEBUG=fallbacksrc:4 why it retries.
+# - restart-on-eos matters over TCP: rtspsrc reads a camera that went away as the end of the
+#   stream there, not as an error.
 # - Ctrl-C stops the pipeline at once. There is no -e (EOS on Ctrl-C) here: fallbacksrc would
 #   take that EOS for the camera ending its stream and reconnect. With NUM_BUFFERS set, the run is
 #   meant to end, so the script passes -e and restart-on-eos=false instead; then, over TCP, a
@@ -30,15 +31,18 @@
 #   the video is wanted.
 # - The URL scheme picks the transport: rtsp:// asks for UDP first and falls back to TCP when no
 #   packet comes (firewalls, NAT); rtspt:// is TCP only, rtspu:// UDP only. RTSP_PROTOCOLS=tcp or
-#   udp rewrites rtsp:// to those. rtspsrc inside fallbacksrc keeps its own 2 s jitter buffer.
+#   udp rewrites rtsp:// to those.
+# - rtspsrc inside fallbacksrc keeps its default 2 s jitter buffer, which gst-launch cannot
+#   reach: frames come about 2 s after capture (a plain rtspsrc with latency=200 would take
+#   0.2 s, but does not reconnect). An application can set it from uridecodebin3's
+#   source-setup signal.
 # - The leaky queue sheds load: when inference is slower than the camera, the oldest frames
 #   waiting are dropped instead of letting the delay grow without bound (earlyexit's `overload`
 #   property degrades before that, see the README).
 #
-# Environment: RTSP_PROTOCOLS (tcp, udp, or unset for UDP then TCP), RTSP_TIMEOUT (seconds
-# without a frame before reconnecting, default 5), RTSP_GIVE_UP (seconds of failed reconnections
-# before the pipeline fails, default never), and those of pipelines/common.sh (EARLYEXIT_MODE,
-# EARLYEXIT_THREADS, EARLYEXIT_POST_MESSAGES, EARLYEXIT_SINK, NUM_BUFFERS).
+# Environment: RTSP_PROTOCOLS (tcp, udp, or unset for UDP then TCP), and those of
+# pipelines/common.sh (EARLYEXIT_MODE, EARLYEXIT_THREADS, EARLYEXIT_POST_MESSAGES,
+# EARLYEXIT_SINK, NUM_BUFFERS).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -59,13 +63,6 @@ case "${RTSP_PROTOCOLS:-}" in
     ;;
   *) ee_die "RTSP_PROTOCOLS must be tcp or udp (or unset for UDP, then TCP), not '$RTSP_PROTOCOLS'" ;;
 esac
-seconds() { # seconds NAME VALUE: VALUE seconds in nanoseconds
-  [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -gt 0 ] || ee_die "$1 must be a whole number of seconds above 0, not '$2'"
-  printf '%s000000000\n' "$2"
-}
-timeout=$(seconds RTSP_TIMEOUT "${RTSP_TIMEOUT:-5}")
-give_up=18446744073709551614 # fallbacksrc's largest: never
-[ -z "${RTSP_GIVE_UP:-}" ] || give_up=$(seconds RTSP_GIVE_UP "$RTSP_GIVE_UP")
 gst-inspect-1.0 fallbacksrc >/dev/null 2>&1 ||
   ee_die "GStreamer has no fallbacksrc: install it with scripts/setup.sh (libgstfallbackswitch.so)"
 ee_parts "$model"
@@ -73,8 +70,7 @@ restart_on_eos=true flags=(-m)
 [ "${#limit[@]}" -eq 0 ] || restart_on_eos=false flags=(-m -e)
 
 ee_run "${flags[@]}" \
-  fallbacksrc uri="$url" enable-audio=false enable-dummy=false \
-  timeout="$timeout" restart-timeout="$timeout" retry-timeout="$give_up" restart-on-eos="$restart_on_eos" \
+  fallbacksrc uri="$url" enable-audio=false enable-dummy=false restart-on-eos="$restart_on_eos" \
   ! videoconvert \
   ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 ! \
   "${limit[@]}" "${element[@]}" ! "${sink[@]}"

@@ -49,8 +49,6 @@ impl PluginEnv {
             "NUM_BUFFERS",
             "GST_LAUNCH",
             "RTSP_PROTOCOLS",
-            "RTSP_TIMEOUT",
-            "RTSP_GIVE_UP",
         ] {
             cmd.env_remove(knob);
         }

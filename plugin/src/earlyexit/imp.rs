@@ -135,7 +135,9 @@ struct Timing {
     upstream: Option<(bool, gst::ClockTime)>,
     /// From the LATENCY event the sinks send up: a frame reaches them in time when it is there
     /// by its running time plus this.
-    pipeline: Option<gst::ClockTime>,
+    pipeline_latency: Option<gst::ClockTime>,
+    /// A frame's duration by the caps' frame rate, for buffers that carry none.
+    frame: Option<gst::ClockTime>,
 }
 
 /// A bundle loaded while the element runs, waiting for the next frame.
@@ -475,7 +477,8 @@ impl EarlyExit {
         let Some((true, upstream)) = timing.upstream else {
             return false;
         };
-        let pipeline = timing.pipeline.filter(|l| !l.is_zero());
+        let pipeline_latency = timing.pipeline_latency.filter(|l| !l.is_zero());
+        let frame = buf.duration().or(timing.frame).unwrap_or_default();
         drop(timing);
         let Some(now) = obj
             .clock()
@@ -488,18 +491,24 @@ impl EarlyExit {
         let (own, typical) = lock(&self.latency)
             .as_ref()
             .map_or((0, 0), |l| (l.reported_ns(), l.typical_ns()));
-        let deadline = match pipeline {
-            // Late when the frame cannot reach the sinks within a frame of their deadline, at
-            // the time a frame usually takes. A sink that syncs holds this thread until each
-            // frame's time, so frames come here a frame before their deadline even when
-            // nothing waits: judged by the slowest frame of a window (`own`), or with no
-            // slack, every frame would be late as soon as a frame takes a little longer than
-            // the frame rate allows. With a frame of slack, frames run in full until they are
-            // a frame behind, and one answered in a hurry catches up.
-            Some(latency) => (running + latency + buf.duration().unwrap_or_default())
-                .saturating_sub(gst::ClockTime::from_nseconds(typical)),
-            // No sink syncs: what upstream and the element report.
-            None => running + upstream + gst::ClockTime::from_nseconds(own),
+        let deadline = match pipeline_latency {
+            // Late if, at the time a frame usually takes, it would reach the sinks more than a
+            // frame after running time + the pipeline's latency. A sink that syncs holds this
+            // thread until each frame's time, so frames come here a frame before that even when
+            // nothing waits; the frame of slack lets a network a little slower than the camera
+            // still run most frames, one hurried answer catching up.
+            Some(latency) => running
+                .checked_add(latency)
+                .and_then(|t| t.checked_add(frame))
+                .map(|t| t.saturating_sub(gst::ClockTime::from_nseconds(typical))),
+            // No sink syncs: late once it waited longer than upstream and the element take.
+            None => running
+                .checked_add(upstream)
+                .and_then(|t| t.checked_add(gst::ClockTime::from_nseconds(own))),
+        };
+        // A deadline past the clock's range: never late.
+        let Some(deadline) = deadline else {
+            return false;
         };
         gst::trace!(
             CAT,
@@ -826,7 +835,8 @@ fn live_properties() -> Vec<glib::ParamSpec> {
                  QoS-aware filters do) or 'off' (every frame in full). A frame is late \
                  when a QoS event from downstream says so, or, behind a live source, \
                  when at the time a frame usually takes it would reach the sinks more \
-                 than a frame after their deadline. Late frames answered are \
+                 than a frame after their deadline (with no sink that syncs: when it \
+                 waited longer than upstream and the element take). Late frames answered are \
                  marked degraded in EarlyExitMeta, counted in stats, and reported in a \
                  QoS message.",
             )
@@ -992,7 +1002,14 @@ impl BaseTransformImpl for EarlyExit {
                     gst::ClockTime::from_nseconds(t.nseconds().saturating_add_signed(ahead))
                 });
             }
-            gst::EventView::Latency(l) => lock(&self.timing).pipeline = Some(l.latency()),
+            // Read from the structure: a LATENCY event may carry none, and `latency()` panics
+            // then.
+            gst::EventView::Latency(l) => {
+                lock(&self.timing).pipeline_latency = l
+                    .structure()
+                    .and_then(|s| s.get::<Option<gst::ClockTime>>("latency").ok())
+                    .flatten()
+            }
             _ => {}
         }
         self.parent_src_event(event)
@@ -1075,6 +1092,12 @@ impl VideoFilterImpl for EarlyExit {
         if let Some(state) = lock(&self.state).as_mut() {
             state.negotiated = Some((in_info.clone(), format));
         }
+        let fps = in_info.fps();
+        lock(&self.timing).frame = (fps.numer() > 0 && fps.denom() > 0).then(|| {
+            gst::ClockTime::SECOND
+                .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+                .unwrap_or_default()
+        });
         self.parent_set_info(incaps, in_info, outcaps, out_info)
     }
 }

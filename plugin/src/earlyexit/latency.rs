@@ -29,10 +29,10 @@ impl Latency {
         self.reported_ns
     }
 
-    /// A moving average of the frames' processing times (each new frame weighs 1/8), from the
-    /// first frame on: what the next frame will likely take, where the report is what it may
-    /// take at worst. Not seeded with the worst case: frames judged late by it are answered in
-    /// a hurry and not recorded, and it would come down only slowly.
+    /// A moving average of the frames' processing times (each new frame weighs 1/8): what the
+    /// next frame will likely take, where the report is what it may take at worst. It starts at
+    /// the first measured frame (the report until then): frames judged late are answered in a
+    /// hurry and not recorded, so from the worst case it would come down only slowly.
     pub fn typical_ns(&self) -> u64 {
         self.typical_ns.unwrap_or(self.reported_ns)
     }
