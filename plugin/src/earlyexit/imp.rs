@@ -454,20 +454,22 @@ impl EarlyExit {
         .map_err(|e| e.to_string())
     }
 
+    /// The running time of the frame in `buf`, by the current segment.
+    fn running_time(&self, buf: &gst::BufferRef) -> Option<gst::ClockTime> {
+        let pts = buf.pts()?;
+        self.obj()
+            .segment()
+            .downcast_ref::<gst::format::Time>()?
+            .to_running_time(pts)
+    }
+
     /// Whether the frame in `buf` comes too late to run in full: downstream's QoS says frames
     /// before a time are late, or, behind a live source, it cannot reach the sinks within a frame
     /// of its running time plus the pipeline's latency (with no sink that syncs: it waited
     /// longer than upstream's and the element's own latency allow).
     fn late(&self, buf: &gst::BufferRef) -> bool {
         let obj = self.obj();
-        let Some(pts) = buf.pts() else {
-            return false;
-        };
-        let segment = obj.segment();
-        let Some(running) = segment
-            .downcast_ref::<gst::format::Time>()
-            .and_then(|s| s.to_running_time(pts))
-        else {
+        let Some(running) = self.running_time(buf) else {
             return false;
         };
         let timing = lock(&self.timing);
@@ -522,14 +524,12 @@ impl EarlyExit {
     /// frames processed and those degraded or dropped so far.
     fn report_hurried(&self, buf: &gst::BufferRef, processed: u64, degraded: u64) {
         let obj = self.obj();
-        let segment = obj.segment();
-        let time = segment.downcast_ref::<gst::format::Time>();
-        let running = buf
-            .pts()
-            .and_then(|p| time.and_then(|s| s.to_running_time(p)));
-        let stream = buf
-            .pts()
-            .and_then(|p| time.and_then(|s| s.to_stream_time(p)));
+        let running = self.running_time(buf);
+        let stream = buf.pts().and_then(|p| {
+            obj.segment()
+                .downcast_ref::<gst::format::Time>()
+                .and_then(|s| s.to_stream_time(p))
+        });
         let live = lock(&self.timing).upstream.is_some_and(|(live, _)| live);
         let message = gst::message::Qos::builder(live)
             .running_time(running)
