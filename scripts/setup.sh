@@ -45,6 +45,8 @@ packages=(
   dataset-fashion-mnist python3-numpy
   # fetching ONNX Runtime from PyPI
   ca-certificates unzip
+  # the Ray driver's test runs in a Python environment of its own (scripts/test-scale.sh)
+  python3-venv
 )
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh [ARGS...]: set up, then run every check: formatting, clippy, the Rust tests
-# (unit and end-to-end), and the shell-script tests. ARGS go to `cargo test`, for example
+# (unit and end-to-end), the shell-script tests, and the Ray driver's test against a local Ray
+# cluster (scripts/test-scale.sh). ARGS go to `cargo test`, for example
 #   scripts/test.sh -p earlyexit          only the core crate's tests
 #   scripts/test.sh -- --nocapture        show the tests' output
 #   scripts/test.sh -- --ignored full_size  the full-size search benchmark, not run by default
@@ -52,6 +53,7 @@ check "rustfmt" cargo fmt --all --check
 check "clippy" cargo clippy --release --workspace --all-targets -- -D warnings
 check "cargo test" cargo test --release --workspace --no-fail-fast "$@"
 check "summarize-messages.awk" scripts/test-summarize.sh
+check "scale (Ray)" scripts/test-scale.sh
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -290,6 +290,14 @@ pub enum Output {
 }
 
 impl Output {
+    /// Its name, as the search's `--output` flag spells it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Output::Logits => "logits",
+            Output::Probabilities => "probabilities",
+        }
+    }
+
     /// The last stage's output `out` as probabilities, into `probs`.
     pub fn probabilities_into(self, out: &[f32], probs: &mut Vec<f32>) {
         match self {

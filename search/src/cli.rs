@@ -22,8 +22,18 @@ pub struct Cli {
 pub enum Command {
     /// List every place where the backbone can be cut into two parts joined by one tensor.
     Inspect(InspectArgs),
-    /// Train exit heads on footage, calibrate thresholds on held-out frames, write a bundle.
+    /// Train exit heads on footage, calibrate thresholds on held-out frames, write a bundle:
+    /// `extract` of every footage, then `fit`, in one command.
     Search(Box<SearchArgs>),
+    /// Run the backbone over one footage, or a time range of it, and write what the search
+    /// needs of every frame into a feature shard (Parquet), for `fit`.
+    Extract(Box<ExtractArgs>),
+    /// Choose and certify exits from feature shards, and write the bundle, as `search` does
+    /// after extracting; memory stays within --feature-memory however many frames.
+    Fit(Box<FitArgs>),
+    /// Print each footage's length (frames, seconds, frame rate) as a JSON line, from its
+    /// container, without decoding it: for drivers that cut footage into time ranges.
+    Probe(ProbeArgs),
     /// Run a bundle over footage as the element would, and compare it with the full backbone.
     Evaluate(EvaluateArgs),
 }
@@ -35,6 +45,13 @@ pub struct InspectArgs {
     pub backbone: PathBuf,
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Footage (paths or URIs).
+    #[arg(required = true)]
+    pub footage: Vec<String>,
 }
 
 /// How a frame becomes the backbone's input (`docs/spec/bundle-v1.md`, `input`).
@@ -111,6 +128,23 @@ pub struct SearchArgs {
     /// What the backbone returns [default: probabilities when it ends with a Softmax, else logits].
     #[arg(long, value_enum)]
     pub output: Option<OutputArg>,
+    /// Use at most N frames in all, taken evenly from each footage (the first ones of footage
+    /// whose length is unknown, such as a live stream).
+    #[arg(long, value_parser = at_least_one)]
+    pub max_frames: Option<usize>,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. Exit heads run on one.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub fit: FitOptions,
+    /// Where to write the bundle (a folder); written only when the search finishes.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// What `search` and `fit` share: the target, how exits are chosen, and the memory for frames.
+#[derive(Args)]
+pub struct FitOptions {
     /// Class names, one per line, copied into the bundle.
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -124,10 +158,6 @@ pub struct SearchArgs {
     /// ground truth there), e.g. 0.005 for half a point.
     #[arg(long)]
     pub max_accuracy_loss: Option<f64>,
-    /// Use at most N frames in all, taken evenly from each footage (the first ones of footage
-    /// whose length is unknown, such as a live stream).
-    #[arg(long, value_parser = at_least_one)]
-    pub max_frames: Option<usize>,
     /// Confidence of the promise written into the bundle.
     #[arg(long, default_value_t = 0.95)]
     pub confidence: f64,
@@ -142,9 +172,6 @@ pub struct SearchArgs {
     /// Same inputs and seed, same bundle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. Exit heads run on one.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
     /// How exits are chosen: `nas` searches positions, heads and exit rules (NSGA-II) and
     /// certifies the result; `even` (the first version's rule) places --exits GAP → Linear
     /// heads evenly by MACs.
@@ -168,7 +195,79 @@ pub struct SearchArgs {
     /// With --strategy nas: exit structures scored at most, each at every threshold level.
     #[arg(long, default_value_t = 3000)]
     pub budget: usize,
-    /// Where to write the bundle (a folder); written only when the search finishes.
+    /// Megabytes the frames' features may take in memory; beyond it, runs of 250 frames are
+    /// kept by a hash of footage and frame, the same whatever the shards, and the report says
+    /// which share. The default keeps the search under 4 GiB.
+    #[arg(long, default_value_t = crate::problem::FEATURE_BUDGET_MB, value_parser = at_least_one)]
+    pub feature_memory: usize,
+}
+
+/// Which role a footage's frames take in `fit`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Frames to train and choose exits on; the last 20% of each such footage is held out
+    /// when no footage is held out whole.
+    Train,
+    /// Frames held out whole: they only certify.
+    Holdout,
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// The backbone ONNX model.
+    #[arg(long)]
+    pub backbone: PathBuf,
+    /// The footage (path or URI).
+    #[arg(long)]
+    pub footage: String,
+    /// Labels (CSV `frame,label`) of the footage, numbered from its first frame.
+    #[arg(long)]
+    pub ground_truth: Option<PathBuf>,
+    /// What the footage's frames are for.
+    #[arg(long, value_enum, default_value_t = Role::Train)]
+    pub role: Role,
+    /// The footage's id in the shards: the same for every part of one footage [default: its file name].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Extract from this time on (seconds, or [h:]m:s): decoding seeks there.
+    #[arg(long, value_parser = seconds)]
+    pub start: Option<f64>,
+    /// Extract up to this time, excluded (seconds, or [h:]m:s).
+    #[arg(long, value_parser = seconds)]
+    pub end: Option<f64>,
+    /// Keep only this share of runs of 250 frames, chosen by a hash of id and frame, as `fit`
+    /// keeps them when they do not all fit in its memory: a smaller disk for long footage.
+    #[arg(long, default_value_t = 1.0, value_parser = share)]
+    pub share: f64,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// What the backbone returns [default: probabilities when it ends with a Softmax, else logits].
+    #[arg(long, value_enum)]
+    pub output: Option<OutputArg>,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// The shard to write (`.parquet`), or an existing folder to write it in, named after the
+    /// id and the time range. A complete shard of the same frames already there is kept, and
+    /// nothing is extracted.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct FitArgs {
+    /// The backbone ONNX model the shards were extracted with.
+    #[arg(long)]
+    pub backbone: PathBuf,
+    /// Shards: `.parquet` files, or folders whose `.parquet` files are all read; repeatable.
+    #[arg(long, required = true)]
+    pub shards: Vec<PathBuf>,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose. Exit heads run on one.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub fit: FitOptions,
+    /// Where to write the bundle (a folder); written only when the fit finishes.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -231,6 +330,21 @@ fn share(s: &str) -> Result<f64, String> {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("expected a number in 0..=1, found '{s}'")),
     }
+}
+
+/// A time: seconds, or `[h:]m:s` with decimal seconds.
+fn seconds(s: &str) -> Result<f64, String> {
+    let mut total = 0.0;
+    for part in s.split(':') {
+        let v: f64 = part
+            .parse()
+            .map_err(|_| format!("expected seconds or [h:]m:s, found '{s}'"))?;
+        total = total * 60.0 + v;
+    }
+    if !(total.is_finite() && total >= 0.0) || s.split(':').count() > 3 {
+        return Err(format!("expected seconds or [h:]m:s, found '{s}'"));
+    }
+    Ok(total)
 }
 
 /// Each value of argument `id` with its position on the command line.

@@ -11,8 +11,9 @@ use earlyexit::runtime::{Model, SessionOptions};
 use earlyexit_graph::heads::{Pool, feature_len, pool_features};
 use earlyexit_graph::{self as graph, CutPoint, Graph};
 
-use crate::footage::{Decoder, Footage, Sampling};
+use crate::footage::{Decoder, Footage, Sampling, TimeRange};
 use crate::progress;
+use crate::shard::{self, FrameKey};
 
 /// The poolings cached for a cut tensor of rank 4; a rank-2 tensor is its own feature vector.
 pub const POOLS: [Pool; 3] = [Pool::Global, Pool::Grid(2), Pool::Grid(4)];
@@ -60,39 +61,6 @@ impl FeatureTable {
         (&self.columns[cut][pool], self.dims[cut][pool])
     }
 
-    /// Splits the table in time: the frames from `at` on move into the table returned, and
-    /// this one keeps the ones before, in place, so that no copy of them is made.
-    pub fn split_off(&mut self, at: usize) -> FeatureTable {
-        let at = at.min(self.frames());
-        FeatureTable {
-            columns: self
-                .columns
-                .iter_mut()
-                .zip(&self.dims)
-                .map(|(pools, dims)| {
-                    pools
-                        .iter_mut()
-                        .zip(dims)
-                        .map(|(m, &d)| m.split_off(at * d))
-                        .collect()
-                })
-                .collect(),
-            dims: self.dims.clone(),
-            teacher: self.teacher.split_off(at),
-            soft: self.soft.split_off(at * self.classes),
-            labels: self.labels.split_off(at),
-            classes: self.classes,
-            signatures: self
-                .signatures
-                .iter_mut()
-                .map(|s| Signatures {
-                    values: s.values.split_off(at * s.len),
-                    ..*s
-                })
-                .collect(),
-        }
-    }
-
     /// Frame `i`'s signature on `grid`, one of the grids the table was made with: the search
     /// makes its rules on those grids alone ([`Detector::grid`] of the same input).
     pub fn signature(&self, grid: u32, i: usize) -> &[f32] {
@@ -102,25 +70,6 @@ impl FeatureTable {
             .find(|s| s.grid == grid)
             .expect("rules are made on the grids the feature table keeps");
         &s.values[i * s.len..(i + 1) * s.len]
-    }
-
-    /// Appends the frames of `other`.
-    pub fn extend(&mut self, other: FeatureTable) {
-        if self.columns.is_empty() {
-            *self = other;
-            return;
-        }
-        for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                m.extend(t);
-            }
-        }
-        self.teacher.extend(other.teacher);
-        self.soft.extend(other.soft);
-        self.labels.extend(other.labels);
-        for (mine, theirs) in self.signatures.iter_mut().zip(other.signatures) {
-            mine.values.extend(theirs.values);
-        }
     }
 }
 
@@ -133,7 +82,8 @@ pub struct Extractor {
     cuts: Vec<CutPoint>,
     final_output: String,
     output: Output,
-    classes: usize,
+    /// What its shards hold, and what makes them comparable.
+    description: shard::Backbone,
     pooled: Vec<f32>,
     probs: Vec<f32>,
     signature: Vec<f32>,
@@ -154,54 +104,48 @@ impl Extractor {
         let mut grids: Vec<u32> = Detector::ALL.iter().map(|d| d.grid(&input)).collect();
         grids.sort_unstable();
         grids.dedup();
+        let signers: Vec<Signer> = grids.iter().map(|&g| Signer::new(&input, g)).collect();
+        let description = shard::Backbone {
+            sha256: shard::sha256_of(graph.path())?,
+            input: crate::input::describe(&input),
+            output: output.word().into(),
+            classes,
+            cuts: cuts
+                .iter()
+                .map(|c| shard::Cut {
+                    tensor: c.tensor.clone(),
+                    shape: c.shape.clone(),
+                    pools: pools_for(&c.shape)
+                        .iter()
+                        .map(|p| (format!("{p:?}"), feature_len(*p, &c.shape)))
+                        .collect(),
+                })
+                .collect(),
+            grids: signers
+                .iter()
+                .map(|s| shard::Grid {
+                    grid: s.grid(),
+                    values: s.values(),
+                })
+                .collect(),
+        };
         Ok(Extractor {
             model,
-            signers: grids.iter().map(|&g| Signer::new(&input, g)).collect(),
+            signers,
             preprocessor: Preprocessor::new(input),
             cuts: cuts.to_vec(),
             final_output: graph.output().name,
             output,
-            classes,
+            description,
             pooled: Vec::new(),
             probs: Vec::new(),
             signature: Vec::new(),
         })
     }
 
-    /// The bytes a frame takes in a [`FeatureTable`].
-    pub fn bytes_per_frame(&self) -> usize {
-        let t = self.empty_table();
-        let signatures: usize = t.signatures.iter().map(|s| s.len).sum();
-        let values: usize = t.dims.iter().flatten().sum::<usize>() + t.classes + signatures;
-        values * size_of::<f32>() + size_of::<u32>() + size_of::<Option<u32>>()
-    }
-
-    fn empty_table(&self) -> FeatureTable {
-        let dims: Vec<Vec<usize>> = self
-            .cuts
-            .iter()
-            .map(|c| {
-                pools_for(&c.shape)
-                    .iter()
-                    .map(|p| feature_len(*p, &c.shape))
-                    .collect()
-            })
-            .collect();
-        FeatureTable {
-            columns: dims.iter().map(|d| vec![Vec::new(); d.len()]).collect(),
-            dims,
-            classes: self.classes,
-            signatures: self
-                .signers
-                .iter()
-                .map(|signer| Signatures {
-                    grid: signer.grid(),
-                    len: signer.values(),
-                    values: Vec::new(),
-                })
-                .collect(),
-            ..FeatureTable::default()
-        }
+    /// What its frames hold, as a shard's header says it.
+    pub fn description(&self) -> &shard::Backbone {
+        &self.description
     }
 
     /// Runs one frame into `table`.
@@ -242,45 +186,83 @@ impl Extractor {
         Ok(())
     }
 
-    /// Decodes the frames of `footage` that `sampling` picks and extracts each; `total`, the
-    /// footage's frames when known, sizes the progress bar.
+    /// Decodes the frames of `footage` within `range` that `sampling` picks, extracts those
+    /// whose run `keep` keeps, and hands them to `sink` a few at a time, so that memory does
+    /// not grow with the footage; `total`, the footage's frames when known, sizes the progress
+    /// bar. Returns the frames extracted.
     pub fn extract(
         &mut self,
         footage: &Footage,
-        total: Option<usize>,
-        sampling: Sampling,
-    ) -> Result<FeatureTable> {
-        let estimate = sampling.expected(total).map(|n| n as u64);
+        source: Source,
+        keep: impl Fn(u64) -> bool,
+        mut sink: impl FnMut(&FeatureTable, &[FrameKey]) -> Result<()>,
+    ) -> Result<usize> {
+        let estimate = if source.range.is_whole() {
+            source.sampling.expected(source.total).map(|n| n as u64)
+        } else {
+            None
+        };
         let bar = progress::bar(&format!("features {}", footage.short_name()), estimate);
-        let decoder = Decoder::start(footage, sampling)?;
-        let mut table = self.empty_table();
-        for decoded in decoder.frames.iter() {
-            self.run(&decoded.frame(), footage.label(decoded.index), &mut table)
-                .with_context(|| format!("footage {}: frame {}", footage.name, decoded.index))?;
+        let decoder = Decoder::start_in(footage, source.sampling, source.range)?;
+        let chunk = source.chunk.max(1);
+        let (mut table, mut keys) = (self.description.empty_table(), Vec::with_capacity(chunk));
+        let (mut decoded, mut extracted, mut unlabelled) = (0, 0, 0);
+        for frame in decoder.frames.iter() {
+            decoded += 1;
             bar.inc(1);
+            if !keep(frame.index as u64) {
+                continue;
+            }
+            let label = footage.label(frame.index);
+            unlabelled += usize::from(footage.labels.is_some() && label.is_none());
+            self.run(&frame.frame(), label, &mut table)
+                .with_context(|| format!("footage {}: frame {}", footage.name, frame.index))?;
+            keys.push(FrameKey {
+                number: frame.index as u64,
+                pts_ns: frame.pts_ns.and_then(|p| i64::try_from(p).ok()),
+            });
+            if keys.len() == chunk {
+                sink(&table, &keys)?;
+                extracted += keys.len();
+                (table, keys) = (self.description.empty_table(), Vec::with_capacity(chunk));
+            }
         }
         decoder.finish()?;
+        sink(&table, &keys)?;
+        extracted += keys.len();
         bar.finish_and_clear();
-        if table.frames() == 0 {
+        if decoded == 0 {
             bail!("footage {}: no frames decoded", footage.name);
         }
-        if footage.labels.is_some() && table.labels.iter().any(Option::is_none) {
+        if unlabelled > 0 {
             bail!(
                 "footage {}: the ground truth has fewer rows than the footage has frames",
                 footage.name
             );
         }
-        if let Some(warning) = footage.shortfall(table.frames(), estimate.map(|n| n as usize)) {
+        if let Some(warning) = footage.shortfall(decoded, estimate.map(|n| n as usize)) {
             eprintln!("warning: {warning}");
         }
-        // Fewer rows are refused above; sampled footage is not decoded to its end.
-        if sampling == Sampling::All
-            && let Some(warning) = footage.ground_truth_mismatch(table.frames())
+        // Fewer rows are refused above; sampled footage and parts are not decoded to the end.
+        if source.sampling == Sampling::All
+            && source.range.is_whole()
+            && let Some(warning) = footage.ground_truth_mismatch(decoded)
         {
             eprintln!("warning: {warning}");
         }
-        Ok(table)
+        Ok(extracted)
     }
+}
+
+/// Which frames of a footage [`Extractor::extract`] decodes, and how many it hands on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub range: TimeRange,
+    pub sampling: Sampling,
+    /// The footage's frames, when known.
+    pub total: Option<usize>,
+    /// Frames handed to the sink at once.
+    pub chunk: usize,
 }
 
 /// The poolings cached for a tensor of this shape: [`POOLS`] for images, the vector itself
@@ -299,46 +281,5 @@ pub fn detect_output(graph: &Graph) -> Output {
         Output::Probabilities
     } else {
         Output::Logits
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_split_keeps_every_frame_once_in_time_order() {
-        // Three frames, one cut pooled two ways (2 and 1 values per frame), two classes.
-        let mut table = FeatureTable {
-            columns: vec![vec![
-                vec![0.0, 0.1, 1.0, 1.1, 2.0, 2.1],
-                vec![0.5, 1.5, 2.5],
-            ]],
-            dims: vec![vec![2, 1]],
-            teacher: vec![0, 1, 0],
-            soft: vec![0.9, 0.1, 0.2, 0.8, 0.7, 0.3],
-            labels: vec![Some(0), None, Some(1)],
-            classes: 2,
-            signatures: vec![Signatures {
-                grid: 1,
-                len: 1,
-                values: vec![0.0, 1.0, 2.0],
-            }],
-        };
-        let end = table.split_off(2);
-        assert_eq!(table.frames(), 2);
-        assert_eq!(end.frames(), 1);
-        assert_eq!(table.column(0, 0), (&[0.0, 0.1, 1.0, 1.1][..], 2));
-        assert_eq!(end.column(0, 0), (&[2.0, 2.1][..], 2));
-        assert_eq!(end.column(0, 1), (&[2.5][..], 1));
-        assert_eq!(
-            (table.signature(1, 1), end.signature(1, 0)),
-            (&[1.0][..], &[2.0][..])
-        );
-        assert_eq!(
-            (end.teacher, end.soft, end.labels),
-            (vec![0], vec![0.7, 0.3], vec![Some(1)])
-        );
-        assert_eq!(table.labels, [Some(0), None]);
     }
 }

@@ -156,8 +156,11 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
 
 /// A decoded frame, owning its pixels.
 pub struct DecodedFrame {
-    /// Index among the footage's decoded frames, from 0.
+    /// The frame's number in its footage, from 0: its index among the decoded frames, or with
+    /// a time range, its time × the frame rate.
     pub index: usize,
+    /// Its presentation time, in nanoseconds.
+    pub pts_ns: Option<u64>,
     /// Whether its buffer was flagged DISCONT: a break in the stream, where the element
     /// forgets the last answer.
     pub discont: bool,
@@ -197,12 +200,6 @@ pub enum Sampling {
     },
     /// The first `count` frames: the footage's length is unknown, as a live stream's is.
     First(usize),
-    /// Runs of `run` consecutive frames, one starting every `period` frames: a share of a
-    /// long footage whose neighbouring frames stay neighbours, as the stream rule needs.
-    Runs {
-        run: usize,
-        period: usize,
-    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -228,9 +225,6 @@ impl Sampling {
             Sampling::All => total,
             Sampling::Evenly { count, .. } => Some(count),
             Sampling::First(count) => Some(total.map_or(count, |t| t.min(count))),
-            Sampling::Runs { run, period } => {
-                total.map(|t| t / period * run + (t % period).min(run))
-            }
         }
     }
 
@@ -239,8 +233,6 @@ impl Sampling {
             Sampling::All => Pick::Keep,
             Sampling::First(count) if index < count => Pick::Keep,
             Sampling::First(_) => Pick::Stop,
-            Sampling::Runs { run, period } if index % period.max(1) < run => Pick::Keep,
-            Sampling::Runs { .. } => Pick::Skip,
             Sampling::Evenly { count, total } => {
                 // The j-th kept frame is frame ⌊j·total/count⌋; this is the only j it can be.
                 let j = (index * count).div_ceil(total.max(1));
@@ -256,6 +248,24 @@ impl Sampling {
     }
 }
 
+/// A part of a footage in time: decoding seeks to `start` instead of decoding from the
+/// beginning, and stops at `end`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: Option<gst::ClockTime>,
+    pub end: Option<gst::ClockTime>,
+}
+
+impl TimeRange {
+    pub fn is_whole(&self) -> bool {
+        self.start.is_none() && self.end.is_none()
+    }
+
+    fn contains(&self, pts: gst::ClockTime) -> bool {
+        self.start.is_none_or(|s| pts >= s) && self.end.is_none_or(|e| pts < e)
+    }
+}
+
 /// Frames of one footage arriving from a decoding thread.
 pub struct Decoder {
     pub frames: Receiver<DecodedFrame>,
@@ -265,6 +275,11 @@ pub struct Decoder {
 impl Decoder {
     /// Starts decoding `footage`, keeping the frames `sampling` picks.
     pub fn start(footage: &Footage, sampling: Sampling) -> Result<Decoder> {
+        Decoder::start_in(footage, sampling, TimeRange::default())
+    }
+
+    /// Starts decoding the frames of `footage` within `range`.
+    pub fn start_in(footage: &Footage, sampling: Sampling, range: TimeRange) -> Result<Decoder> {
         init()?;
         let (tx, rx) = bounded(8);
         let uri = footage.uri.clone();
@@ -272,7 +287,7 @@ impl Decoder {
         let thread = std::thread::Builder::new()
             .name("decode".into())
             .spawn(move || {
-                decode(&uri, sampling, |frame| tx.send(frame).is_ok())
+                decode(&uri, sampling, range, |frame| tx.send(frame).is_ok())
                     .with_context(|| format!("footage {name}"))
             })
             .context("cannot start the decoding thread")?;
@@ -330,17 +345,26 @@ fn bus_error(bus: &gst::Bus) -> Result<()> {
     Ok(())
 }
 
-/// Decodes `uri` and hands the frames `sampling` picks to `sink`, until it returns false.
-fn decode(uri: &str, sampling: Sampling, mut sink: impl FnMut(DecodedFrame) -> bool) -> Result<()> {
+/// Decodes `uri` within `range` and hands the frames `sampling` picks to `sink`, until it
+/// returns false.
+fn decode(
+    uri: &str,
+    sampling: Sampling,
+    range: TimeRange,
+    mut sink: impl FnMut(DecodedFrame) -> bool,
+) -> Result<()> {
     let (pipeline, appsink) = pipeline(uri)?;
     let bus = pipeline
         .bus()
         .ok_or_else(|| anyhow!("pipeline without a bus"))?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .context("cannot start decoding")?;
     let result = (|| {
-        let mut index = 0;
+        if !range.is_whole() {
+            seek(&pipeline, &bus, range)?;
+        }
+        pipeline
+            .set_state(gst::State::Playing)
+            .context("cannot start decoding")?;
+        let (mut index, mut last) = (0, None);
         loop {
             // A timeout, so that an upstream error (which brings no EOS) is noticed.
             let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
@@ -350,8 +374,18 @@ fn decode(uri: &str, sampling: Sampling, mut sink: impl FnMut(DecodedFrame) -> b
                 }
                 continue;
             };
+            let number = if range.is_whole() {
+                index
+            } else {
+                // After the seek, the frame prerolled at the start comes once more.
+                match frame_number(&sample, range)? {
+                    Some(n) if last.is_none_or(|l| n > l) => n,
+                    _ => continue,
+                }
+            };
+            last = Some(number);
             let pick = sampling.pick(index);
-            if pick == Pick::Stop || (pick == Pick::Keep && !sink(to_frame(index, &sample)?)) {
+            if pick == Pick::Stop || (pick == Pick::Keep && !sink(to_frame(number, &sample)?)) {
                 return Ok(());
             }
             index += 1;
@@ -359,6 +393,61 @@ fn decode(uri: &str, sampling: Sampling, mut sink: impl FnMut(DecodedFrame) -> b
     })();
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+/// Prerolls and seeks to `range`, accurately, so that decoding starts at its first frame.
+fn seek(pipeline: &gst::Pipeline, bus: &gst::Bus, range: TimeRange) -> Result<()> {
+    if pipeline.set_state(gst::State::Paused).is_err() {
+        bus_error(bus)?;
+        bail!("cannot open the footage");
+    }
+    pipeline
+        .state(gst::ClockTime::from_seconds(30))
+        .0
+        .context("the footage did not preroll")?;
+    let start = range.start.unwrap_or(gst::ClockTime::ZERO);
+    let (stop_type, stop) = match range.end {
+        Some(end) => (gst::SeekType::Set, Some(end)),
+        None => (gst::SeekType::None, None),
+    };
+    pipeline
+        .seek(
+            1.0,
+            gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+            gst::SeekType::Set,
+            start,
+            stop_type,
+            stop,
+        )
+        .map_err(|_| {
+            anyhow!("cannot seek to {start} (a stream that cannot seek takes no --start/--end)")
+        })?;
+    Ok(())
+}
+
+/// The number of the frame in `sample` from its time and the frame rate, or `None` when it
+/// lies outside `range` (a decoder may hand out a frame before the seek's target).
+fn frame_number(sample: &gst::Sample, range: TimeRange) -> Result<Option<usize>> {
+    let pts = sample
+        .buffer()
+        .and_then(|b| b.pts())
+        .ok_or_else(|| anyhow!("a frame without a time, so --start/--end cannot place it"))?;
+    if !range.contains(pts) {
+        return Ok(None);
+    }
+    let caps = sample
+        .caps()
+        .ok_or_else(|| anyhow!("a sample without caps"))?;
+    let fps = gst_video::VideoInfo::from_caps(caps)
+        .context("unexpected caps")?
+        .fps();
+    if fps.numer() <= 0 || fps.denom() <= 0 {
+        bail!("no fixed frame rate, which --start/--end need to number frames");
+    }
+    let number = (u128::from(pts.nseconds()) * fps.numer() as u128
+        + fps.denom() as u128 * 500_000_000)
+        / (fps.denom() as u128 * 1_000_000_000);
+    Ok(Some(usize::try_from(number)?))
 }
 
 fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
@@ -381,6 +470,7 @@ fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
     Frame::new(format, info.width(), info.height(), stride, &data)?;
     Ok(DecodedFrame {
         index,
+        pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
         discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
         format,
         width: info.width(),
@@ -390,9 +480,24 @@ fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
     })
 }
 
+/// A footage's length, as its container tells without decoding it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Length {
+    /// In frames, or time × rate.
+    pub frames: Option<usize>,
+    pub seconds: Option<f64>,
+    /// Frames per second, when fixed.
+    pub fps: Option<f64>,
+}
+
 /// The number of frames in `footage`, from its duration (in frames, or time × rate), without
 /// decoding it; `None` when the container does not tell.
 pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
+    Ok(length(footage)?.frames)
+}
+
+/// The length of `footage`, from its container.
+pub fn length(footage: &Footage) -> Result<Length> {
     init()?;
     let (pipeline, appsink) = pipeline(&footage.uri)?;
     if pipeline.set_state(gst::State::Paused).is_err() {
@@ -405,22 +510,29 @@ pub fn estimate_frames(footage: &Footage) -> Result<Option<usize>> {
         return Err(why.context(format!("footage {}: cannot open", footage.name)));
     }
     let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
-    let estimate = prerolled.is_ok().then(|| {
+    let mut length = Length::default();
+    if prerolled.is_ok() {
+        let seconds = pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|d| d.nseconds() as f64 / 1e9);
+        let fps = appsink
+            .static_pad("sink")
+            .and_then(|pad| pad.current_caps())
+            .and_then(|caps| gst_video::VideoInfo::from_caps(&caps).ok())
+            .map(|info| info.fps())
+            .filter(|fps| fps.numer() > 0 && fps.denom() > 0)
+            .map(|fps| f64::from(fps.numer()) / f64::from(fps.denom()));
         let in_frames = pipeline
             .query_duration::<gst::format::Default>()
             .map(|d| *d as usize);
-        in_frames.or_else(|| {
-            let duration = pipeline.query_duration::<gst::ClockTime>()?;
-            let caps = appsink.static_pad("sink")?.current_caps()?;
-            let fps = gst_video::VideoInfo::from_caps(&caps).ok()?.fps();
-            (fps.numer() > 0).then(|| {
-                (duration.nseconds() as f64 * f64::from(fps.numer()) / f64::from(fps.denom()) / 1e9)
-                    .round() as usize
-            })
-        })
-    });
+        length = Length {
+            frames: in_frames.or_else(|| Some((seconds? * fps?).round() as usize)),
+            seconds,
+            fps,
+        };
+    }
     let _ = pipeline.set_state(gst::State::Null);
-    Ok(estimate.flatten())
+    Ok(length)
 }
 
 #[cfg(test)]
@@ -468,14 +580,6 @@ mod tests {
         );
         assert_eq!(Sampling::at_most(4, None).expected(None), Some(4));
         assert_eq!(kept(Sampling::All, 5).len(), 5);
-    }
-
-    #[test]
-    fn runs_keep_neighbours_together() {
-        let runs = Sampling::Runs { run: 3, period: 5 };
-        assert_eq!(kept(runs, 12), vec![0, 1, 2, 5, 6, 7, 10, 11]);
-        assert_eq!(runs.expected(Some(12)), Some(8));
-        assert_eq!(runs.expected(Some(14)), Some(9));
     }
 
     #[test]

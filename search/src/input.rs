@@ -7,6 +7,7 @@ use earlyexit::input::{Color, InputSpec, Layout};
 use earlyexit_graph::{self as graph, Graph};
 
 use crate::cli::{ColorArg, InputArgs, LayoutArg};
+use crate::shard;
 
 /// Reads the backbone and resolves its input from what the model fixes and the flags. A height
 /// or width the model leaves open is fixed to the flag's before the graph is read, so that
@@ -23,6 +24,55 @@ pub fn load_backbone(path: &Path, args: &InputArgs) -> Result<(Graph, InputSpec)
         graph::fix_input_dims(&mut model, &spec.shape()[1..]);
     }
     Ok((Graph::from_model(model, path)?, spec))
+}
+
+/// `spec` as a shard's header records it.
+pub fn describe(spec: &InputSpec) -> shard::Input {
+    shard::Input {
+        layout: match spec.layout {
+            Layout::Nchw => "nchw",
+            Layout::Nhwc => "nhwc",
+        }
+        .into(),
+        width: spec.width,
+        height: spec.height,
+        color: match spec.color {
+            Color::Rgb => "rgb",
+            Color::Bgr => "bgr",
+            Color::Gray => "gray",
+        }
+        .into(),
+        mean: spec.mean.clone(),
+        std: spec.std.clone(),
+    }
+}
+
+/// The flags that give the input a shard's header records.
+pub fn flags_of(input: &shard::Input) -> Result<InputArgs> {
+    let list = |values: &[f32]| {
+        values
+            .iter()
+            .map(f32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(InputArgs {
+        layout: Some(match input.layout.as_str() {
+            "nchw" => LayoutArg::Nchw,
+            "nhwc" => LayoutArg::Nhwc,
+            other => bail!("layout '{other}' is not nchw or nhwc"),
+        }),
+        width: Some(input.width),
+        height: Some(input.height),
+        color: Some(match input.color.as_str() {
+            "rgb" => ColorArg::Rgb,
+            "bgr" => ColorArg::Bgr,
+            "gray" => ColorArg::Gray,
+            other => bail!("color '{other}' is not rgb, bgr or gray"),
+        }),
+        mean: Some(list(&input.mean)),
+        std: Some(list(&input.std)),
+    })
 }
 
 /// Dimensions as the model declares them, `?` where open: `[?, 3, ?, ?]`.

@@ -3,16 +3,21 @@
 // The commands.
 mod cli;
 mod evaluate;
+mod extract;
+mod fit;
 mod inspect;
 mod search;
 
-// What the commands share: footage, the backbone's input, features and heads.
+// What the commands share: the backbone, footage, features, shards and heads.
+mod backbone;
 mod features;
 mod footage;
 mod heads;
 mod input;
 mod outputs;
 mod progress;
+mod sample;
+mod shard;
 
 // The search's domain, its algorithms, and the report that renders what they return.
 mod assemble;
@@ -62,6 +67,9 @@ fn run() -> Result<()> {
             let (footage, holdout) = cli::pair_footage(sub)?;
             search::run(&args, &footage, &holdout)
         }
+        Command::Extract(args) => extract::run(&args),
+        Command::Probe(args) => extract::probe(&args),
+        Command::Fit(args) => fit::run(&args),
         Command::Evaluate(args) => {
             let (footage, _) = cli::pair_footage(sub)?;
             evaluate::run(&args, &footage)

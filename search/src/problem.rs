@@ -16,19 +16,19 @@ use earlyexit_graph::heads::build_head;
 use earlyexit_graph::{CutPoint, Graph};
 
 use crate::crossfit::{CrossFitted, FOLDS, Folds, gather};
-use crate::features::{Extractor, FeatureTable};
-use crate::footage::{Footage, Sampling, estimate_frames};
+use crate::features::FeatureTable;
 use crate::goal::Goal;
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
 use crate::simulate::{Simulation, share_alike};
 
 /// The share of each footage held out, at its end, when no held-out footage is given.
-const HOLDOUT_SHARE: f64 = 0.2;
+pub const HOLDOUT_SHARE: f64 = 0.2;
 
-/// What the frames' features may take in memory, in bytes: with the rest of the search, under
-/// 4 GiB however long the footage. Footage beyond it is read in runs of [`RUN`] frames.
-pub const FEATURE_BUDGET: usize = 3_000_000_000;
+/// What the frames' features may take in memory by default, in megabytes: with the rest of the
+/// search, under 4 GiB however long the footage. Footage beyond it is read in runs of [`RUN`]
+/// frames.
+pub const FEATURE_BUDGET_MB: usize = 3_000;
 
 /// Consecutive frames in a run when footage is read in runs: 10 s at 25 fps, long enough for
 /// the stream rule to see scenes hold and change.
@@ -70,8 +70,6 @@ pub struct Settings {
     pub candidates: usize,
     /// With [`Strategy::Even`]: the number of exits.
     pub exits: usize,
-    /// Frames used at most, in all, taken evenly from each footage.
-    pub max_frames: Option<usize>,
 }
 
 /// Frames, split for their roles.
@@ -95,68 +93,20 @@ pub struct Frames {
     /// Whether neighbouring frames of a stream are neighbours in the footage: not when
     /// `--max-frames` spread the frames kept over a longer footage. The stream rule needs it.
     pub consecutive: bool,
-    /// When the footage was too long for [`FEATURE_BUDGET`]: the share of every footage kept,
+    /// When the footage was too long for the memory allowed (`--feature-memory`): the share of every footage kept,
     /// in runs of [`RUN`] frames.
     pub runs: Option<f64>,
 }
 
 impl Frames {
-    /// Extracts every footage into training and held-out frames: `holdout` is held out whole;
-    /// without it, the end of each footage is. At most `max_frames` in all.
-    pub fn extract(
-        extractor: &mut Extractor,
-        footage: &[Footage],
-        holdout: &[Footage],
-        max_frames: Option<usize>,
+    /// Frames from their tables: the training frames with their streams and each footage's
+    /// range, the held-out ones with their streams.
+    pub fn new(
+        (train, train_ranges, train_footage): (FeatureTable, Vec<Range<usize>>, Vec<Range<usize>>),
+        (held, held_ranges): (FeatureTable, Vec<Range<usize>>),
+        consecutive: bool,
+        runs: Option<f64>,
     ) -> Result<Frames> {
-        let per_footage = max_frames.map(|m| (m / (footage.len() + holdout.len()).max(1)).max(1));
-        let all: Vec<(&Footage, bool)> = footage
-            .iter()
-            .map(|f| (f, false))
-            .chain(holdout.iter().map(|f| (f, true)))
-            .collect();
-        let totals = all
-            .iter()
-            .map(|(f, _)| estimate_frames(f))
-            .collect::<Result<Vec<_>>>()?;
-        let runs = per_footage
-            .is_none()
-            .then(|| run_share(&totals, extractor.bytes_per_frame()))
-            .flatten();
-        let (mut train, mut train_ranges) = (FeatureTable::default(), Vec::new());
-        let (mut held, mut held_ranges) = (FeatureTable::default(), Vec::new());
-        let mut train_footage = Vec::new();
-        let mut consecutive = true;
-        for (&(f, is_holdout), &total) in all.iter().zip(&totals) {
-            let sampling = match (per_footage, runs) {
-                (Some(b), _) => Sampling::at_most(b, total),
-                (None, Some(share)) => Sampling::Runs {
-                    run: RUN,
-                    period: ((RUN as f64) / share).ceil() as usize,
-                },
-                (None, None) => Sampling::All,
-            };
-            consecutive &= !matches!(sampling, Sampling::Evenly { .. });
-            let run = match sampling {
-                Sampling::Runs { run, .. } => run,
-                _ => usize::MAX,
-            };
-            let table = Part::whole(extractor.extract(f, total, sampling)?, run);
-            if is_holdout {
-                table.add_to(&mut held, &mut held_ranges);
-                continue;
-            }
-            let table = if holdout.is_empty() {
-                let (kept, end) = table.split_end(HOLDOUT_SHARE);
-                end.add_to(&mut held, &mut held_ranges);
-                kept
-            } else {
-                table
-            };
-            let start = train.frames();
-            table.add_to(&mut train, &mut train_ranges);
-            train_footage.push(start..train.frames());
-        }
         if train.frames() == 0 || held.frames() == 0 {
             bail!(
                 "too few frames: {} to train and {} held out",
@@ -205,60 +155,6 @@ impl Frames {
             (None, _, true) => Targets::Soft(&self.train.soft),
             (None, _, false) => Targets::Hard(&self.train.teacher),
         }
-    }
-}
-
-/// The share of every footage to keep, in runs, for the frames' features to fit
-/// [`FEATURE_BUDGET`]; None when all of them fit, or when a footage's length is unknown.
-fn run_share(totals: &[Option<usize>], bytes_per_frame: usize) -> Option<f64> {
-    let frames: usize = totals.iter().copied().sum::<Option<usize>>()?;
-    let bytes = frames.saturating_mul(bytes_per_frame);
-    (bytes > FEATURE_BUDGET).then(|| FEATURE_BUDGET as f64 / bytes as f64)
-}
-
-/// Some frames of one footage, in time order, and where they sit in its runs.
-struct Part {
-    table: FeatureTable,
-    /// The index of the first frame among the footage's frames kept.
-    offset: usize,
-    /// Frames per run; a stream starts at every multiple of it.
-    run: usize,
-}
-
-impl Part {
-    fn whole(table: FeatureTable, run: usize) -> Part {
-        Part {
-            table,
-            offset: 0,
-            run,
-        }
-    }
-
-    /// Splits off the end, `share` of the frames: neighbouring frames are near copies, so the
-    /// end in time is split off, not a random share.
-    fn split_end(mut self, share: f64) -> (Part, Part) {
-        let n = self.table.frames();
-        let split = (((n as f64) * (1.0 - share)).round() as usize).clamp(1, n);
-        let end = Part {
-            table: self.table.split_off(split),
-            offset: self.offset + split,
-            run: self.run,
-        };
-        (self, end)
-    }
-
-    /// Appends the frames to `all`, and their streams, one per run, to `ranges`.
-    fn add_to(self, all: &mut FeatureTable, ranges: &mut Vec<Range<usize>>) {
-        let start = all.frames();
-        let n = self.table.frames();
-        let mut from = 0;
-        while from < n {
-            let left = self.run - (self.offset + from) % self.run;
-            let to = from.saturating_add(left).min(n);
-            ranges.push(start + from..start + to);
-            from = to;
-        }
-        all.extend(self.table);
     }
 }
 

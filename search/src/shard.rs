@@ -1,0 +1,532 @@
+//! Feature shards: what `extract` leaves for `fit`, one Parquet file per footage or time range
+//! of one. A row is a frame: its footage and number, its time, the backbone's answer, its
+//! ground truth, its signatures for the stream rule, and every candidate cut pooled every way a
+//! head reads it, one column each, so that a reader can take only the columns it needs. The
+//! footer holds a [`Header`]: what makes shards comparable and which frames the shard holds.
+//! A shard is written under a hidden temporary name and renamed once its footer is written, so
+//! a file with a shard's name is a whole shard.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt32Type, UInt64Type};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::{FeatureTable, Signatures};
+
+/// The shard format this build writes and reads.
+pub const FORMAT: &str = "earlyexit-shard/1";
+/// The footer key that holds the [`Header`], as JSON.
+const HEADER_KEY: &str = "earlyexit.shard";
+/// A shard file's extension; `fit` reads a folder's files with it.
+pub const EXTENSION: &str = "parquet";
+/// Bytes of frames per row group and per batch read: what writing or reading a shard holds.
+const CHUNK_BYTES: usize = 64 << 20;
+
+/// What must be equal for shards' frames to be searched together.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Backbone {
+    /// SHA-256 of the backbone's file, in hex.
+    pub sha256: String,
+    pub input: Input,
+    /// `logits` or `probabilities`.
+    pub output: String,
+    pub classes: usize,
+    /// Every candidate cut, in the backbone's order.
+    pub cuts: Vec<Cut>,
+    /// The stream rule's signature grids.
+    pub grids: Vec<Grid>,
+}
+
+/// The backbone's input, as the search's flags give it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Input {
+    pub layout: String,
+    pub width: u32,
+    pub height: u32,
+    pub color: String,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Cut {
+    pub tensor: String,
+    pub shape: Vec<i64>,
+    /// Each pooling kept, and its values per frame.
+    pub pools: Vec<(String, usize)>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub grid: u32,
+    pub values: usize,
+}
+
+/// Which frames of which footage a shard holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Part {
+    /// The footage's id: the same in every shard of one footage, whatever the path it was read
+    /// from. The sample `fit` keeps is drawn by it.
+    pub id: String,
+    /// As the user gave it to `extract`.
+    pub footage: String,
+    /// Held out whole: only certifies, never trains.
+    pub holdout: bool,
+    /// The footage's frames as its container tells, when it does: the same in every shard of
+    /// it, so that `fit` sizes its sample alike whatever the shards.
+    pub footage_frames: Option<usize>,
+    /// Frames spread evenly over the footage (`search --max-frames`): neighbouring rows are not
+    /// neighbouring frames.
+    pub spread: bool,
+    /// The share of runs kept when extracting ([`keeps`]); 1 keeps every frame.
+    pub share: f64,
+    /// The time range extracted, in nanoseconds, when one was given.
+    pub start_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    /// Rows in the shard.
+    pub frames: usize,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Header {
+    pub format: String,
+    pub backbone: Backbone,
+    pub part: Part,
+}
+
+impl Backbone {
+    /// The bytes a frame takes once read into a [`FeatureTable`].
+    pub fn bytes_per_frame(&self) -> usize {
+        let pooled: usize = self.cuts.iter().flat_map(|c| &c.pools).map(|p| p.1).sum();
+        let signatures: usize = self.grids.iter().map(|g| g.values).sum();
+        (pooled + self.classes + signatures) * size_of::<f32>() + 2 * size_of::<u64>()
+    }
+
+    /// The first difference from `other`, in words, when there is one.
+    pub fn difference(&self, other: &Backbone) -> Option<String> {
+        if self.sha256 != other.sha256 {
+            return Some(format!(
+                "backbones differ (SHA-256 {} and {})",
+                short(&self.sha256),
+                short(&other.sha256)
+            ));
+        }
+        if self.input != other.input {
+            return Some(format!(
+                "input specs differ ({:?} and {:?})",
+                self.input, other.input
+            ));
+        }
+        if self.output != other.output {
+            return Some(format!(
+                "outputs differ ({} and {})",
+                self.output, other.output
+            ));
+        }
+        if self.cuts != other.cuts {
+            return Some("cut lists or poolings differ".into());
+        }
+        (self != other).then(|| "signature grids differ".into())
+    }
+
+    fn schema(&self) -> SchemaRef {
+        let mut fields = vec![
+            Field::new("footage", DataType::Utf8, false),
+            Field::new("frame", DataType::UInt64, false),
+            Field::new("pts_ns", DataType::Int64, true),
+            Field::new("teacher", DataType::UInt32, false),
+            Field::new("label", DataType::UInt32, true),
+            list_field("probs", self.classes),
+        ];
+        fields.extend(
+            self.grids
+                .iter()
+                .map(|g| list_field(&format!("sig{}", g.grid), g.values)),
+        );
+        for (k, cut) in self.cuts.iter().enumerate() {
+            for (p, (_, d)) in cut.pools.iter().enumerate() {
+                fields.push(list_field(&format!("cut{k}_pool{p}"), *d));
+            }
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// An empty table shaped for these frames.
+    pub fn empty_table(&self) -> FeatureTable {
+        FeatureTable {
+            columns: self
+                .cuts
+                .iter()
+                .map(|c| vec![Vec::new(); c.pools.len()])
+                .collect(),
+            dims: self
+                .cuts
+                .iter()
+                .map(|c| c.pools.iter().map(|p| p.1).collect())
+                .collect(),
+            classes: self.classes,
+            signatures: self
+                .grids
+                .iter()
+                .map(|g| Signatures {
+                    grid: g.grid,
+                    len: g.values,
+                    values: Vec::new(),
+                })
+                .collect(),
+            ..FeatureTable::default()
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn list_field(name: &str, len: usize) -> Field {
+    let item = Arc::new(Field::new_list_field(DataType::Float32, false));
+    Field::new(name, DataType::FixedSizeList(item, len as i32), false)
+}
+
+/// SHA-256 of a file, in hex.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}", path.display()))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Frames are kept in runs of `run` consecutive frames. Whether frame `frame` of footage `id`
+/// is kept when a `share` of runs is: by a hash of the footage and the run, so that the same
+/// frames are kept whatever the shards, their order or their number, and a smaller share keeps
+/// a subset of a larger one's frames.
+pub fn keeps(id: &str, frame: u64, run: u64, share: f64) -> bool {
+    if share >= 1.0 {
+        return true;
+    }
+    let digest = Sha256::new()
+        .chain_update(id.as_bytes())
+        .chain_update([0])
+        .chain_update((frame / run.max(1)).to_le_bytes())
+        .finalize();
+    let mut word = [0; 8];
+    word.copy_from_slice(&digest[..8]);
+    (u64::from_le_bytes(word) as f64 / 2f64.powi(64)) < share
+}
+
+/// A frame's place in its footage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameKey {
+    pub number: u64,
+    pub pts_ns: Option<i64>,
+}
+
+/// A shard being written.
+pub struct Writer {
+    header: Header,
+    schema: SchemaRef,
+    writer: ArrowWriter<File>,
+    temp: tempfile::TempPath,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Starts a shard that will be `path` once finished.
+    pub fn create(path: &Path, backbone: Backbone, part: Part) -> Result<Writer> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".earlyexit-shard-")
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: cannot write in its folder", path.display()))?;
+        let rows_per_group = (CHUNK_BYTES / backbone.bytes_per_frame()).max(1);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(Some(rows_per_group))
+            .build();
+        let schema = backbone.schema();
+        let (file, temp) = temp.into_parts();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        Ok(Writer {
+            header: Header {
+                format: FORMAT.into(),
+                backbone,
+                part,
+            },
+            schema,
+            writer,
+            temp,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Rows a batch should hold, for [`Writer::append`].
+    pub fn batch_rows(&self) -> usize {
+        (CHUNK_BYTES / self.header.backbone.bytes_per_frame()).max(1)
+    }
+
+    /// Appends `table`'s frames, whose places are `keys`.
+    pub fn append(&mut self, table: &FeatureTable, keys: &[FrameKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let batch = to_batch(&self.schema, &self.header.part.id, table, keys)?;
+        self.writer.write(&batch)?;
+        self.header.part.frames += keys.len();
+        Ok(())
+    }
+
+    /// Writes the footer and gives the shard its name.
+    pub fn finish(mut self) -> Result<Header> {
+        let json = serde_json::to_string(&self.header)?;
+        self.writer
+            .append_key_value_metadata(KeyValue::new(HEADER_KEY.into(), json));
+        let file = self.writer.into_inner()?;
+        // Temporary files are private; a shard is read by every node, as other files are.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        file.sync_all()?;
+        self.temp.persist(&self.path).with_context(|| {
+            format!("{}: cannot rename the finished shard", self.path.display())
+        })?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename lasts once the folder is on disk too.
+            File::open(dir).and_then(|d| d.sync_all()).ok();
+        }
+        Ok(self.header)
+    }
+}
+
+fn to_batch(
+    schema: &SchemaRef,
+    id: &str,
+    table: &FeatureTable,
+    keys: &[FrameKey],
+) -> Result<RecordBatch> {
+    let n = keys.len();
+    let list = |values: &[f32], len: usize| -> Result<ArrayRef> {
+        let item = Arc::new(Field::new_list_field(DataType::Float32, false));
+        Ok(Arc::new(FixedSizeListArray::try_new(
+            item,
+            len as i32,
+            Arc::new(Float32Array::from(values.to_vec())),
+            None,
+        )?))
+    };
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![id; n])),
+        Arc::new(UInt64Array::from_iter_values(keys.iter().map(|k| k.number))),
+        Arc::new(Int64Array::from_iter(keys.iter().map(|k| k.pts_ns))),
+        Arc::new(UInt32Array::from(table.teacher.clone())),
+        Arc::new(UInt32Array::from(table.labels.clone())),
+        list(&table.soft, table.classes)?,
+    ];
+    for s in &table.signatures {
+        columns.push(list(&s.values, s.len)?);
+    }
+    for (pools, dims) in table.columns.iter().zip(&table.dims) {
+        for (values, &d) in pools.iter().zip(dims) {
+            columns.push(list(values, d)?);
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A finished shard, opened: its footer read, its rows not yet.
+pub struct Shard {
+    pub path: PathBuf,
+    pub header: Header,
+}
+
+/// Where a row read from a shard goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Skip,
+    Train,
+    Held,
+}
+
+impl Shard {
+    /// Opens `path` and reads its header, refusing what is not a whole shard of this format.
+    pub fn open(path: &Path) -> Result<Shard> {
+        let what = || format!("shard {}", path.display());
+        let file = File::open(path).with_context(what)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| {
+                format!(
+                    "shard {}: not a whole Parquet file (truncated, or not a shard)",
+                    path.display()
+                )
+            })?;
+        let meta = builder.metadata().file_metadata();
+        let json = meta
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == HEADER_KEY))
+            .and_then(|k| k.value.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "its footer has no '{HEADER_KEY}': a Parquet file, but not an earlyexit shard"
+                )
+            })
+            .with_context(what)?;
+        let header: Header = serde_json::from_str(&json)
+            .with_context(|| format!("'{HEADER_KEY}' in its footer is not a shard header"))
+            .with_context(what)?;
+        if header.format != FORMAT {
+            bail!(
+                "shard {}: format '{}', this build reads '{FORMAT}'; extract it again",
+                path.display(),
+                header.format
+            );
+        }
+        let rows = usize::try_from(meta.num_rows()).unwrap_or(0);
+        if rows != header.part.frames {
+            bail!(
+                "shard {}: {rows} rows, its header says {}",
+                path.display(),
+                header.part.frames
+            );
+        }
+        if builder.schema().fields() != header.backbone.schema().fields() {
+            bail!(
+                "shard {}: its columns do not match its header",
+                path.display()
+            );
+        }
+        Ok(Shard {
+            path: path.to_owned(),
+            header,
+        })
+    }
+
+    fn reader(
+        &self,
+        columns: Option<&[&str]>,
+        batch: usize,
+        selection: Option<RowSelection>,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+        let file =
+            File::open(&self.path).with_context(|| format!("shard {}", self.path.display()))?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        if let Some(columns) = columns {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            builder = builder.with_projection(mask);
+        }
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        let path = self.path.clone();
+        Ok(builder.with_batch_size(batch).build()?.map(move |b| {
+            b.with_context(|| format!("shard {}: cannot read its rows", path.display()))
+        }))
+    }
+
+    /// The frame numbers of its rows, in order.
+    pub fn frame_numbers(&self) -> Result<Vec<u64>> {
+        let mut numbers = Vec::with_capacity(self.header.part.frames);
+        for batch in self.reader(Some(&["frame"]), 64 * 1024, None)? {
+            let batch = batch?;
+            let column = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| anyhow!("shard {}: 'frame' is not UInt64", self.path.display()))?;
+            numbers.extend(column.values().iter().copied());
+        }
+        Ok(numbers)
+    }
+
+    /// Reads its rows, whose frame numbers are `numbers` ([`Shard::frame_numbers`]), sending
+    /// each where `route` says given its number. Rows routed nowhere are not decoded at all.
+    pub fn read_into(
+        &self,
+        numbers: &[u64],
+        route: impl Fn(u64) -> Destination,
+        train: &mut FeatureTable,
+        held: &mut FeatureTable,
+    ) -> Result<()> {
+        let mut selectors: Vec<RowSelector> = Vec::new();
+        for &n in numbers {
+            let skip = route(n) == Destination::Skip;
+            match selectors.last_mut() {
+                Some(last) if last.skip == skip => last.row_count += 1,
+                _ => selectors.push(if skip {
+                    RowSelector::skip(1)
+                } else {
+                    RowSelector::select(1)
+                }),
+            }
+        }
+        if selectors.iter().all(|s| s.skip) {
+            return Ok(());
+        }
+        let batch_rows = (CHUNK_BYTES / self.header.backbone.bytes_per_frame()).max(1);
+        let selection = RowSelection::from(selectors);
+        for batch in self.reader(None, batch_rows, Some(selection))? {
+            let batch = batch?;
+            let frames = batch.column(1).as_primitive::<UInt64Type>();
+            for row in 0..batch.num_rows() {
+                let table = match route(frames.value(row)) {
+                    Destination::Skip => continue,
+                    Destination::Train => &mut *train,
+                    Destination::Held => &mut *held,
+                };
+                push_row(table, &batch, row);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends row `row` of `batch`, whose schema is [`Backbone::schema`] of `table`'s shape.
+fn push_row(table: &mut FeatureTable, batch: &RecordBatch, row: usize) {
+    let teacher = batch.column(3).as_primitive::<UInt32Type>();
+    let label = batch.column(4).as_primitive::<UInt32Type>();
+    table.teacher.push(teacher.value(row));
+    table
+        .labels
+        .push((!label.is_null(row)).then(|| label.value(row)));
+    let mut lists = batch.columns()[5..].iter().map(|c| c.as_fixed_size_list());
+    let mut extend = |out: &mut Vec<f32>, len: usize| {
+        let list = lists
+            .next()
+            .expect("the schema has a column for every list");
+        let values = list.values().as_primitive::<Float32Type>().values();
+        let at = list.value_offset_at(row);
+        out.extend_from_slice(&values[at..at + len]);
+    };
+    extend(&mut table.soft, table.classes);
+    for s in &mut table.signatures {
+        extend(&mut s.values, s.len);
+    }
+    for (pools, dims) in table.columns.iter_mut().zip(&table.dims) {
+        for (values, &d) in pools.iter_mut().zip(dims) {
+            extend(values, d);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! `extract` and `fit` end to end: the same bundle as `search` whatever the shards, a complete
+//! shard kept on a rerun, and shards that cannot be searched together refused by name.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use earlyexit_testkit::{footage, model};
+
+fn run(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
+        .args(args)
+        .env("EARLYEXIT_CACHE", cache)
+        .output()
+        .expect("earlyexit-search runs")
+}
+
+fn ok(args: &[&str], cache: &Path) -> String {
+    let out = run(args, cache);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+fn failure(args: &[&str], cache: &Path) -> String {
+    let out = run(args, cache);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Extracts Fashion-MNIST test-a (5,000 frames at 30 fps), or the part of it from `start` to
+/// `end` seconds, into `out`.
+fn extract(out: &Path, range: &[&str], cache: &Path) -> String {
+    let (backbone, clip, truth) = (
+        text(&model("fmnist_resnet20w32.onnx")),
+        text(&footage("fmnist-test-a-5k.mkv")),
+        text(&footage("fmnist-test-a-5k.labels.csv")),
+    );
+    let out = text(out);
+    let mut args = vec![
+        "extract",
+        "--backbone",
+        &backbone,
+        "--footage",
+        &clip,
+        "--ground-truth",
+        &truth,
+        "--out",
+        &out,
+    ];
+    args.extend(range);
+    ok(&args, cache)
+}
+
+/// The flags `search` and `fit` share here: a short exit search, certified on the footage's
+/// last fifth.
+const FIT: [&str; 12] = [
+    "--max-accuracy-loss",
+    "0.01",
+    "--seed",
+    "3",
+    "--budget",
+    "300",
+    "--candidates",
+    "4",
+    "--cost",
+    "macs",
+    "--format",
+    "3",
+];
+
+/// Every file below `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_same_bundle(a: &Path, b: &Path) {
+    let names = files_under(a);
+    assert_eq!(names, files_under(b));
+    assert!(names.iter().any(|n| n == Path::new("exits.yaml")));
+    for name in &names {
+        assert!(
+            std::fs::read(a.join(name)).unwrap() == std::fs::read(b.join(name)).unwrap(),
+            "{} differs",
+            name.display()
+        );
+    }
+}
+
+/// One command, or three shards cut at other times and given out of order, or one shard: the
+/// same bundle, byte for byte. Rerunning an extraction that is complete extracts nothing.
+#[test]
+fn search_and_extract_then_fit_write_the_same_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let backbone = text(&model("fmnist_resnet20w32.onnx"));
+    let labels = text(&model("fmnist_classes.txt"));
+    let searched = dir.path().join("searched");
+    let (clip, truth) = (
+        text(&footage("fmnist-test-a-5k.mkv")),
+        text(&footage("fmnist-test-a-5k.labels.csv")),
+    );
+    let mut args = vec![
+        "search",
+        "--backbone",
+        &backbone,
+        "--labels",
+        &labels,
+        "--footage",
+        &clip,
+        "--ground-truth",
+        &truth,
+    ];
+    args.extend(FIT);
+    let searched_text = text(&searched);
+    args.extend(["--out", &searched_text]);
+    ok(&args, &cache);
+
+    let three = dir.path().join("three");
+    std::fs::create_dir(&three).unwrap();
+    for range in [
+        &["--start", "100"][..],
+        &["--end", "0:40"],
+        &["--start", "40", "--end", "100"],
+    ] {
+        extract(&three, range, &cache);
+    }
+    let again = extract(&three, &["--start", "40", "--end", "100"], &cache);
+    assert!(again.contains("is complete: nothing to extract"), "{again}");
+    let one = dir.path().join("one.parquet");
+    extract(&one, &[], &cache);
+
+    for (shards, name) in [(&three, "fit-three"), (&one, "fit-one")] {
+        let out = dir.path().join(name);
+        let (shards, out_text) = (text(shards), text(&out));
+        let mut args = vec![
+            "fit",
+            "--backbone",
+            &backbone,
+            "--labels",
+            &labels,
+            "--shards",
+            &shards,
+        ];
+        args.extend(FIT);
+        args.extend(["--out", &out_text]);
+        ok(&args, &cache);
+        assert_same_bundle(&searched, &out);
+    }
+}
+
+/// A truncated shard, a Parquet file that is not a shard, shards that overlap and shards of
+/// another backbone are each refused, naming the files.
+#[test]
+fn shards_that_cannot_be_fitted_together_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let fmnist = text(&model("fmnist_resnet20w32.onnx"));
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    extract(&a, &["--end", "10"], &cache);
+    extract(&b, &["--start", "5", "--end", "15"], &cache);
+    let fit = |shards: &[&Path]| {
+        let out = text(&dir.path().join("bundle"));
+        let mut args = vec!["fit".to_owned(), "--backbone".into(), fmnist.clone()];
+        for s in shards {
+            args.extend(["--shards".into(), text(s)]);
+        }
+        args.extend([
+            "--target-agreement".into(),
+            "0.9".into(),
+            "--out".into(),
+            out,
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        failure(&args, &cache)
+    };
+
+    let e = fit(&[&a, &b]);
+    assert!(
+        e.contains(&text(&a)) && e.contains(&text(&b)) && e.contains("both hold frames"),
+        "{e}"
+    );
+
+    let truncated = dir.path().join("truncated.parquet");
+    let bytes = std::fs::read(&a).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fit(&[&truncated]);
+    assert!(
+        e.contains(&text(&truncated)) && e.contains("not a whole Parquet file"),
+        "{e}"
+    );
+
+    let foreign = dir.path().join("foreign.parquet");
+    write_plain_parquet(&foreign);
+    let e = fit(&[&foreign]);
+    assert!(
+        e.contains(&text(&foreign)) && e.contains("not an earlyexit shard"),
+        "{e}"
+    );
+
+    let other = dir.path().join("other.parquet");
+    let (eff, clip) = (
+        text(&model("efficientnet_lite0_imagenet.onnx")),
+        text(&footage("bikes-head.mkv")),
+    );
+    let other_text = text(&other);
+    ok(
+        &[
+            "extract",
+            "--backbone",
+            &eff,
+            "--footage",
+            &clip,
+            "--mean",
+            "127",
+            "--std",
+            "128",
+            "--end",
+            "0.5",
+            "--out",
+            &other_text,
+        ],
+        &cache,
+    );
+    let e = fit(&[&a, &other]);
+    assert!(
+        e.contains(&text(&a)) && e.contains(&other_text) && e.contains("backbones differ"),
+        "{e}"
+    );
+
+    // The shard is fine; the backbone is not the one it was extracted with.
+    let out = text(&dir.path().join("bundle"));
+    let e = failure(
+        &[
+            "fit",
+            "--backbone",
+            &eff,
+            "--shards",
+            &text(&a),
+            "--out",
+            &out,
+        ],
+        &cache,
+    );
+    assert!(e.contains("not the backbone shard"), "{e}");
+}
+
+/// A Parquet file with one column and no shard header.
+fn write_plain_parquet(path: &Path) {
+    use arrow_array::{Int32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
