@@ -34,6 +34,40 @@ pub const FEATURE_BUDGET_MB: usize = 3_000;
 /// the stream rule to see scenes hold and change.
 pub const RUN: usize = 250;
 
+/// The shares of frames kept in runs when all do not fit in memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    pub train: f64,
+    pub held: f64,
+}
+
+impl Shares {
+    pub const ALL: Shares = Shares {
+        train: 1.0,
+        held: 1.0,
+    };
+
+    /// The shares that fit `train` and `held` frames of `bytes_per_frame` in `budget` bytes.
+    /// Held-out frames certify, so they keep at least half the budget, or all of it that
+    /// training frames leave; training frames take the rest.
+    pub fn within(train: usize, held: usize, bytes_per_frame: usize, budget: usize) -> Shares {
+        let bytes = |frames: usize| frames.saturating_mul(bytes_per_frame) as f64;
+        let (train, held, budget) = (bytes(train), bytes(held), budget as f64);
+        if train + held <= budget {
+            return Shares::ALL;
+        }
+        let held_share = ((budget / 2.0).max(budget - train) / held).min(1.0);
+        Shares {
+            train: ((budget - held * held_share) / train).min(1.0),
+            held: held_share,
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == Shares::ALL
+    }
+}
+
 /// How exits are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -93,9 +127,9 @@ pub struct Frames {
     /// Whether neighbouring frames of a stream are neighbours in the footage: not when
     /// `--max-frames` spread the frames kept over a longer footage. The stream rule needs it.
     pub consecutive: bool,
-    /// When the footage was too long for the memory allowed (`--feature-memory`): the share of every footage kept,
-    /// in runs of [`RUN`] frames.
-    pub runs: Option<f64>,
+    /// When the footage was too long for the memory allowed (`--feature-memory`): the shares
+    /// of training and held-out frames kept, in runs of [`RUN`] frames.
+    pub runs: Option<Shares>,
 }
 
 impl Frames {
@@ -105,7 +139,7 @@ impl Frames {
         (train, train_ranges, train_footage): (FeatureTable, Vec<Range<usize>>, Vec<Range<usize>>),
         (held, held_ranges): (FeatureTable, Vec<Range<usize>>),
         consecutive: bool,
-        runs: Option<f64>,
+        runs: Option<Shares>,
     ) -> Result<Frames> {
         if train.frames() == 0 || held.frames() == 0 {
             bail!(
@@ -330,4 +364,23 @@ pub struct Choice {
     /// The structure on all held-out frames, in time order: what `evaluate` on the held-out
     /// footage reproduces.
     pub held: Simulation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_frames_keep_half_the_budget_or_what_training_leaves() {
+        assert!(Shares::within(10, 10, 1, 20).is_all());
+        // Both too many: half each.
+        let s = Shares::within(100, 40, 1, 40);
+        assert_eq!((s.train, s.held), (0.2, 0.5));
+        // Few training frames: the held-out ones take what they leave.
+        let s = Shares::within(10, 100, 1, 40);
+        assert_eq!((s.train, s.held), (1.0, 0.3));
+        // Few held-out frames: all of them, and training takes the rest.
+        let s = Shares::within(100, 10, 1, 40);
+        assert_eq!((s.train, s.held), (0.3, 1.0));
+    }
 }

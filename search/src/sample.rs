@@ -9,18 +9,8 @@ use std::ops::Range;
 
 use anyhow::{Result, bail};
 
-use crate::problem::{Frames, HOLDOUT_SHARE, RUN};
+use crate::problem::{Frames, HOLDOUT_SHARE, RUN, Shares};
 use crate::shard::{self, Destination, Shard};
-
-/// The share of runs kept so that `frames` frames of `bytes_per_frame` fit in `budget` bytes.
-pub fn share(frames: usize, bytes_per_frame: usize, budget: usize) -> f64 {
-    let bytes = frames.saturating_mul(bytes_per_frame);
-    if bytes > budget {
-        budget as f64 / bytes as f64
-    } else {
-        1.0
-    }
-}
 
 /// One footage's shards, in time, with their frame numbers.
 struct Footage<'a> {
@@ -30,6 +20,25 @@ struct Footage<'a> {
     frames: usize,
     spread: bool,
     shards: Vec<(&'a Shard, Vec<u64>)>,
+}
+
+/// Where the held-out part of a footage of `n` frames starts, when none is held out whole: its
+/// last [`HOLDOUT_SHARE`], in time.
+pub fn split(n: usize) -> usize {
+    ((n as f64 * (1.0 - HOLDOUT_SHARE)).round() as usize).clamp(1, n.max(1))
+}
+
+/// The training and held-out frames of footage of `frames` frames each (held out whole or not),
+/// counted as [`frames`] splits them.
+pub fn roles(footage: &[(usize, bool)]) -> (usize, usize) {
+    let any_held_out = footage.iter().any(|f| f.1);
+    footage.iter().fold((0, 0), |(train, held), &(n, holdout)| {
+        match (holdout, any_held_out) {
+            (true, _) => (train, held + n),
+            (false, true) => (train + n, held),
+            (false, false) => (train + split(n), held + n - split(n)),
+        }
+    })
 }
 
 /// Reads `shards` into the frames the search holds, within `budget` bytes of features.
@@ -48,8 +57,14 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         }
     }
     let footage = group(shards)?;
-    let known: usize = footage.iter().map(|f| f.frames).sum();
-    let share = share(known, backbone.bytes_per_frame(), budget);
+    let counts: Vec<(usize, bool)> = footage.iter().map(|f| (f.frames, f.holdout)).collect();
+    let (train_frames, held_frames) = roles(&counts);
+    let shares = Shares::within(
+        train_frames,
+        held_frames,
+        backbone.bytes_per_frame(),
+        budget,
+    );
     let extracted = shards
         .iter()
         .map(|s| s.header.part.share)
@@ -59,56 +74,50 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
     let (mut train_ranges, mut held_ranges, mut train_footage) =
         (Vec::new(), Vec::new(), Vec::new());
     for f in &footage {
-        let kept: Vec<u64> = f
+        let stored: Vec<u64> = f
             .shards
             .iter()
             .flat_map(|(_, numbers)| numbers.iter().copied())
-            .filter(|&n| shard::keeps(f.id, n, RUN as u64, share))
             .collect();
         // The first frame held out, if any.
         let boundary = match (f.holdout, any_held_out) {
-            (true, _) => Some(kept.first().copied().unwrap_or(0)),
+            (true, _) => Some(0),
             (false, true) => None,
-            (false, false) => {
-                let n = kept.len();
-                let split =
-                    ((n as f64 * (1.0 - HOLDOUT_SHARE)).round() as usize).clamp(1, n.max(1));
-                kept.get(split).copied()
+            (false, false) => stored.get(split(stored.len())).copied(),
+        };
+        let route = |n: u64| {
+            let is_held = boundary.is_some_and(|b| n >= b);
+            let share = if is_held { shares.held } else { shares.train };
+            match (shard::keeps(f.id, n, RUN as u64, share), is_held) {
+                (false, _) => Destination::Skip,
+                (true, false) => Destination::Train,
+                (true, true) => Destination::Held,
             }
         };
-        let is_held = |n: u64| boundary.is_some_and(|b| n >= b);
-        let (to_train, to_held): (Vec<u64>, Vec<u64>) = kept.iter().partition(|&&n| !is_held(n));
-        let start = train.frames();
+        let kept = |to: Destination| -> Vec<u64> {
+            stored.iter().copied().filter(|&n| route(n) == to).collect()
+        };
+        let (to_train, to_held) = (kept(Destination::Train), kept(Destination::Held));
+        let (train_start, held_start) = (train.frames(), held.frames());
         for (s, numbers) in &f.shards {
-            s.read_into(
-                numbers,
-                |n| match (shard::keeps(f.id, n, RUN as u64, share), is_held(n)) {
-                    (false, _) => Destination::Skip,
-                    (true, false) => Destination::Train,
-                    (true, true) => Destination::Held,
-                },
-                &mut train,
-                &mut held,
-            )?;
+            s.read_into(numbers, route, &mut train, &mut held)?;
         }
-        streams(&to_train, start, f.spread, &mut train_ranges);
-        streams(
-            &to_held,
-            held.frames() - to_held.len(),
-            f.spread,
-            &mut held_ranges,
-        );
+        streams(&to_train, train_start, f.spread, &mut train_ranges);
+        streams(&to_held, held_start, f.spread, &mut held_ranges);
         if !f.holdout {
-            train_footage.push(start..train.frames());
+            train_footage.push(train_start..train.frames());
         }
     }
     let consecutive = !footage.iter().any(|f| f.spread);
-    let runs = (share.min(extracted) < 1.0).then_some(share.min(extracted));
+    let kept = Shares {
+        train: shares.train.min(extracted),
+        held: shares.held.min(extracted),
+    };
     Frames::new(
         (train, train_ranges, train_footage),
         (held, held_ranges),
         consecutive,
-        runs,
+        (!kept.is_all()).then_some(kept),
     )
 }
 

@@ -12,6 +12,7 @@ use crate::cli::SearchArgs;
 use crate::extract::{self, Job};
 use crate::features::Extractor;
 use crate::footage::{Footage, Sampling, TimeRange, estimate_frames};
+use crate::problem::Shares;
 use crate::shard::Shard;
 use crate::{fit, sample};
 
@@ -78,8 +79,9 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
 }
 
 /// What to extract of each footage: every frame, or with `max_frames`, that many in all spread
-/// evenly; and when the footage would not fit in `budget` bytes of features, only the runs of
-/// frames `fit` will keep, so that no time goes on frames it drops.
+/// evenly; and when the footage would not fit in `budget` bytes of features, and footage is
+/// held out whole, only the runs of frames `fit` will keep, so that no time goes on frames it
+/// drops.
 fn jobs<'a>(
     footage: &'a [Footage],
     holdout: &'a [Footage],
@@ -113,11 +115,23 @@ fn jobs<'a>(
             footage_frames: sampling.expected(total),
         });
     }
-    let known: Option<usize> = jobs.iter().map(|j| j.footage_frames).sum();
-    if let Some(frames) = known {
-        let share = sample::share(frames, bytes_per_frame, budget);
+    // Only the frames `fit` keeps are run through the backbone, when that is known before any
+    // frame is: with footage held out whole, each frame's role is its footage's.
+    let known: Option<Vec<(usize, bool)>> = jobs
+        .iter()
+        .map(|j| j.footage_frames.map(|n| (n, j.holdout)))
+        .collect();
+    if let Some(counts) = known
+        && jobs.iter().any(|j| j.holdout)
+    {
+        let (train, held) = sample::roles(&counts);
+        let shares = Shares::within(train, held, bytes_per_frame, budget);
         for job in &mut jobs {
-            job.share = share;
+            job.share = if job.holdout {
+                shares.held
+            } else {
+                shares.train
+            };
         }
     }
     Ok(jobs)

@@ -147,7 +147,7 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
     let one = dir.path().join("one.parquet");
     extract(&one, &[], &cache);
 
-    for (shards, name) in [(&three, "fit-three"), (&one, "fit-one")] {
+    let fit = |shards: &Path, name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
         let (shards, out_text) = (text(shards), text(&out));
         let mut args = vec![
@@ -160,10 +160,28 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
             &shards,
         ];
         args.extend(FIT);
+        args.extend(extra);
         args.extend(["--out", &out_text]);
         ok(&args, &cache);
-        assert_same_bundle(&searched, &out);
-    }
+        out
+    };
+    assert_same_bundle(&searched, &fit(&three, "fit-three", &[]));
+    assert_same_bundle(&searched, &fit(&one, "fit-one", &[]));
+
+    // Features of 5,000 frames take about 550 MB: in 200 MB, runs of frames are kept by hash,
+    // the same whatever the shards, and the report says which share.
+    let small = ["--feature-memory", "200"];
+    let (a, b) = (
+        fit(&three, "small-three", &small),
+        fit(&one, "small-one", &small),
+    );
+    assert_same_bundle(&a, &b);
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(
+        report.contains("chosen by a hash of footage and frame")
+            && report.contains("of the held-out ones"),
+        "{report}"
+    );
 }
 
 /// A truncated shard, a Parquet file that is not a shard, shards that overlap and shards of

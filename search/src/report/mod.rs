@@ -83,12 +83,13 @@ fn header(r: &mut String, s: &Summary) {
         );
     }
     let _ = writeln!(r, "{} {held_role}", frames.held.frames());
-    if let Some(share) = frames.runs {
+    if let Some(shares) = frames.runs {
         let _ = writeln!(
             r,
-            "- Footage read in runs of {} consecutive frames, {} of every footage, so that the features fit in memory: the runs are spread evenly over each footage, and every statistic above counts the frames of the runs",
+            "- Footage read in runs of {} consecutive frames, chosen by a hash of footage and frame, so that the features fit in memory: {} of the training frames and {} of the held-out ones. Every statistic above counts the frames read; the certificate's bound is what the held-out frames read support, and it holds for them as a sample of the held-out footage",
             crate::problem::RUN,
-            pct(share)
+            pct(shares.train),
+            pct(shares.held)
         );
     }
     let goal = &problem.goal;
