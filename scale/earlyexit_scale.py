@@ -19,11 +19,12 @@ MANIFEST (YAML) names the backbone, the flags every extract takes, and the foota
 
 Relative paths are taken from the manifest's folder. DIR must be a folder every Ray node sees
 (NFS, a shared volume); each shard is written there under a temporary name and renamed when
-complete, so a shard that is there is whole, and a rerun skips it. Ray retries a shard whose
-worker dies. The flags after `--` go to `fit` (the target, --seed, --labels, ...).
+complete, so a shard that is there is whole, and a rerun keeps it (after `extract` checks that it
+holds the same frames). Ray retries a shard whose worker, or its extract, dies. The flags after `--` go to `fit` (the target, --seed, --labels, ...).
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -60,9 +61,9 @@ def find_binary(given: Optional[str]) -> str:
 
 def probe(binary: str, footage: str) -> dict:
     """The footage's length (frames, seconds, fps) from `earlyexit-search probe`."""
-    out = subprocess.run([binary, "probe", footage], check=True, capture_output=True, text=True)
-    import json
-
+    out = subprocess.run([binary, "probe", footage], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr.strip() or f"error: cannot probe {footage}")
     return json.loads(out.stdout.splitlines()[0])
 
 
@@ -80,14 +81,20 @@ def plan(manifest_path: str, binary: str, shards_dir: str, shard_seconds: float)
             sys.exit(f"error: {manifest_path}: no '{key}'")
     backbone = here(manifest["backbone"])
     flags = [str(x) for x in manifest.get("extract", [])]
-    shards = []
+    shards, ids = [], {}
     for i, item in enumerate(manifest["footage"]):
         if "path" not in item:
             sys.exit(f"error: {manifest_path}: footage {i + 1} has no 'path'")
         path = here(item["path"])
-        name = item.get("id") or os.path.basename(path.rstrip("/"))
+        name = str(item.get("id") or os.path.basename(path.rstrip("/")))
+        if name in ids:
+            sys.exit(f"error: {manifest_path}: footage {ids[name]} and {i + 1} have the same id '{name}'; "
+                     "give one an 'id'")
+        ids[name] = i + 1
         start = float(item.get("start", 0.0))
         end = item.get("end")
+        if end is not None and float(end) <= start:
+            sys.exit(f"error: {manifest_path}: footage {i + 1} ends ({end} s) before it starts ({start} s)")
         if end is None:
             end = probe(binary, path).get("seconds")
         common = ["--footage", path, "--id", name, "--role", item.get("role", "train")]
@@ -141,49 +148,62 @@ def main() -> int:
     binary = find_binary(args.bin)
     os.makedirs(args.shards, exist_ok=True)
     backbone, flags, shards = plan(args.manifest, binary, args.shards, args.shard_seconds)
-    todo = [s for s in shards if not os.path.exists(s.path)]
-    print(f"{len(shards)} shards: {len(shards) - len(todo)} complete already, {len(todo)} to extract", flush=True)
+    # Every shard goes to a task, and `extract` keeps a complete shard of the same frames and
+    # refuses anything else there, so a changed manifest never reuses a stale shard.
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # A Ray of this machine alone: on loopback, not on the machine's network address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
 
-    if todo:
-        import ray
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
 
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    class Killed(Exception):
+        """The extract process died of a signal (the out-of-memory killer, say): worth a retry."""
 
-        @ray.remote(num_cpus=args.threads, max_retries=args.retries)
-        def extract(command: List[str]) -> float:
-            started = time.time()
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
-            return time.time() - started
+    @ray.remote(num_cpus=args.threads, max_retries=args.retries, retry_exceptions=[Killed])
+    def extract(command: List[str]):
+        started = time.time()
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode < 0:
+            raise Killed(f"{' '.join(command)} died of signal {-done.returncode}")
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+        return time.time() - started, "is complete: nothing to extract" in done.stderr
 
-        pending = {}
-        for s in todo:
-            command = [binary, "extract", "--backbone", backbone, *flags, *s.args,
-                       "--threads", str(args.threads), "--out", s.path]
-            pending[extract.remote(command)] = s
-        started, finished = time.time(), 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            s = pending.pop(ready[0])
-            try:
-                seconds = ray.get(ready[0])
-            except Exception as e:  # the task's own error, after Ray's retries
-                print(f"error: shard {s.name}: {e}", file=sys.stderr)
-                return 1
-            finished += 1
-            left = (time.time() - started) / finished * len(pending)
-            print(f"[{finished}/{len(todo)}] {s.name}: extracted in {seconds:.1f} s; about {left:.0f} s left", flush=True)
-        ray.shutdown()
+    pending = {}
+    for s in shards:
+        command = [binary, "extract", "--backbone", backbone, *flags, *s.args,
+                   "--threads", str(args.threads), "--out", s.path]
+        pending[extract.remote(command)] = s
+    print(f"{len(shards)} shards to extract or find complete", flush=True)
+    started, finished, extracted = time.time(), 0, 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        s = pending.pop(ready[0])
+        try:
+            seconds, complete = ray.get(ready[0])
+        except Exception as e:  # the task's own error, after Ray's retries
+            print(f"error: shard {s.name}: {e}", file=sys.stderr)
+            return 1
+        finished += 1
+        extracted += 0 if complete else 1
+        left = (time.time() - started) / finished * len(pending)
+        what = "complete already" if complete else f"extracted in {seconds:.1f} s"
+        print(f"[{finished}/{len(shards)}] {s.name}: {what}; about {left:.0f} s left", flush=True)
+    ray.shutdown()
+    print(f"{len(shards)} shards: {len(shards) - extracted} complete already, {extracted} extracted", flush=True)
 
     if args.extract_only:
         return 0
-    command = [binary, "fit", "--backbone", backbone, "--shards", args.shards, *fit_flags, "--out", args.out]
-    print("fit:", " ".join(command), flush=True)
+    # The shards of this manifest, not whatever else the folder holds.
+    listed = [a for s in shards for a in ("--shards", s.path)]
+    command = [binary, "fit", "--backbone", backbone, *listed, *fit_flags, "--out", args.out]
+    print(f"fit: {binary} fit --backbone {backbone} --shards ({len(shards)} shards) {' '.join(fit_flags)} --out {args.out}",
+          flush=True)
     return subprocess.run(command).returncode
 
 

@@ -32,13 +32,16 @@ impl Job<'_> {
     fn part(&self) -> Part {
         Part {
             id: self.id.clone(),
-            footage: self.footage.name.clone(),
+            footage: self.footage.uri.clone(),
+            labels: self.footage.labels.as_deref().map(shard::labels_hash),
             holdout: self.holdout,
             footage_frames: self.footage_frames,
             spread: matches!(self.sampling, Sampling::Evenly { .. }),
             share: self.share,
             start_ns: self.range.start.map(|t| t.nseconds()),
             end_ns: self.range.end.map(|t| t.nseconds()),
+            decoded: 0,
+            first: None,
             frames: 0,
         }
     }
@@ -60,6 +63,14 @@ pub fn run(args: &ExtractArgs) -> Result<()> {
     } else {
         args.out.clone()
     };
+    // Before the long work, not after it.
+    let folder = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("--out {}: no folder {}", out.display(), folder.display());
+    }
     let options = SessionOptions {
         threads: args.threads,
         ..SessionOptions::default()
@@ -145,14 +156,9 @@ fn complete(out: &Path, backbone: &shard::Backbone, job: &Job) -> Result<bool> {
             out.display()
         )
     })?;
-    let expected = Part {
-        frames: there.header.part.frames,
-        footage: there.header.part.footage.clone(),
-        ..job.part()
-    };
-    if there.header.backbone != *backbone || there.header.part != expected {
+    if there.header.backbone != *backbone || !there.header.part.same_request(&job.part()) {
         bail!(
-            "--out {}: a shard of other frames, or from another backbone, is there; remove it or choose another --out",
+            "--out {}: a shard of other frames, labels or backbone is there; remove it or choose another --out",
             out.display()
         );
     }
@@ -168,11 +174,11 @@ pub fn extract(extractor: &mut Extractor, job: &Job, out: &Path) -> Result<Heade
         total: job.footage_frames,
         chunk: writer.batch_rows(),
     };
-    extractor.extract(
+    let seen = extractor.extract(
         job.footage,
         source,
         |n| shard::keeps(&job.id, n, RUN as u64, job.share),
         |table, keys| writer.append(table, keys),
     )?;
-    writer.finish()
+    writer.finish(seen.decoded, seen.first)
 }

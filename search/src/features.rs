@@ -51,6 +51,21 @@ impl FeatureTable {
         self.teacher.len()
     }
 
+    /// Room for `frames` more frames, so that reading them allocates once.
+    pub fn reserve(&mut self, frames: usize) {
+        for (pools, dims) in self.columns.iter_mut().zip(&self.dims) {
+            for (values, &d) in pools.iter_mut().zip(dims) {
+                values.reserve_exact(frames * d);
+            }
+        }
+        self.teacher.reserve_exact(frames);
+        self.labels.reserve_exact(frames);
+        self.soft.reserve_exact(frames * self.classes);
+        for s in &mut self.signatures {
+            s.values.reserve_exact(frames * s.len);
+        }
+    }
+
     /// Ground truth for every frame, when every frame has it.
     pub fn all_labels(&self) -> Option<Vec<u32>> {
         self.labels.iter().copied().collect()
@@ -189,14 +204,14 @@ impl Extractor {
     /// Decodes the frames of `footage` within `range` that `sampling` picks, extracts those
     /// whose run `keep` keeps, and hands them to `sink` a few at a time, so that memory does
     /// not grow with the footage; `total`, the footage's frames when known, sizes the progress
-    /// bar. Returns the frames extracted.
+    /// bar.
     pub fn extract(
         &mut self,
         footage: &Footage,
         source: Source,
         keep: impl Fn(u64) -> bool,
         mut sink: impl FnMut(&FeatureTable, &[FrameKey]) -> Result<()>,
-    ) -> Result<usize> {
+    ) -> Result<Extracted> {
         let estimate = if source.range.is_whole() {
             source.sampling.expected(source.total).map(|n| n as u64)
         } else {
@@ -206,9 +221,11 @@ impl Extractor {
         let decoder = Decoder::start_in(footage, source.sampling, source.range)?;
         let chunk = source.chunk.max(1);
         let (mut table, mut keys) = (self.description.empty_table(), Vec::with_capacity(chunk));
-        let (mut decoded, mut extracted, mut unlabelled) = (0, 0, 0);
+        let mut seen = Extracted::default();
+        let mut unlabelled = 0;
         for frame in decoder.frames.iter() {
-            decoded += 1;
+            seen.decoded += 1;
+            seen.first.get_or_insert(frame.index as u64);
             bar.inc(1);
             if !keep(frame.index as u64) {
                 continue;
@@ -223,16 +240,21 @@ impl Extractor {
             });
             if keys.len() == chunk {
                 sink(&table, &keys)?;
-                extracted += keys.len();
                 (table, keys) = (self.description.empty_table(), Vec::with_capacity(chunk));
             }
         }
         decoder.finish()?;
         sink(&table, &keys)?;
-        extracted += keys.len();
         bar.finish_and_clear();
-        if decoded == 0 {
-            bail!("footage {}: no frames decoded", footage.name);
+        if seen.decoded == 0 {
+            if source.range.is_whole() {
+                bail!("footage {}: no frames decoded", footage.name);
+            }
+            // A range past the last frame (an audio track may run longer): an empty part.
+            eprintln!(
+                "warning: footage {}: no frames in this time range",
+                footage.name
+            );
         }
         if unlabelled > 0 {
             bail!(
@@ -240,18 +262,27 @@ impl Extractor {
                 footage.name
             );
         }
-        if let Some(warning) = footage.shortfall(decoded, estimate.map(|n| n as usize)) {
+        if let Some(warning) = footage.shortfall(seen.decoded, estimate.map(|n| n as usize)) {
             eprintln!("warning: {warning}");
         }
         // Fewer rows are refused above; sampled footage and parts are not decoded to the end.
         if source.sampling == Sampling::All
             && source.range.is_whole()
-            && let Some(warning) = footage.ground_truth_mismatch(decoded)
+            && let Some(warning) = footage.ground_truth_mismatch(seen.decoded)
         {
             eprintln!("warning: {warning}");
         }
-        Ok(extracted)
+        Ok(seen)
     }
+}
+
+/// What an extraction saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extracted {
+    /// Frames decoded (and picked by the sampling), kept or not.
+    pub decoded: usize,
+    /// The first one's number.
+    pub first: Option<u64>,
 }
 
 /// Which frames of a footage [`Extractor::extract`] decodes, and how many it hands on at once.

@@ -42,8 +42,8 @@ pub fn run(args: &FitArgs) -> Result<()> {
         bail!(
             "--backbone {}: not the backbone shard {first} was extracted with (SHA-256 {} here, {} there)",
             args.backbone.display(),
-            &sha256[..12],
-            header.sha256.get(..12).unwrap_or(&header.sha256)
+            shard::short(&sha256),
+            shard::short(&header.sha256)
         );
     }
     let backbone = Backbone::load(&args.backbone, &input, Some(output))?;

@@ -18,6 +18,8 @@ struct Footage<'a> {
     holdout: bool,
     /// The footage's frames, as its container tells, else as its shards hold.
     frames: usize,
+    /// The first frame held out, if any.
+    boundary: Option<u64>,
     spread: bool,
     shards: Vec<(&'a Shard, Vec<u64>)>,
 }
@@ -29,7 +31,8 @@ pub fn split(n: usize) -> usize {
 }
 
 /// The training and held-out frames of footage of `frames` frames each (held out whole or not),
-/// counted as [`frames`] splits them.
+/// when the last [`HOLDOUT_SHARE`] of each is held out unless some footage is held out whole:
+/// what [`frames`] sizes its shares by.
 pub fn roles(footage: &[(usize, bool)]) -> (usize, usize) {
     let any_held_out = footage.iter().any(|f| f.1);
     footage.iter().fold((0, 0), |(train, held), &(n, holdout)| {
@@ -56,7 +59,13 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
             );
         }
     }
-    let footage = group(shards)?;
+    let mut footage = group(shards)?;
+    if footage.iter().any(|f| f.holdout) {
+        // Footage held out whole certifies; the rest only trains.
+        for f in footage.iter_mut().filter(|f| !f.holdout) {
+            f.boundary = None;
+        }
+    }
     let counts: Vec<(usize, bool)> = footage.iter().map(|f| (f.frames, f.holdout)).collect();
     let (train_frames, held_frames) = roles(&counts);
     let shares = Shares::within(
@@ -69,38 +78,32 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         .iter()
         .map(|s| s.header.part.share)
         .fold(1.0, f64::min);
-    let any_held_out = footage.iter().any(|f| f.holdout);
     let (mut train, mut held) = (backbone.empty_table(), backbone.empty_table());
     let (mut train_ranges, mut held_ranges, mut train_footage) =
         (Vec::new(), Vec::new(), Vec::new());
-    for f in &footage {
-        let stored: Vec<u64> = f
-            .shards
-            .iter()
-            .flat_map(|(_, numbers)| numbers.iter().copied())
-            .collect();
-        // The first frame held out, if any.
-        let boundary = match (f.holdout, any_held_out) {
-            (true, _) => Some(0),
-            (false, true) => None,
-            (false, false) => stored.get(split(stored.len())).copied(),
-        };
-        let route = |n: u64| {
-            let is_held = boundary.is_some_and(|b| n >= b);
-            let share = if is_held { shares.held } else { shares.train };
-            match (shard::keeps(f.id, n, RUN as u64, share), is_held) {
-                (false, _) => Destination::Skip,
-                (true, false) => Destination::Train,
-                (true, true) => Destination::Held,
-            }
-        };
+    // Which frame goes where, decided before any is read, so that the tables are allocated
+    // once, at their size.
+    let routes: Vec<Vec<(u64, Destination)>> = footage
+        .iter()
+        .map(|f| {
+            f.shards
+                .iter()
+                .flat_map(|(_, numbers)| numbers.iter().map(|&n| (n, route(f, shares, n))))
+                .filter(|(_, to)| *to != Destination::Skip)
+                .collect()
+        })
+        .collect();
+    let count = |to: Destination| routes.iter().flatten().filter(|r| r.1 == to).count();
+    train.reserve(count(Destination::Train));
+    held.reserve(count(Destination::Held));
+    for (f, routed) in footage.iter().zip(&routes) {
         let kept = |to: Destination| -> Vec<u64> {
-            stored.iter().copied().filter(|&n| route(n) == to).collect()
+            routed.iter().filter(|r| r.1 == to).map(|r| r.0).collect()
         };
         let (to_train, to_held) = (kept(Destination::Train), kept(Destination::Held));
         let (train_start, held_start) = (train.frames(), held.frames());
         for (s, numbers) in &f.shards {
-            s.read_into(numbers, route, &mut train, &mut held)?;
+            s.read_into(numbers, |n| route(f, shares, n), &mut train, &mut held)?;
         }
         streams(&to_train, train_start, f.spread, &mut train_ranges);
         streams(&to_held, held_start, f.spread, &mut held_ranges);
@@ -121,8 +124,19 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
     )
 }
 
-/// The shards of each footage, checked to be one footage's parts that do not overlap, in the
-/// fixed order.
+/// Where frame `n` of footage `f` goes.
+fn route(f: &Footage, shares: Shares, n: u64) -> Destination {
+    let is_held = f.boundary.is_some_and(|b| n >= b);
+    let share = if is_held { shares.held } else { shares.train };
+    match (shard::keeps(f.id, n, RUN as u64, share), is_held) {
+        (false, _) => Destination::Skip,
+        (true, false) => Destination::Train,
+        (true, true) => Destination::Held,
+    }
+}
+
+/// The shards of each footage, checked to be parts of one footage, extracted alike, that
+/// neither overlap nor leave a gap in time, in the fixed order.
 fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
     let mut by_id: BTreeMap<(bool, &str), Footage> = BTreeMap::new();
     let mut first_of: BTreeMap<&str, &Shard> = BTreeMap::new();
@@ -130,11 +144,20 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
         let part = &s.header.part;
         let earlier = *first_of.entry(&part.id).or_insert(s);
         let theirs = &earlier.header.part;
-        if (theirs.holdout, theirs.footage_frames, theirs.spread)
-            != (part.holdout, part.footage_frames, part.spread)
-        {
+        fn alike(p: &shard::Part) -> (&str, Option<&str>, bool, Option<usize>, bool, u64) {
+            let labels = p.labels.as_deref();
+            (
+                &p.footage,
+                labels,
+                p.holdout,
+                p.footage_frames,
+                p.spread,
+                p.share.to_bits(),
+            )
+        }
+        if alike(theirs) != alike(part) {
             bail!(
-                "shards {} and {} both hold footage '{}', but extracted differently (held out, length or --max-frames); extract them alike",
+                "shards {} and {} both hold footage '{}', but of other files, labels, roles, lengths or shares; give other footage another --id, and extract a footage's parts alike",
                 earlier.path.display(),
                 s.path.display(),
                 part.id
@@ -155,6 +178,7 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
                 id: &part.id,
                 holdout: part.holdout,
                 frames: 0,
+                boundary: None,
                 spread: part.spread,
                 shards: Vec::new(),
             })
@@ -163,29 +187,75 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
     }
     let mut footage: Vec<Footage> = by_id.into_values().collect();
     for f in &mut footage {
+        f.shards
+            .sort_by_key(|(s, _)| s.header.part.start_ns.unwrap_or(0));
+        check_parts(f)?;
+        let decoded: usize = f.shards.iter().map(|(s, _)| s.header.part.decoded).sum();
+        let first = f
+            .shards
+            .iter()
+            .filter_map(|(s, _)| s.header.part.first)
+            .min();
         f.shards.retain(|(_, numbers)| !numbers.is_empty());
-        f.shards.sort_by_key(|(_, numbers)| numbers[0]);
-        for pair in f.shards.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            let last = *a.1.last().unwrap_or(&0);
-            if last >= b.1[0] {
-                bail!(
-                    "shards {} and {} both hold frames of footage '{}' (from frame {}); give each frame once",
-                    a.0.path.display(),
-                    b.0.path.display(),
-                    f.id,
-                    b.1[0]
-                );
-            }
-        }
         let rows: usize = f.shards.iter().map(|(_, n)| n.len()).sum();
         f.frames = f
             .shards
             .first()
             .and_then(|(s, _)| s.header.part.footage_frames)
             .unwrap_or(rows);
+        // Held out whole, or its last fifth of the frames decoded, whatever share was stored;
+        // frames spread over a footage were all stored.
+        f.boundary = if f.holdout {
+            Some(0)
+        } else if f.spread {
+            let stored: Vec<u64> = f
+                .shards
+                .iter()
+                .flat_map(|(_, n)| n.iter().copied())
+                .collect();
+            stored.get(split(stored.len())).copied()
+        } else {
+            first.map(|first| first + split(decoded) as u64)
+        };
     }
     Ok(footage)
+}
+
+/// Refuses parts of a footage (in time order) that overlap or leave a gap.
+fn check_parts(f: &Footage) -> Result<()> {
+    for pair in f.shards.windows(2) {
+        let ((a, a_numbers), (b, b_numbers)) = (&pair[0], &pair[1]);
+        let (end, start) = (a.header.part.end_ns, b.header.part.start_ns);
+        if end.is_none() || start.is_none() || end > start {
+            bail!(
+                "shards {} and {} hold overlapping parts of footage '{}'; give each frame once",
+                a.path.display(),
+                b.path.display(),
+                f.id
+            );
+        }
+        if end < start {
+            bail!(
+                "footage '{}': no shard holds its frames from {:.3} s to {:.3} s, between {} and {}",
+                f.id,
+                end.unwrap_or(0) as f64 / 1e9,
+                start.unwrap_or(0) as f64 / 1e9,
+                a.path.display(),
+                b.path.display()
+            );
+        }
+        if let (Some(last), Some(next)) = (a_numbers.last(), b_numbers.first())
+            && last >= next
+        {
+            bail!(
+                "shards {} and {} both hold frame {next} of footage '{}'; give each frame once",
+                a.path.display(),
+                b.path.display(),
+                f.id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Appends the streams of `numbers`, placed in their table from `start`: a stream ends where

@@ -79,9 +79,8 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
 }
 
 /// What to extract of each footage: every frame, or with `max_frames`, that many in all spread
-/// evenly; and when the footage would not fit in `budget` bytes of features, and footage is
-/// held out whole, only the runs of frames `fit` will keep, so that no time goes on frames it
-/// drops.
+/// evenly; and when the footage would not fit in `budget` bytes of features, only runs of
+/// frames `fit` may keep, so that no time goes on frames it drops.
 fn jobs<'a>(
     footage: &'a [Footage],
     holdout: &'a [Footage],
@@ -115,22 +114,21 @@ fn jobs<'a>(
             footage_frames: sampling.expected(total),
         });
     }
-    // Only the frames `fit` keeps are run through the backbone, when that is known before any
-    // frame is: with footage held out whole, each frame's role is its footage's.
+    // Only the frames `fit` may keep are run through the backbone: a footage's frames take its
+    // role's share, or, when its end is held out, the larger of the two shares.
     let known: Option<Vec<(usize, bool)>> = jobs
         .iter()
         .map(|j| j.footage_frames.map(|n| (n, j.holdout)))
         .collect();
-    if let Some(counts) = known
-        && jobs.iter().any(|j| j.holdout)
-    {
+    if let Some(counts) = known {
         let (train, held) = sample::roles(&counts);
         let shares = Shares::within(train, held, bytes_per_frame, budget);
+        let any_held_out = jobs.iter().any(|j| j.holdout);
         for job in &mut jobs {
-            job.share = if job.holdout {
-                shares.held
-            } else {
-                shares.train
+            job.share = match (job.holdout, any_held_out) {
+                (true, _) => shares.held,
+                (false, true) => shares.train,
+                (false, false) => shares.train.max(shares.held),
             };
         }
     }

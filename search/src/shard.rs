@@ -81,15 +81,18 @@ pub struct Grid {
 /// Which frames of which footage a shard holds.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Part {
-    /// The footage's id: the same in every shard of one footage, whatever the path it was read
-    /// from. The sample `fit` keeps is drawn by it.
+    /// The footage's id: the same in every shard of one footage. The sample `fit` keeps is
+    /// drawn by it.
     pub id: String,
-    /// As the user gave it to `extract`.
+    /// The footage's URI.
     pub footage: String,
+    /// SHA-256 of the footage's labels, when ground truth was given.
+    pub labels: Option<String>,
     /// Held out whole: only certifies, never trains.
     pub holdout: bool,
-    /// The footage's frames as its container tells, when it does: the same in every shard of
-    /// it, so that `fit` sizes its sample alike whatever the shards.
+    /// The frames the whole footage gives the search: its container's count (or with
+    /// `search --max-frames`, the frames kept of them), when known; the same in every shard
+    /// of it, so that `fit` sizes its sample alike whatever the shards.
     pub footage_frames: Option<usize>,
     /// Frames spread evenly over the footage (`search --max-frames`): neighbouring rows are not
     /// neighbouring frames.
@@ -99,8 +102,39 @@ pub struct Part {
     /// The time range extracted, in nanoseconds, when one was given.
     pub start_ns: Option<u64>,
     pub end_ns: Option<u64>,
+    /// Frames decoded in the range (before `share`), and the first one's number: where the
+    /// held-out end of a footage starts does not depend on the share.
+    pub decoded: usize,
+    pub first: Option<u64>,
     /// Rows in the shard.
     pub frames: usize,
+}
+
+impl Part {
+    /// Whether `other` is a shard of the same frames, extracted alike: what a finished
+    /// extraction wrote aside, the same as what it was asked.
+    pub fn same_request(&self, other: &Part) -> bool {
+        let asked = |p: &Part| Part {
+            decoded: 0,
+            first: None,
+            frames: 0,
+            ..p.clone()
+        };
+        asked(self) == asked(other)
+    }
+}
+
+/// SHA-256 of a footage's labels, as a shard's header records it.
+pub fn labels_hash(labels: &[u32]) -> String {
+    let mut hasher = Sha256::new();
+    for l in labels {
+        hasher.update(l.to_le_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -111,6 +145,11 @@ pub struct Header {
 }
 
 impl Backbone {
+    /// Frames in a row group, a batch written or a batch read: [`CHUNK_BYTES`] of them.
+    fn chunk_rows(&self) -> usize {
+        (CHUNK_BYTES / self.bytes_per_frame()).max(1)
+    }
+
     /// The bytes a frame takes once read into a [`FeatureTable`].
     pub fn bytes_per_frame(&self) -> usize {
         let pooled: usize = self.cuts.iter().flat_map(|c| &c.pools).map(|p| p.1).sum();
@@ -195,7 +234,8 @@ impl Backbone {
     }
 }
 
-fn short(hash: &str) -> &str {
+/// The start of a hash, for messages.
+pub fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
@@ -209,11 +249,7 @@ pub fn sha256_of(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}", path.display()))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Frames are kept in runs of `run` consecutive frames. Whether frame `frame` of footage `id`
@@ -261,11 +297,10 @@ impl Writer {
             .prefix(".earlyexit-shard-")
             .tempfile_in(dir)
             .with_context(|| format!("{}: cannot write in its folder", path.display()))?;
-        let rows_per_group = (CHUNK_BYTES / backbone.bytes_per_frame()).max(1);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
             .set_dictionary_enabled(false)
-            .set_max_row_group_row_count(Some(rows_per_group))
+            .set_max_row_group_row_count(Some(backbone.chunk_rows()))
             .build();
         let schema = backbone.schema();
         let (file, temp) = temp.into_parts();
@@ -285,7 +320,7 @@ impl Writer {
 
     /// Rows a batch should hold, for [`Writer::append`].
     pub fn batch_rows(&self) -> usize {
-        (CHUNK_BYTES / self.header.backbone.bytes_per_frame()).max(1)
+        self.header.backbone.chunk_rows()
     }
 
     /// Appends `table`'s frames, whose places are `keys`.
@@ -299,8 +334,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the footer and gives the shard its name.
-    pub fn finish(mut self) -> Result<Header> {
+    /// Writes the footer, with the frames decoded and the first one's number, and gives the
+    /// shard its name.
+    pub fn finish(mut self, decoded: usize, first: Option<u64>) -> Result<Header> {
+        self.header.part.decoded = decoded;
+        self.header.part.first = first;
         let json = serde_json::to_string(&self.header)?;
         self.writer
             .append_key_value_metadata(KeyValue::new(HEADER_KEY.into(), json));
@@ -485,17 +523,31 @@ impl Shard {
         if selectors.iter().all(|s| s.skip) {
             return Ok(());
         }
-        let batch_rows = (CHUNK_BYTES / self.header.backbone.bytes_per_frame()).max(1);
+        let batch_rows = self.header.backbone.chunk_rows();
         let selection = RowSelection::from(selectors);
         for batch in self.reader(None, batch_rows, Some(selection))? {
             let batch = batch?;
             let frames = batch.column(1).as_primitive::<UInt64Type>();
+            let teacher = batch.column(3).as_primitive::<UInt32Type>();
+            let label = batch.column(4).as_primitive::<UInt32Type>();
+            let classes = self.header.backbone.classes;
             for row in 0..batch.num_rows() {
                 let table = match route(frames.value(row)) {
                     Destination::Skip => continue,
                     Destination::Train => &mut *train,
                     Destination::Held => &mut *held,
                 };
+                let named = [
+                    Some(teacher.value(row)),
+                    (!label.is_null(row)).then(|| label.value(row)),
+                ];
+                if let Some(class) = named.into_iter().flatten().find(|&c| c as usize >= classes) {
+                    bail!(
+                        "shard {}: frame {} names class {class}, and the backbone has {classes}",
+                        self.path.display(),
+                        frames.value(row)
+                    );
+                }
                 push_row(table, &batch, row);
             }
         }

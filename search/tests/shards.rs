@@ -184,8 +184,8 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
     );
 }
 
-/// A truncated shard, a Parquet file that is not a shard, shards that overlap and shards of
-/// another backbone are each refused, naming the files.
+/// A truncated shard, a Parquet file that is not a shard, shards that overlap or leave a gap,
+/// and shards of another backbone are each refused, naming the files.
 #[test]
 fn shards_that_cannot_be_fitted_together_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +212,14 @@ fn shards_that_cannot_be_fitted_together_are_refused_by_name() {
 
     let e = fit(&[&a, &b]);
     assert!(
-        e.contains(&text(&a)) && e.contains(&text(&b)) && e.contains("both hold frames"),
+        e.contains(&text(&a)) && e.contains(&text(&b)) && e.contains("overlapping parts"),
+        "{e}"
+    );
+    let c = dir.path().join("c.parquet");
+    extract(&c, &["--start", "12", "--end", "20"], &cache);
+    let e = fit(&[&c, &a]);
+    assert!(
+        e.contains("no shard holds its frames from 10.000 s to 12.000 s") && e.contains(&text(&c)),
         "{e}"
     );
 
