@@ -9,7 +9,9 @@ use earlyexit::rule::Output;
 use earlyexit_graph::{CutPoint, Graph};
 
 use crate::cli::{InputArgs, OutputArg};
-use crate::features::detect_output;
+use earlyexit::SessionOptions;
+
+use crate::features::{Extractor, detect_output};
 use crate::placement;
 
 pub struct Backbone {
@@ -38,6 +40,22 @@ impl Backbone {
             classes,
             candidates,
         })
+    }
+
+    /// The backbone with every candidate cut exposed, on `threads` ONNX Runtime threads.
+    pub fn extractor(&self, threads: usize) -> Result<Extractor> {
+        let options = SessionOptions {
+            threads,
+            ..SessionOptions::default()
+        };
+        Extractor::new(
+            &self.graph,
+            &self.candidates,
+            self.input.clone(),
+            self.output,
+            self.classes,
+            options,
+        )
     }
 }
 

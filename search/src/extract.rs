@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use earlyexit::SessionOptions;
 
 use crate::backbone::Backbone;
 use crate::cli::{ExtractArgs, ProbeArgs, Role};
@@ -71,18 +70,8 @@ pub fn run(args: &ExtractArgs) -> Result<()> {
     if !folder.is_dir() {
         bail!("--out {}: no folder {}", out.display(), folder.display());
     }
-    let options = SessionOptions {
-        threads: args.threads,
-        ..SessionOptions::default()
-    };
-    let mut extractor = Extractor::new(
-        &backbone.graph,
-        &backbone.candidates,
-        backbone.input.clone(),
-        backbone.output,
-        backbone.classes,
-        options,
-    )?;
+    let mut extractor = backbone.extractor(args.threads)?;
+
     let job = Job {
         footage: &footage,
         id,

@@ -4,13 +4,11 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, Result, bail};
-use earlyexit::SessionOptions;
 use earlyexit::bundle::{self, Measure};
 
 use crate::backbone::Backbone;
 use crate::cli::SearchArgs;
 use crate::extract::{self, Job};
-use crate::features::Extractor;
 use crate::footage::{Footage, Sampling, TimeRange, estimate_frames};
 use crate::problem::Shares;
 use crate::shard::Shard;
@@ -35,18 +33,8 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         f.check_classes(backbone.classes)?;
     }
     fit::labels(args.fit.labels.as_deref(), backbone.classes)?;
-    let options = SessionOptions {
-        threads: args.threads,
-        ..SessionOptions::default()
-    };
-    let mut extractor = Extractor::new(
-        &backbone.graph,
-        &backbone.candidates,
-        backbone.input.clone(),
-        backbone.output,
-        backbone.classes,
-        options,
-    )?;
+    let mut extractor = backbone.extractor(args.threads)?;
+
     let budget = fit::budget(&args.fit);
     let jobs = jobs(
         footage,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use earlyexit_testkit::{footage, model};
+use earlyexit_testkit::{files_under, footage, model};
 
 fn search(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_earlyexit-search"))
@@ -452,24 +452,6 @@ fn the_same_seed_writes_the_same_bundle() {
             name.display()
         );
     }
-}
-
-/// Every file below `dir`, relative to it, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// `--cost latency` on a reduced run: the report says what the search was costed by and gives

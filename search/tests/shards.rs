@@ -1,7 +1,7 @@
 //! `extract` and `fit` end to end: the same bundle as `search` whatever the shards, a complete
 //! shard kept on a rerun, and shards that cannot be searched together refused by name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -73,35 +73,9 @@ const FIT: [&str; 12] = [
     "3",
 ];
 
-/// Every file below `dir`, relative to it, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn assert_same_bundle(a: &Path, b: &Path) {
-    let names = files_under(a);
-    assert_eq!(names, files_under(b));
-    assert!(names.iter().any(|n| n == Path::new("exits.yaml")));
-    for name in &names {
-        assert!(
-            std::fs::read(a.join(name)).unwrap() == std::fs::read(b.join(name)).unwrap(),
-            "{} differs",
-            name.display()
-        );
-    }
+    assert!(a.join("exits.yaml").is_file());
+    earlyexit_testkit::assert_same_files(a, b);
 }
 
 /// One command, or three shards cut at other times and given out of order, or one shard: the
