@@ -377,7 +377,7 @@ fn decode(
             let number = if range.is_whole() {
                 index
             } else {
-                // After the seek, the frame prerolled at the start comes once more.
+                // Frame times only grow; a repeated one is not a new frame.
                 match frame_number(&sample, range)? {
                     Some(n) if last.is_none_or(|l| n > l) => n,
                     _ => continue,
@@ -395,7 +395,8 @@ fn decode(
     result
 }
 
-/// Prerolls and seeks to `range`, accurately, so that decoding starts at its first frame.
+/// Prerolls and seeks to just before `range`, so that decoding reaches its first frame in
+/// step.
 fn seek(pipeline: &gst::Pipeline, bus: &gst::Bus, range: TimeRange) -> Result<()> {
     if pipeline.set_state(gst::State::Paused).is_err() {
         bus_error(bus)?;
@@ -405,7 +406,12 @@ fn seek(pipeline: &gst::Pipeline, bus: &gst::Bus, range: TimeRange) -> Result<()
         .state(gst::ClockTime::from_seconds(30))
         .0
         .context("the footage did not preroll")?;
-    let start = range.start.unwrap_or(gst::ClockTime::ZERO);
+    // A second early: a decoder may hand out the frame before an accurate seek's target under
+    // the target's time; frames before the range are dropped by their time.
+    let start = range
+        .start
+        .unwrap_or(gst::ClockTime::ZERO)
+        .saturating_sub(gst::ClockTime::SECOND);
     let (stop_type, stop) = match range.end {
         Some(end) => (gst::SeekType::Set, Some(end)),
         None => (gst::SeekType::None, None),
