@@ -23,6 +23,9 @@ import unittest
 # Ray binds its own machine's address even when asked for 127.0.0.1, unless this is off; the
 # test's traffic stays on loopback. Every process the test starts inherits it.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Ray turns token authentication on when ~/.ray/auth_token exists (a local `ray.init()` writes
+# it), and then the test's processes disagree; on loopback alone, it is off for all of them.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -51,11 +54,13 @@ class RayCluster:
         self.temp = tempfile.mkdtemp(prefix="eeray-", dir="/tmp")
         ray = os.path.join(os.path.dirname(sys.executable), "ray")
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        self.process = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-             "--object-store-memory=100000000", f"--temp-dir={self.temp}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.log = os.path.join(self.temp, "ray-start.log")
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+                 "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+                 "--object-store-memory=100000000", f"--temp-dir={self.temp}"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.address = f"127.0.0.1:{self.port}"
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -65,10 +70,13 @@ class RayCluster:
             if probe.returncode == 0:
                 return
             if self.process.poll() is not None:
-                raise RuntimeError("ray start exited")
+                break
             time.sleep(1)
+        with open(self.log) as log:
+            started = log.read()[-3000:]
         self.stop()
-        raise RuntimeError("the Ray cluster did not come up in 90 s")
+        raise RuntimeError(f"the Ray cluster did not come up in 90 s; ray start said:\n{started}\n"
+                           f"and a client said:\n{probe.stderr[-2000:]}")
 
     def stop(self):
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -198,7 +198,7 @@ pub struct FitOptions {
     /// Megabytes the frames' features may take in memory; beyond it, runs of 250 frames are
     /// kept by a hash of footage and frame, the same whatever the shards, and the report says
     /// which share. The default keeps the search under 4 GiB.
-    #[arg(long, default_value_t = crate::problem::FEATURE_BUDGET_MB, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 3_000, value_parser = at_least_one)]
     pub feature_memory: usize,
 }
 

@@ -7,9 +7,9 @@ use std::ops::Range;
 
 use anyhow::{Result, bail};
 
-use crate::features::FeatureTable;
 use crate::heads::TrainedHead;
 use crate::outputs::ExitOutputs;
+use crate::table::FeatureTable;
 use earlyexit::rule::Signals;
 
 /// Folds the training frames are cut into. Each fold's head learns from half the frames; more

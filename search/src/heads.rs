@@ -9,8 +9,9 @@ use earlyexit_graph::heads::{HeadSpec, Pool};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::features::{FeatureTable, POOLS};
+use crate::features::POOLS;
 use crate::outputs::ExitOutputs;
+use crate::table::FeatureTable;
 
 /// The head architectures, in rising capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -18,6 +18,7 @@ mod outputs;
 mod progress;
 mod sample;
 mod shard;
+mod table;
 
 // The search's domain, its algorithms, and the report that renders what they return.
 mod assemble;

@@ -16,21 +16,17 @@ use earlyexit_graph::heads::build_head;
 use earlyexit_graph::{CutPoint, Graph};
 
 use crate::crossfit::{CrossFitted, FOLDS, Folds, gather};
-use crate::features::FeatureTable;
 use crate::goal::Goal;
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
 use crate::simulate::{Simulation, share_alike};
+use crate::table::FeatureTable;
 
 /// The share of each footage held out, at its end, when no held-out footage is given.
 pub const HOLDOUT_SHARE: f64 = 0.2;
 
-/// What the frames' features may take in memory by default, in megabytes: with the rest of the
-/// search, under 4 GiB however long the footage. Footage beyond it is read in runs of [`RUN`]
-/// frames.
-pub const FEATURE_BUDGET_MB: usize = 3_000;
-
-/// Consecutive frames in a run when footage is read in runs: 10 s at 25 fps, long enough for
+/// Consecutive frames in a run when footage is read in runs (beyond `--feature-memory`, which
+/// keeps the search under 4 GiB by default): 10 s at 25 fps, long enough for
 /// the stream rule to see scenes hold and change.
 pub const RUN: usize = 250;
 

@@ -10,7 +10,7 @@ use std::ops::Range;
 use earlyexit::input::InputSpec;
 use earlyexit::reuse::{Detector, ReuseMemory, ReuseRule};
 
-use crate::features::FeatureTable;
+use crate::table::FeatureTable;
 
 /// Frames in a row that may reuse one answer, tried: a cap on how long a missed change can
 /// last, from a fraction of a second to a few seconds at 25 fps.
@@ -143,7 +143,7 @@ pub fn stream_starts(streams: &[Range<usize>], frames: usize) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::Signatures;
+    use crate::table::Signatures;
 
     /// One stream whose one-value signatures are `values`.
     fn table(values: Vec<f32>) -> FeatureTable {

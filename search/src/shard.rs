@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::features::{FeatureTable, Signatures};
+use crate::table::{FeatureTable, Signatures};
 
 /// The shard format this build writes and reads.
 pub const FORMAT: &str = "earlyexit-shard/1";
