@@ -317,7 +317,7 @@ fn check_one_stage_messages(run: &Run, n: usize) -> Vec<i32> {
         messages.len(),
         run.context()
     );
-    messages
+    let classes = messages
         .iter()
         .enumerate()
         .map(|(i, m)| {
@@ -332,11 +332,26 @@ fn check_one_stage_messages(run: &Run, n: usize) -> Vec<i32> {
             let confidence = m.get::<f64>("confidence").unwrap();
             assert!(confidence > 0.0 && confidence <= 1.0, "{m}");
             assert_eq!(m.get::<f64>("score").unwrap(), confidence, "max-prob: {m}");
-            assert_eq!(m.get::<f64>("cost").unwrap(), 1.0, "{m}");
-            assert!(m.get::<u64>("inference-ns").unwrap() > 0, "{m}");
+            // A live feed on a busy machine may fall behind, and a late frame is then answered
+            // with the last answer, at no cost (`overload=reuse`, the default).
+            if m.get::<&str>("degraded").unwrap() == "none" {
+                assert_eq!(m.get::<f64>("cost").unwrap(), 1.0, "{m}");
+                assert!(m.get::<u64>("inference-ns").unwrap() > 0, "{m}");
+            }
             class
         })
-        .collect()
+        .collect();
+    let hurried = messages
+        .iter()
+        .filter(|m| m.get::<&str>("degraded").unwrap() != "none")
+        .count();
+    assert!(
+        hurried * 2 <= messages.len(),
+        "{hurried} of {} frames answered in a hurry\n{}",
+        messages.len(),
+        run.context()
+    );
+    classes
 }
 
 fn assert_printed_command(run: &Run, script: &str, words: &[&str]) {
