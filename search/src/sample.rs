@@ -81,29 +81,41 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
     let (mut train, mut held) = (backbone.empty_table(), backbone.empty_table());
     let (mut train_ranges, mut held_ranges, mut train_footage) =
         (Vec::new(), Vec::new(), Vec::new());
-    // Which frame goes where, decided before any is read, so that the tables are allocated
-    // once, at their size.
-    let routes: Vec<Vec<(u64, Destination)>> = footage
+    // Which frame goes where, decided once before any is read, so that the tables are
+    // allocated once, at their size: per footage, per shard, per row.
+    let routes: Vec<Vec<Vec<Destination>>> = footage
         .iter()
         .map(|f| {
             f.shards
                 .iter()
-                .flat_map(|(_, numbers)| numbers.iter().map(|&n| (n, route(f, shares, n))))
-                .filter(|(_, to)| *to != Destination::Skip)
+                .map(|(_, numbers)| numbers.iter().map(|&n| route(f, shares, n)).collect())
                 .collect()
         })
         .collect();
-    let count = |to: Destination| routes.iter().flatten().filter(|r| r.1 == to).count();
+    let count = |to: Destination| {
+        routes
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|d| **d == to)
+            .count()
+    };
     train.reserve(count(Destination::Train));
     held.reserve(count(Destination::Held));
     for (f, routed) in footage.iter().zip(&routes) {
         let kept = |to: Destination| -> Vec<u64> {
-            routed.iter().filter(|r| r.1 == to).map(|r| r.0).collect()
+            f.shards
+                .iter()
+                .zip(routed)
+                .flat_map(|((_, numbers), dests)| numbers.iter().zip(dests))
+                .filter(|(_, d)| **d == to)
+                .map(|(n, _)| *n)
+                .collect()
         };
         let (to_train, to_held) = (kept(Destination::Train), kept(Destination::Held));
         let (train_start, held_start) = (train.frames(), held.frames());
-        for (s, numbers) in &f.shards {
-            s.read_into(numbers, |n| route(f, shares, n), &mut train, &mut held)?;
+        for ((s, _), dests) in f.shards.iter().zip(routed) {
+            s.read_into(dests, &mut train, &mut held)?;
         }
         streams(&to_train, train_start, f.spread, &mut train_ranges);
         streams(&to_held, held_start, f.spread, &mut held_ranges);

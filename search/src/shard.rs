@@ -499,18 +499,17 @@ impl Shard {
         Ok(numbers)
     }
 
-    /// Reads its rows, whose frame numbers are `numbers` ([`Shard::frame_numbers`]), sending
-    /// each where `route` says given its number. Rows routed nowhere are not decoded at all.
+    /// Reads its rows, sending row i where `destinations[i]` says. Rows sent nowhere are not
+    /// decoded at all.
     pub fn read_into(
         &self,
-        numbers: &[u64],
-        route: impl Fn(u64) -> Destination,
+        destinations: &[Destination],
         train: &mut FeatureTable,
         held: &mut FeatureTable,
     ) -> Result<()> {
         let mut selectors: Vec<RowSelector> = Vec::new();
-        for &n in numbers {
-            let skip = route(n) == Destination::Skip;
+        for to in destinations {
+            let skip = *to == Destination::Skip;
             match selectors.last_mut() {
                 Some(last) if last.skip == skip => last.row_count += 1,
                 _ => selectors.push(if skip {
@@ -523,6 +522,8 @@ impl Shard {
         if selectors.iter().all(|s| s.skip) {
             return Ok(());
         }
+        // The rows selected come in order: each takes the next destination that is not Skip.
+        let mut selected = destinations.iter().filter(|to| **to != Destination::Skip);
         let batch_rows = self.header.backbone.chunk_rows();
         let selection = RowSelection::from(selectors);
         for batch in self.reader(None, batch_rows, Some(selection))? {
@@ -532,10 +533,10 @@ impl Shard {
             let label = batch.column(4).as_primitive::<UInt32Type>();
             let classes = self.header.backbone.classes;
             for row in 0..batch.num_rows() {
-                let table = match route(frames.value(row)) {
-                    Destination::Skip => continue,
-                    Destination::Train => &mut *train,
-                    Destination::Held => &mut *held,
+                let table = match selected.next() {
+                    Some(Destination::Train) => &mut *train,
+                    Some(Destination::Held) => &mut *held,
+                    _ => bail!("shard {}: more rows than selected", self.path.display()),
                 };
                 let named = [
                     Some(teacher.value(row)),
