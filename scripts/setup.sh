@@ -47,6 +47,8 @@ packages=(
   ca-certificates unzip
   # the Ray driver's test runs in a Python environment of its own (scripts/test-scale.sh)
   python3-venv
+  # earlyexitpublish's tests start a real MQTT broker on 127.0.0.1 (tests/publish.rs)
+  mosquitto
 )
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }

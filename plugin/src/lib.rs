@@ -1,5 +1,7 @@
-//! GStreamer plugin `earlyexit`: the `earlyexit` video filter, which classifies each frame with
-//! an exit bundle and attaches the decision to the buffer as `EarlyExitMeta`.
+//! GStreamer plugin `earlyexit`:
+//! - `earlyexit`, the video filter that classifies each frame with an exit bundle and attaches
+//!   the decision to the buffer as `EarlyExitMeta`;
+//! - `earlyexitpublish`, which sends each frame's metas out of the pipeline as JSON records.
 //!
 //! The contract (properties, meta fields, messages, stats, errors) is
 //! `docs/spec/element-v1.md`.
@@ -11,14 +13,24 @@
 use gst::glib;
 
 mod earlyexit;
+mod earlyexitpublish;
 pub mod meta;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use earlyexit::Mode;
 pub use meta::EarlyExitInfo;
 
+/// A poisoned lock only means another thread panicked mid-update; the data is still usable and
+/// the elements must not panic in turn.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
-    earlyexit::register(plugin)
+    earlyexit::register(plugin)?;
+    earlyexitpublish::register(plugin)
 }
 
 // Also generates `pub fn plugin_register_static()`, which tests and apps call to use the

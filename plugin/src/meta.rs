@@ -16,7 +16,9 @@ pub fn register() {
 }
 
 /// One frame's decision, as carried by `EarlyExitMeta` and the `earlyexit` element message.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized (by `earlyexitpublish`) under the meta's field names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct EarlyExitInfo {
     /// 0-based stage where the frame left; `stages - 1` is the last stage.
     pub stage: u32,

@@ -10,7 +10,7 @@
 //! stop() make a fresh classifier.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -25,6 +25,7 @@ use earlyexit::{Classifier, Decision, Frame, Hurry, PixelFormat, SessionOptions}
 
 use super::latency::Latency;
 use super::{Mode, Overload};
+use crate::lock;
 use crate::meta::EarlyExitInfo;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -34,12 +35,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("Early-exit neural-network classifier"),
     )
 });
-
-/// A poisoned lock only means another thread panicked mid-update; the data is still usable and
-/// the element must not panic in turn.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[derive(Debug, Clone)]
 struct Settings {
