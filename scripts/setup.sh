@@ -49,6 +49,8 @@ packages=(
   python3-venv
   # earlyexitpublish's tests start a real MQTT broker on 127.0.0.1 (tests/publish.rs)
   mosquitto
+  # examples/read_meta.py: PyGObject with GStreamer's Python overrides
+  python3-gi python3-gst-1.0
 )
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }

@@ -2,9 +2,10 @@
 //! documentation that lies.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
 
-use earlyexit_testkit::built::example;
+use earlyexit_testkit::built::{example, library};
 use earlyexit_testkit::{fmnist_one_stage_bundle, footage};
 
 /// Runs the example `name` with `args`, checks that it succeeded, and returns what it printed.
@@ -38,6 +39,48 @@ fn read_meta_prints_every_frame_and_the_stats() {
     assert!(
         stdout.contains("75 frames; left at each stage: [75]"),
         "{stdout}"
+    );
+}
+
+/// The Python twin of read_meta, run by Debian's Python with PyGObject, reads the same meta
+/// frame for frame and `stats.exits` through `get_value`, with deprecation warnings as errors.
+#[test]
+fn read_meta_py_reads_what_read_meta_reads() {
+    let bundle = fmnist_one_stage_bundle().unwrap();
+    let args = [bundle.exits_yaml(), footage("bikes-tail.mkv")];
+    let rust = run_example("read_meta", &args);
+    let plugins = library("libgstearlyexit.so");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/read_meta.py");
+    // Debian's interpreter, which python3-gi and python3-gst-1.0 belong to.
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("python3");
+    let out = Command::new(python)
+        .args(["-W", "error::DeprecationWarning"])
+        .arg(&script)
+        .args(&args)
+        .env("GST_PLUGIN_PATH", plugins.parent().unwrap())
+        .output()
+        .unwrap();
+    let python_out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{python_out}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Frame rows and the stats line, without the timing line, which differs run to run.
+    let comparable = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("mean inference"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    assert_eq!(comparable(&python_out), comparable(&rust));
+    assert!(
+        python_out.contains("75 frames; left at each stage: [75]"),
+        "{python_out}"
     );
 }
 
