@@ -38,8 +38,9 @@ packages=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-libav gstreamer1.0-plugins-ugly gstreamer1.0-rtsp libgstrtspserver-1.0-dev
-  # building: a C linker for cargo, protoc for the ONNX protobuf types
-  build-essential protobuf-compiler
+  # building: a C linker for cargo, protoc for the ONNX protobuf types, pango and cairo for
+  # earlyexitoverlay's text
+  build-essential protobuf-compiler libpango1.0-dev libcairo2-dev fonts-dejavu-core
   # the labeled demo streams are rendered from this (scripts/fetch-fmnist.sh), the belt
   # streams with numpy's generator too (scripts/render-belt.py)
   dataset-fashion-mnist python3-numpy

@@ -1,6 +1,7 @@
 //! GStreamer plugin `earlyexit`:
 //! - `earlyexit`, the video filter that classifies each frame with an exit bundle and attaches
 //!   the decision to the buffer as `EarlyExitMeta`;
+//! - `earlyexitoverlay`, which draws each frame's metas on the video;
 //! - `earlyexitpublish`, which sends each frame's metas out of the pipeline as JSON records.
 //!
 //! The contract (properties, meta fields, messages, stats, errors) is
@@ -13,6 +14,7 @@
 use gst::glib;
 
 mod earlyexit;
+pub mod earlyexitoverlay;
 mod earlyexitpublish;
 pub mod meta;
 
@@ -30,6 +32,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     earlyexit::register(plugin)?;
+    earlyexitoverlay::register(plugin)?;
     earlyexitpublish::register(plugin)
 }
 

@@ -65,6 +65,26 @@ fn properties_have_the_spec_defaults() {
     }
 }
 
+/// Every property each element of the plugin declares itself (not those of GObject and
+/// GstObject) explains itself in gst-inspect-1.0.
+#[test]
+fn every_property_of_every_element_is_documented() {
+    init();
+    for factory in ["earlyexit", "earlyexitoverlay", "earlyexitpublish"] {
+        let element = gst::ElementFactory::make(factory).build().unwrap();
+        let own: Vec<_> = element
+            .list_properties()
+            .into_iter()
+            .filter(|p| !["name", "parent", "qos"].contains(&p.name()))
+            .collect();
+        assert!(own.len() >= 5, "{factory}: {} properties", own.len());
+        for pspec in own {
+            let blurb = pspec.blurb().unwrap_or_default();
+            assert!(blurb.len() > 30, "{factory}.{}: '{blurb}'", pspec.name());
+        }
+    }
+}
+
 #[test]
 fn properties_round_trip_and_mode_parses_from_nicks() {
     init();
