@@ -290,6 +290,11 @@ pub struct EvaluateArgs {
     /// also reused (the age of a reused answer, else 0).
     #[arg(long)]
     pub per_frame: Option<PathBuf>,
+    /// Write one SVG per footage into this folder (created if needed), named after the
+    /// footage's file: the stage where each frame left over the footage, with the frames that
+    /// disagree with the full backbone marked.
+    #[arg(long, value_name = "DIR")]
+    pub timeline: Option<PathBuf>,
     /// Another bundle (a baseline, say) to run on the same frames, untimed: reports its figures
     /// and, with ground truth, the accuracy difference on the same frames with the p-value of
     /// McNemar's exact test.

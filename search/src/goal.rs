@@ -44,6 +44,15 @@ impl Goal {
         self.penalty(answer, teacher, label) <= 0.0
     }
 
+    /// The lowest rate of `measure` the goal allows, given the backbone's own on the same
+    /// frames: under `max_loss` it moves with the backbone.
+    pub fn level(&self, backbone_rate: f64) -> f64 {
+        match self.max_loss {
+            Some(loss) => backbone_rate - loss,
+            None => self.target,
+        }
+    }
+
     /// The highest mean penalty the goal allows.
     pub fn limit(&self) -> f64 {
         self.max_loss.unwrap_or(1.0 - self.target)

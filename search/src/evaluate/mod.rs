@@ -4,6 +4,7 @@
 
 mod render;
 mod tally;
+mod timeline;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,6 +15,7 @@ use earlyexit::audit::{AuditEvent, AuditSettings};
 use earlyexit::{Classifier, Decision, Mode, SessionOptions, bundle};
 
 use self::tally::{Compared, Comparison, FootageReport, Tally, Totals};
+use self::timeline::Timeline;
 use crate::cli::EvaluateArgs;
 use crate::footage::{DecodedFrame, Decoder, Footage, Sampling};
 use crate::progress;
@@ -61,6 +63,8 @@ struct Session<'a> {
     per_frame: Option<PerFrame<'a>>,
     runs: usize,
     cost_known: bool,
+    /// `--timeline`: the folder, and the file names given so far.
+    timelines: Option<(&'a Path, std::collections::BTreeSet<String>)>,
 }
 
 impl<'a> Session<'a> {
@@ -118,6 +122,15 @@ impl<'a> Session<'a> {
                 .transpose()?,
             runs: args.runs as usize,
             cost_known: earlyexit::cost::CostTable::from_bundle(&bundle).is_some(),
+            timelines: args
+                .timeline
+                .as_deref()
+                .map(|dir| {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("--timeline {}", dir.display()))
+                        .map(|()| (dir, Default::default()))
+                })
+                .transpose()?,
         })
     }
 
@@ -145,6 +158,7 @@ impl<'a> Session<'a> {
             other.classifier.reset_stream();
         }
         let decoder = Decoder::start(f, Sampling::All)?;
+        let mut timeline = Timeline::new(self.classifier.stages());
         let mut chunk: Vec<DecodedFrame> = Vec::new();
         let mut frames = decoder.frames.iter().peekable();
         while frames.peek().is_some() {
@@ -158,6 +172,11 @@ impl<'a> Session<'a> {
             let decided = time_chunk(&mut self.classifier, &mut self.full, &chunk, &mut tally)?;
             for (frame, decided) in chunk.iter().zip(decided) {
                 self.count(f, frame, &decided, &mut tally, comparison.as_mut())?;
+                timeline.push(timeline::Mark {
+                    stage: u16::try_from(decided.ours.stage).unwrap_or(u16::MAX),
+                    reused: decided.ours.reused.is_some(),
+                    disagrees: decided.ours.class_id != decided.full.class_id,
+                });
             }
             bar.inc(chunk.len() as u64);
         }
@@ -170,11 +189,37 @@ impl<'a> Session<'a> {
         if let Some(warning) = f.ground_truth_mismatch(tally.frames as usize) {
             eprintln!("warning: {warning}");
         }
+        self.write_timeline(f, &timeline)?;
         Ok(FootageReport {
             footage: f,
             tally,
             comparison,
         })
+    }
+
+    /// With `--timeline`, writes `f`'s timeline as `<footage's file stem>.svg` (then `-2`,
+    /// `-3`... for footage of the same name).
+    fn write_timeline(&mut self, f: &Footage, timeline: &Timeline) -> Result<()> {
+        let Some((dir, taken)) = &mut self.timelines else {
+            return Ok(());
+        };
+        let short = f.short_name();
+        let stem = Path::new(&short)
+            .file_stem()
+            .map_or_else(|| short.clone(), |s| s.to_string_lossy().into_owned());
+        let name = (1..)
+            .map(|n| match n {
+                1 => format!("{stem}.svg"),
+                n => format!("{stem}-{n}.svg"),
+            })
+            .find(|name| !taken.contains(name))
+            .unwrap_or_default();
+        let path = dir.join(&name);
+        std::fs::write(&path, timeline.svg(&short))
+            .with_context(|| format!("--timeline: writing {}", path.display()))?;
+        eprintln!("timeline of {}: {}", f.name, path.display());
+        taken.insert(name);
+        Ok(())
     }
 
     /// Counts one frame of `f`, runs it through the compared bundle and the refit, and writes

@@ -5,19 +5,16 @@
 use earlyexit::bundle::{Measure, Word};
 
 use super::plot::{Figure, Mark, Point};
-use crate::problem::Problem;
+use crate::nas;
+use crate::problem::{CostKind, Problem};
 use crate::select::Findings;
 use crate::simulate::Simulation;
 
 pub fn figure(problem: &Problem, findings: &Findings) -> Figure {
-    let measure = problem.goal.measure;
+    let goal = &problem.goal;
+    let measure = goal.measure;
     let baselines = &findings.baselines;
     let chosen = &findings.chosen;
-    // The measure, less any shortfall from a --target-agreement floor (see `Zoo::error`).
-    let point = |[cost, error]: [f64; 2]| Point {
-        cost,
-        measure: 1.0 - error,
-    };
     let sim = |s: &Simulation| Point {
         cost: s.mean_cost,
         measure: s.rate(measure),
@@ -48,19 +45,40 @@ pub fn figure(problem: &Problem, findings: &Findings) -> Figure {
         ),
     ];
     let searched = &findings.searched.explored;
+    // Configurations in the plot's own measure; the front is theirs in that measure, which
+    // the search's objective (a bound on the goal's penalty) need not order the same way.
+    let scored: Vec<Point> = searched
+        .configurations
+        .iter()
+        .map(|c| Point {
+            cost: c.objectives[0],
+            measure: c.rate,
+        })
+        .collect();
+    let front = nas::pareto_front(&scored, |p| [p.cost, -p.measure])
+        .into_iter()
+        .copied()
+        .collect();
+    let level = goal.level(backbone);
+    let target = match goal.max_loss {
+        Some(loss) => format!(
+            "target: {} at most {:.2} pp below the backbone's ({:.2}%)",
+            measure.word(),
+            100.0 * loss,
+            100.0 * level
+        ),
+        None => format!("target: {} {:.2}%", measure.word(), 100.0 * level),
+    };
     Figure {
         measure: measure.word(),
-        target: problem.goal.target,
-        front: searched
-            .front()
-            .into_iter()
-            .map(|c| point(c.objectives))
-            .collect(),
-        scored: searched
-            .configurations
-            .iter()
-            .map(|c| point(c.objectives))
-            .collect(),
+        cost: match problem.settings.cost {
+            CostKind::Macs => "mean cost (MACs used / the backbone's MACs)",
+            CostKind::Latency => "mean cost (time / the backbone's time, measured on this machine)",
+        },
+        target: level,
+        target_label: target,
+        front,
+        scored,
         marked,
     }
 }

@@ -109,8 +109,13 @@ impl Mark {
 pub struct Figure {
     /// The target's measure, as the y axis names it ("accuracy", "agreement").
     pub measure: &'static str,
+    /// What the x axis measures.
+    pub cost: &'static str,
+    /// The lowest rate of the measure the target allows, where its line is drawn, and the
+    /// line's legend.
     pub target: f64,
-    /// The non-dominated configurations, cheapest first.
+    pub target_label: String,
+    /// The non-dominated configurations in (cost, measure), cheapest first.
     pub front: Vec<Point>,
     /// Every configuration scored (thinned to [`MAX_SCORED`] when drawn).
     pub scored: Vec<Point>,
@@ -150,7 +155,7 @@ fn draw(root: &Area, f: &Figure) -> Drawn {
         .build_cartesian_2d(x_range.clone(), y_range.clone())?;
     chart
         .configure_mesh()
-        .x_desc("mean cost (MACs used / the backbone's MACs)")
+        .x_desc(f.cost)
         .y_desc(format!("{} (%)", f.measure))
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 14))
@@ -186,7 +191,7 @@ fn draw(root: &Area, f: &Figure) -> Drawn {
             4,
             target.stroke_width(1),
         ))?
-        .label(format!("target {} {:.2}%", f.measure, 100.0 * f.target))
+        .label(f.target_label.as_str())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], target));
 
     let blue = RGBColor(0x1F, 0x77, 0xB4);
@@ -406,7 +411,9 @@ mod tests {
     fn figure(marked: Vec<(Mark, Point)>) -> Figure {
         Figure {
             measure: "accuracy",
+            cost: "mean cost (MACs used / the backbone's MACs)",
             target: 0.945,
+            target_label: "target: accuracy 94.50%".into(),
             front: (0..20)
                 .map(|i| point(0.2 + 0.02 * i as f64, 0.9 + 0.003 * i as f64))
                 .collect(),
@@ -454,7 +461,7 @@ mod tests {
         for entry in [
             "Pareto front",
             "configurations scored",
-            "target accuracy 94.50%",
+            "target: accuracy 94.50%",
         ] {
             assert!(svg.contains(entry), "no legend entry {entry}");
         }
@@ -479,6 +486,20 @@ mod tests {
             (Mark::ChosenCertify, point(0.46, 0.946)),
             (Mark::Oracle, point(0.3, 0.955)),
         ]
+    }
+
+    /// The y axis zooms to the target and the marked structures (not 0 to 100%), with every
+    /// one of them inside it.
+    #[test]
+    fn the_axes_zoom_to_the_target_and_every_marker() {
+        let mut f = figure(spread().to_vec());
+        f.target = 0.9505;
+        let (x, y) = ranges(&f);
+        assert!(y.start >= 85.0 && y.end <= 100.5, "{y:?}");
+        assert!(y.contains(&(100.0 * f.target)));
+        for (mark, p) in &f.marked {
+            assert!(x.contains(&p.cost) && y.contains(&(100.0 * p.measure)), "{mark:?}");
+        }
     }
 
     #[test]

@@ -474,6 +474,7 @@ mod tests {
             rule: Rule::PLAIN,
             genome: vec![1, 0, 3],
             objectives: [cost, error],
+            rate: 1.0 - error,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct Configuration {
     pub genome: Genome,
     /// Mean cost and error on the selecting frames (see [`Zoo::error`]).
     pub objectives: [f64; 2],
+    /// The target's measure (accuracy or agreement) on the selecting frames, for the plot.
+    pub rate: f64,
 }
 
 impl Configuration {
@@ -330,6 +332,7 @@ pub fn explore(zoo: &Zoo, family: &Family, budget: usize, seed: u64) -> Explored
                     rule,
                     genome,
                     objectives,
+                    rate: sim.rate(zoo.problem.goal.measure),
                 });
                 let feasible = |o: &[f64; 2]| o[1] <= max_error;
                 let better = match (feasible(&objectives), feasible(&best)) {
