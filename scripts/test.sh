@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh [ARGS...]: set up, then run every check: formatting, clippy, the Rust tests
-# (unit and end-to-end), the shell-script tests, and the Ray driver's test against a local Ray
-# cluster (scripts/test-scale.sh). ARGS go to `cargo test`, for example
+# (unit and end-to-end), the shell-script tests, the Ray driver's test against a local Ray
+# cluster (scripts/test-scale.sh), and, as root, the Debian package installed in a clean root
+# (scripts/test-deb.sh). ARGS go to `cargo test`, for example
 #   scripts/test.sh -p earlyexit          only the core crate's tests
 #   scripts/test.sh -- --nocapture        show the tests' output
 #   scripts/test.sh -- --ignored full_size  the full-size search benchmark, not run by default
@@ -54,6 +55,11 @@ check "clippy" cargo clippy --release --workspace --all-targets -- -D warnings
 check "cargo test" cargo test --release --workspace --no-fail-fast "$@"
 check "summarize-messages.awk" scripts/test-summarize.sh
 check "scale (Ray)" scripts/test-scale.sh
+if [ "$(id -u)" -eq 0 ]; then
+  check "Debian package in a clean root" scripts/test-deb.sh
+else
+  echo "==> test: Debian package: skipped (scripts/test-deb.sh needs root for chroot)"
+fi
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -74,6 +74,7 @@ fn a_missing_library_named_by_ort_dylib_path_is_reported() {
 fn no_library_anywhere_is_reported_with_the_places_searched() {
     let system = [
         "/usr/local/lib/earlyexit/libonnxruntime.so",
+        "/usr/lib/earlyexit/libonnxruntime.so",
         "/usr/local/lib/libonnxruntime.so",
         "/usr/lib/x86_64-linux-gnu/libonnxruntime.so",
         "/usr/lib/libonnxruntime.so",

@@ -193,9 +193,17 @@ fn fmnist_end_to_end(extra: &[&str], compare_sdn: bool) -> TestB {
     let report = run_fmnist_search(&bundle, extra);
     assert!(report.contains("Exit bundle report"));
     let sdn = text(&bundle.join("baselines").join("sdn"));
+    let timelines = dir.path().join("timelines");
+    let timeline_dir = text(&timelines);
     let comparing = ["--compare", sdn.as_str(), "--refit"];
-    let evaluate_extra: &[&str] = if compare_sdn { &comparing } else { &[] };
-    let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k", evaluate_extra);
+    let mut evaluate_extra: Vec<&str> = if compare_sdn {
+        comparing.to_vec()
+    } else {
+        vec![]
+    };
+    evaluate_extra.extend(["--timeline", timeline_dir.as_str()]);
+    let (per_frame, json) = evaluate(&bundle, "fmnist-test-b-5k", &evaluate_extra);
+    the_pictures_show_the_target_and_the_disagreements(&bundle, &timelines, &json);
     let element =
         earlyexit_testkit::gst::element_decisions(&footage("fmnist-test-b-5k.mkv"), &bundle);
     assert_eq!(element.len(), 5000);
@@ -215,6 +223,25 @@ fn fmnist_end_to_end(extra: &[&str], compare_sdn: bool) -> TestB {
         json,
         _dir: dir,
     }
+}
+
+/// `pareto.svg` names the target and draws its line; the footage's timeline counts the frames
+/// that disagree with the backbone as `evaluate` does.
+fn the_pictures_show_the_target_and_the_disagreements(
+    bundle: &Path,
+    timelines: &Path,
+    json: &serde_json::Value,
+) {
+    let pareto = std::fs::read_to_string(bundle.join("pareto.svg")).unwrap();
+    assert!(
+        pareto.contains("target: accuracy 94.50%"),
+        "no target legend"
+    );
+    let timeline = std::fs::read_to_string(timelines.join("fmnist-test-b-5k.svg"))
+        .expect("a timeline for the footage");
+    let disagree = (5000.0 * (1.0 - json["agreement"].as_f64().unwrap())).round();
+    let title = format!("stage where each frame left (5000 frames, {disagree} disagree");
+    assert!(timeline.contains(&title), "no '{title}' in the timeline");
 }
 
 /// A reduced-size run of the main job (the exit search), for CI. The full-size figures are

@@ -26,14 +26,16 @@ pub enum LibraryError {
 
 /// Where the library is looked for when `ORT_DYLIB_PATH` is not set, in order.
 ///
-/// `scripts/setup.sh` installs it into the first one; the others are where a system-wide
-/// install usually puts it.
+/// `scripts/setup.sh` installs it into the first one, the Debian package into
+/// `/usr/lib/earlyexit`; the others are where a system-wide install usually puts it.
 pub fn default_locations() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".local/lib/earlyexit"));
     }
     dirs.push(PathBuf::from("/usr/local/lib/earlyexit"));
+    // Where the Debian package (scripts/build-deb.sh) installs it.
+    dirs.push(PathBuf::from("/usr/lib/earlyexit"));
     dirs.push(PathBuf::from("/usr/local/lib"));
     dirs.push(PathBuf::from("/usr/lib/x86_64-linux-gnu"));
     dirs.push(PathBuf::from("/usr/lib"));

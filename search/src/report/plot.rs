@@ -498,7 +498,10 @@ mod tests {
         assert!(y.start >= 85.0 && y.end <= 100.5, "{y:?}");
         assert!(y.contains(&(100.0 * f.target)));
         for (mark, p) in &f.marked {
-            assert!(x.contains(&p.cost) && y.contains(&(100.0 * p.measure)), "{mark:?}");
+            assert!(
+                x.contains(&p.cost) && y.contains(&(100.0 * p.measure)),
+                "{mark:?}"
+            );
         }
     }
 
