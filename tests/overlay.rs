@@ -182,3 +182,43 @@ fn the_panel_goes_to_the_corner_asked_for() {
         assert_eq!(gauges(&frame), vec![expected_gauge(&frame.metas[0])]);
     }
 }
+
+/// When downstream takes `meta:GstVideoOverlayComposition` and lists the meta in its answer to
+/// the allocation query, the panel travels as that meta and the pixels stay untouched.
+#[test]
+fn a_sink_that_draws_overlays_gets_the_panel_as_meta() {
+    let (_tmp, bundle) = cut::valid_dir([1.0, 1.0]);
+    let desc = format!(
+        "videotestsrc num-buffers=3 pattern=solid-color foreground-color=0xff808080 \
+         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT} \
+         ! earlyexit model=\"{}\" audit=0 ! earlyexitoverlay \
+         ! appsink name=sink sync=false \
+           caps=video/x-raw(meta:GstVideoOverlayComposition),format=RGBA",
+        bundle.display()
+    );
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
+    // The sink says it draws overlay compositions, as a compositor-backed sink would.
+    let pad = sink.static_pad("sink").unwrap();
+    pad.add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, |_, info| {
+        if let Some(gst::PadProbeData::Query(query)) = &mut info.data
+            && let gst::QueryViewMut::Allocation(allocation) = query.view_mut()
+        {
+            allocation.add_allocation_meta::<gst_video::VideoOverlayCompositionMeta>(None);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().unwrap();
+        let meta = buffer
+            .meta::<gst_video::VideoOverlayCompositionMeta>()
+            .expect("the panel as meta");
+        assert_eq!(meta.overlay().n_rectangles(), 1);
+        let map = buffer.map_readable().unwrap();
+        assert!(map.chunks(4).all(|p| p == GREY), "the frame was drawn on");
+        frames += 1;
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 3);
+}

@@ -99,13 +99,14 @@ impl EarlyExitOverlay {
         let upstream_has_meta = caps.features(0).is_some_and(|f| f.contains(feature));
         let mut downstream_takes_meta = false;
         if !upstream_has_meta {
-            let mut with_meta = caps.clone();
-            if let Some(features) = with_meta.make_mut().features_mut(0) {
-                features.add(feature);
-                downstream_takes_meta = !self.srcpad.peer_query_caps(Some(&with_meta)).is_empty();
-                if downstream_takes_meta {
-                    caps = with_meta;
-                }
+            // Either spelling of the feature that downstream accepts, the first it lists.
+            let asked = with_overlay_feature(&caps);
+            let mut taken = self.srcpad.peer_query_caps(Some(&asked));
+            gst::debug!(CAT, imp = self, "Downstream takes {} of {}", taken, asked);
+            if !taken.is_empty() {
+                downstream_takes_meta = true;
+                taken.fixate();
+                caps = taken;
             }
         }
         if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
@@ -214,6 +215,38 @@ impl EarlyExitOverlay {
         self.srcpad.push(buffer)
     }
 
+    /// Caps queries: downstream may take the video as it is or with the overlay-composition
+    /// feature; upstream is always offered plain system-memory video, which the element can
+    /// blend into.
+    fn caps_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        let gst::QueryViewMut::Caps(q) = query.view_mut() else {
+            return gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        };
+        let filter = q.filter_owned();
+        let result = if pad == &self.srcpad {
+            let upstream = self
+                .sinkpad
+                .peer_query_caps(filter.as_ref().map(without_overlay_feature).as_ref());
+            let mut either = upstream.clone();
+            either.merge(with_overlay_feature(&upstream));
+            either
+        } else {
+            let downstream_filter = filter.as_ref().map(|f| {
+                let mut either = f.clone();
+                either.merge(with_overlay_feature(f));
+                either
+            });
+            without_overlay_feature(&self.srcpad.peer_query_caps(downstream_filter.as_ref()))
+        };
+        let result = result.intersect(&pad.pad_template_caps());
+        let result = match filter {
+            Some(filter) => filter.intersect_with_mode(&result, gst::CapsIntersectMode::First),
+            None => result,
+        };
+        q.set_result(&result);
+        true
+    }
+
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::Caps(caps) => {
@@ -227,6 +260,38 @@ impl EarlyExitOverlay {
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
+}
+
+/// `caps` with the overlay-composition feature added to every structure. System memory is
+/// spelt both ways sinks write it: `(memory:SystemMemory, meta:…)` and `(meta:…)`.
+fn with_overlay_feature(caps: &gst::Caps) -> gst::Caps {
+    let meta = gst_video::CAPS_FEATURE_META_GST_VIDEO_OVERLAY_COMPOSITION;
+    let mut out = gst::Caps::new_empty();
+    let out_mut = out.make_mut();
+    for (structure, features) in caps.iter_with_features() {
+        let mut added = features.to_owned();
+        added.add(meta);
+        out_mut.append_structure_full(structure.to_owned(), Some(added));
+        if features.is_equal(&gst::CapsFeatures::new([
+            gst::CAPS_FEATURE_MEMORY_SYSTEM_MEMORY,
+        ])) {
+            out_mut
+                .append_structure_full(structure.to_owned(), Some(gst::CapsFeatures::new([meta])));
+        }
+    }
+    out
+}
+
+/// `caps` without the overlay-composition feature: what is left, or system memory.
+fn without_overlay_feature(caps: &gst::Caps) -> gst::Caps {
+    let mut caps = caps.clone();
+    for (_, features) in caps.make_mut().iter_with_features_mut() {
+        features.remove(gst_video::CAPS_FEATURE_META_GST_VIDEO_OVERLAY_COMPOSITION);
+        if features.size() == 0 && !features.is_any() {
+            features.add(gst::CAPS_FEATURE_MEMORY_SYSTEM_MEMORY);
+        }
+    }
+    caps
 }
 
 /// The picture as an overlay rectangle at (`x`, `y`).
@@ -280,13 +345,27 @@ impl ObjectSubclass for EarlyExitOverlay {
                     |overlay| overlay.sink_event(pad, event),
                 )
             })
-            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
+            .query_function(|pad, parent, query| {
+                EarlyExitOverlay::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |overlay| overlay.caps_query(pad.upcast_ref(), query),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_ALLOCATION)
             .build();
         let templ = klass
             .pad_template("src")
             .expect("the class has a src template");
         let srcpad = gst::Pad::builder_from_template(&templ)
-            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
+            .query_function(|pad, parent, query| {
+                EarlyExitOverlay::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |overlay| overlay.caps_query(pad.upcast_ref(), query),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_ALLOCATION)
             .build();
         EarlyExitOverlay {
             srcpad,
@@ -442,12 +521,14 @@ impl ElementImpl for EarlyExitOverlay {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            // As onvifmetadataoverlay: any raw video; the caps sent on gain the overlay
-            // feature when downstream takes it.
-            let caps = gst_video::VideoFormat::iter_raw()
+            // Any raw video, and the same with the overlay-composition feature, for a
+            // downstream that draws the panel itself (the caps sent on gain the feature then).
+            let raw = gst_video::VideoFormat::iter_raw()
                 .into_video_caps()
                 .map(|caps| caps.build())
                 .unwrap_or_else(gst::Caps::new_empty);
+            let mut caps = raw.clone();
+            caps.merge(with_overlay_feature(&raw));
             let template = |name, direction| {
                 gst::PadTemplate::new(name, direction, gst::PadPresence::Always, &caps)
                     .expect("valid pad template")
