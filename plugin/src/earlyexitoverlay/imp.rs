@@ -320,6 +320,15 @@ fn rectangle(picture: Picture, x: i32, y: i32) -> Option<gst_video::VideoOverlay
     ))
 }
 
+/// Both pads' query function.
+fn on_query(pad: &gst::Pad, parent: Option<&gst::Object>, query: &mut gst::QueryRef) -> bool {
+    EarlyExitOverlay::catch_panic_pad_function(
+        parent,
+        || false,
+        |overlay| overlay.caps_query(pad, query),
+    )
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for EarlyExitOverlay {
     const NAME: &'static str = "GstEarlyExitOverlay";
@@ -345,26 +354,14 @@ impl ObjectSubclass for EarlyExitOverlay {
                     |overlay| overlay.sink_event(pad, event),
                 )
             })
-            .query_function(|pad, parent, query| {
-                EarlyExitOverlay::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |overlay| overlay.caps_query(pad.upcast_ref(), query),
-                )
-            })
+            .query_function(on_query)
             .flags(gst::PadFlags::PROXY_ALLOCATION)
             .build();
         let templ = klass
             .pad_template("src")
             .expect("the class has a src template");
         let srcpad = gst::Pad::builder_from_template(&templ)
-            .query_function(|pad, parent, query| {
-                EarlyExitOverlay::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |overlay| overlay.caps_query(pad.upcast_ref(), query),
-                )
-            })
+            .query_function(on_query)
             .flags(gst::PadFlags::PROXY_ALLOCATION)
             .build();
         EarlyExitOverlay {
