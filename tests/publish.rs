@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,7 @@ fn outputs_that_cannot_open_are_errors_that_name_the_property() {
     let cases = [
         ("location=/nonexistent-dir/records.jsonl", "'location'"),
         ("broker=ws://127.0.0.1", "'broker'"),
+        ("broker=127.0.0.1 topic=cameras/#", "'topic'"),
     ];
     for (setting, named) in cases {
         let desc = format!(
@@ -188,44 +190,76 @@ fn mosquitto() -> PathBuf {
     }
 }
 
-/// A subscriber with a session the broker keeps, which reconnects on its own: the frame
-/// numbers it received.
-fn subscribe(port: u16, topic: &str) -> Arc<Mutex<BTreeSet<u64>>> {
-    let mut options = rumqttc::MqttOptions::new("earlyexit-test-subscriber", "127.0.0.1", port);
-    options.set_clean_session(false);
-    let (client, mut connection) = rumqttc::Client::new(options, 10);
-    let frames = Arc::new(Mutex::new(BTreeSet::new()));
-    let seen = Arc::clone(&frames);
-    let (subscribed, ready) = std::sync::mpsc::channel();
-    let topic = topic.to_owned();
-    std::thread::spawn(move || {
-        loop {
-            match connection.recv() {
-                // A session the broker did not keep needs its subscription again.
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))))
-                    if !ack.session_present =>
-                {
-                    let _ = client.try_subscribe(topic.as_str(), rumqttc::QoS::AtLeastOnce);
+/// A subscriber with a session the broker keeps, which reconnects on its own; it stops when
+/// dropped.
+struct Subscriber {
+    frames: Arc<Mutex<BTreeSet<u64>>>,
+    client: rumqttc::Client,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `topic` on the broker at `port`; returns once subscribed.
+    fn start(port: u16, topic: &str) -> Subscriber {
+        // Its own id per broker, so that no two tests' sessions are ever confused.
+        let id = format!("earlyexit-test-subscriber-{port}-{}", std::process::id());
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(false);
+        let (client, mut connection) = rumqttc::Client::new(options, 10);
+        let frames = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopping, subscriber) = (Arc::clone(&frames), Arc::clone(&stop), client.clone());
+        let (subscribed, ready) = std::sync::mpsc::channel();
+        let topic = topic.to_owned();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match connection.recv() {
+                    // A session the broker did not keep needs its subscription again.
+                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))))
+                        if !ack.session_present =>
+                    {
+                        let _ = subscriber.try_subscribe(topic.as_str(), rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => {
+                        let _ = subscribed.send(());
+                    }
+                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                        let record: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                        seen.lock()
+                            .unwrap()
+                            .insert(record["frame"].as_u64().unwrap());
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(_) => return,
                 }
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => {
-                    let _ = subscribed.send(());
-                }
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
-                    let record: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    seen.lock()
-                        .unwrap()
-                        .insert(record["frame"].as_u64().unwrap());
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-                Err(_) => return,
             }
+        });
+        ready
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed");
+        Subscriber {
+            frames,
+            client,
+            stop,
+            thread: Some(thread),
         }
-    });
-    ready
-        .recv_timeout(Duration::from_secs(10))
-        .expect("subscribed");
-    frames
+    }
+
+    fn frames(&self) -> BTreeSet<u64> {
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What one run over a broker restart gave.
@@ -240,7 +274,7 @@ struct Outcome {
 fn publish_across_a_restart(frames: u64, max_buffered: u32, outage: Duration) -> Outcome {
     let mut broker = Broker::start();
     let topic = "earlyexit/test";
-    let received = subscribe(broker.port, topic);
+    let subscriber = Subscriber::start(broker.port, topic);
     let (_tmp, bundle) = cut::valid_dir([0.5, 0.5]);
     let desc = format!(
         "{} ! earlyexit model=\"{}\" audit=0 ! earlyexitpublish name=publish \
@@ -284,10 +318,10 @@ fn publish_across_a_restart(frames: u64, max_buffered: u32, outage: Duration) ->
     pipeline.set_state(gst::State::Null).unwrap();
     // What the broker acknowledged reaches the subscriber, whose session it kept.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while (received.lock().unwrap().len() as u64) < published && Instant::now() < deadline {
+    while (subscriber.frames().len() as u64) < published && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let received = received.lock().unwrap().clone();
+    let received = subscriber.frames();
     Outcome {
         published,
         dropped,
@@ -337,4 +371,98 @@ fn records_beyond_the_buffer_are_counted_as_dropped() {
         "{:?}",
         outcome.warnings
     );
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that holds every chunk `delay` before passing it on,
+/// as a far broker's round trip does; returns its port. It runs until the test process ends.
+fn slow_link(target: u16, delay: Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = std::io::Read::read(&mut from, &mut chunk) {
+                        std::thread::sleep(delay);
+                        if std::io::Write::write_all(&mut to, &chunk[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    port
+}
+
+/// Over a link with 60 ms each way (a broker across a WAN), the connection is made and every
+/// record is published: connecting and writing take as long as they take.
+#[test]
+fn a_far_broker_gets_every_record() {
+    let broker = Broker::start();
+    let port = slow_link(broker.port, Duration::from_millis(60));
+    let (_tmp, bundle) = cut::valid_dir([0.5, 0.5]);
+    let desc = format!(
+        "{} ! earlyexit model=\"{}\" audit=0 ! earlyexitpublish name=publish \
+         broker=127.0.0.1:{port} drain-timeout=30000 ! fakesink",
+        source(50, true),
+        bundle.display(),
+    );
+    earlyexit_testkit::gst::init();
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let message = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS within a minute");
+    assert!(matches!(message.view(), gst::MessageView::Eos(_)));
+    let publish = pipeline.by_name("publish").unwrap();
+    let counts = (
+        publish.property::<u64>("published"),
+        publish.property::<u64>("dropped"),
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(counts, (50, 0));
+}
+
+/// With no broker at all and a long drain timeout, stopping the pipeline after EOS does not
+/// wait for the timeout: what was left is counted as dropped.
+#[test]
+fn stopping_does_not_wait_for_an_absent_broker() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let desc = format!(
+        "{} ! earlyexitpublish name=publish broker=127.0.0.1:{closed} drain-timeout=120000 \
+         ! fakesink",
+        source(10, false)
+    );
+    earlyexit_testkit::gst::init();
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // The streaming thread now waits at EOS for a broker that never comes.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let took = started.elapsed();
+    let publish = pipeline.by_name("publish").unwrap();
+    assert_eq!(publish.property::<u64>("dropped"), 10);
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
 }

@@ -9,6 +9,7 @@
 //! still buffered.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::mqtt::{Broker, Counts, MqttSettings, Publisher, Status};
+use super::mqtt::{self, Broker, Counts, MqttSettings, Publisher, Sent, Status};
 use super::record::Record;
 use crate::lock;
 use crate::meta::EarlyExitInfo;
@@ -34,6 +35,7 @@ const DEFAULT_TOPIC: &str = "earlyexit";
 const DEFAULT_QOS: u32 = 1;
 const DEFAULT_MAX_BUFFERED: u32 = 1000;
 const DEFAULT_DRAIN_TIMEOUT_MS: u32 = 5000;
+const MAX_DRAIN_TIMEOUT_MS: u32 = 600_000;
 /// `location`'s name for standard output.
 const STDOUT: &str = "-";
 
@@ -85,6 +87,8 @@ struct State {
     stream: String,
     /// Whether `stream` was set by the user, so that STREAM_START does not replace it.
     stream_named: bool,
+    /// Whether the bus has heard of a record too large to publish: once per start.
+    told_too_large: bool,
 }
 
 /// The JSON-lines output and the name it goes by in errors.
@@ -98,7 +102,9 @@ pub struct EarlyExitPublish {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     /// The MQTT counts, kept past `stop()` so the properties still read them.
-    counts: Mutex<Counts>,
+    counts: Mutex<Option<Counts>>,
+    /// Set by a flush or a stop: the wait at EOS for the broker ends at once.
+    unblock: AtomicBool,
 }
 
 impl EarlyExitPublish {
@@ -128,6 +134,9 @@ impl EarlyExitPublish {
     fn open_mqtt(&self, settings: &Settings, broker: &str) -> Result<Publisher, gst::ErrorMessage> {
         let broker: Broker = broker.parse().map_err(|e| {
             gst::error_msg!(gst::ResourceError::Settings, ("Property 'broker': {}", e))
+        })?;
+        mqtt::check_topic(&settings.topic).map_err(|e| {
+            gst::error_msg!(gst::ResourceError::Settings, ("Property 'topic': {}", e))
         })?;
         let qos = rumqttc::qos(u8::try_from(settings.qos).unwrap_or(u8::MAX)).map_err(|_| {
             gst::error_msg!(
@@ -215,9 +224,22 @@ impl EarlyExitPublish {
                     )
                 })?;
         }
-        if let Some(mqtt) = &mut state.mqtt {
+        if let Some(mqtt) = &state.mqtt {
             // Without the newline: one message is one record.
-            mqtt.send(line[..line.len() - 1].to_vec());
+            let sent = mqtt.send(line[..line.len() - 1].to_vec());
+            if sent == Sent::TooLarge && !state.told_too_large {
+                state.told_too_large = true;
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "A record of {} bytes is larger than the {} an MQTT message may hold: \
+                         dropped, and counted in 'dropped', as others will be",
+                        line.len() - 1,
+                        mqtt::MAX_RECORD
+                    )
+                );
+            }
         }
         Ok(())
     }
@@ -229,7 +251,7 @@ impl EarlyExitPublish {
         let Some(mqtt) = state.as_ref().and_then(|s| s.mqtt.as_ref()) else {
             return;
         };
-        let drained = mqtt.drain(timeout);
+        let drained = mqtt.drain(timeout, || self.unblock.load(Ordering::Relaxed));
         gst::debug!(
             CAT,
             imp = self,
@@ -287,7 +309,7 @@ impl ObjectImpl for EarlyExitPublish {
                     .build(),
                 glib::ParamSpecString::builder("topic")
                     .nick("MQTT topic")
-                    .blurb("MQTT topic the records are published under")
+                    .blurb("MQTT topic the records are published under (no wildcards)")
                     .default_value(Some(DEFAULT_TOPIC))
                     .mutable_ready()
                     .build(),
@@ -303,8 +325,9 @@ impl ObjectImpl for EarlyExitPublish {
                     .nick("MQTT QoS")
                     .blurb(
                         "MQTT quality of service: 0 (at most once: a record counts as published \
-                         once written to the socket), 1 (at least once: once the broker \
-                         acknowledged it) or 2 (exactly once)",
+                         once handed to the connection), 1 (at least once: once the broker \
+                         acknowledged it) or 2 (as 1, once the broker completed it; exactly once \
+                         within a connection, and a record may arrive twice across a reconnect)",
                     )
                     .maximum(2)
                     .default_value(DEFAULT_QOS)
@@ -326,6 +349,7 @@ impl ObjectImpl for EarlyExitPublish {
                         "At end of stream, milliseconds to wait for the broker to take the \
                          records still buffered before EOS goes on",
                     )
+                    .maximum(MAX_DRAIN_TIMEOUT_MS)
                     .default_value(DEFAULT_DRAIN_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
@@ -387,8 +411,14 @@ impl ObjectImpl for EarlyExitPublish {
             "max-buffered" => settings.max_buffered.to_value(),
             "drain-timeout" => settings.drain_timeout_ms.to_value(),
             "stream" => settings.stream.to_value(),
-            "published" => lock(&self.counts).published().to_value(),
-            "dropped" => lock(&self.counts).dropped().to_value(),
+            "published" => lock(&self.counts)
+                .as_ref()
+                .map_or(0, Counts::published)
+                .to_value(),
+            "dropped" => lock(&self.counts)
+                .as_ref()
+                .map_or(0, Counts::dropped)
+                .to_value(),
             other => {
                 gst::warning!(CAT, imp = self, "No property '{}'", other);
                 pspec.default_value().clone()
@@ -400,6 +430,18 @@ impl ObjectImpl for EarlyExitPublish {
 impl GstObjectImpl for EarlyExitPublish {}
 
 impl ElementImpl for EarlyExitPublish {
+    /// Going down to READY ends a wait at EOS at once, so that the state change is not held
+    /// up by an absent broker.
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::PausedToReady {
+            self.unblock.store(true, Ordering::Relaxed);
+        }
+        self.parent_change_state(transition)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
@@ -448,13 +490,15 @@ impl BaseTransformImpl for EarlyExitPublish {
             .as_deref()
             .map(|broker| self.open_mqtt(&settings, broker))
             .transpose()?;
-        *lock(&self.counts) = mqtt.as_ref().map(Publisher::counts).unwrap_or_default();
+        *lock(&self.counts) = mqtt.as_ref().map(Publisher::counts);
+        self.unblock.store(false, Ordering::Relaxed);
         *lock(&self.state) = Some(State {
             lines,
             mqtt,
             frames: 0,
             stream: settings.stream.clone().unwrap_or_default(),
             stream_named: settings.stream.is_some(),
+            told_too_large: false,
         });
         gst::info!(CAT, imp = self, "Started");
         Ok(())
@@ -478,6 +522,8 @@ impl BaseTransformImpl for EarlyExitPublish {
                 }
             }
             gst::EventView::Eos(_) => self.drain(),
+            gst::EventView::FlushStart(_) => self.unblock.store(true, Ordering::Relaxed),
+            gst::EventView::FlushStop(_) => self.unblock.store(false, Ordering::Relaxed),
             _ => {}
         }
         self.parent_sink_event(event)

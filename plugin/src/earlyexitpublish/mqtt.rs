@@ -1,20 +1,24 @@
-//! The MQTT output of `earlyexitpublish`: records go to a broker through `rumqttc`, from a
-//! thread of their own, so that a slow or absent broker never holds up the stream.
+//! The MQTT output of `earlyexitpublish`: records go to a broker through `rumqttc`.
 //!
-//! Every record is accounted for: it is published (the broker acknowledged it, or for QoS 0
-//! it was written to the socket), or it is dropped (the buffer was full, or it was still
-//! unacknowledged when the element stopped). While the broker is away, records wait in a
-//! queue of `max-buffered`, and the session is resumed by publishing again every record the
-//! broker had not acknowledged.
+//! Every record is accounted for: it is published (the broker acknowledged it; for QoS 0, it
+//! was handed to the connection's writer), or it is dropped (too large, the buffer was full,
+//! or it was still unpublished when the element stopped). While the broker is away, records
+//! wait in a queue of `max-buffered`, and each new (clean) session starts by publishing again
+//! every record the broker had not acknowledged.
+//!
+//! Two threads share the queue: the streaming thread queues a record and hands it to the
+//! client when the connection has room; the connection's own thread runs rumqttc's event loop
+//! (never cut short, so a slow connect or write completes), counts acknowledgements and hands
+//! over more. Acknowledgements are matched to records by order: a broker acknowledges a
+//! session's QoS 1 and 2 publishes in the order it received them (MQTT 3.1.1, section 4.6).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use rumqttc::{Client, Connection, Event, MqttOptions, Outgoing, Packet, QoS, RecvTimeoutError};
+use rumqttc::{Client, Connection, Event, MqttOptions, Outgoing, Packet, QoS};
 
 /// Where the broker is: `host`, `host:port`, `mqtt://host[:port]` or `tcp://host[:port]`;
 /// an IPv6 host goes in brackets, `[::1]:1883`.
@@ -89,6 +93,19 @@ pub struct MqttSettings {
     pub max_buffered: usize,
 }
 
+/// Why a topic cannot be published to: an empty one, or one with MQTT's wildcards.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        Err("a topic cannot be empty".into())
+    } else if topic.contains(['+', '#', '\0']) {
+        Err(format!(
+            "'{topic}': a topic to publish to cannot hold the wildcards '+' or '#'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// What the publisher tells the element, to post on the bus.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
@@ -97,7 +114,7 @@ pub enum Status {
     Lost(String),
 }
 
-/// Counts shared between the element and the publishing thread.
+/// Counts shared between the element and the connection's thread.
 #[derive(Debug, Default)]
 struct Counters {
     published: AtomicU64,
@@ -118,41 +135,85 @@ impl Counters {
     }
 }
 
-/// Records the broker has not acknowledged at once, besides those queued.
-const IN_FLIGHT: u16 = 100;
-/// How long the thread waits for the network before it looks at its queue again.
-const TICK: Duration = Duration::from_millis(20);
+/// Records handed to the client and not yet acknowledged, at most.
+const IN_FLIGHT: usize = 100;
+/// The largest record published, in bytes: larger ones are dropped (rumqttc would refuse the
+/// packet and drop the connection with it).
+pub const MAX_RECORD: usize = 256 * 1024;
 /// The pause between connection attempts: rumqttc tries again on every poll and has no
 /// backoff of its own, so without it a missing broker would be asked hundreds of times a second.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// How often waits look at whether to stop.
+const TICK: Duration = Duration::from_millis(20);
+
+/// The queue both threads share.
+#[derive(Debug, Default)]
+struct Queue {
+    connected: bool,
+    /// Waiting to be handed to the client: first the ones to publish again.
+    waiting: VecDeque<Vec<u8>>,
+    /// Handed to the client in this session, in order, not yet acknowledged.
+    handed: VecDeque<Vec<u8>>,
+}
+
+/// The state shared by the element's side and the connection's thread.
+struct Shared {
+    queue: Mutex<Queue>,
+    client: Client,
+    counters: Counters,
+    stop: AtomicBool,
+    settings: MqttSettings,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands waiting records to the client while connected and below the in-flight limit.
+    fn hand_over(&self, queue: &mut Queue) {
+        while queue.connected && queue.handed.len() < IN_FLIGHT {
+            let Some(record) = queue.waiting.pop_front() else {
+                return;
+            };
+            let sent = self.client.try_publish(
+                self.settings.topic.as_str(),
+                self.settings.qos,
+                false,
+                record.clone(),
+            );
+            if sent.is_err() {
+                queue.waiting.push_front(record);
+                return;
+            }
+            queue.handed.push_back(record);
+        }
+    }
+}
 
 /// A running MQTT output.
 pub struct Publisher {
-    queue: Sender<Record>,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-    worker: Option<JoinHandle<()>>,
-    /// Numbers records in the order they were accepted, to resend them in that order.
-    next: u64,
+    shared: Arc<Shared>,
+    connection: Option<JoinHandle<()>>,
 }
 
-/// One record on its way.
-#[derive(Debug, Clone)]
-struct Record {
-    sequence: u64,
-    payload: Vec<u8>,
+/// What became of a record given to [`Publisher::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    /// Dropped: `max-buffered` records already wait.
+    Full,
+    /// Dropped: larger than [`MAX_RECORD`].
+    TooLarge,
 }
 
 impl Publisher {
-    /// Starts the publishing thread, which connects (and reconnects) to the broker on its own;
-    /// `on_status` hears of every connection and loss.
+    /// Starts the connection's thread, which connects (and reconnects) to the broker on its
+    /// own; `on_status` hears of every connection and of each outage once.
     pub fn start(
         settings: MqttSettings,
         on_status: impl Fn(Status) + Send + 'static,
     ) -> std::io::Result<Publisher> {
-        let (queue, records) = crossbeam_channel::bounded(settings.max_buffered.max(1));
-        let counters = Arc::new(Counters::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let mut options = MqttOptions::new(
             settings.client_id.clone(),
             settings.broker.host.clone(),
@@ -163,55 +224,51 @@ impl Publisher {
         options
             .set_clean_session(true)
             .set_keep_alive(Duration::from_secs(10))
-            .set_inflight(IN_FLIGHT);
-        let (client, connection) = Client::new(options, usize::from(IN_FLIGHT));
-        let worker = Worker {
+            .set_inflight(IN_FLIGHT as u16)
+            .set_max_packet_size(64 * 1024, MAX_RECORD + settings.topic.len() + 64);
+        // Room for a full flight and the final DISCONNECT.
+        let (client, connection) = Client::new(options, IN_FLIGHT + 2);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
             client,
-            connection,
-            records,
-            counters: Arc::clone(&counters),
-            stop: Arc::clone(&stop),
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
             settings,
-            on_status: Box::new(on_status),
-            waiting: VecDeque::new(),
-            handed: VecDeque::new(),
-            unacknowledged: BTreeMap::new(),
-            connected: false,
-            told_lost: false,
-        };
-        let worker = std::thread::Builder::new()
+        });
+        let thread = Arc::clone(&shared);
+        let connection = std::thread::Builder::new()
             .name("earlyexitpublish-mqtt".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || run(&thread, connection, &on_status))?;
         Ok(Publisher {
-            queue,
-            counters,
-            stop,
-            worker: Some(worker),
-            next: 0,
+            shared,
+            connection: Some(connection),
         })
     }
 
-    /// Queues a record; when `max-buffered` records already wait, it is dropped and counted.
-    pub fn send(&mut self, payload: Vec<u8>) {
-        let record = Record {
-            sequence: self.next,
-            payload,
-        };
-        self.next += 1;
-        self.counters.outstanding.fetch_add(1, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(record)
-        {
-            self.counters.lost(1);
+    /// Queues a record, or drops and counts it.
+    pub fn send(&self, payload: Vec<u8>) -> Sent {
+        let counters = &self.shared.counters;
+        counters.outstanding.fetch_add(1, Ordering::Relaxed);
+        if payload.len() > MAX_RECORD {
+            counters.lost(1);
+            return Sent::TooLarge;
         }
+        let mut queue = self.shared.queue();
+        if queue.waiting.len() >= self.shared.settings.max_buffered.max(1) {
+            counters.lost(1);
+            return Sent::Full;
+        }
+        queue.waiting.push_back(payload);
+        self.shared.hand_over(&mut queue);
+        Sent::Queued
     }
 
-    /// Waits until every record accepted so far is published or dropped, or `timeout` passes;
-    /// says whether nothing is left.
-    pub fn drain(&self, timeout: Duration) -> bool {
+    /// Waits until every record accepted so far is published or dropped, `timeout` passes, or
+    /// `interrupted` says to stop waiting; says whether nothing is left.
+    pub fn drain(&self, timeout: Duration, interrupted: impl Fn() -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while self.outstanding() > 0 {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || interrupted() {
                 return false;
             }
             std::thread::sleep(TICK);
@@ -220,178 +277,140 @@ impl Publisher {
     }
 
     pub fn published(&self) -> u64 {
-        self.counters.published.load(Ordering::Relaxed)
+        self.shared.counters.published.load(Ordering::Relaxed)
     }
 
     pub fn dropped(&self) -> u64 {
-        self.counters.dropped.load(Ordering::Relaxed)
+        self.shared.counters.dropped.load(Ordering::Relaxed)
     }
 
     pub fn outstanding(&self) -> u64 {
-        self.counters.outstanding.load(Ordering::Relaxed)
+        self.shared.counters.outstanding.load(Ordering::Relaxed)
     }
 
     /// A handle on the counts that outlives the publisher, for the element's properties.
     pub fn counts(&self) -> Counts {
-        Counts(Arc::clone(&self.counters))
+        Counts(Arc::clone(&self.shared))
     }
 }
 
 impl Drop for Publisher {
-    /// Stops the thread at once: what is still unpublished is counted as dropped.
+    /// Says goodbye to the broker and stops the thread: what is still unpublished is counted
+    /// as dropped.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Also wakes the event loop when it waits on an idle connection.
+        let _ = self.shared.client.try_disconnect();
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.join();
         }
+        let mut queue = self.shared.queue();
+        let left = queue.waiting.len() + queue.handed.len();
+        queue.waiting.clear();
+        queue.handed.clear();
+        self.shared.counters.lost(left as u64);
     }
 }
 
 /// The published and dropped counts of a publisher, readable after it has stopped.
-#[derive(Debug, Clone, Default)]
-pub struct Counts(Arc<Counters>);
+#[derive(Clone)]
+pub struct Counts(Arc<Shared>);
 
 impl Counts {
     pub fn published(&self) -> u64 {
-        self.0.published.load(Ordering::Relaxed)
+        self.0.counters.published.load(Ordering::Relaxed)
     }
 
     pub fn dropped(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
+        self.0.counters.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// The publishing thread's state.
-struct Worker {
-    client: Client,
-    connection: Connection,
-    records: Receiver<Record>,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-    settings: MqttSettings,
-    on_status: Box<dyn Fn(Status) + Send>,
-    /// Taken from the queue and to be handed to the client: first the ones to publish again.
-    waiting: VecDeque<Record>,
-    /// Handed to the client, in order, not yet written out (no packet id yet).
-    handed: VecDeque<Record>,
-    /// Written out under a packet id and not yet acknowledged.
-    unacknowledged: BTreeMap<u16, Record>,
-    connected: bool,
-    /// Whether the element has heard of the current outage.
-    told_lost: bool,
-}
-
-impl Worker {
-    fn run(mut self) {
-        while !self.stop.load(Ordering::Relaxed) {
-            self.hand_over();
-            match self.connection.recv_timeout(TICK) {
-                Ok(Ok(event)) => self.on_event(event),
-                Ok(Err(error)) => {
-                    // Once per outage, not on every attempt to reconnect.
-                    if !self.told_lost {
-                        (self.on_status)(Status::Lost(error.to_string()));
-                        self.told_lost = true;
-                    }
-                    self.connected = false;
-                    self.take_back();
-                    self.pause();
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let _ = self.client.try_disconnect();
-        self.take_back();
-        let left = self.waiting.len() + self.records.try_iter().count();
-        self.counters.lost(left as u64);
-    }
-
-    /// Hands queued records to the client while connected and below the in-flight limit.
-    fn hand_over(&mut self) {
-        if !self.connected {
-            return;
-        }
-        while self.handed.len() + self.unacknowledged.len() < usize::from(IN_FLIGHT) {
-            let Some(record) = self
-                .waiting
-                .pop_front()
-                .or_else(|| self.records.try_recv().ok())
-            else {
-                return;
-            };
-            let sent = self.client.try_publish(
-                self.settings.topic.as_str(),
-                self.settings.qos,
-                false,
-                record.payload.clone(),
-            );
-            if sent.is_err() {
-                self.waiting.push_front(record);
-                return;
-            }
-            self.handed.push_back(record);
-        }
-    }
-
-    fn on_event(&mut self, event: Event) {
+/// The connection's thread: rumqttc's event loop, each poll run to its end.
+fn run(shared: &Shared, mut connection: Connection, on_status: &dyn Fn(Status)) {
+    // Whether the element has heard of the current outage.
+    let mut told_lost = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let event = match connection.recv() {
+            Ok(event) => event,
+            // Every client is gone.
+            Err(_) => return,
+        };
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
-                self.connected = true;
-                self.told_lost = false;
-                (self.on_status)(Status::Connected);
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                told_lost = false;
+                let mut queue = shared.queue();
+                queue.connected = true;
+                shared.hand_over(&mut queue);
+                drop(queue);
+                on_status(Status::Connected);
             }
-            // Publishes are written out in the order they were handed over.
-            Event::Outgoing(Outgoing::Publish(id)) => {
-                if let Some(record) = self.handed.pop_front() {
-                    if self.settings.qos == QoS::AtMostOnce {
-                        self.counters.published(1);
-                    } else {
-                        self.unacknowledged.insert(id, record);
-                    }
+            Ok(event) if is_acknowledgement(&event, shared.settings.qos) => {
+                let mut queue = shared.queue();
+                if queue.handed.pop_front().is_some() {
+                    shared.counters.published(1);
                 }
+                shared.hand_over(&mut queue);
             }
-            Event::Incoming(Packet::PubAck(ack)) if self.settings.qos == QoS::AtLeastOnce => {
-                self.acknowledged(ack.pkid)
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if shared.stop.load(Ordering::Relaxed) => {
+                return;
             }
-            Event::Incoming(Packet::PubComp(done)) if self.settings.qos == QoS::ExactlyOnce => {
-                self.acknowledged(done.pkid)
+            Ok(_) => {}
+            Err(error) => {
+                let mut queue = shared.queue();
+                queue.connected = false;
+                // The next session is a clean one: what rumqttc still holds of this one (in
+                // flight, queued, or announced) is gone, and every record not acknowledged
+                // goes back to the front of the queue, in its first order.
+                let eventloop = &mut connection.eventloop;
+                eventloop.clean();
+                eventloop.pending.clear();
+                eventloop.state.events.clear();
+                let again: Vec<Vec<u8>> = queue.handed.drain(..).collect();
+                for record in again.into_iter().rev() {
+                    queue.waiting.push_front(record);
+                }
+                drop(queue);
+                if !told_lost {
+                    on_status(Status::Lost(error.to_string()));
+                    told_lost = true;
+                }
+                pause(&shared.stop);
             }
-            _ => {}
         }
     }
+}
 
-    fn acknowledged(&mut self, id: u16) {
-        if self.unacknowledged.remove(&id).is_some() {
-            self.counters.published(1);
-        }
-    }
+/// Whether `event` tells that the broker has the oldest record handed over: its PUBACK for
+/// QoS 1, its PUBCOMP for QoS 2; for QoS 0, the publish leaving for the socket.
+fn is_acknowledgement(event: &Event, qos: QoS) -> bool {
+    matches!(
+        (event, qos),
+        (Event::Outgoing(Outgoing::Publish(_)), QoS::AtMostOnce)
+            | (Event::Incoming(Packet::PubAck(_)), QoS::AtLeastOnce)
+            | (Event::Incoming(Packet::PubComp(_)), QoS::ExactlyOnce)
+    )
+}
 
-    /// After a lost connection: everything the broker did not acknowledge goes back to the
-    /// front of the queue, in its first order, since the new clean session forgets it.
-    fn take_back(&mut self) {
-        let mut again: Vec<Record> = std::mem::take(&mut self.unacknowledged)
-            .into_values()
-            .chain(self.handed.drain(..))
-            .collect();
-        again.sort_by_key(|record| record.sequence);
-        for record in again.into_iter().rev() {
-            self.waiting.push_front(record);
-        }
-    }
-
-    /// Waits before the next connection attempt, but stops waiting when asked to stop.
-    fn pause(&self) {
-        let until = Instant::now() + RECONNECT_PAUSE;
-        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(TICK);
-        }
+/// Waits before the next connection attempt, but stops waiting when asked to stop.
+fn pause(stop: &AtomicBool) {
+    let until = Instant::now() + RECONNECT_PAUSE;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_with_wildcards_or_nothing_are_refused() {
+        assert!(check_topic("cameras/gate-2").is_ok());
+        assert!(check_topic("").is_err());
+        assert!(check_topic("cameras/+").unwrap_err().contains("wildcards"));
+        assert!(check_topic("cameras/#").unwrap_err().contains("wildcards"));
+    }
 
     #[test]
     fn brokers_are_read_in_every_usual_spelling() {
@@ -434,22 +453,26 @@ mod tests {
             qos: QoS::AtLeastOnce,
             max_buffered: 5,
         };
-        let (told, heard) = crossbeam_channel::unbounded();
-        let mut publisher = Publisher::start(settings, move |status| {
+        let (told, heard) = std::sync::mpsc::channel();
+        let publisher = Publisher::start(settings, move |status| {
             let _ = told.send(status);
         })
         .expect("the thread starts");
-        for n in 0..12u8 {
-            publisher.send(vec![n]);
-        }
-        assert_eq!(publisher.dropped(), 7, "12 records, room for 5");
-        assert!(!publisher.drain(Duration::from_millis(100)));
+        let sent: Vec<Sent> = (0..12u8).map(|n| publisher.send(vec![n])).collect();
+        assert_eq!(sent.iter().filter(|s| **s == Sent::Full).count(), 7);
+        assert_eq!(publisher.send(vec![0; MAX_RECORD + 1]), Sent::TooLarge);
+        assert_eq!(
+            publisher.dropped(),
+            8,
+            "12 records, room for 5, and one too large"
+        );
+        assert!(!publisher.drain(Duration::from_millis(100), || false));
         assert!(matches!(
             heard.recv_timeout(Duration::from_secs(5)),
             Ok(Status::Lost(_))
         ));
         let counts = publisher.counts();
         drop(publisher);
-        assert_eq!((counts.published(), counts.dropped()), (0, 12));
+        assert_eq!((counts.published(), counts.dropped()), (0, 13));
     }
 }
