@@ -19,21 +19,30 @@ say "package: $deb ($(du -h "$deb" | cut -f1))"
 
 # A pristine root, kept as a tarball: each run installs into a fresh copy of it.
 tarball=${EARLYEXIT_DEB_ROOT_TAR:-$repo/data/deb-root.tar.gz}
+fresh="" root=""
+cleanup() {
+  if [ -n "$root" ]; then
+    # A busy /proc is detached lazily; rm stays on the root's own file system either way.
+    umount "$root/proc" 2>/dev/null || umount -l "$root/proc" 2>/dev/null || true
+    rm -rf --one-file-system "$root"
+  fi
+  [ -z "$fresh" ] || rm -rf --one-file-system "$fresh"
+  rm -f "$tarball.tmp"
+}
+trap cleanup EXIT
 if [ ! -f "$tarball" ]; then
   command -v debootstrap >/dev/null 2>&1 || apt-get install -y -q debootstrap
   fresh=$(mktemp -d)
   say "debootstrap --variant=minbase bookworm (once; kept as $tarball)"
-  debootstrap --variant=minbase bookworm "$fresh" http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase bookworm "$fresh" http://deb.debian.org/debian >/dev/null ||
+    fail "debootstrap of Debian 12 from deb.debian.org"
   mkdir -p "$(dirname "$tarball")"
-  tar -C "$fresh" -czf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-  rm -rf "$fresh"
+  tar -C "$fresh" -czf "$tarball.tmp" . || fail "packing the root into $tarball"
+  mv "$tarball.tmp" "$tarball"
+  rm -rf --one-file-system "$fresh"
+  fresh=""
 fi
 root=$(mktemp -d /tmp/earlyexit-deb-root.XXXXXX)
-cleanup() {
-  umount "$root/proc" 2>/dev/null || true
-  rm -rf "$root"
-}
-trap cleanup EXIT
 tar -C "$root" -xzf "$tarball"
 mount -t proc proc "$root/proc"
 cp /etc/resolv.conf "$root/etc/resolv.conf"

@@ -222,3 +222,40 @@ fn a_sink_that_draws_overlays_gets_the_panel_as_meta() {
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(frames, 3);
 }
+
+/// A sink that takes any caps but draws no overlays (an appsink without caps, as fakesink)
+/// gets the panel blended, under caps without the overlay feature.
+#[test]
+fn a_sink_that_takes_anything_gets_the_panel_blended() {
+    let (_tmp, bundle) = cut::valid_dir([1.0, 1.0]);
+    let desc = format!(
+        "videotestsrc num-buffers=2 pattern=solid-color foreground-color=0xff808080 \
+         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT} \
+         ! earlyexit model=\"{}\" audit=0 ! earlyexitoverlay {} \
+         ! appsink name=sink sync=false",
+        bundle.display(),
+        style_properties()
+    );
+    let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = 0;
+    while let Ok(sample) = sink.pull_sample() {
+        let caps = sample.caps().unwrap();
+        let feature = gst_video::CAPS_FEATURE_META_GST_VIDEO_OVERLAY_COMPOSITION;
+        assert!(!caps.features(0).unwrap().contains(feature), "{caps}");
+        let buffer = sample.buffer().unwrap();
+        assert!(
+            buffer
+                .meta::<gst_video::VideoOverlayCompositionMeta>()
+                .is_none()
+        );
+        let map = buffer.map_readable().unwrap();
+        let at =
+            |x: usize, y: usize| -> [u8; 4] { map[(y * WIDTH + x) * 4..][..4].try_into().unwrap() };
+        assert_eq!(at(MARGIN + 1, MARGIN + 1), BLACK, "the panel is blended in");
+        assert_eq!(at(WIDTH - 1, HEIGHT - 1), GREY);
+        frames += 1;
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames, 2);
+}

@@ -59,6 +59,8 @@ impl Default for Settings {
 
 #[derive(Default)]
 struct State {
+    /// The caps from upstream, and the frame layout they give.
+    caps: Option<gst::Caps>,
     video_info: Option<gst_video::VideoInfo>,
     /// Whether downstream draws the composition itself.
     attach: bool,
@@ -84,7 +86,7 @@ impl EarlyExitOverlay {
     /// Sends the caps on, with the overlay-composition feature when downstream takes it, and
     /// finds out from the allocation query whether to attach the panel or blend it.
     fn negotiate(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(video_info) = lock(&self.state).video_info.clone() else {
+        let Some(received) = lock(&self.state).caps.clone() else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -92,28 +94,25 @@ impl EarlyExitOverlay {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
-        let mut caps = video_info
-            .to_caps()
-            .map_err(|_| gst::FlowError::NotNegotiated)?;
         let feature = gst_video::CAPS_FEATURE_META_GST_VIDEO_OVERLAY_COMPOSITION;
-        let upstream_has_meta = caps.features(0).is_some_and(|f| f.contains(feature));
-        let mut downstream_takes_meta = false;
+        let upstream_has_meta = received.features(0).is_some_and(|f| f.contains(feature));
+        let mut caps = received.clone();
         if !upstream_has_meta {
             // Either spelling of the feature that downstream accepts, the first it lists.
-            let asked = with_overlay_feature(&caps);
+            let asked = with_overlay_feature(&received);
             let mut taken = self.srcpad.peer_query_caps(Some(&asked));
             gst::debug!(CAT, imp = self, "Downstream takes {} of {}", taken, asked);
             if !taken.is_empty() {
-                downstream_takes_meta = true;
                 taken.fixate();
                 caps = taken;
             }
         }
         if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
             gst::info!(CAT, imp = self, "Downstream did not take the caps {}", caps);
+            return Err(gst::FlowError::NotNegotiated);
         }
         let mut attach = false;
-        if upstream_has_meta || downstream_takes_meta {
+        if caps.features(0).is_some_and(|f| f.contains(feature)) {
             let mut query = gst::query::Allocation::new(Some(&caps), false);
             if !self.srcpad.peer_query(&mut query)
                 && self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING)
@@ -123,6 +122,15 @@ impl EarlyExitOverlay {
             attach = query
                 .find_allocation_meta::<gst_video::VideoOverlayCompositionMeta>()
                 .is_some();
+            // Some elements (fakesink, an appsink without caps) accept any caps but draw no
+            // overlays: the panel is then blended, and the caps go without the feature, as
+            // basetextoverlay does.
+            if !attach && !upstream_has_meta && caps != received {
+                caps = received;
+                if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
+                    return Err(gst::FlowError::NotNegotiated);
+                }
+            }
         }
         gst::debug!(
             CAT,
@@ -250,12 +258,24 @@ impl EarlyExitOverlay {
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::Caps(caps) => {
-                lock(&self.state).video_info = gst_video::VideoInfo::from_caps(caps.caps()).ok();
+                let caps = caps.caps_owned();
+                let info = match gst_video::VideoInfo::from_caps(&caps) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        gst::warning!(CAT, imp = self, "Caps {} are not video: {}", caps, e);
+                        return false;
+                    }
+                };
+                let mut state = lock(&self.state);
+                state.video_info = Some(info);
+                state.caps = Some(caps);
+                drop(state);
                 self.srcpad.check_reconfigure();
-                if self.negotiate().is_err() {
+                let negotiated = self.negotiate().is_ok();
+                if !negotiated {
                     self.srcpad.mark_reconfigure();
                 }
-                true
+                negotiated
             }
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }

@@ -275,7 +275,12 @@ impl Painter {
             self.style.gauge_empty.set_on(cr);
             rect(bar, bar.width);
             cr.fill()?;
-            let filled = bar.width * (line.stage + 1).min(line.stages) / line.stages;
+            // In 64 bits: stage and stages come from a meta any application may have written.
+            let run = u64::from(line.stage)
+                .saturating_add(1)
+                .min(u64::from(line.stages));
+            let filled = u64::from(bar.width) * run / u64::from(line.stages.max(1));
+            let filled = u32::try_from(filled).unwrap_or(bar.width);
             self.style.gauge.set_on(cr);
             rect(bar, filled);
             return cr.fill();

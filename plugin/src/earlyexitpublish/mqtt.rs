@@ -330,7 +330,9 @@ impl Counts {
 fn run(shared: &Shared, mut connection: Connection, on_status: &dyn Fn(Status)) {
     // Whether the element has heard of the current outage.
     let mut told_lost = false;
-    while !shared.stop.load(Ordering::Relaxed) {
+    // Runs until the DISCONNECT asked for on stopping has left, or, when there is no
+    // connection to say it on, until the next failed attempt.
+    loop {
         let event = match connection.recv() {
             Ok(event) => event,
             // Every client is gone.
@@ -356,6 +358,7 @@ fn run(shared: &Shared, mut connection: Connection, on_status: &dyn Fn(Status)) 
                 return;
             }
             Ok(_) => {}
+            Err(_) if shared.stop.load(Ordering::Relaxed) => return,
             Err(error) => {
                 let mut queue = shared.queue();
                 queue.connected = false;

@@ -20,7 +20,7 @@ const SIZE: (u32, u32) = (960, 640);
 type Pixel = (i32, i32);
 
 /// What the report says under the plot.
-pub const CAPTION: &str = "*The search's configurations (faint dots) and their Pareto front (blue) are scored on the selecting frames; the backbone, the baselines, the oracle and the chosen structure (filled star) on the certifying frames, as in the baselines table; the hollow circle is the chosen structure on the selecting frames. Configurations far below the target are off the bottom of the plot.*";
+pub const CAPTION: &str = "*The search's configurations (faint dots) and their Pareto front (blue) are scored on the selecting frames; the backbone, the baselines, the oracle and the chosen structure (filled star) on the certifying frames, as in the baselines table; the hollow circle is the chosen structure on the selecting frames. The dashed line is the target; under `--max-accuracy-loss` it is the backbone's accuracy on the certifying frames less the loss allowed. Configurations far below the target are off the bottom of the plot.*";
 
 /// A structure's mean cost (MACs used / backbone MACs) and the target's measure (a share).
 #[derive(Clone, Copy, Debug, PartialEq)]
