@@ -21,6 +21,26 @@ fn source(frames: usize, live: bool) -> String {
     )
 }
 
+/// The pipeline `desc`, set PLAYING.
+fn playing(desc: &str) -> gst::Pipeline {
+    earlyexit_testkit::gst::init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    pipeline
+}
+
+/// The `published` and `dropped` counts of the element named `publish`.
+fn counts(pipeline: &gst::Pipeline) -> (u64, u64) {
+    let publish = pipeline.by_name("publish").unwrap();
+    (
+        publish.property::<u64>("published"),
+        publish.property::<u64>("dropped"),
+    )
+}
+
 fn records(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -283,12 +303,7 @@ fn publish_across_a_restart(frames: u64, max_buffered: u32, outage: Duration) ->
         bundle.display(),
         broker.port,
     );
-    earlyexit_testkit::gst::init();
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let pipeline = playing(&desc);
     std::thread::sleep(Duration::from_millis(1500));
     broker.stop();
     std::thread::sleep(outage);
@@ -310,11 +325,7 @@ fn publish_across_a_restart(frames: u64, max_buffered: u32, outage: Duration) ->
             _ => {}
         }
     }
-    let publish = pipeline.by_name("publish").unwrap();
-    let (published, dropped) = (
-        publish.property::<u64>("published"),
-        publish.property::<u64>("dropped"),
-    );
+    let (published, dropped) = counts(&pipeline);
     pipeline.set_state(gst::State::Null).unwrap();
     // What the broker acknowledged reaches the subscriber, whose session it kept.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -415,12 +426,7 @@ fn a_far_broker_gets_every_record() {
         source(50, true),
         bundle.display(),
     );
-    earlyexit_testkit::gst::init();
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let pipeline = playing(&desc);
     let bus = pipeline.bus().unwrap();
     let message = bus
         .timed_pop_filtered(
@@ -429,13 +435,9 @@ fn a_far_broker_gets_every_record() {
         )
         .expect("EOS within a minute");
     assert!(matches!(message.view(), gst::MessageView::Eos(_)));
-    let publish = pipeline.by_name("publish").unwrap();
-    let counts = (
-        publish.property::<u64>("published"),
-        publish.property::<u64>("dropped"),
-    );
+    let published = counts(&pipeline);
     pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(counts, (50, 0));
+    assert_eq!(published, (50, 0));
 }
 
 /// With no broker at all and a long drain timeout, stopping the pipeline after EOS does not
@@ -451,18 +453,12 @@ fn stopping_does_not_wait_for_an_absent_broker() {
          ! fakesink",
         source(10, false)
     );
-    earlyexit_testkit::gst::init();
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let pipeline = playing(&desc);
     // The streaming thread now waits at EOS for a broker that never comes.
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     pipeline.set_state(gst::State::Null).unwrap();
     let took = started.elapsed();
-    let publish = pipeline.by_name("publish").unwrap();
-    assert_eq!(publish.property::<u64>("dropped"), 10);
+    assert_eq!(counts(&pipeline).1, 10);
     assert!(took < Duration::from_secs(20), "stopping took {took:?}");
 }
