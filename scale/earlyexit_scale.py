@@ -16,6 +16,7 @@ MANIFEST (YAML) names the backbone, the flags every extract takes, and the foota
         start: 0                                               # optional, seconds
         end: 3600                                              # optional, seconds
         id: cam1-11-02                                         # optional: the file name
+        extract: [--share, "0.1"]                              # optional: more flags for this one
 
 Relative paths are taken from the manifest's folder. DIR must be a folder every Ray node sees
 (NFS, a shared volume); each shard is written there under a temporary name and renamed when
@@ -98,6 +99,9 @@ def plan(manifest_path: str, binary: str, shards_dir: str, shard_seconds: float)
         if end is None:
             end = probe(binary, path).get("seconds")
         common = ["--footage", path, "--id", name, "--role", item.get("role", "train")]
+        # Flags for this footage alone, after the manifest's: a share for long training
+        # footage, say, while held-out footage is read whole.
+        common += [str(x) for x in item.get("extract", [])]
         if item.get("ground_truth"):
             common += ["--ground-truth", here(item["ground_truth"])]
         if end is None:
