@@ -54,7 +54,8 @@ log="$root/tmp/apt.log"
 in_root apt-get update -q >"$log" 2>&1 || { cat "$log" >&2; fail "apt-get update in the root"; }
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
   /tmp/earlyexit.deb gstreamer1.0-tools >"$log" 2>&1 || { cat "$log" >&2; fail "apt-get install"; }
-in_root dpkg -s earlyexit | grep -q '^Status: install ok installed' || fail "not installed"
+status=$(in_root dpkg -s earlyexit) || fail "dpkg -s earlyexit: $status"
+grep -q '^Status: install ok installed' <<<"$status" || fail "not installed: $status"
 
 # A one-stage bundle of the shipped Fashion-MNIST model (bundle format: docs/bundle-format.md).
 mkdir -p "$root/opt/bundle"
@@ -87,6 +88,7 @@ lines=$(grep -c '"stream":"deb"' <<<"$records" || true)
 grep -q '"class-id":' <<<"$records" || fail "records without results: $records"
 
 say "earlyexit-search inspect"
-in_root earlyexit-search inspect --backbone /opt/bundle/backbone.onnx | grep -q . ||
-  fail "earlyexit-search inspect printed nothing"
+cuts=$(in_root earlyexit-search inspect --backbone /opt/bundle/backbone.onnx) ||
+  fail "earlyexit-search inspect: $cuts"
+[ -n "$cuts" ] || fail "earlyexit-search inspect printed nothing"
 say "passed: installed in a clean root, found by GStreamer, ran with no variable set"

@@ -46,6 +46,12 @@ use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // As other command-line tools: output piped into `head` ends the program quietly, where
+    // Rust's default (SIGPIPE ignored) makes `println!` panic on the broken pipe.
+    // SAFETY: called first in main, before any thread starts; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
