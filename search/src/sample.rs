@@ -1,6 +1,6 @@
 //! Which frames `fit` holds, from shards: the footage in a fixed order (the footage searched on,
-//! then the footage held out, each by id), each footage's frames in time, runs of frames kept by
-//! a hash when all would not fit in the memory allowed ([`shard::keeps`]), and the end of each
+//! then the footage held out, each by id), each footage's frames in time, runs of frames taken in
+//! the order of their hash while they fit in the memory allowed ([`shard::keeps`]), and the end of each
 //! footage held out when no footage is. Nothing here depends on how the frames were cut into
 //! shards, or on the shards' order, so any layout of the same frames gives the same bundle.
 
@@ -68,7 +68,14 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
     }
     let counts: Vec<(usize, bool)> = footage.iter().map(|f| (f.frames, f.holdout)).collect();
     let (train_frames, held_frames) = roles(&counts);
-    let shares = Shares::within(
+    let present = footage.iter().flat_map(|f| {
+        f.shards
+            .iter()
+            .flat_map(|(_, numbers)| numbers)
+            .map(move |&n| (f.id, n, f.boundary.is_some_and(|b| n >= b)))
+    });
+    let shares = thresholds(
+        present,
         train_frames,
         held_frames,
         backbone.bytes_per_frame(),
@@ -124,9 +131,15 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         }
     }
     let consecutive = !footage.iter().any(|f| f.spread);
-    let kept = Shares {
-        train: shares.train.min(extracted),
-        held: shares.held.min(extracted),
+    // What the report states: the share of each role's frames read.
+    let share_of = |read: usize, of: usize| (read as f64 / of.max(1) as f64).min(extracted);
+    let kept = if shares.is_all() && extracted >= 1.0 {
+        Shares::ALL
+    } else {
+        Shares {
+            train: share_of(train.frames(), train_frames),
+            held: share_of(held.frames(), held_frames),
+        }
     };
     Frames::new(
         (train, train_ranges, train_footage),
@@ -134,6 +147,62 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         consecutive,
         (!kept.is_all()).then_some(kept),
     )
+}
+
+/// The hash thresholds ([`shard::keeps`]) under which the runs of frames present fit `budget`
+/// bytes: held-out frames get at least half of it (as [`Shares::within`] shares it), and each
+/// role takes its runs lowest hash first while they fit. Runs are hundreds of megabytes for a
+/// large backbone, so a share drawn at random would hold the budget only on average; taking
+/// them in hash order holds it always, and a smaller budget still keeps a subset of a larger
+/// one's frames.
+/// `frames` are (footage id, frame number, held out) of every frame present.
+pub fn thresholds<'a>(
+    frames: impl Iterator<Item = (&'a str, u64, bool)>,
+    train_frames: usize,
+    held_frames: usize,
+    bytes_per_frame: usize,
+    budget: usize,
+) -> Shares {
+    if Shares::within(train_frames, held_frames, bytes_per_frame, budget).is_all() {
+        return Shares::ALL;
+    }
+    // The frames present in each run, per role (a run may straddle the held-out boundary).
+    let mut runs: BTreeMap<(bool, &str, u64), (f64, usize)> = BTreeMap::new();
+    for (id, n, held) in frames {
+        runs.entry((held, id, n / RUN as u64))
+            .or_insert_with(|| (shard::run_hash(id, n, RUN as u64), 0))
+            .1 += 1;
+    }
+    let role = |held: bool| -> Vec<(f64, usize)> {
+        runs.iter()
+            .filter(|((h, _, _), _)| *h == held)
+            .map(|(_, run)| *run)
+            .collect()
+    };
+    let bytes = |frames: usize| frames.saturating_mul(bytes_per_frame);
+    let train_bytes = bytes(train_frames);
+    let held_budget = (budget / 2).max(budget.saturating_sub(train_bytes));
+    let (held, held_used) = threshold(role(true), bytes_per_frame, held_budget);
+    let (train, _) = threshold(
+        role(false),
+        bytes_per_frame,
+        budget.saturating_sub(bytes(held_used)),
+    );
+    Shares { train, held }
+}
+
+/// Takes `runs` (hash, frames) lowest hash first while their frames fit `budget` bytes: the
+/// hash of the first run left out (1 when all fit, which keeps every run), and the frames taken.
+fn threshold(mut runs: Vec<(f64, usize)>, bytes_per_frame: usize, budget: usize) -> (f64, usize) {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut taken = 0usize;
+    for (hash, frames) in runs {
+        if (taken + frames).saturating_mul(bytes_per_frame) > budget {
+            return (hash, taken);
+        }
+        taken += frames;
+    }
+    (1.0, taken)
 }
 
 /// Where frame `n` of footage `f` goes.
@@ -298,6 +367,37 @@ mod tests {
         ranges.clear();
         streams(&[], 0, false, &mut ranges);
         assert!(ranges.is_empty());
+    }
+
+    /// Runs of 250 frames of 1.6 MB (EfficientNet-Lite0's size): a budget of three runs'
+    /// worth. Taken in hash order, the frames kept never pass the budget, whatever the footage,
+    /// and a smaller budget keeps a subset of a larger one's runs.
+    #[test]
+    fn runs_taken_in_hash_order_never_pass_the_budget() {
+        let bytes_per_frame = 1_600_000;
+        let ids: Vec<String> = (0..52).map(|i| format!("clip-{i:02}")).collect();
+        let frames = |id: &str| 100 + (id.len() as u64 * 37 + id.as_bytes()[5] as u64 * 13) % 700;
+        let all: Vec<(&str, u64, bool)> = ids
+            .iter()
+            .flat_map(|id| (0..frames(id)).map(move |n| (id.as_str(), n, false)))
+            .collect();
+        let total = all.len();
+        let mut previous: Option<Vec<(&str, u64)>> = None;
+        for budget in [4_800_000_000usize, 2_400_000_000, 1_200_000_000] {
+            let shares = thresholds(all.iter().copied(), total, 0, bytes_per_frame, budget);
+            let kept: Vec<(&str, u64)> = all
+                .iter()
+                .filter(|(id, n, _)| shard::keeps(id, *n, RUN as u64, shares.train))
+                .map(|(id, n, _)| (*id, *n))
+                .collect();
+            assert!(kept.len() * bytes_per_frame <= budget, "{} frames", kept.len());
+            // Within one run of the budget: the next run in hash order did not fit.
+            assert!((kept.len() + RUN) * bytes_per_frame > budget, "{} frames", kept.len());
+            if let Some(larger) = &previous {
+                assert!(kept.iter().all(|k| larger.contains(k)));
+            }
+            previous = Some(kept);
+        }
     }
 
     #[test]

@@ -10,7 +10,6 @@ use crate::backbone::Backbone;
 use crate::cli::SearchArgs;
 use crate::extract::{self, Job};
 use crate::footage::{Footage, Sampling, TimeRange, estimate_frames};
-use crate::problem::Shares;
 use crate::shard::Shard;
 use crate::{fit, sample};
 
@@ -110,8 +109,17 @@ fn jobs<'a>(
         .collect();
     if let Some(counts) = known {
         let (train, held) = sample::roles(&counts);
-        let shares = Shares::within(train, held, bytes_per_frame, budget);
         let any_held_out = jobs.iter().any(|j| j.holdout);
+        // The thresholds `fit` will take over every frame of the footage: extracting only the
+        // runs under them gives it the same frames.
+        let expected = jobs.iter().zip(&counts).flat_map(|(job, &(n, _))| {
+            let boundary = (!any_held_out).then(|| sample::split(n) as u64);
+            (0..n as u64).map(move |f| {
+                let held = job.holdout || boundary.is_some_and(|b| f >= b);
+                (job.id.as_str(), f, held)
+            })
+        });
+        let shares = sample::thresholds(expected, train, held, bytes_per_frame, budget);
         for job in &mut jobs {
             job.share = match (job.holdout, any_held_out) {
                 (true, _) => shares.held,

@@ -257,9 +257,12 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 /// frames are kept whatever the shards, their order or their number, and a smaller share keeps
 /// a subset of a larger one's frames.
 pub fn keeps(id: &str, frame: u64, run: u64, share: f64) -> bool {
-    if share >= 1.0 {
-        return true;
-    }
+    share >= 1.0 || run_hash(id, frame, run) < share
+}
+
+/// The run of `frame` (runs of `run` frames) of footage `id`, hashed to a number in [0, 1):
+/// the order in which `fit` takes runs, and what [`keeps`] compares with a share.
+pub fn run_hash(id: &str, frame: u64, run: u64) -> f64 {
     let digest = Sha256::new()
         .chain_update(id.as_bytes())
         .chain_update([0])
@@ -267,7 +270,7 @@ pub fn keeps(id: &str, frame: u64, run: u64, share: f64) -> bool {
         .finalize();
     let mut word = [0; 8];
     word.copy_from_slice(&digest[..8]);
-    (u64::from_le_bytes(word) as f64 / 2f64.powi(64)) < share
+    u64::from_le_bytes(word) as f64 / 2f64.powi(64)
 }
 
 /// A frame's place in its footage.
