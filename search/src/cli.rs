@@ -196,7 +196,8 @@ pub struct FitOptions {
     #[arg(long, default_value_t = 3000)]
     pub budget: usize,
     /// Megabytes the frames' features may take in memory; beyond it, runs of 250 frames are
-    /// kept by a hash of footage and frame, the same whatever the shards, and the report says
+    /// taken in the order of a hash of footage and run while they fit, the same whatever the
+    /// shards, and the report says
     /// which share. The default keeps the search under 4 GiB: the fit's other working memory
     /// grows with the frames it holds, to about two thirds of their features (measured: 4.09
     /// GB at 3,000 MB).
@@ -237,8 +238,9 @@ pub struct ExtractArgs {
     /// Extract up to this time, excluded (seconds, or [h:]m:s).
     #[arg(long, value_parser = seconds)]
     pub end: Option<f64>,
-    /// Keep only this share of runs of 250 frames, chosen by a hash of id and frame, as `fit`
-    /// keeps them when they do not all fit in its memory: a smaller disk for long footage.
+    /// Keep only the runs of 250 frames whose hash of id and run is below this share: `fit`
+    /// takes runs in that order when they do not all fit in its memory, so a share above the
+    /// one it reads gives it the same frames on a smaller disk.
     #[arg(long, default_value_t = 1.0, value_parser = share)]
     pub share: f64,
     #[command(flatten)]

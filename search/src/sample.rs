@@ -390,9 +390,17 @@ mod tests {
                 .filter(|(id, n, _)| shard::keeps(id, *n, RUN as u64, shares.train))
                 .map(|(id, n, _)| (*id, *n))
                 .collect();
-            assert!(kept.len() * bytes_per_frame <= budget, "{} frames", kept.len());
+            assert!(
+                kept.len() * bytes_per_frame <= budget,
+                "{} frames",
+                kept.len()
+            );
             // Within one run of the budget: the next run in hash order did not fit.
-            assert!((kept.len() + RUN) * bytes_per_frame > budget, "{} frames", kept.len());
+            assert!(
+                (kept.len() + RUN) * bytes_per_frame > budget,
+                "{} frames",
+                kept.len()
+            );
             if let Some(larger) = &previous {
                 assert!(kept.iter().all(|k| larger.contains(k)));
             }

@@ -86,7 +86,7 @@ fn header(r: &mut String, s: &Summary) {
     if let Some(shares) = frames.runs {
         let _ = writeln!(
             r,
-            "- Footage read in runs of {} consecutive frames, chosen by a hash of footage and frame, so that the features fit in memory: {} of the training frames and {} of the held-out ones. Every statistic above counts the frames read; the certificate's bound is what the held-out frames read support, and it holds for them as a sample of the held-out footage",
+            "- Footage read in runs of {} consecutive frames, taken in the order of a hash of footage and run while the features fit in memory: {} of the training frames and {} of the held-out ones. Every statistic above counts the frames read; the certificate's bound is what the held-out frames read support, and it holds for them as a sample of the held-out footage",
             crate::problem::RUN,
             pct(shares.train),
             pct(shares.held)
