@@ -154,7 +154,7 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
     assert_same_bundle(&a, &b);
     let report = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(
-        report.contains("chosen by a hash of footage and frame")
+        report.contains("taken in the order of a hash of footage and run")
             && report.contains("of the held-out ones"),
         "{report}"
     );
