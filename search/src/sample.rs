@@ -131,8 +131,9 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         }
     }
     let consecutive = !footage.iter().any(|f| f.spread);
-    // What the report states: the share of each role's frames read.
-    let share_of = |read: usize, of: usize| (read as f64 / of.max(1) as f64).min(extracted);
+    // What the report states: the share of each role's frames read (a role's footage may
+    // have been extracted whole while another's was not).
+    let share_of = |read: usize, of: usize| (read as f64 / of.max(1) as f64).min(1.0);
     let kept = if shares.is_all() && extracted >= 1.0 {
         Shares::ALL
     } else {
