@@ -32,6 +32,14 @@ fn style() -> Style {
     }
 }
 
+/// `frames` grey RGBA frames, WIDTH × HEIGHT.
+fn grey_source(frames: usize) -> String {
+    format!(
+        "videotestsrc num-buffers={frames} pattern=solid-color foreground-color=0xff808080 \
+         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT}"
+    )
+}
+
 /// A frame's RGBA pixels and the metas it carried.
 struct Frame {
     pixels: Vec<u8>,
@@ -60,10 +68,10 @@ fn render(thresholds: &[[f64; 2]], overlay: &str) -> Vec<Frame> {
         })
         .collect();
     let desc = format!(
-        "videotestsrc num-buffers=3 pattern=solid-color foreground-color=0xff808080 \
-         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT} {classifiers}\
+        "{} {classifiers}\
          ! earlyexitoverlay {} {overlay} \
          ! appsink name=sink sync=false caps=video/x-raw,format=RGBA",
+        grey_source(3),
         style_properties()
     );
     let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
@@ -189,11 +197,11 @@ fn the_panel_goes_to_the_corner_asked_for() {
 fn a_sink_that_draws_overlays_gets_the_panel_as_meta() {
     let (_tmp, bundle) = cut::valid_dir([1.0, 1.0]);
     let desc = format!(
-        "videotestsrc num-buffers=3 pattern=solid-color foreground-color=0xff808080 \
-         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT} \
+        "{} \
          ! earlyexit model=\"{}\" audit=0 ! earlyexitoverlay \
          ! appsink name=sink sync=false \
            caps=video/x-raw(meta:GstVideoOverlayComposition),format=RGBA",
+        grey_source(3),
         bundle.display()
     );
     let (pipeline, sink) = earlyexit_testkit::gst::with_appsink(&desc);
@@ -229,10 +237,10 @@ fn a_sink_that_draws_overlays_gets_the_panel_as_meta() {
 fn a_sink_that_takes_anything_gets_the_panel_blended() {
     let (_tmp, bundle) = cut::valid_dir([1.0, 1.0]);
     let desc = format!(
-        "videotestsrc num-buffers=2 pattern=solid-color foreground-color=0xff808080 \
-         ! video/x-raw,format=RGBA,width={WIDTH},height={HEIGHT} \
+        "{} \
          ! earlyexit model=\"{}\" audit=0 ! earlyexitoverlay {} \
          ! appsink name=sink sync=false",
+        grey_source(2),
         bundle.display(),
         style_properties()
     );

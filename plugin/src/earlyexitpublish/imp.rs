@@ -202,7 +202,7 @@ impl EarlyExitPublish {
     /// Writes and publishes one frame's record.
     fn publish(&self, state: &mut State, buf: &gst::BufferRef) -> Result<(), gst::ErrorMessage> {
         let results = EarlyExitInfo::all_from_buffer(buf);
-        let line = Record {
+        let mut line = Record {
             stream: &state.stream,
             frame: state.frames,
             pts_ns: buf.pts().map(gst::ClockTime::nseconds),
@@ -225,8 +225,10 @@ impl EarlyExitPublish {
                 })?;
         }
         if let Some(mqtt) = &state.mqtt {
-            // Without the newline: one message is one record.
-            let sent = mqtt.send(line[..line.len() - 1].to_vec());
+            // Without the newline: one message is one record. The line is not needed after.
+            line.pop();
+            let bytes = line.len();
+            let sent = mqtt.send(line);
             if sent == Sent::TooLarge && !state.told_too_large {
                 state.told_too_large = true;
                 gst::element_imp_warning!(
@@ -235,7 +237,7 @@ impl EarlyExitPublish {
                     (
                         "A record of {} bytes is larger than the {} an MQTT message may hold: \
                          dropped, and counted in 'dropped', as others will be",
-                        line.len() - 1,
+                        bytes,
                         mqtt::MAX_RECORD
                     )
                 );
