@@ -95,7 +95,22 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         .map(|f| {
             f.shards
                 .iter()
-                .map(|(_, numbers)| numbers.iter().map(|&n| route(f, shares, n)).collect())
+                .map(|(_, numbers)| {
+                    // A shard's frames come in time, so a run's hash is worked out once.
+                    let mut last: Option<(u64, f64)> = None;
+                    numbers
+                        .iter()
+                        .map(|&n| {
+                            let run = n / RUN as u64;
+                            let hash = match last {
+                                Some((r, hash)) if r == run => hash,
+                                _ => shard::run_hash(f.id, n, RUN as u64),
+                            };
+                            last = Some((run, hash));
+                            route(f, shares, n, hash)
+                        })
+                        .collect()
+                })
                 .collect()
         })
         .collect();
@@ -206,11 +221,11 @@ fn threshold(mut runs: Vec<(f64, usize)>, bytes_per_frame: usize, budget: usize)
     (1.0, taken)
 }
 
-/// Where frame `n` of footage `f` goes.
-fn route(f: &Footage, shares: Shares, n: u64) -> Destination {
+/// Where frame `n` of footage `f` goes; `hash` is its run's ([`shard::run_hash`]).
+fn route(f: &Footage, shares: Shares, n: u64, hash: f64) -> Destination {
     let is_held = f.boundary.is_some_and(|b| n >= b);
     let share = if is_held { shares.held } else { shares.train };
-    match (shard::keeps(f.id, n, RUN as u64, share), is_held) {
+    match (shard::kept(hash, share), is_held) {
         (false, _) => Destination::Skip,
         (true, false) => Destination::Train,
         (true, true) => Destination::Held,

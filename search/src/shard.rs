@@ -257,7 +257,13 @@ pub fn sha256_of(path: &Path) -> Result<String> {
 /// frames are kept whatever the shards, their order or their number, and a smaller share keeps
 /// a subset of a larger one's frames.
 pub fn keeps(id: &str, frame: u64, run: u64, share: f64) -> bool {
-    share >= 1.0 || run_hash(id, frame, run) < share
+    // The hash only when a run can be left out.
+    share >= 1.0 || kept(run_hash(id, frame, run), share)
+}
+
+/// Whether a run of hash `hash` ([`run_hash`]) is kept at `share`.
+pub fn kept(hash: f64, share: f64) -> bool {
+    share >= 1.0 || hash < share
 }
 
 /// The run of `frame` (runs of `run` frames) of footage `id`, hashed to a number in [0, 1):
