@@ -16,6 +16,10 @@ use earlyexit::rule::Signals;
 /// folds would train heads closer to the shipped one, at a training time that grows with them.
 pub const FOLDS: usize = 2;
 
+/// The memory, in bytes, that the trainings of one head may take together, besides the
+/// frames: [`CrossFitted::train`] runs fewer side by side when each takes more.
+pub const TRAINING_MEMORY: usize = 1_000_000_000;
+
 /// Which fold each training frame is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folds {
@@ -76,36 +80,45 @@ pub struct CrossFitted {
 }
 
 impl CrossFitted {
-    /// Trains `fit` on every fold's complement, and on every frame, all at once: a head's
-    /// training keeps about one core busy, so the machine's cores train the folds together.
-    /// `fit` takes the rows to learn from (None for all) and an index (0 for all, else the
-    /// fold's, from 1), so that each fold may draw its own seed.
+    /// Trains `fit` on every fold's complement, and on every frame. A head's training keeps
+    /// about one core busy, so the trainings run side by side, as many at once as fit in
+    /// [`TRAINING_MEMORY`] when each takes `memory` bytes, and one at a time beyond: a wide
+    /// head over many classes needs hundreds of MB. `fit` takes the rows to learn from (None
+    /// for all) and an index (0 for all, else the fold's, from 1), so that each fold may draw
+    /// its own seed; the heads do not depend on how many ran at once.
     pub fn train(
         folds: &Folds,
+        memory: usize,
         fit: impl Fn(Option<&[usize]>, usize) -> Result<TrainedHead> + Sync,
     ) -> Result<CrossFitted> {
         let rows: Vec<Vec<usize>> = (0..folds.count()).map(|k| folds.training_rows(k)).collect();
+        let jobs: Vec<Option<&[usize]>> = std::iter::once(None)
+            .chain(rows.iter().map(|r| Some(r.as_slice())))
+            .collect();
+        let at_once = (TRAINING_MEMORY / memory.max(1)).clamp(1, jobs.len());
         let fit = &fit;
-        let (head, per_fold) = std::thread::scope(|scope| {
-            let per_fold: Vec<_> = rows
-                .iter()
-                .enumerate()
-                .map(|(k, rows)| scope.spawn(move || fit(Some(rows), k + 1)))
-                .collect();
-            let head = fit(None, 0);
-            let per_fold = per_fold
-                .into_iter()
-                .map(|handle| {
+        let mut trained = Vec::with_capacity(jobs.len());
+        for (c, chunk) in jobs.chunks(at_once).enumerate() {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &rows)| scope.spawn(move || fit(rows, c * at_once + i)))
+                    .collect();
+                trained.extend(handles.into_iter().map(|handle| {
                     handle
                         .join()
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect::<Result<Vec<_>>>();
-            (head, per_fold)
-        });
+                }));
+            });
+        }
+        let mut heads = trained.into_iter().collect::<Result<Vec<_>>>()?.into_iter();
+        let Some(head) = heads.next() else {
+            bail!("no head was trained");
+        };
         Ok(CrossFitted {
-            head: head?,
-            folds: per_fold?,
+            head,
+            folds: heads.collect(),
         })
     }
 
@@ -175,6 +188,52 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("1 in all"), "{err}");
         assert!(Folds::in_time(&[], 2).check().is_err());
+    }
+
+    /// Trains the three heads of two folds on a small problem, `memory` bytes each, and
+    /// returns them with the most trainings that ran at once.
+    fn trained_at(memory: usize) -> (Vec<earlyexit_graph::heads::HeadSpec>, usize) {
+        use crate::heads::{HeadKind, Targets, Training, train};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (n, d) = (60, 4);
+        let x: Vec<f32> = (0..n * d).map(|i| ((i * 13) % 11) as f32).collect();
+        let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let folds = Folds::in_time(std::slice::from_ref(&(0..n)), 2);
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let head = CrossFitted::train(&folds, memory, |rows, k| {
+            most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            // Long enough for trainings started together to overlap.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let rows: Vec<usize> = rows.map_or_else(|| (0..n).collect(), <[usize]>::to_vec);
+            let training = Training {
+                seed: k as u64,
+                ..Training::default()
+            };
+            let (x, y) = (gather(&x, d, &rows), gather(&y, 1, &rows));
+            let head = train(HeadKind::LinearGap, &x, d, Targets::Hard(&y), 3, &training);
+            running.fetch_sub(1, Ordering::SeqCst);
+            head
+        })
+        .unwrap();
+        let specs = std::iter::once(&head.head)
+            .chain(&head.folds)
+            .map(|h| h.spec())
+            .collect();
+        (specs, most.into_inner())
+    }
+
+    #[test]
+    fn trainings_run_side_by_side_only_while_they_fit_and_train_the_same_heads() {
+        let (side_by_side, most) = trained_at(1);
+        assert_eq!(most, 3);
+        let (two, most) = trained_at(TRAINING_MEMORY / 2);
+        assert_eq!(most, 2);
+        let (alone, most) = trained_at(TRAINING_MEMORY);
+        assert_eq!(most, 1);
+        assert_eq!(side_by_side, alone);
+        assert_eq!(side_by_side, two);
+        // Each fold's head learned from other frames, with another seed.
+        assert_ne!(side_by_side[1], side_by_side[2]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod inspect;
 mod search;
 
 // What the commands share: the backbone, footage, features, shards and heads.
+mod adamw;
 mod backbone;
 mod features;
 mod footage;

@@ -262,7 +262,8 @@ impl Problem<'_> {
     ) -> Result<CrossFitted> {
         let (x, d) = self.frames.train.column(cut, kind.pool_index());
         let targets = self.frames.targets(distill);
-        CrossFitted::train(&self.frames.folds, |rows, k| {
+        let memory = training.memory(kind, self.frames.train.frames(), d, self.classes);
+        CrossFitted::train(&self.frames.folds, memory, |rows, k| {
             // The golden ratio's bits spread the folds' seeds apart.
             let training = Training {
                 seed: training.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
