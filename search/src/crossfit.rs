@@ -202,8 +202,12 @@ mod tests {
         let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let head = CrossFitted::train(&folds, memory, |rows, k| {
             most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-            // Long enough for trainings started together to overlap.
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            // Wait for the others, if they run at once, so that a loaded machine cannot
+            // start them apart.
+            let start = std::time::Instant::now();
+            while running.load(Ordering::SeqCst) < 3 && start.elapsed().as_millis() < 500 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             let rows: Vec<usize> = rows.map_or_else(|| (0..n).collect(), <[usize]>::to_vec);
             let training = Training {
                 seed: k as u64,
