@@ -66,7 +66,9 @@ impl AdamW {
                 constants,
                 moments: RefCell::new((&mut m.first, &mut m.second)),
             };
-            m.var.as_tensor().inplace_op2(gradient, &update)?;
+            // A no-op unless the gradient is a view.
+            let gradient = gradient.contiguous()?;
+            m.var.as_tensor().inplace_op2(&gradient, &update)?;
         }
         Ok(())
     }
@@ -141,7 +143,7 @@ impl InplaceOp2 for Update<'_> {
         let (Some((t0, t1)), Some((g0, g1))) =
             (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
         else {
-            // Parameters are made contiguous; a gradient is too unless it is a view.
+            // Parameters are made contiguous, and `step` makes the gradient so.
             bail!("adamw-update: parameters and gradient must be contiguous");
         };
         let mut moments = self.moments.borrow_mut();

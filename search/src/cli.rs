@@ -199,7 +199,7 @@ pub struct FitOptions {
     /// taken in the order of a hash of footage and run while they fit, the same whatever the
     /// shards, and the report says which share. Head training takes at most about 1 GB more,
     /// the rest about 0.5 GB: at the default, the whole fit peaked at 3.0 GiB for Fashion-MNIST
-    /// and 3.1 GiB for EfficientNet-Lite0.
+    /// and 3.2 GiB for EfficientNet-Lite0.
     #[arg(long, default_value_t = 2_400, value_parser = at_least_one)]
     pub feature_memory: usize,
 }
