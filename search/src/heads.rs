@@ -337,7 +337,7 @@ pub fn train(
             weight_decay: t.weight_decay,
             ..ParamsAdamW::default()
         },
-    )?;
+    );
     let targets = match targets {
         Targets::Hard(y) => Tensor::from_slice(y, n, &dev)?,
         Targets::Soft(p) => Tensor::from_slice(p, (n, classes), &dev)?,
