@@ -28,17 +28,44 @@ pub struct Folds {
     count: usize,
 }
 
+/// Where one footage's training frames, as the search holds them, sit in its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeline {
+    /// Its rows of the training table, in time.
+    pub rows: Range<usize>,
+    /// Each row's place among the footage's training frames: `0..rows.len()` when the search
+    /// holds them all, else the places of those it sampled.
+    pub places: Vec<usize>,
+    /// The footage's training frames in all, held or not.
+    pub frames: usize,
+}
+
+impl Timeline {
+    /// A footage whose training frames the search holds all of, at `rows`.
+    #[cfg(test)]
+    pub fn whole(rows: Range<usize>) -> Timeline {
+        Timeline {
+            places: (0..rows.len()).collect(),
+            frames: rows.len(),
+            rows,
+        }
+    }
+}
+
 impl Folds {
-    /// Each footage's frames (`footage`, ranges of the training table in time order) cut into
-    /// `count` stretches in time, the first in fold 0: neighbouring frames are near copies of
-    /// one scene, so a fold holds whole stretches rather than every `count`-th frame, and a head
-    /// is scored on scenes it did not learn from, of every camera.
-    pub fn in_time(footage: &[Range<usize>], count: usize) -> Folds {
-        let frames = footage.iter().map(|r| r.end).max().unwrap_or(0);
+    /// Each footage's training frames cut into `count` stretches of its time, the first in
+    /// fold 0: neighbouring frames are near copies of one scene, so a fold holds whole
+    /// stretches rather than every `count`-th frame, and a head is scored on scenes it did not
+    /// learn from, of every camera. A frame's fold follows from its place in the footage, not
+    /// from which frames the search sampled, so footage repeated under another id (or the same
+    /// scene filmed twice) puts each frame's copies in one fold whatever was sampled of each:
+    /// else a head would be scored on copies of what it learned.
+    pub fn in_time(footage: &[Timeline], count: usize) -> Folds {
+        let frames = footage.iter().map(|f| f.rows.end).max().unwrap_or(0);
         let mut of = vec![0; frames];
-        for range in footage {
-            for i in range.clone() {
-                of[i] = (i - range.start) * count / range.len();
+        for f in footage {
+            for (row, place) in f.rows.clone().zip(&f.places) {
+                of[row] = place * count / f.frames;
             }
         }
         Folds { of, count }
@@ -173,17 +200,38 @@ mod tests {
 
     #[test]
     fn folds_cut_each_footage_in_time() {
-        let folds = Folds::in_time(&[0..4, 4..10], 2);
+        let folds = Folds::in_time(&[Timeline::whole(0..4), Timeline::whole(4..10)], 2);
         assert_eq!(folds.of, vec![0, 0, 1, 1, 0, 0, 0, 1, 1, 1]);
         assert_eq!(folds.training_rows(1), vec![0, 1, 4, 5, 6]);
         assert!(folds.check().is_ok());
-        let thirds = Folds::in_time(std::slice::from_ref(&(0..6)), 3);
+        let thirds = Folds::in_time(&[Timeline::whole(0..6)], 3);
         assert_eq!(thirds.of, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    /// Two copies of a footage of 8 training frames, each sampled differently: a frame's
+    /// copies share a fold, which their places in the held rows would not give.
+    #[test]
+    fn a_sampled_frame_keeps_the_fold_of_its_place_in_the_footage() {
+        let sampled = |rows: Range<usize>, places: Vec<usize>| Timeline {
+            rows,
+            places,
+            frames: 8,
+        };
+        let folds = Folds::in_time(
+            &[
+                sampled(0..3, vec![0, 1, 5]),
+                sampled(3..7, vec![4, 5, 6, 7]),
+            ],
+            2,
+        );
+        assert_eq!(folds.of, vec![0, 0, 1, 1, 1, 1, 1]);
+        // Frame 5 of each copy: fold 1 in both.
+        assert_eq!((folds.of[2], folds.of[4]), (1, 1));
     }
 
     #[test]
     fn too_few_frames_for_the_folds_are_refused() {
-        let err = Folds::in_time(std::slice::from_ref(&(0..1)), 2)
+        let err = Folds::in_time(&[Timeline::whole(0..1)], 2)
             .check()
             .unwrap_err();
         assert!(err.to_string().contains("1 in all"), "{err}");
@@ -198,7 +246,7 @@ mod tests {
         let (n, d) = (60, 4);
         let x: Vec<f32> = (0..n * d).map(|i| ((i * 13) % 11) as f32).collect();
         let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
-        let folds = Folds::in_time(std::slice::from_ref(&(0..n)), 2);
+        let folds = Folds::in_time(&[Timeline::whole(0..n)], 2);
         let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let head = CrossFitted::train(&folds, memory, |rows, k| {
             most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);

@@ -15,7 +15,7 @@ use earlyexit::rule::Metric;
 use earlyexit_graph::heads::build_head;
 use earlyexit_graph::{CutPoint, Graph};
 
-use crate::crossfit::{CrossFitted, FOLDS, Folds, gather};
+use crate::crossfit::{CrossFitted, FOLDS, Folds, Timeline, gather};
 use crate::goal::Goal;
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
@@ -130,9 +130,9 @@ pub struct Frames {
 
 impl Frames {
     /// Frames from their tables: the training frames with their streams and each footage's
-    /// range, the held-out ones with their streams.
+    /// place in time, the held-out ones with their streams.
     pub fn new(
-        (train, train_ranges, train_footage): (FeatureTable, Vec<Range<usize>>, Vec<Range<usize>>),
+        (train, train_ranges, train_footage): (FeatureTable, Vec<Range<usize>>, Vec<Timeline>),
         (held, held_ranges): (FeatureTable, Vec<Range<usize>>),
         consecutive: bool,
         runs: Option<Shares>,

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use anyhow::{Result, bail};
 
+use crate::crossfit::Timeline;
 use crate::problem::{Frames, HOLDOUT_SHARE, RUN, Shares};
 use crate::shard::{self, Destination, Shard};
 
@@ -20,6 +21,8 @@ struct Footage<'a> {
     frames: usize,
     /// The first frame held out, if any.
     boundary: Option<u64>,
+    /// The numbers of the frames its shards decoded (stored or not), unless they were spread.
+    decoded: Option<Range<u64>>,
     spread: bool,
     shards: Vec<(&'a Shard, Vec<u64>)>,
 }
@@ -142,7 +145,23 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         streams(&to_train, train_start, f.spread, &mut train_ranges);
         streams(&to_held, held_start, f.spread, &mut held_ranges);
         if !f.holdout {
-            train_footage.push(train_start..train.frames());
+            let rows = train_start..train.frames();
+            // A frame's place among the footage's training frames: by its number, whatever was
+            // stored (`search` extracts only the runs it may keep) or sampled; among the frames
+            // spread over it, which were all stored.
+            train_footage.push(match &f.decoded {
+                Some(decoded) => {
+                    let end = f.boundary.unwrap_or(decoded.end);
+                    timeline(decoded.start..end, &to_train, rows)
+                }
+                None => {
+                    let stored = f.shards.iter().flat_map(|(_, numbers)| numbers.iter());
+                    let training = stored
+                        .copied()
+                        .filter(|&n| f.boundary.is_none_or(|b| n < b));
+                    timeline(training, &to_train, rows)
+                }
+            });
         }
     }
     let consecutive = !footage.iter().any(|f| f.spread);
@@ -276,6 +295,7 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
                 holdout: part.holdout,
                 frames: 0,
                 boundary: None,
+                decoded: None,
                 spread: part.spread,
                 shards: Vec::new(),
             })
@@ -314,6 +334,12 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
         } else {
             first.map(|first| first + split(decoded) as u64)
         };
+        if !f.spread {
+            // Frames numbered by their time may skip a number, so the last may pass `decoded`.
+            let last = f.shards.last().and_then(|(_, numbers)| numbers.last());
+            f.decoded =
+                first.map(|first| first..(first + decoded as u64).max(last.map_or(0, |&n| n + 1)));
+        }
     }
     Ok(footage)
 }
@@ -355,6 +381,25 @@ fn check_parts(f: &Footage) -> Result<()> {
     Ok(())
 }
 
+/// The timeline of a footage's training frames held at `rows`, numbered `held`, among the
+/// numbers of all its `training` frames (both in time, `held` within `training`).
+fn timeline(training: impl Iterator<Item = u64>, held: &[u64], rows: Range<usize>) -> Timeline {
+    let mut places = Vec::with_capacity(held.len());
+    let mut frames = 0;
+    let mut next = held.iter().peekable();
+    for n in training {
+        if next.next_if_eq(&&n).is_some() {
+            places.push(frames);
+        }
+        frames += 1;
+    }
+    Timeline {
+        rows,
+        places,
+        frames,
+    }
+}
+
 /// Appends the streams of `numbers`, placed in their table from `start`: a stream ends where
 /// the frames skip some, unless they were `spread` over the footage on purpose.
 fn streams(numbers: &[u64], start: usize, spread: bool, ranges: &mut Vec<Range<usize>>) {
@@ -383,6 +428,20 @@ mod tests {
         ranges.clear();
         streams(&[], 0, false, &mut ranges);
         assert!(ranges.is_empty());
+    }
+
+    #[test]
+    fn a_timeline_places_the_held_frames_among_the_stored_ones() {
+        let training = [10u64, 11, 12, 13, 20, 21];
+        let sampled = timeline(training.into_iter(), &[11, 12, 21], 4..7);
+        assert_eq!(sampled.places, vec![1, 2, 5]);
+        assert_eq!((sampled.frames, sampled.rows), (6, 4..7));
+        assert_eq!(
+            timeline(training.into_iter(), &training, 0..6),
+            Timeline::whole(0..6)
+        );
+        // Frames 3 and 4 of a footage's first ten decoded, the only run stored.
+        assert_eq!(timeline(0..10, &[3, 4], 0..2).places, vec![3, 4]);
     }
 
     /// Runs of 250 frames of 1.6 MB (EfficientNet-Lite0's size): a budget of three runs'

@@ -104,6 +104,7 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
     ];
     args.extend(FIT);
     let searched_text = text(&searched);
+    let mut small_search = args.clone();
     args.extend(["--out", &searched_text]);
     ok(&args, &cache);
 
@@ -152,6 +153,12 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
         fit(&one, "small-one", &small),
     );
     assert_same_bundle(&a, &b);
+    // `search` stores only the runs it may keep, and writes the same bundle.
+    let small_searched = text(&dir.path().join("small-searched"));
+    small_search.extend(small);
+    small_search.extend(["--out", &small_searched]);
+    ok(&small_search, &cache);
+    assert_same_bundle(&a, Path::new(&small_searched));
     let report = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(
         report.contains("taken in the order of a hash of footage and run")
