@@ -27,6 +27,27 @@ struct Footage<'a> {
     shards: Vec<(&'a Shard, Vec<u64>)>,
 }
 
+impl Footage<'_> {
+    /// The timeline of its training frames held at `rows`, numbered `held`. A frame's place
+    /// among them is by its number, whatever was stored (`search` extracts only the runs it may
+    /// keep) or sampled; among the frames spread over it, which were all stored, by rank.
+    fn timeline(&self, held: &[u64], rows: Range<usize>) -> Timeline {
+        match &self.decoded {
+            Some(decoded) => {
+                let end = self.boundary.unwrap_or(decoded.end);
+                timeline(decoded.start..end, held, rows)
+            }
+            None => {
+                let stored = self.shards.iter().flat_map(|(_, numbers)| numbers.iter());
+                let training = stored
+                    .copied()
+                    .filter(|&n| self.boundary.is_none_or(|b| n < b));
+                timeline(training, held, rows)
+            }
+        }
+    }
+}
+
 /// Where the held-out part of a footage of `n` frames starts, when none is held out whole: its
 /// last [`HOLDOUT_SHARE`], in time.
 pub fn split(n: usize) -> usize {
@@ -145,23 +166,7 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         streams(&to_train, train_start, f.spread, &mut train_ranges);
         streams(&to_held, held_start, f.spread, &mut held_ranges);
         if !f.holdout {
-            let rows = train_start..train.frames();
-            // A frame's place among the footage's training frames: by its number, whatever was
-            // stored (`search` extracts only the runs it may keep) or sampled; among the frames
-            // spread over it, which were all stored.
-            train_footage.push(match &f.decoded {
-                Some(decoded) => {
-                    let end = f.boundary.unwrap_or(decoded.end);
-                    timeline(decoded.start..end, &to_train, rows)
-                }
-                None => {
-                    let stored = f.shards.iter().flat_map(|(_, numbers)| numbers.iter());
-                    let training = stored
-                        .copied()
-                        .filter(|&n| f.boundary.is_none_or(|b| n < b));
-                    timeline(training, &to_train, rows)
-                }
-            });
+            train_footage.push(f.timeline(&to_train, train_start..train.frames()));
         }
     }
     let consecutive = !footage.iter().any(|f| f.spread);
