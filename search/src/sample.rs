@@ -33,10 +33,13 @@ impl Footage<'_> {
     /// keep) or sampled; among the frames spread over it, which were all stored, by rank.
     fn timeline(&self, held: &[u64], rows: Range<usize>) -> Timeline {
         match &self.decoded {
-            Some(decoded) => {
-                let end = self.boundary.unwrap_or(decoded.end);
-                timeline(decoded.start..end, held, rows)
-            }
+            // Every number in the range is a frame: a place is an offset, with no walk over
+            // a footage that may be days long.
+            Some(decoded) => Timeline {
+                places: held.iter().map(|&n| (n - decoded.start) as usize).collect(),
+                frames: (self.boundary.unwrap_or(decoded.end) - decoded.start) as usize,
+                rows,
+            },
             None => {
                 let stored = self.shards.iter().flat_map(|(_, numbers)| numbers.iter());
                 let training = stored
