@@ -156,8 +156,10 @@ pub fn read_ground_truth(path: &Path) -> Result<Vec<u32>> {
 
 /// A decoded frame, owning its pixels.
 pub struct DecodedFrame {
-    /// The frame's number in its footage, from 0: its index among the decoded frames, or with
-    /// a time range, its time × the frame rate.
+    /// The frame's number in its footage, from 0: its index among the decoded frames. With a
+    /// time range, the range's first frame is numbered by its time × the frame rate, and each
+    /// frame after it one more: a footage whose frames outnumber its rate (its caps say 25 fps
+    /// of 30) loses none, and `fit` renumbers its parts in time ([`crate::sample`]).
     pub index: usize,
     /// Its presentation time, in nanoseconds.
     pub pts_ns: Option<u64>,
@@ -284,11 +286,15 @@ impl Decoder {
         let (tx, rx) = bounded(8);
         let uri = footage.uri.clone();
         let name = footage.name.clone();
+        // Labels are read by frame number: in a range, it must be the frame's time × rate.
+        let by_time = footage.labels.is_some() && !range.is_whole();
         let thread = std::thread::Builder::new()
             .name("decode".into())
             .spawn(move || {
-                decode(&uri, sampling, range, |frame| tx.send(frame).is_ok())
-                    .with_context(|| format!("footage {name}"))
+                decode(&uri, sampling, range, by_time, |frame| {
+                    tx.send(frame).is_ok()
+                })
+                .with_context(|| format!("footage {name}"))
             })
             .context("cannot start the decoding thread")?;
         Ok(Decoder {
@@ -346,11 +352,13 @@ fn bus_error(bus: &gst::Bus) -> Result<()> {
 }
 
 /// Decodes `uri` within `range` and hands the frames `sampling` picks to `sink`, until it
-/// returns false.
+/// returns false. With `by_time`, a frame in a range whose time × rate is not its number is an
+/// error.
 fn decode(
     uri: &str,
     sampling: Sampling,
     range: TimeRange,
+    by_time: bool,
     mut sink: impl FnMut(DecodedFrame) -> bool,
 ) -> Result<()> {
     let (pipeline, appsink) = pipeline(uri)?;
@@ -364,7 +372,7 @@ fn decode(
         pipeline
             .set_state(gst::State::Playing)
             .context("cannot start decoding")?;
-        let (mut index, mut last) = (0, None);
+        let (mut index, mut first) = (0, None);
         loop {
             // A timeout, so that an upstream error (which brings no EOS) is noticed.
             let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
@@ -377,13 +385,17 @@ fn decode(
             let number = if range.is_whole() {
                 index
             } else {
-                // Frame times only grow; a repeated one is not a new frame.
-                match frame_number(&sample, range)? {
-                    Some(n) if last.is_none_or(|l| n > l) => n,
-                    _ => continue,
+                let Some(by_rate) = frame_number(&sample, range)? else {
+                    continue;
+                };
+                let number = *first.get_or_insert(by_rate) + index;
+                if by_time && by_rate != number {
+                    bail!(
+                        "frame {number} of the range lies at frame {by_rate} by its time and rate: the footage's frames do not follow its rate, so its ground truth cannot be read by frame number in a time range; extract it whole (no --start/--end)"
+                    );
                 }
+                number
             };
-            last = Some(number);
             let pick = sampling.pick(index);
             if pick == Pick::Stop || (pick == Pick::Keep && !sink(to_frame(number, &sample)?)) {
                 return Ok(());

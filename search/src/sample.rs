@@ -315,6 +315,7 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
         f.shards
             .sort_by_key(|(s, _)| s.header.part.start_ns.unwrap_or(0));
         check_parts(f)?;
+        renumber(f)?;
         let decoded: usize = f.shards.iter().map(|(s, _)| s.header.part.decoded).sum();
         let first = f
             .shards
@@ -355,7 +356,7 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
 /// Refuses parts of a footage (in time order) that overlap or leave a gap.
 fn check_parts(f: &Footage) -> Result<()> {
     for pair in f.shards.windows(2) {
-        let ((a, a_numbers), (b, b_numbers)) = (&pair[0], &pair[1]);
+        let ((a, _), (b, _)) = (&pair[0], &pair[1]);
         let (end, start) = (a.header.part.end_ns, b.header.part.start_ns);
         if end.is_none() || start.is_none() || end > start {
             bail!(
@@ -375,16 +376,30 @@ fn check_parts(f: &Footage) -> Result<()> {
                 b.path.display()
             );
         }
-        if let (Some(last), Some(next)) = (a_numbers.last(), b_numbers.first())
-            && last >= next
-        {
+    }
+    Ok(())
+}
+
+/// Numbers a footage's frames (its parts in time, which meet) on from its first part's first
+/// frame, one by one: a part numbers its frames on from its first one's time × rate, which
+/// for a footage whose frames outnumber its rate is not where the part before it ended. The
+/// numbers are then those of the footage decoded whole, however it was cut.
+fn renumber(f: &mut Footage) -> Result<()> {
+    let mut next = None;
+    for (s, numbers) in &mut f.shards {
+        let part = &s.header.part;
+        let Some(first) = part.first else { continue };
+        if numbers.first().is_some_and(|&n| n < first) {
             bail!(
-                "shards {} and {} both hold frame {next} of footage '{}'; give each frame once",
-                a.path.display(),
-                b.path.display(),
-                f.id
+                "shard {}: it holds frames before its first, {first}",
+                s.path.display()
             );
         }
+        let start = *next.get_or_insert(first);
+        for n in numbers.iter_mut() {
+            *n = *n - first + start;
+        }
+        next = Some(start + part.decoded as u64);
     }
     Ok(())
 }

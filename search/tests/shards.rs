@@ -1,5 +1,6 @@
-//! `extract` and `fit` end to end: the same bundle as `search` whatever the shards, a complete
-//! shard kept on a rerun, and shards that cannot be searched together refused by name.
+//! `extract` and `fit` end to end: the same bundle as `search` whatever the shards (also of a
+//! footage whose frames outnumber its rate), a complete shard kept on a rerun, and shards that
+//! cannot be searched together refused by name.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -165,6 +166,93 @@ fn search_and_extract_then_fit_write_the_same_bundle() {
             && report.contains("of the held-out ones"),
         "{report}"
     );
+}
+
+/// A footage whose frames outnumber its rate (90 frames in 3 s, its container saying 25 fps)
+/// loses none when cut in time, and its parts fit to the bundle `search` writes. Its ground
+/// truth, read by frame number, cannot be placed in a time range, and that is refused.
+#[test]
+fn a_footage_whose_frames_outnumber_its_rate_gives_the_same_bundle_cut_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let clip = dir.path().join("fast.mkv");
+    // Blocks timed at 30 fps in a container whose default duration says 25.
+    earlyexit_testkit::gst::run_to_eos(
+        &format!(
+            "videotestsrc pattern=ball num-buffers=90 ! video/x-raw,framerate=30/1,width=64,height=64 ! jpegenc ! capssetter caps=\"image/jpeg,framerate=25/1\" ! matroskamux ! filesink location={}",
+            clip.display()
+        ),
+        60,
+    );
+    let (backbone, clip) = (text(&model("fmnist_resnet20w32.onnx")), text(&clip));
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let parts_text = text(&parts);
+    let extract = |range: &[&str]| {
+        let mut args = vec![
+            "extract",
+            "--backbone",
+            &backbone,
+            "--footage",
+            &clip,
+            "--out",
+            &parts_text,
+        ];
+        args.extend(range);
+        ok(&args, &cache)
+    };
+    for (range, frames) in [(["--end", "1.5"], 45), (["--start", "1.5"], 45)] {
+        let said = extract(&range);
+        assert!(
+            said.contains(&format!("written: {frames} frames")),
+            "{said}"
+        );
+    }
+    let flags = [
+        "--target-agreement",
+        "0.9",
+        "--seed",
+        "3",
+        "--budget",
+        "100",
+        "--cost",
+        "macs",
+    ];
+    let (searched, fitted) = (
+        text(&dir.path().join("searched")),
+        text(&dir.path().join("fitted")),
+    );
+    let mut search = vec!["search", "--backbone", &backbone, "--footage", &clip];
+    search.extend(flags);
+    search.extend(["--out", &searched]);
+    ok(&search, &cache);
+    let mut fit = vec!["fit", "--backbone", &backbone, "--shards", &parts_text];
+    fit.extend(flags);
+    fit.extend(["--out", &fitted]);
+    ok(&fit, &cache);
+    assert_same_bundle(Path::new(&searched), Path::new(&fitted));
+
+    let truth = dir.path().join("truth.csv");
+    let rows: String = (0..90).map(|f| format!("{f},{}\n", f % 10)).collect();
+    std::fs::write(&truth, format!("frame,label\n{rows}")).unwrap();
+    let out = text(&dir.path().join("labelled.parquet"));
+    let e = failure(
+        &[
+            "extract",
+            "--backbone",
+            &backbone,
+            "--footage",
+            &clip,
+            "--ground-truth",
+            &text(&truth),
+            "--start",
+            "1.5",
+            "--out",
+            &out,
+        ],
+        &cache,
+    );
+    assert!(e.contains("do not follow its rate"), "{e}");
 }
 
 /// A truncated shard, a Parquet file that is not a shard, shards that overlap or leave a gap,
