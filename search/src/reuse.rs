@@ -20,39 +20,42 @@ pub const MAX_AGES: [u32; 4] = [8, 15, 30, 60];
 /// neighbouring selecting frames.
 const QUANTILES: usize = 24;
 
-/// A rule replayed over frames of a feature table, split into streams.
-pub struct Replay<'a> {
-    pub rule: &'a ReuseRule,
-    table: &'a FeatureTable,
-    starts: Vec<bool>,
+/// A rule replayed over frames of a feature table, split into streams: which frames reuse
+/// the last answer. The rule alone decides that, whatever answers the frames it ran were
+/// given, so it is worked out once and any cascade runs after it.
+pub struct Replay {
+    reuses: Vec<bool>,
 }
 
-impl<'a> Replay<'a> {
-    /// `rule` over the frames of `table`, whose streams are `ranges` (each in time order).
-    pub fn new(rule: &'a ReuseRule, table: &'a FeatureTable, ranges: &[Range<usize>]) -> Self {
-        Replay {
-            rule,
-            table,
-            starts: stream_starts(ranges, table.frames()),
-        }
+impl Replay {
+    /// `rule` over the frames of `table`, whose streams are `ranges` (each in time order). The
+    /// memory forgets at the start of every stream, as the element's does.
+    pub fn new(rule: &ReuseRule, table: &FeatureTable, ranges: &[Range<usize>]) -> Self {
+        let starts = stream_starts(ranges, table.frames());
+        let mut memory = ReuseMemory::default();
+        let reuses = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                if start {
+                    memory = ReuseMemory::default();
+                }
+                let signature = table.signature(rule.grid, i);
+                let reuse = memory.reusable(rule, signature);
+                if reuse {
+                    memory.reused();
+                } else {
+                    memory.ran(signature);
+                }
+                reuse
+            })
+            .collect();
+        Replay { reuses }
     }
 
-    /// Frame `i` with `memory`: whether it reuses the last answer (then recorded as reused).
-    /// The memory forgets at the start of every stream, as the element's does.
-    pub fn reuses(&self, i: usize, memory: &mut ReuseMemory) -> bool {
-        if self.starts[i] {
-            *memory = ReuseMemory::default();
-        }
-        let reuse = memory.reusable(self.rule, self.table.signature(self.rule.grid, i));
-        if reuse {
-            memory.reused();
-        }
-        reuse
-    }
-
-    /// Records that frame `i` ran the cascade.
-    pub fn ran(&self, i: usize, memory: &mut ReuseMemory) {
-        memory.ran(self.table.signature(self.rule.grid, i));
+    /// Whether frame `i` reuses the last answer.
+    pub fn reuses(&self, i: usize) -> bool {
+        self.reuses[i]
     }
 }
 

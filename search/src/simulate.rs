@@ -5,7 +5,6 @@
 
 use earlyexit::bundle::Measure;
 use earlyexit::cost::CostTable;
-use earlyexit::reuse::ReuseMemory;
 use earlyexit::rule::{ExitDecision, FrameWalk, Metric, MetricThreshold, Signals};
 
 use crate::goal::Goal;
@@ -206,21 +205,18 @@ pub fn tally(
         reused: Reused::default(),
     };
     let mut cost = 0.0;
-    let mut memory = ReuseMemory::default();
     for i in 0..frames {
         let last = sim.answers.last().copied();
-        if let Some(replay) = reuse {
-            if replay.reuses(i, &mut memory)
-                && let Some(class) = last
-            {
-                sim.answers.push(class);
-                sim.reused.frames += 1;
-                sim.reused.agree += usize::from(class == reference.teacher[i]);
-                sim.reused.correct += usize::from(reference.label(i) == Some(class));
-                cost += costs.reused_cost();
-                continue;
-            }
-            replay.ran(i, &mut memory);
+        // A frame reuses only after a frame of its stream ran, so `last` is there.
+        if reuse.is_some_and(|r| r.reuses(i))
+            && let Some(class) = last
+        {
+            sim.answers.push(class);
+            sim.reused.frames += 1;
+            sim.reused.agree += usize::from(class == reference.teacher[i]);
+            sim.reused.correct += usize::from(reference.label(i) == Some(class));
+            cost += costs.reused_cost();
+            continue;
         }
         let (stage, class) = leave(i, last).unwrap_or((stages - 1, reference.teacher[i]));
         sim.answers.push(class);

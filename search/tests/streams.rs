@@ -72,17 +72,18 @@ fn a_belt_gets_a_stream_rule_and_shuffled_pictures_none() {
         clip(&belt, "fmnist-belt-test-a.mkv", 3000),
         ["--target-agreement", "0.9"],
     );
-    // The rule is chosen and certified up its ladder; whether a step of it is the cheapest
-    // certified, or a learned gate's is, depends on how far 3,000 frames let each climb.
+    // The rule is chosen, certified up its ladder and kept: on a belt, reusing answers saves
+    // far more than any exit. Its ladder must reach the rule's rungs before exit rungs spend
+    // the error allowed (a walk judging the rule by its next rung alone did not).
     assert!(
         report.contains("(stream rule and exit thresholds)"),
         "{report}"
     );
-    let kept = yaml.contains("\nreuse:\n  detector: ");
-    assert_eq!(kept, yaml.starts_with("format: earlyexit/3\n"), "{yaml}");
-    assert_eq!(
-        kept,
-        report.contains("- Stream rule (format `earlyexit/3`)")
+    assert!(yaml.contains("\nreuse:\n  detector: "), "{yaml}");
+    assert!(yaml.starts_with("format: earlyexit/3\n"), "{yaml}");
+    assert!(
+        report.contains("- Stream rule (format `earlyexit/3`)"),
+        "{report}"
     );
 
     let shuffled = tmp.path().join("shuffled");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::certify;
 use crate::nas::{self, Genome};
-use crate::reuse;
+use crate::reuse::{self, Replay};
 use crate::simulate::Simulation;
 use earlyexit::reuse::ReuseRule;
 
@@ -132,78 +132,113 @@ pub const LOOSEST: f64 = 2.0;
 ///
 /// Exit rung j lets the surest j/RUNGS × LOOSEST of the frames that leave at each exit under
 /// its own threshold (counted on the selecting frames) leave there, from none (the backbone's
-/// answer on every frame) up. With a stream rule, its detector and cap are kept, and its
-/// threshold climbs from reusing nothing through RUNGS quantiles of the distances between
-/// neighbouring selecting frames, whatever threshold the selecting frames preferred: those few
-/// frames choose the rule's kind, and the certifying frames how far it may go. The ladder
-/// walks both: each step moves one of the two to its next rung that saves cost on the
-/// selecting frames (reusing begins only past the distances noise makes), whichever adds less
-/// error there per cost saved.
+/// answer on every frame) up; the ladder takes each rung that saves cost. With a stream rule,
+/// its detector and cap are kept, and its threshold takes rungs from reusing nothing through
+/// RUNGS quantiles of the distances between neighbouring selecting frames, whatever threshold
+/// the selecting frames preferred: those few frames choose the rule's kind, and the
+/// certifying frames how far it may go. The ladder walks both: each step moves one of the two
+/// to its next rung that saves cost on the selecting frames, the one with the lower price
+/// (error added there per cost saved) to some rung ahead of it, the exits' on a tie. Judged by
+/// its next rung alone, the rule could wait until exit rungs had spent the error allowed:
+/// its first rungs reuse few frames and may err on one, while reusing most frames adds
+/// little more error.
 pub fn ladder(zoo: &Zoo, structure: &Structure) -> Vec<Step> {
     let Some(rungs) = exit_rungs(zoo, structure) else {
         return Vec::new();
     };
-    let reuse_rungs: Vec<f64> = structure.reuse.as_ref().map_or_else(Vec::new, |r| {
-        let frames = &zoo.problem.frames;
-        std::iter::once(0.0)
-            .chain(reuse::thresholds(
-                r.detector,
-                r.grid,
-                &frames.train,
-                &frames.train_ranges,
-                RUNGS,
-            ))
-            .collect()
-    });
-    let last = [rungs.len() - 1, reuse_rungs.len().saturating_sub(1)];
-    let mut memo: HashMap<[usize; 2], Option<Step>> = HashMap::new();
-    let mut at = |rung: [usize; 2]| {
-        memo.entry(rung)
-            .or_insert_with(|| {
-                let structure = Structure {
-                    thresholds: rungs[rung[0]].clone(),
-                    gated: None,
-                    reuse: structure.reuse.as_ref().map(|r| ReuseRule {
-                        threshold: reuse_rungs[rung[1]],
-                        ..r.clone()
-                    }),
-                    ..structure.clone()
-                };
-                let select = zoo.run(&structure, false)?;
-                Some(Step { structure, select })
-            })
-            .clone()
+    let at = |thresholds: &[f64], reuse: Option<(&ReuseRule, &Replay)>| {
+        let structure = Structure {
+            thresholds: thresholds.to_vec(),
+            gated: None,
+            reuse: reuse.map(|(rule, _)| rule.clone()),
+            ..structure.clone()
+        };
+        let select = zoo.run_replayed(&structure, false, reuse.map(|(_, replay)| replay))?;
+        Some(Step { structure, select })
     };
-    let (mut rung, mut steps) = ([0, 0], Vec::new());
-    let Some(mut step) = at(rung) else {
+    let Some(rule) = &structure.reuse else {
+        let mut steps: Vec<Step> = Vec::new();
+        for (j, thresholds) in rungs.iter().enumerate() {
+            let Some(next) = at(thresholds, None) else {
+                break;
+            };
+            let saves = steps
+                .last()
+                .is_none_or(|s| next.select.mean_cost < s.select.mean_cost);
+            if saves || j + 1 == rungs.len() {
+                steps.push(next);
+            }
+        }
+        return steps;
+    };
+    let frames = &zoo.problem.frames;
+    let rules: Vec<ReuseRule> = std::iter::once(0.0)
+        .chain(reuse::thresholds(
+            rule.detector,
+            rule.grid,
+            &frames.train,
+            &frames.train_ranges,
+            RUNGS,
+        ))
+        .map(|threshold| ReuseRule {
+            threshold,
+            ..rule.clone()
+        })
+        .collect();
+    // Which frames reuse depends on the rule alone: one replay per rule rung.
+    let replays: Vec<Replay> = rules.iter().map(|r| zoo.replay(r, false)).collect();
+    let run = |[e, r]: [usize; 2]| at(&rungs[e], Some((&rules[r], &replays[r])));
+    let mut memo: HashMap<[usize; 2], Option<Point>> = HashMap::new();
+    let mut point = |rung: [usize; 2]| {
+        *memo.entry(rung).or_insert_with(|| {
+            run(rung).map(|step| Point {
+                cost: step.select.mean_cost,
+                error: zoo.error(&step.select),
+            })
+        })
+    };
+    let last = [rungs.len() - 1, rules.len() - 1];
+    let mut rung = [0, 0];
+    let Some(mut here) = point(rung) else {
         return Vec::new();
     };
+    let mut path = vec![rung];
     loop {
-        // Along each axis, the next rung that saves cost, else its last.
-        let moves: Vec<([usize; 2], Step)> = (0..2)
-            .filter_map(|axis| {
-                let mut next = rung;
-                while next[axis] < last[axis] {
-                    next[axis] += 1;
-                    let s = at(next)?;
-                    if s.select.mean_cost < step.select.mean_cost || next[axis] == last[axis] {
-                        return Some((next, s));
-                    }
-                }
-                None
-            })
-            .collect();
-        let Some((next, taken)) = moves
-            .into_iter()
-            .min_by(|a, b| zoo.price(&step, &a.1).total_cmp(&zoo.price(&step, &b.1)))
-        else {
+        // Per axis, its next rung that saves cost and the best price to any rung ahead.
+        let mut chosen: Option<(f64, [usize; 2], Point)> = None;
+        for axis in 0..2 {
+            let mut next = None;
+            let mut price = f64::INFINITY;
+            for k in rung[axis] + 1..=last[axis] {
+                let mut to = rung;
+                to[axis] = k;
+                let Some(p) = point(to).filter(|p| p.cost < here.cost) else {
+                    continue;
+                };
+                next.get_or_insert((to, p));
+                price = price.min((p.error - here.error) / (here.cost - p.cost));
+            }
+            if let Some((to, p)) = next
+                && chosen.is_none_or(|(best, _, _)| price < best)
+            {
+                chosen = Some((price, to, p));
+            }
+        }
+        let Some((_, next, p)) = chosen else {
             break;
         };
-        rung = next;
-        steps.push(std::mem::replace(&mut step, taken));
+        (rung, here) = (next, p);
+        path.push(rung);
     }
-    steps.push(step);
-    steps
+    path.into_iter().filter_map(run).collect()
+}
+
+/// What a pair of an exit rung and a stream rule rung costs and errs on the selecting frames
+/// ([`Zoo::error`]).
+#[derive(Clone, Copy)]
+struct Point {
+    cost: f64,
+    error: f64,
 }
 
 /// Each exit rung's thresholds, from none leaving to LOOSEST times the structure's own

@@ -121,7 +121,7 @@ pub fn choose(problem: &Problem) -> Result<Selected> {
     let budget = settings.budget.max(30);
     let explored = explore(&zoo, &searched_family, budget, settings.seed);
     let best = best(&zoo, &searched_family, &explored);
-    // With a stream rule, its ladder walks the exits' rungs too, so it replaces theirs rather
+    // With a stream rule, its ladder takes the exits' rungs too, so it replaces theirs rather
     // than splitting the confidence once more. The rule may also serve the backbone alone,
     // when no exit meets the target.
     let streamed = problem

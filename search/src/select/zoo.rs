@@ -291,21 +291,49 @@ impl Zoo<'_> {
             gated: None,
             reuse: None,
         };
-        self.run_costed(&structure, certifying, costs)
+        self.run_costed(&structure, certifying, costs, None)
     }
 
     /// A structure on the selecting or the certifying frames, decided by its learned gates
     /// when it has them, else by its rule at its thresholds; the stream rule, when it has
     /// one, meets every frame first.
     pub fn run(&self, s: &Structure, certifying: bool) -> Option<Simulation> {
+        let replay = s.reuse.as_ref().map(|r| self.replay(r, certifying));
+        self.run_replayed(s, certifying, replay.as_ref())
+    }
+
+    /// The stream rule `rule` replayed over the selecting or the certifying frames.
+    pub fn replay(&self, rule: &ReuseRule, certifying: bool) -> Replay {
+        let frames = &self.problem.frames;
+        if certifying {
+            Replay::new(rule, &frames.held, &frames.held_ranges)
+        } else {
+            Replay::new(rule, &frames.train, &frames.train_ranges)
+        }
+    }
+
+    /// [`Zoo::run`] with its stream rule's `replay` (of `s.reuse`) already made: the
+    /// structures that share a rule share it.
+    pub fn run_replayed(
+        &self,
+        s: &Structure,
+        certifying: bool,
+        replay: Option<&Replay>,
+    ) -> Option<Simulation> {
         let mut costs = self.costs(&s.placed)?;
         if let Some(r) = &s.reuse {
             costs = costs.with_detector(self.problem.detector_cost(r));
         }
-        self.run_costed(s, certifying, &costs)
+        self.run_costed(s, certifying, &costs, replay)
     }
 
-    fn run_costed(&self, s: &Structure, certifying: bool, costs: &CostTable) -> Option<Simulation> {
+    fn run_costed(
+        &self,
+        s: &Structure,
+        certifying: bool,
+        costs: &CostTable,
+        replay: Option<&Replay>,
+    ) -> Option<Simulation> {
         let outputs = s
             .placed
             .iter()
@@ -315,13 +343,11 @@ impl Zoo<'_> {
             })
             .collect::<Option<Vec<_>>>()?;
         let frames = &self.problem.frames;
-        let (reference, table, streams) = if certifying {
-            (&self.certify, &frames.held, &frames.held_ranges)
+        let (reference, streams) = if certifying {
+            (&self.certify, &frames.held_ranges)
         } else {
-            (&self.select, &frames.train, &frames.train_ranges)
+            (&self.select, &frames.train_ranges)
         };
-        let replay = s.reuse.as_ref().map(|r| Replay::new(r, table, streams));
-        let replay = replay.as_ref();
         Some(match &s.gated {
             Some(g) => gating::simulate(g, &outputs, reference, streams, costs, replay),
             None => simulate(
@@ -346,19 +372,6 @@ impl Zoo<'_> {
         Evidence::new(sim.penalties(goal, &self.select), f64::INFINITY)
             .mean_upper_bound(SELECT_CONFIDENCE)
             + shortfall
-    }
-
-    /// What moving from step `from` to step `to` costs in error on the selecting frames per
-    /// unit of cost it saves: the ladder's exchange rate, lower is better; infinite for a move
-    /// that saves nothing.
-    pub fn price(&self, from: &Step, to: &Step) -> f64 {
-        let added = self.error(&to.select) - self.error(&from.select);
-        let saved = from.select.mean_cost - to.select.mean_cost;
-        if saved > 0.0 {
-            added / saved
-        } else {
-            f64::INFINITY
-        }
     }
 
     /// What the certifying frames show of a structure, each bound holding with `confidence`.
