@@ -163,9 +163,9 @@ pub struct DecodedFrame {
     pub index: usize,
     /// Its presentation time, in nanoseconds.
     pub pts_ns: Option<u64>,
-    /// Whether its buffer was flagged DISCONT: a break in the stream, where the element
-    /// forgets the last answer.
-    pub discont: bool,
+    /// Whether the stream breaks before it, where the element forgets the last answer: its
+    /// buffer was flagged DISCONT, or a gap, a new segment or stream, or a flush came first.
+    pub stream_break: bool,
     format: PixelFormat,
     width: u32,
     height: u32,
@@ -372,15 +372,29 @@ fn decode(
         pipeline
             .set_state(gst::State::Playing)
             .context("cannot start decoding")?;
-        let (mut index, mut first) = (0, None);
+        let (mut index, mut first, mut stream_break) = (0, None, false);
         loop {
             // A timeout, so that an upstream error (which brings no EOS) is noticed.
-            let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
+            let Some(object) = appsink.try_pull_object(gst::ClockTime::from_mseconds(200)) else {
                 bus_error(&bus)?;
                 if appsink.is_eos() {
                     return Ok(());
                 }
                 continue;
+            };
+            let sample = match object.downcast::<gst::Sample>() {
+                Ok(sample) => sample,
+                Err(object) => {
+                    // The events where the element resets its stream, as it does.
+                    stream_break |= object.downcast_ref::<gst::Event>().is_some_and(|e| {
+                        use gst::EventType as T;
+                        matches!(
+                            e.type_(),
+                            T::Gap | T::Segment | T::StreamStart | T::FlushStop
+                        )
+                    });
+                    continue;
+                }
             };
             let number = if range.is_whole() {
                 index
@@ -396,9 +410,15 @@ fn decode(
                 }
                 number
             };
-            let pick = sampling.pick(index);
-            if pick == Pick::Stop || (pick == Pick::Keep && !sink(to_frame(number, &sample)?)) {
-                return Ok(());
+            match sampling.pick(index) {
+                Pick::Stop => return Ok(()),
+                Pick::Keep => {
+                    if !sink(to_frame(number, &sample, stream_break)?) {
+                        return Ok(());
+                    }
+                    stream_break = false;
+                }
+                Pick::Skip => {}
             }
             index += 1;
         }
@@ -468,7 +488,7 @@ fn frame_number(sample: &gst::Sample, range: TimeRange) -> Result<Option<usize>>
     Ok(Some(usize::try_from(number)?))
 }
 
-fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
+fn to_frame(index: usize, sample: &gst::Sample, stream_break: bool) -> Result<DecodedFrame> {
     let caps = sample
         .caps()
         .ok_or_else(|| anyhow!("a sample without caps"))?;
@@ -489,7 +509,7 @@ fn to_frame(index: usize, sample: &gst::Sample) -> Result<DecodedFrame> {
     Ok(DecodedFrame {
         index,
         pts_ns: buffer.pts().map(gst::ClockTime::nseconds),
-        discont: buffer.flags().contains(gst::BufferFlags::DISCONT),
+        stream_break: stream_break || buffer.flags().contains(gst::BufferFlags::DISCONT),
         format,
         width: info.width(),
         height: info.height(),

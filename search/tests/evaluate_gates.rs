@@ -86,3 +86,39 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
     assert!(!out.status.success());
     assert!(stderr.contains("decides by a gate"), "{stderr}");
 }
+
+/// A gap in the stream (here ten seconds with no frame, which the demuxer announces with a GAP
+/// event, the frame after it not flagged DISCONT) makes the element forget the last answer;
+/// `evaluate` forgets it there too, so the first frame after the gap runs every stage in both.
+#[test]
+fn evaluate_forgets_the_last_answer_at_a_gap_as_the_element_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    let gate = cut::agreement_gate(true);
+    let b = cut::gated_bundle(
+        vec![GateInput::AgreesLastFrame],
+        [gate.clone(), gate],
+        [0.5, 0.5],
+    );
+    cut::write_bundle(&bundle, &b);
+    let part = earlyexit_testkit::gst::first_frames(
+        "fmnist-test-b-5k.mkv",
+        100,
+        &tmp.path().join("part.mkv"),
+    );
+    let clip = earlyexit_testkit::gst::twice_with_a_gap(
+        &part,
+        gst::ClockTime::from_seconds(10),
+        &tmp.path().join("gap.mkv"),
+    );
+    let csv = tmp.path().join("per-frame.csv");
+    evaluating::evaluate(&bundle, &[&clip], &[], &csv);
+    let ours: Vec<(u32, i32)> = per_frame_rows(&csv).iter().map(|r| (r.1, r.2)).collect();
+    let element = earlyexit_testkit::gst::element_decisions(&clip, &bundle.join("exits.yaml"));
+    assert_eq!(ours.len(), 200);
+    assert_eq!(ours, element);
+    // The second copy decides as the first: after the gap, no answer is left to agree with.
+    assert_eq!(ours[..100], ours[100..]);
+    assert_eq!(ours[100].0, 2, "{ours:?}");
+    assert!(ours[1..100].iter().any(|d| d.0 < 2), "{ours:?}");
+}

@@ -18,18 +18,64 @@ pub fn init() {
 }
 
 /// The first `frames` frames of the shipped footage `name` as a lossless clip at `out`, so that
-/// a test runs in seconds on real frames; returns `out`.
+/// a test runs in seconds on real frames; returns `out`. Exactly that many ([`end_after`]).
 pub fn first_frames(name: &str, frames: usize, out: &Path) -> std::path::PathBuf {
-    run_to_eos(
-        &format!(
-            "filesrc location=\"{}\" ! decodebin ! identity eos-after={frames} ! videoconvert \
-             ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\"",
-            crate::footage(name).display(),
-            out.display()
-        ),
-        120,
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! identity name=cut ! videoconvert ! avenc_ffv1 \
+         ! matroskamux ! filesink location=\"{}\"",
+        crate::footage(name).display(),
+        out.display()
     );
+    let pipeline = parse(&desc);
+    end_after(&src_pad(&pipeline, "cut"), frames);
+    run_parsed_to_eos(&pipeline, &desc, 120);
     out.to_path_buf()
+}
+
+/// `clip` twice in a row as a lossless clip at `out`, the second time `gap` later than it would
+/// follow: a gap in the stream, which the demuxer announces with a GAP event and no DISCONT
+/// flag. Returns `out`.
+pub fn twice_with_a_gap(clip: &Path, gap: gst::ClockTime, out: &Path) -> std::path::PathBuf {
+    use gst::prelude::*;
+    let source = |name: &str| {
+        format!(
+            "filesrc location=\"{}\" ! decodebin ! identity name={name} ! c.",
+            clip.display()
+        )
+    };
+    let desc = format!(
+        "concat name=c ! videoconvert ! avenc_ffv1 ! matroskamux ! filesink location=\"{}\" {} {}",
+        out.display(),
+        source("first"),
+        source("later")
+    );
+    let pipeline = parse(&desc);
+    src_pad(&pipeline, "later").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+            let buffer = buffer.make_mut();
+            if let Some(pts) = buffer.pts() {
+                buffer.set_pts(pts + gap);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    run_parsed_to_eos(&pipeline, &desc, 120);
+    out.to_path_buf()
+}
+
+fn parse(desc: &str) -> gst::Element {
+    init();
+    gst::parse::launch(desc).unwrap_or_else(|e| panic!("{desc}: {e}"))
+}
+
+/// The source pad of the element named `name` in `pipeline`.
+fn src_pad(pipeline: &gst::Element, name: &str) -> gst::Pad {
+    use gst::prelude::*;
+    pipeline
+        .downcast_ref::<gst::Bin>()
+        .and_then(|bin| bin.by_name(name))
+        .and_then(|e| e.static_pad("src"))
+        .unwrap_or_else(|| panic!("no element {name} with a src pad"))
 }
 
 /// Parses the gst-launch-style pipeline `desc`, which ends in `appsink name=sink`: the
@@ -52,9 +98,12 @@ pub fn with_appsink(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
 /// Runs the gst-launch-style pipeline `desc` to its end, within `seconds`. Panics, naming the
 /// pipeline, when it fails or does not end in time.
 pub fn run_to_eos(desc: &str, seconds: u64) {
+    run_parsed_to_eos(&parse(desc), desc, seconds);
+}
+
+/// [`run_to_eos`] for a pipeline already parsed from `desc`.
+fn run_parsed_to_eos(pipeline: &gst::Element, desc: &str, seconds: u64) {
     use gst::prelude::*;
-    init();
-    let pipeline = gst::parse::launch(desc).unwrap_or_else(|e| panic!("{desc}: {e}"));
     pipeline
         .set_state(gst::State::Playing)
         .unwrap_or_else(|e| panic!("{desc}: {e}"));

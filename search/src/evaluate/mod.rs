@@ -239,7 +239,7 @@ impl<'a> Session<'a> {
             tally.audit_warnings.push(frame.index as u64);
         }
         if let (Some(other), Some(c)) = (&mut self.compared, comparison) {
-            if frame.discont {
+            if frame.stream_break {
                 other.classifier.reset_stream();
             }
             let d = other.classifier.classify(&frame.frame()).with_context(|| {
@@ -376,7 +376,7 @@ fn classify_all(
         .iter()
         .map(|frame| {
             // A break in the stream, where the element forgets the last answer too.
-            if frame.discont {
+            if frame.stream_break {
                 classifier.reset_stream();
             }
             let d = classifier
