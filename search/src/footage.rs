@@ -385,7 +385,7 @@ fn decode(
             let sample = match object.downcast::<gst::Sample>() {
                 Ok(sample) => sample,
                 Err(object) => {
-                    // The events where the element resets its stream, as it does.
+                    // Where the element forgets the last answer, the next frame does too.
                     stream_break |= object.downcast_ref::<gst::Event>().is_some_and(|e| {
                         use gst::EventType as T;
                         matches!(

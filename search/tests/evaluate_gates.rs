@@ -27,11 +27,9 @@ fn per_frame_rows(csv: &Path) -> Vec<(String, u32, i32)> {
         .collect()
 }
 
-#[test]
-fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bundle = tmp.path().join("bundle");
-    // Exits leave only when they agree with the previous frame's answer.
+/// A bundle in `dir` whose exits leave only when they agree with the previous frame's answer.
+fn last_frame_gated(dir: &Path) -> std::path::PathBuf {
+    let bundle = dir.join("bundle");
     let gate = cut::agreement_gate(true);
     let b = cut::gated_bundle(
         vec![GateInput::AgreesLastFrame],
@@ -39,6 +37,13 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
         [0.5, 0.5],
     );
     cut::write_bundle(&bundle, &b);
+    bundle
+}
+
+#[test]
+fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = last_frame_gated(tmp.path());
     let clip = earlyexit_testkit::gst::first_frames(
         "fmnist-test-b-5k.mkv",
         300,
@@ -93,14 +98,7 @@ fn evaluate_runs_a_last_frame_gate_like_the_element_and_resets_per_footage() {
 #[test]
 fn evaluate_forgets_the_last_answer_at_a_gap_as_the_element_does() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = tmp.path().join("bundle");
-    let gate = cut::agreement_gate(true);
-    let b = cut::gated_bundle(
-        vec![GateInput::AgreesLastFrame],
-        [gate.clone(), gate],
-        [0.5, 0.5],
-    );
-    cut::write_bundle(&bundle, &b);
+    let bundle = last_frame_gated(tmp.path());
     let part = earlyexit_testkit::gst::first_frames(
         "fmnist-test-b-5k.mkv",
         100,
