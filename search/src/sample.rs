@@ -315,13 +315,8 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
         f.shards
             .sort_by_key(|(s, _)| s.header.part.start_ns.unwrap_or(0));
         check_parts(f)?;
-        renumber(f)?;
+        let numbered = renumber(f)?;
         let decoded: usize = f.shards.iter().map(|(s, _)| s.header.part.decoded).sum();
-        let first = f
-            .shards
-            .iter()
-            .filter_map(|(s, _)| s.header.part.first)
-            .min();
         f.shards.retain(|(_, numbers)| !numbers.is_empty());
         let rows: usize = f.shards.iter().map(|(_, n)| n.len()).sum();
         f.frames = f
@@ -341,13 +336,10 @@ fn group(shards: &[Shard]) -> Result<Vec<Footage<'_>>> {
                 .collect();
             stored.get(split(stored.len())).copied()
         } else {
-            first.map(|first| first + split(decoded) as u64)
+            numbered.as_ref().map(|n| n.start + split(decoded) as u64)
         };
         if !f.spread {
-            // Frames numbered by their time may skip a number, so the last may pass `decoded`.
-            let last = f.shards.last().and_then(|(_, numbers)| numbers.last());
-            f.decoded =
-                first.map(|first| first..(first + decoded as u64).max(last.map_or(0, |&n| n + 1)));
+            f.decoded = numbered;
         }
     }
     Ok(footage)
@@ -383,9 +375,11 @@ fn check_parts(f: &Footage) -> Result<()> {
 /// Numbers a footage's frames (its parts in time, which meet) on from its first part's first
 /// frame, one by one: a part numbers its frames on from its first one's time × rate, which
 /// for a footage whose frames outnumber its rate is not where the part before it ended. The
-/// numbers are then those of the footage decoded whole, however it was cut.
-fn renumber(f: &mut Footage) -> Result<()> {
-    let mut next = None;
+/// numbers are then those of the footage decoded whole, however it was cut. Returns the numbers
+/// its parts decoded, stored or not (to past the last stored, which a shard of an earlier build,
+/// numbered by time, may skip to).
+fn renumber(f: &mut Footage) -> Result<Option<Range<u64>>> {
+    let (mut from, mut next, mut last) = (None, None, 0);
     for (s, numbers) in &mut f.shards {
         let part = &s.header.part;
         let Some(first) = part.first else { continue };
@@ -395,13 +389,15 @@ fn renumber(f: &mut Footage) -> Result<()> {
                 s.path.display()
             );
         }
-        let start = *next.get_or_insert(first);
+        let start = next.unwrap_or(first);
+        from.get_or_insert(start);
         for n in numbers.iter_mut() {
             *n = *n - first + start;
+            last = last.max(*n + 1);
         }
         next = Some(start + part.decoded as u64);
     }
-    Ok(())
+    Ok(from.zip(next).map(|(from, next)| from..next.max(last)))
 }
 
 /// The timeline of a footage's training frames held at `rows`, numbered `held`, among the

@@ -188,21 +188,16 @@ fn a_footage_whose_frames_outnumber_its_rate_gives_the_same_bundle_cut_in_time()
     let parts = dir.path().join("parts");
     std::fs::create_dir(&parts).unwrap();
     let parts_text = text(&parts);
-    let extract = |range: &[&str]| {
-        let mut args = vec![
-            "extract",
-            "--backbone",
-            &backbone,
-            "--footage",
-            &clip,
-            "--out",
-            &parts_text,
-        ];
-        args.extend(range);
-        ok(&args, &cache)
-    };
+    // `extract` of the clip, with `more` flags.
+    fn extract<'a>(backbone: &'a str, clip: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["extract", "--backbone", backbone, "--footage", clip];
+        args.extend(more);
+        args
+    }
     for (range, frames) in [(["--end", "1.5"], 45), (["--start", "1.5"], 45)] {
-        let said = extract(&range);
+        let mut more = vec!["--out", &parts_text];
+        more.extend(range);
+        let said = ok(&extract(&backbone, &clip, &more), &cache);
         assert!(
             said.contains(&format!("written: {frames} frames")),
             "{said}"
@@ -236,22 +231,9 @@ fn a_footage_whose_frames_outnumber_its_rate_gives_the_same_bundle_cut_in_time()
     let rows: String = (0..90).map(|f| format!("{f},{}\n", f % 10)).collect();
     std::fs::write(&truth, format!("frame,label\n{rows}")).unwrap();
     let out = text(&dir.path().join("labelled.parquet"));
-    let e = failure(
-        &[
-            "extract",
-            "--backbone",
-            &backbone,
-            "--footage",
-            &clip,
-            "--ground-truth",
-            &text(&truth),
-            "--start",
-            "1.5",
-            "--out",
-            &out,
-        ],
-        &cache,
-    );
+    let truth = text(&truth);
+    let more = ["--ground-truth", &truth, "--start", "1.5", "--out", &out];
+    let e = failure(&extract(&backbone, &clip, &more), &cache);
     assert!(e.contains("do not follow its rate"), "{e}");
 }
 

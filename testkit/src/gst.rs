@@ -83,9 +83,7 @@ fn src_pad(pipeline: &gst::Element, name: &str) -> gst::Pad {
 /// parse.
 pub fn with_appsink(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
     use gst::prelude::*;
-    init();
-    let pipeline = gst::parse::launch(desc)
-        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+    let pipeline = parse(desc)
         .downcast::<gst::Pipeline>()
         .unwrap_or_else(|_| panic!("{desc}: not a pipeline"));
     let sink = pipeline
