@@ -197,7 +197,8 @@ pub struct FitOptions {
     pub budget: usize,
     /// Megabytes the frames' features may take in memory; beyond it, runs of 250 frames are
     /// taken in the order of a hash of footage and run while they fit, the same whatever the
-    /// shards, and the report says which share. Head training takes at most about 1 GB more,
+    /// shards, and the report says which share. Held-out frames keep at least half, and hold
+    /// only the features the certificate reads. Head training takes at most about 1 GB more,
     /// the rest about 0.5 GB: at the default, the whole fit peaked at 3.0 GiB for Fashion-MNIST
     /// and 3.2 GiB for EfficientNet-Lite0.
     #[arg(long, default_value_t = 2_400, value_parser = at_least_one)]

@@ -19,6 +19,7 @@ use crate::report::{self, Summary};
 use crate::sample;
 use crate::select::{Baseline, Findings};
 use crate::shard::{self, Shard};
+use crate::table::Columns;
 use crate::{placement, select};
 
 pub fn run(args: &FitArgs) -> Result<()> {
@@ -62,7 +63,8 @@ pub fn run(args: &FitArgs) -> Result<()> {
             args.backbone.display()
         );
     }
-    let frames = sample::frames(&shards, budget(&args.fit))?;
+    let held_columns = held_columns(&settings(&args.fit), &backbone, &header.dims())?;
+    let frames = sample::frames(&shards, budget(&args.fit), &held_columns)?;
     fit(
         &backbone,
         &args.backbone,
@@ -77,6 +79,28 @@ pub fn run(args: &FitArgs) -> Result<()> {
 /// The memory for frames, in bytes.
 pub fn budget(options: &FitOptions) -> usize {
     options.feature_memory.saturating_mul(1_000_000)
+}
+
+/// The feature columns held-out frames hold at most under `settings`, for candidates of
+/// feature sizes `dims`: what their share of the memory is sized by.
+pub fn held_columns(
+    settings: &Settings,
+    backbone: &Backbone,
+    dims: &[Vec<usize>],
+) -> Result<Columns> {
+    match settings.strategy {
+        Strategy::Nas => Ok(select::held_columns_bound(
+            &backbone.candidates,
+            dims,
+            settings.candidates,
+        )),
+        Strategy::Even => placement::held_columns(
+            &backbone.candidates,
+            backbone.graph.total_macs(),
+            settings.exits,
+            dims,
+        ),
+    }
 }
 
 /// Every shard named: files as they are, folders' `.parquet` files in name order.
@@ -238,7 +262,7 @@ fn write(
 }
 
 /// The search's settings from its flags.
-fn settings(args: &FitOptions) -> Settings {
+pub fn settings(args: &FitOptions) -> Settings {
     Settings {
         strategy: match args.strategy {
             StrategyArg::Even => Strategy::Even,

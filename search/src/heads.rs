@@ -1,7 +1,7 @@
 //! Exit heads: the architectures the search may put at an exit, and their training (with
 //! candle) on cached pooled features, against ground truth or the backbone's soft answers.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::optim::ParamsAdamW;
 use earlyexit::rule::{self, Signals};
@@ -259,7 +259,11 @@ impl TrainedHead {
             }
             return Ok(mean);
         }
-        let (x, _) = table.column(cut, self.kind.pool_index());
+        let pool = self.kind.pool_index();
+        if !table.holds(cut, pool) {
+            bail!("the features of candidate cut {cut} under pooling {pool} were not read");
+        }
+        let (x, _) = table.column(cut, pool);
         let mut probs = Vec::new();
         let mut all = Vec::new();
         for row in self.logits(x)?.chunks_exact(self.classes) {

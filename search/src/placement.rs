@@ -9,6 +9,7 @@ use crate::heads::{HeadKind, Training};
 use crate::outputs::ExitOutputs;
 use crate::problem::{Choice, ChosenExit, Problem};
 use crate::simulate::Reference;
+use crate::table::Columns;
 
 /// Cut points worth an exit: image-like or vector tensors, with some work before them and
 /// enough left after them to save.
@@ -53,21 +54,49 @@ pub fn evenly_by_macs<'a>(
     Ok(chosen)
 }
 
+/// [`evenly_by_macs`] of `candidates`, as indices into them.
+pub fn evenly_spaced(candidates: &[CutPoint], total_macs: u64, n: usize) -> Result<Vec<usize>> {
+    evenly_by_macs(&candidates.iter().collect::<Vec<_>>(), total_macs, n)?
+        .into_iter()
+        .map(|c| {
+            candidates
+                .iter()
+                .position(|d| d.tensor == c.tensor)
+                .context("a chosen cut is a candidate")
+        })
+        .collect()
+}
+
+/// The feature columns [`choose_even`] reads on held-out frames, for candidates of feature
+/// sizes `dims`: its heads' at its exits.
+pub fn held_columns(
+    candidates: &[CutPoint],
+    total_macs: u64,
+    exits: usize,
+    dims: &[Vec<usize>],
+) -> Result<Columns> {
+    Ok(exit_columns(
+        dims,
+        &evenly_spaced(candidates, total_macs, exits)?,
+    ))
+}
+
+/// The columns GAP → Linear heads read at `positions`.
+fn exit_columns(dims: &[Vec<usize>], positions: &[usize]) -> Columns {
+    let pool = HeadKind::LinearGap.pool_index();
+    Columns::matching(dims, |cut, p| p == pool && positions.contains(&cut))
+}
+
 /// The first version's strategy, kept as a baseline: `--exits N` GAP → Linear heads evenly
 /// spaced by MACs, max-prob thresholds calibrated on all held-out frames.
 pub fn choose_even(problem: &Problem) -> Result<Choice> {
-    let candidates: Vec<&CutPoint> = problem.candidates.iter().collect();
-    let chosen = evenly_by_macs(&candidates, problem.total_macs, problem.settings.exits)?;
+    let settings = &problem.settings;
+    let positions = evenly_spaced(&problem.candidates, problem.total_macs, settings.exits)?;
+    let chosen: Vec<&CutPoint> = positions.iter().map(|&i| &problem.candidates[i]).collect();
     let metric = Metric::MaxProb;
     let mut exits = Vec::new();
-    let mut outputs = Vec::new();
     let mut heads = Vec::new();
-    for (k, cut) in chosen.iter().enumerate() {
-        let index = problem
-            .candidates
-            .iter()
-            .position(|c| c.tensor == cut.tensor)
-            .context("a chosen cut is a candidate")?;
+    for (k, (&index, cut)) in positions.iter().zip(&chosen).enumerate() {
         let bar = crate::progress::bar(&format!("training head {}/{}", k + 1, chosen.len()), None);
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         let training = Training {
@@ -76,7 +105,6 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
         };
         let head = problem.train_head(index, HeadKind::LinearGap, false, &training)?;
         bar.finish_and_clear();
-        outputs.push(head.outputs(&problem.frames.held, index)?);
         heads.push(problem.head_cost(index, &head)?);
         exits.push(ChosenExit {
             cut: (*cut).clone(),
@@ -84,6 +112,15 @@ pub fn choose_even(problem: &Problem) -> Result<Choice> {
             threshold: 0.0,
         });
     }
+    let features = problem
+        .frames
+        .held_features(&exit_columns(&problem.frames.held.dims, &positions))?;
+    let outputs = exits
+        .iter()
+        .zip(&positions)
+        .map(|(exit, &index)| exit.head.outputs(&features, index))
+        .collect::<Result<Vec<_>>>()?;
+    drop(features);
     heads.push(0);
     let costs = problem.cost_table(&chosen, heads)?;
     let held = &problem.frames.held;

@@ -19,8 +19,9 @@ use crate::crossfit::{CrossFitted, FOLDS, Folds, Timeline, gather};
 use crate::goal::Goal;
 use crate::heads::{HeadKind, Targets, TrainedHead, Training, train};
 use crate::latency::Latency;
+use crate::shard::Rows;
 use crate::simulate::{Simulation, share_alike};
-use crate::table::FeatureTable;
+use crate::table::{Columns, FeatureTable};
 
 /// The share of each footage held out, at its end, when no held-out footage is given.
 pub const HOLDOUT_SHARE: f64 = 0.2;
@@ -43,12 +44,15 @@ impl Shares {
         held: 1.0,
     };
 
-    /// The shares that fit `train` and `held` frames of `bytes_per_frame` in `budget` bytes.
-    /// Held-out frames certify, so they keep at least half the budget, or all of it that
-    /// training frames leave; training frames take the rest.
-    pub fn within(train: usize, held: usize, bytes_per_frame: usize, budget: usize) -> Shares {
-        let bytes = |frames: usize| frames.saturating_mul(bytes_per_frame) as f64;
-        let (train, held, budget) = (bytes(train), bytes(held), budget as f64);
+    /// The shares that fit `train` and `held` frames of `bytes` in `budget` bytes. Held-out
+    /// frames certify, so they keep at least half the budget, or all of it that training
+    /// frames leave; training frames take the rest.
+    pub fn within(train: usize, held: usize, bytes: FrameBytes, budget: usize) -> Shares {
+        let (train, held, budget) = (
+            train.saturating_mul(bytes.train) as f64,
+            held.saturating_mul(bytes.held) as f64,
+            budget as f64,
+        );
         if train + held <= budget {
             return Shares::ALL;
         }
@@ -62,6 +66,14 @@ impl Shares {
     pub fn is_all(&self) -> bool {
         *self == Shares::ALL
     }
+}
+
+/// The bytes a frame of each role takes in memory: a training frame holds every feature column,
+/// a held-out frame only those the search reads on it ([`Frames::held_features`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameBytes {
+    pub train: usize,
+    pub held: usize,
 }
 
 /// How exits are chosen.
@@ -112,8 +124,11 @@ pub struct Frames {
     /// The training frames' folds for cross-fitting: each footage cut in time.
     pub folds: Folds,
     /// Frames nothing is fitted on, which certify the search's choice (`--strategy even`
-    /// calibrates its thresholds on them).
+    /// calibrates its thresholds on them): their answers and signatures, without features,
+    /// which [`Frames::held_features`] reads.
     pub held: FeatureTable,
+    /// Where the held-out frames' features are.
+    pub held_rows: Rows,
     /// Each footage's frames within `held`, in time order.
     pub held_ranges: Vec<Range<usize>>,
     /// Ground truth of every training frame, when all have it.
@@ -133,7 +148,7 @@ impl Frames {
     /// place in time, the held-out ones with their streams.
     pub fn new(
         (train, train_ranges, train_footage): (FeatureTable, Vec<Range<usize>>, Vec<Timeline>),
-        (held, held_ranges): (FeatureTable, Vec<Range<usize>>),
+        (held, held_ranges, held_rows): (FeatureTable, Vec<Range<usize>>, Rows),
         consecutive: bool,
         runs: Option<Shares>,
     ) -> Result<Frames> {
@@ -160,11 +175,20 @@ impl Frames {
             train_ranges,
             held,
             held_ranges,
+            held_rows,
             train_labels,
             blended,
             consecutive,
             runs,
         })
+    }
+
+    /// The held-out frames with the feature columns `columns`, read from their shards: only
+    /// once the search knows which it reads there, so that the held-out frames take far less
+    /// memory than the training frames, and more of them fit.
+    pub fn held_features(&self, columns: &Columns) -> Result<FeatureTable> {
+        self.held_rows
+            .read(columns, self.held.empty_like(), &self.held.teacher)
     }
 
     /// The full backbone's accuracy on the held-out frames, when every one has ground truth.
@@ -369,15 +393,19 @@ mod tests {
 
     #[test]
     fn held_out_frames_keep_half_the_budget_or_what_training_leaves() {
-        assert!(Shares::within(10, 10, 1, 20).is_all());
+        let one = FrameBytes { train: 1, held: 1 };
+        assert!(Shares::within(10, 10, one, 20).is_all());
         // Both too many: half each.
-        let s = Shares::within(100, 40, 1, 40);
+        let s = Shares::within(100, 40, one, 40);
         assert_eq!((s.train, s.held), (0.2, 0.5));
         // Few training frames: the held-out ones take what they leave.
-        let s = Shares::within(10, 100, 1, 40);
+        let s = Shares::within(10, 100, one, 40);
         assert_eq!((s.train, s.held), (1.0, 0.3));
         // Few held-out frames: all of them, and training takes the rest.
-        let s = Shares::within(100, 10, 1, 40);
+        let s = Shares::within(100, 10, one, 40);
         assert_eq!((s.train, s.held), (0.3, 1.0));
+        // Held-out frames that hold a quarter of the features: four times as many fit.
+        let s = Shares::within(100, 80, FrameBytes { train: 4, held: 1 }, 160);
+        assert_eq!((s.train, s.held), (0.2, 1.0));
     }
 }

@@ -1,8 +1,10 @@
 //! Which frames `fit` holds, from shards: the footage in a fixed order (the footage searched on,
 //! then the footage held out, each by id), each footage's frames in time, runs of frames taken in
 //! the order of their hash while they fit in the memory allowed ([`shard::keeps`]), and the end of each
-//! footage held out when no footage is. Nothing here depends on how the frames were cut into
-//! shards, or on the shards' order, so any layout of the same frames gives the same bundle.
+//! footage held out when no footage is. Held-out frames are read without features, which the
+//! search reads once it knows which columns it needs there; they are sized by the columns it
+//! may need. Nothing here depends on how the frames were cut into shards, or on the shards'
+//! order, so any layout of the same frames gives the same bundle.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -10,8 +12,9 @@ use std::ops::Range;
 use anyhow::{Result, bail};
 
 use crate::crossfit::Timeline;
-use crate::problem::{Frames, HOLDOUT_SHARE, RUN, Shares};
-use crate::shard::{self, Destination, Shard};
+use crate::problem::{FrameBytes, Frames, HOLDOUT_SHARE, RUN, Shares};
+use crate::shard::{self, Destination, Rows, Shard};
+use crate::table::Columns;
 
 /// One footage's shards, in time, with their frame numbers.
 struct Footage<'a> {
@@ -71,8 +74,9 @@ pub fn roles(footage: &[(usize, bool)]) -> (usize, usize) {
     })
 }
 
-/// Reads `shards` into the frames the search holds, within `budget` bytes of features.
-pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
+/// Reads `shards` into the frames the search holds, within `budget` bytes of features, when
+/// held-out frames hold at most the feature columns `held_columns`.
+pub fn frames(shards: &[Shard], budget: usize, held_columns: &Columns) -> Result<Frames> {
     let Some(first) = shards.first() else {
         bail!("no shards to fit on");
     };
@@ -105,7 +109,7 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
         present,
         train_frames,
         held_frames,
-        backbone.bytes_per_frame(),
+        bytes(backbone, held_columns),
         budget,
     );
     let extracted = shards
@@ -116,8 +120,127 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
     let (mut train_ranges, mut held_ranges, mut train_footage) =
         (Vec::new(), Vec::new(), Vec::new());
     // Which frame goes where, decided once before any is read, so that the tables are
-    // allocated once, at their size: per footage, per shard, per row.
-    let routes: Vec<Vec<Vec<Destination>>> = footage
+    // allocated once, at their size.
+    let routes = routes(&footage, shares);
+    let count = |to: Destination| {
+        routes
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|d| **d == to)
+            .count()
+    };
+    train.reserve(count(Destination::Train), &backbone.all_columns());
+    held.reserve(count(Destination::Held), &Columns::none(&backbone.dims()));
+    let mut held_rows = Rows::default();
+    for (f, routed) in footage.iter().zip(&routes) {
+        let kept = |to: Destination| -> Vec<u64> {
+            f.shards
+                .iter()
+                .zip(routed)
+                .flat_map(|((_, numbers), dests)| numbers.iter().zip(dests))
+                .filter(|(_, d)| **d == to)
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        let (to_train, to_held) = (kept(Destination::Train), kept(Destination::Held));
+        let (train_start, held_start) = (train.frames(), held.frames());
+        for ((s, _), dests) in f.shards.iter().zip(routed) {
+            s.read_into(dests, &mut train, &mut held)?;
+            held_rows.push(s, dests.iter().map(|d| *d == Destination::Held).collect());
+        }
+        streams(&to_train, train_start, f.spread, &mut train_ranges);
+        streams(&to_held, held_start, f.spread, &mut held_ranges);
+        if !f.holdout {
+            train_footage.push(f.timeline(&to_train, train_start..train.frames()));
+        }
+    }
+    let consecutive = !footage.iter().any(|f| f.spread);
+    // What the report states: the share of each role's frames read (a role's footage may
+    // have been extracted whole while another's was not).
+    let share_of = |read: usize, of: usize| (read as f64 / of.max(1) as f64).min(1.0);
+    let kept = if shares.is_all() && extracted >= 1.0 {
+        Shares::ALL
+    } else {
+        Shares {
+            train: share_of(train.frames(), train_frames),
+            held: share_of(held.frames(), held_frames),
+        }
+    };
+    Frames::new(
+        (train, train_ranges, train_footage),
+        (held, held_ranges, held_rows),
+        consecutive,
+        (!kept.is_all()).then_some(kept),
+    )
+}
+
+/// The bytes a frame of each role takes, when held-out frames hold the columns `held_columns`.
+pub fn bytes(backbone: &shard::Backbone, held_columns: &Columns) -> FrameBytes {
+    FrameBytes {
+        train: backbone.bytes_per_frame(&backbone.all_columns()),
+        held: backbone.bytes_per_frame(held_columns),
+    }
+}
+
+/// The hash thresholds ([`shard::keeps`]) under which the runs of frames present fit `budget`
+/// bytes, frames of each role taking `bytes`: held-out frames get at least half of it (as [`Shares::within`] shares it), and each
+/// role takes its runs lowest hash first while they fit. Runs are hundreds of megabytes for a
+/// large backbone, so a share drawn at random would hold the budget only on average; taking
+/// them in hash order holds it always, and a smaller budget still keeps a subset of a larger
+/// one's frames.
+/// `frames` are (footage id, frame number, held out) of every frame present.
+pub fn thresholds<'a>(
+    frames: impl Iterator<Item = (&'a str, u64, bool)>,
+    train_frames: usize,
+    held_frames: usize,
+    bytes: FrameBytes,
+    budget: usize,
+) -> Shares {
+    if Shares::within(train_frames, held_frames, bytes, budget).is_all() {
+        return Shares::ALL;
+    }
+    // The frames present in each run, per role (a run may straddle the held-out boundary).
+    let mut runs: BTreeMap<(bool, &str, u64), (f64, usize)> = BTreeMap::new();
+    for (id, n, held) in frames {
+        runs.entry((held, id, n / RUN as u64))
+            .or_insert_with(|| (shard::run_hash(id, n, RUN as u64), 0))
+            .1 += 1;
+    }
+    let role = |held: bool| -> Vec<(f64, usize)> {
+        runs.iter()
+            .filter(|((h, _, _), _)| *h == held)
+            .map(|(_, run)| *run)
+            .collect()
+    };
+    let train_bytes = train_frames.saturating_mul(bytes.train);
+    let held_budget = (budget / 2).max(budget.saturating_sub(train_bytes));
+    let (held, held_used) = threshold(role(true), bytes.held, held_budget);
+    let (train, _) = threshold(
+        role(false),
+        bytes.train,
+        budget.saturating_sub(held_used.saturating_mul(bytes.held)),
+    );
+    Shares { train, held }
+}
+
+/// Takes `runs` (hash, frames) lowest hash first while their frames fit `budget` bytes: the
+/// hash of the first run left out (1 when all fit, which keeps every run), and the frames taken.
+fn threshold(mut runs: Vec<(f64, usize)>, bytes_per_frame: usize, budget: usize) -> (f64, usize) {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut taken = 0usize;
+    for (hash, frames) in runs {
+        if (taken + frames).saturating_mul(bytes_per_frame) > budget {
+            return (hash, taken);
+        }
+        taken += frames;
+    }
+    (1.0, taken)
+}
+
+/// Where each frame of `footage` goes under `shares`: per footage, per shard, per row.
+fn routes(footage: &[Footage], shares: Shares) -> Vec<Vec<Vec<Destination>>> {
+    footage
         .iter()
         .map(|f| {
             f.shards
@@ -140,112 +263,7 @@ pub fn frames(shards: &[Shard], budget: usize) -> Result<Frames> {
                 })
                 .collect()
         })
-        .collect();
-    let count = |to: Destination| {
-        routes
-            .iter()
-            .flatten()
-            .flatten()
-            .filter(|d| **d == to)
-            .count()
-    };
-    train.reserve(count(Destination::Train));
-    held.reserve(count(Destination::Held));
-    for (f, routed) in footage.iter().zip(&routes) {
-        let kept = |to: Destination| -> Vec<u64> {
-            f.shards
-                .iter()
-                .zip(routed)
-                .flat_map(|((_, numbers), dests)| numbers.iter().zip(dests))
-                .filter(|(_, d)| **d == to)
-                .map(|(n, _)| *n)
-                .collect()
-        };
-        let (to_train, to_held) = (kept(Destination::Train), kept(Destination::Held));
-        let (train_start, held_start) = (train.frames(), held.frames());
-        for ((s, _), dests) in f.shards.iter().zip(routed) {
-            s.read_into(dests, &mut train, &mut held)?;
-        }
-        streams(&to_train, train_start, f.spread, &mut train_ranges);
-        streams(&to_held, held_start, f.spread, &mut held_ranges);
-        if !f.holdout {
-            train_footage.push(f.timeline(&to_train, train_start..train.frames()));
-        }
-    }
-    let consecutive = !footage.iter().any(|f| f.spread);
-    // What the report states: the share of each role's frames read (a role's footage may
-    // have been extracted whole while another's was not).
-    let share_of = |read: usize, of: usize| (read as f64 / of.max(1) as f64).min(1.0);
-    let kept = if shares.is_all() && extracted >= 1.0 {
-        Shares::ALL
-    } else {
-        Shares {
-            train: share_of(train.frames(), train_frames),
-            held: share_of(held.frames(), held_frames),
-        }
-    };
-    Frames::new(
-        (train, train_ranges, train_footage),
-        (held, held_ranges),
-        consecutive,
-        (!kept.is_all()).then_some(kept),
-    )
-}
-
-/// The hash thresholds ([`shard::keeps`]) under which the runs of frames present fit `budget`
-/// bytes: held-out frames get at least half of it (as [`Shares::within`] shares it), and each
-/// role takes its runs lowest hash first while they fit. Runs are hundreds of megabytes for a
-/// large backbone, so a share drawn at random would hold the budget only on average; taking
-/// them in hash order holds it always, and a smaller budget still keeps a subset of a larger
-/// one's frames.
-/// `frames` are (footage id, frame number, held out) of every frame present.
-pub fn thresholds<'a>(
-    frames: impl Iterator<Item = (&'a str, u64, bool)>,
-    train_frames: usize,
-    held_frames: usize,
-    bytes_per_frame: usize,
-    budget: usize,
-) -> Shares {
-    if Shares::within(train_frames, held_frames, bytes_per_frame, budget).is_all() {
-        return Shares::ALL;
-    }
-    // The frames present in each run, per role (a run may straddle the held-out boundary).
-    let mut runs: BTreeMap<(bool, &str, u64), (f64, usize)> = BTreeMap::new();
-    for (id, n, held) in frames {
-        runs.entry((held, id, n / RUN as u64))
-            .or_insert_with(|| (shard::run_hash(id, n, RUN as u64), 0))
-            .1 += 1;
-    }
-    let role = |held: bool| -> Vec<(f64, usize)> {
-        runs.iter()
-            .filter(|((h, _, _), _)| *h == held)
-            .map(|(_, run)| *run)
-            .collect()
-    };
-    let bytes = |frames: usize| frames.saturating_mul(bytes_per_frame);
-    let train_bytes = bytes(train_frames);
-    let held_budget = (budget / 2).max(budget.saturating_sub(train_bytes));
-    let (held, held_used) = threshold(role(true), bytes_per_frame, held_budget);
-    let (train, _) = threshold(
-        role(false),
-        bytes_per_frame,
-        budget.saturating_sub(bytes(held_used)),
-    );
-    Shares { train, held }
-}
-
-/// Takes `runs` (hash, frames) lowest hash first while their frames fit `budget` bytes: the
-/// hash of the first run left out (1 when all fit, which keeps every run), and the frames taken.
-fn threshold(mut runs: Vec<(f64, usize)>, bytes_per_frame: usize, budget: usize) -> (f64, usize) {
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut taken = 0usize;
-    for (hash, frames) in runs {
-        if (taken + frames).saturating_mul(bytes_per_frame) > budget {
-            return (hash, taken);
-        }
-        taken += frames;
-    }
-    (1.0, taken)
+        .collect()
 }
 
 /// Where frame `n` of footage `f` goes; `hash` is its run's ([`shard::run_hash`]).
@@ -478,7 +496,11 @@ mod tests {
         let total = all.len();
         let mut previous: Option<Vec<(&str, u64)>> = None;
         for budget in [4_800_000_000usize, 2_400_000_000, 1_200_000_000] {
-            let shares = thresholds(all.iter().copied(), total, 0, bytes_per_frame, budget);
+            let bytes = FrameBytes {
+                train: bytes_per_frame,
+                held: bytes_per_frame,
+            };
+            let shares = thresholds(all.iter().copied(), total, 0, bytes, budget);
             let kept: Vec<(&str, u64)> = all
                 .iter()
                 .filter(|(id, n, _)| shard::keeps(id, *n, RUN as u64, shares.train))

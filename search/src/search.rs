@@ -10,6 +10,7 @@ use crate::backbone::Backbone;
 use crate::cli::SearchArgs;
 use crate::extract::{self, Job};
 use crate::footage::{Footage, Sampling, TimeRange, estimate_frames};
+use crate::problem::FrameBytes;
 use crate::shard::Shard;
 use crate::{fit, sample};
 
@@ -35,11 +36,14 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
     let mut extractor = backbone.extractor(args.threads)?;
 
     let budget = fit::budget(&args.fit);
+    let description = extractor.description();
+    let held_columns =
+        fit::held_columns(&fit::settings(&args.fit), &backbone, &description.dims())?;
     let jobs = jobs(
         footage,
         holdout,
         args.max_frames,
-        extractor.description().bytes_per_frame(),
+        sample::bytes(description, &held_columns),
         budget,
     )?;
     let dir = tempfile::Builder::new()
@@ -53,7 +57,7 @@ pub fn run(args: &SearchArgs, footage: &[Footage], holdout: &[Footage]) -> Resul
         shards.push(Shard::open(&path)?);
     }
     drop(extractor);
-    let frames = sample::frames(&shards, budget)?;
+    let frames = sample::frames(&shards, budget, &held_columns)?;
     fit::fit(
         &backbone,
         &args.backbone,
@@ -72,7 +76,7 @@ fn jobs<'a>(
     footage: &'a [Footage],
     holdout: &'a [Footage],
     max_frames: Option<usize>,
-    bytes_per_frame: usize,
+    bytes: FrameBytes,
     budget: usize,
 ) -> Result<Vec<Job<'a>>> {
     let all: Vec<(&Footage, bool)> = footage
@@ -119,7 +123,7 @@ fn jobs<'a>(
                 (job.id.as_str(), f, held)
             })
         });
-        let shares = sample::thresholds(expected, train, held, bytes_per_frame, budget);
+        let shares = sample::thresholds(expected, train, held, bytes, budget);
         for job in &mut jobs {
             job.share = match (job.holdout, any_held_out) {
                 (true, _) => shares.held,

@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::table::{FeatureTable, Signatures};
+use crate::table::{Columns, FeatureTable, Signatures};
 
 /// The shard format this build writes and reads.
 pub const FORMAT: &str = "earlyexit-shard/1";
@@ -147,14 +147,28 @@ pub struct Header {
 impl Backbone {
     /// Frames in a row group, a batch written or a batch read: [`CHUNK_BYTES`] of them.
     fn chunk_rows(&self) -> usize {
-        (CHUNK_BYTES / self.bytes_per_frame()).max(1)
+        (CHUNK_BYTES / self.bytes_per_frame(&self.all_columns())).max(1)
     }
 
-    /// The bytes a frame takes once read into a [`FeatureTable`].
-    pub fn bytes_per_frame(&self) -> usize {
-        let pooled: usize = self.cuts.iter().flat_map(|c| &c.pools).map(|p| p.1).sum();
+    /// The bytes a frame takes once read into a [`FeatureTable`] with the feature columns
+    /// `columns`: those, its answers and its signatures.
+    pub fn bytes_per_frame(&self, columns: &Columns) -> usize {
         let signatures: usize = self.grids.iter().map(|g| g.values).sum();
-        (pooled + self.classes + signatures) * size_of::<f32>() + 2 * size_of::<u64>()
+        (columns.values(&self.dims()) + self.classes + signatures) * size_of::<f32>()
+            + 2 * size_of::<u64>()
+    }
+
+    /// The values per frame of each cut's poolings.
+    pub fn dims(&self) -> Vec<Vec<usize>> {
+        self.cuts
+            .iter()
+            .map(|c| c.pools.iter().map(|p| p.1).collect())
+            .collect()
+    }
+
+    /// Every feature column of its shards.
+    pub fn all_columns(&self) -> Columns {
+        Columns::all(&self.dims())
     }
 
     /// The first difference from `other`, in words, when there is one.
@@ -214,11 +228,7 @@ impl Backbone {
                 .iter()
                 .map(|c| vec![Vec::new(); c.pools.len()])
                 .collect(),
-            dims: self
-                .cuts
-                .iter()
-                .map(|c| c.pools.iter().map(|p| p.1).collect())
-                .collect(),
+            dims: self.dims(),
             classes: self.classes,
             signatures: self
                 .grids
@@ -405,6 +415,7 @@ fn to_batch(
 }
 
 /// A finished shard, opened: its footer read, its rows not yet.
+#[derive(Clone)]
 pub struct Shard {
     pub path: PathBuf,
     pub header: Header,
@@ -508,33 +519,26 @@ impl Shard {
         Ok(numbers)
     }
 
-    /// Reads its rows, sending row i where `destinations[i]` says. Rows sent nowhere are not
-    /// decoded at all.
+    /// Reads its rows, sending row i where `destinations[i]` says: to `train` whole, to `held`
+    /// without features (which [`Rows::read`] adds once the search knows which it needs). Rows
+    /// sent nowhere are not decoded at all.
     pub fn read_into(
         &self,
         destinations: &[Destination],
         train: &mut FeatureTable,
         held: &mut FeatureTable,
     ) -> Result<()> {
-        let mut selectors: Vec<RowSelector> = Vec::new();
-        for to in destinations {
-            let skip = *to == Destination::Skip;
-            match selectors.last_mut() {
-                Some(last) if last.skip == skip => last.row_count += 1,
-                _ => selectors.push(if skip {
-                    RowSelector::skip(1)
-                } else {
-                    RowSelector::select(1)
-                }),
-            }
-        }
-        if selectors.iter().all(|s| s.skip) {
+        let Some(selection) = selection(destinations.iter().map(|to| *to != Destination::Skip))
+        else {
             return Ok(());
-        }
+        };
         // The rows selected come in order: each takes the next destination that is not Skip.
         let mut selected = destinations.iter().filter(|to| **to != Destination::Skip);
         let batch_rows = self.header.backbone.chunk_rows();
-        let selection = RowSelection::from(selectors);
+        let (all, none) = (
+            self.header.backbone.all_columns(),
+            Columns::none(&self.header.backbone.dims()),
+        );
         for batch in self.reader(None, batch_rows, Some(selection))? {
             let batch = batch?;
             let frames = batch.column(1).as_primitive::<UInt64Type>();
@@ -542,9 +546,9 @@ impl Shard {
             let label = batch.column(4).as_primitive::<UInt32Type>();
             let classes = self.header.backbone.classes;
             for row in 0..batch.num_rows() {
-                let table = match selected.next() {
-                    Some(Destination::Train) => &mut *train,
-                    Some(Destination::Held) => &mut *held,
+                let (table, columns) = match selected.next() {
+                    Some(Destination::Train) => (&mut *train, &all),
+                    Some(Destination::Held) => (&mut *held, &none),
                     _ => bail!("shard {}: more rows than selected", self.path.display()),
                 };
                 let named = [
@@ -558,37 +562,295 @@ impl Shard {
                         frames.value(row)
                     );
                 }
-                push_row(table, &batch, row);
+                push_row(table, &batch, row, columns);
             }
         }
         Ok(())
     }
+
+    /// Reads the feature columns `columns` of the rows `rows` says, appending them to
+    /// `table`'s, and returns how many rows it read.
+    fn read_features(
+        &self,
+        rows: &[bool],
+        columns: &Columns,
+        table: &mut FeatureTable,
+    ) -> Result<usize> {
+        let Some(selection) = selection(rows.iter().copied()) else {
+            return Ok(0);
+        };
+        let backbone = &self.header.backbone;
+        // The schema's lists after the answers and signatures: the features, cut by cut.
+        let first = FEATURES_FROM + backbone.grids.len();
+        let (indices, wanted): (Vec<usize>, Vec<(usize, usize)>) = backbone
+            .dims()
+            .iter()
+            .enumerate()
+            .flat_map(|(cut, pools)| (0..pools.len()).map(move |pool| (cut, pool)))
+            .enumerate()
+            .filter(|(_, (cut, pool))| columns.has(*cut, *pool))
+            .map(|(i, column)| (first + i, column))
+            .unzip();
+        if indices.is_empty() {
+            return Ok(rows.iter().filter(|r| **r).count());
+        }
+        let file =
+            File::open(&self.path).with_context(|| format!("shard {}", self.path.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_selection(selection)
+            .with_batch_size(backbone.chunk_rows())
+            .build()?;
+        let mut read = 0;
+        for batch in reader {
+            let batch = batch
+                .with_context(|| format!("shard {}: cannot read its rows", self.path.display()))?;
+            for (list, &(cut, pool)) in batch.columns().iter().zip(&wanted) {
+                let list = list.as_fixed_size_list();
+                let values = list.values().as_primitive::<Float32Type>().values();
+                let d = table.dims[cut][pool];
+                let at = list.value_offset_at(0);
+                table.columns[cut][pool].extend_from_slice(&values[at..at + batch.num_rows() * d]);
+            }
+            read += batch.num_rows();
+        }
+        Ok(read)
+    }
 }
 
-/// Appends row `row` of `batch`, whose schema is [`Backbone::schema`] of `table`'s shape.
-fn push_row(table: &mut FeatureTable, batch: &RecordBatch, row: usize) {
+/// Where the first list of a row is in [`Backbone::schema`]: the backbone's probabilities, then
+/// the signatures, then the features.
+const LISTS_FROM: usize = 5;
+const FEATURES_FROM: usize = LISTS_FROM + 1;
+
+/// The selection of the rows `rows` marks, or none when it marks none.
+fn selection(rows: impl Iterator<Item = bool>) -> Option<RowSelection> {
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    for read in rows {
+        match selectors.last_mut() {
+            Some(last) if last.skip != read => last.row_count += 1,
+            _ => selectors.push(if read {
+                RowSelector::select(1)
+            } else {
+                RowSelector::skip(1)
+            }),
+        }
+    }
+    selectors
+        .iter()
+        .any(|s| !s.skip)
+        .then(|| RowSelection::from(selectors))
+}
+
+/// Rows of shards, in the order a table holds them: where the held-out frames' features are,
+/// read once the search knows which columns it needs there.
+#[derive(Default)]
+pub struct Rows {
+    parts: Vec<(Shard, Vec<bool>)>,
+}
+
+impl Rows {
+    /// Adds `shard`'s rows that `rows` marks, after those added before.
+    pub fn push(&mut self, shard: &Shard, rows: Vec<bool>) {
+        if rows.iter().any(|r| *r) {
+            self.parts.push((shard.clone(), rows));
+        }
+    }
+
+    /// The rows' feature columns `columns`, into `table` (a table of no frames shaped like
+    /// theirs), with their `teacher` answers: `frames` rows, or an error.
+    pub fn read(
+        &self,
+        columns: &Columns,
+        mut table: FeatureTable,
+        teacher: &[u32],
+    ) -> Result<FeatureTable> {
+        table.reserve(teacher.len(), columns);
+        let mut read = 0;
+        for (shard, rows) in &self.parts {
+            let n = shard.read_features(rows, columns, &mut table)?;
+            read += n;
+            if n != rows.iter().filter(|r| **r).count() {
+                bail!("shard {}: fewer rows than it held", shard.path.display());
+            }
+        }
+        if read != teacher.len() {
+            bail!("held-out frames: {read} read again of {}", teacher.len());
+        }
+        table.teacher = teacher.to_vec();
+        Ok(table)
+    }
+}
+
+/// Appends row `row` of `batch`, whose schema is [`Backbone::schema`] of `table`'s shape, with
+/// the feature columns `columns`.
+fn push_row(table: &mut FeatureTable, batch: &RecordBatch, row: usize, columns: &Columns) {
     let teacher = batch.column(3).as_primitive::<UInt32Type>();
     let label = batch.column(4).as_primitive::<UInt32Type>();
     table.teacher.push(teacher.value(row));
     table
         .labels
         .push((!label.is_null(row)).then(|| label.value(row)));
-    let mut lists = batch.columns()[5..].iter().map(|c| c.as_fixed_size_list());
-    let mut extend = |out: &mut Vec<f32>, len: usize| {
+    let mut lists = batch.columns()[LISTS_FROM..]
+        .iter()
+        .map(|c| c.as_fixed_size_list());
+    let mut extend = |out: &mut Vec<f32>, len: usize, wanted: bool| {
         let list = lists
             .next()
             .expect("the schema has a column for every list");
-        let values = list.values().as_primitive::<Float32Type>().values();
-        let at = list.value_offset_at(row);
-        out.extend_from_slice(&values[at..at + len]);
-    };
-    extend(&mut table.soft, table.classes);
-    for s in &mut table.signatures {
-        extend(&mut s.values, s.len);
-    }
-    for (pools, dims) in table.columns.iter_mut().zip(&table.dims) {
-        for (values, &d) in pools.iter_mut().zip(dims) {
-            extend(values, d);
+        if wanted {
+            let values = list.values().as_primitive::<Float32Type>().values();
+            let at = list.value_offset_at(row);
+            out.extend_from_slice(&values[at..at + len]);
         }
+    };
+    extend(&mut table.soft, table.classes, true);
+    for s in &mut table.signatures {
+        extend(&mut s.values, s.len, true);
+    }
+    for (cut, (pools, dims)) in table.columns.iter_mut().zip(&table.dims).enumerate() {
+        for (pool, (values, &d)) in pools.iter_mut().zip(dims).enumerate() {
+            extend(values, d, columns.has(cut, pool));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backbone of two cuts (one pooled two ways) and one signature grid, and `n` frames of
+    /// it whose every value says its frame, column and place.
+    fn frames(n: usize) -> (Backbone, FeatureTable) {
+        let backbone = Backbone {
+            sha256: "0".repeat(64),
+            input: Input {
+                layout: "nchw".into(),
+                width: 4,
+                height: 4,
+                color: "gray".into(),
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+            output: "logits".into(),
+            classes: 3,
+            cuts: vec![
+                Cut {
+                    tensor: "a".into(),
+                    shape: vec![1, 2, 2, 2],
+                    pools: vec![("global".into(), 2), ("grid2".into(), 8)],
+                },
+                Cut {
+                    tensor: "b".into(),
+                    shape: vec![1, 3],
+                    pools: vec![("global".into(), 3)],
+                },
+            ],
+            grids: vec![Grid { grid: 2, values: 4 }],
+        };
+        let mut table = backbone.empty_table();
+        let value = |frame: usize, column: usize, i: usize| (frame * 100 + column * 10 + i) as f32;
+        for frame in 0..n {
+            table.teacher.push(frame as u32 % 3);
+            table.labels.push(Some((frame as u32 + 1) % 3));
+            table.soft.extend((0..3).map(|i| value(frame, 0, i)));
+            table.signatures[0]
+                .values
+                .extend((0..4).map(|i| value(frame, 1, i)));
+            let mut column = 2;
+            for (pools, dims) in table.columns.iter_mut().zip(&table.dims) {
+                for (values, &d) in pools.iter_mut().zip(dims) {
+                    values.extend((0..d).map(|i| value(frame, column, i)));
+                    column += 1;
+                }
+            }
+        }
+        (backbone, table)
+    }
+
+    /// Held-out rows are read without features, and their features later, only the columns
+    /// asked, from the rows they came from, across shards.
+    #[test]
+    fn held_out_rows_take_only_the_feature_columns_asked_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backbone, table) = frames(10);
+        let part = Part {
+            id: "clip".into(),
+            footage: "clip.mkv".into(),
+            labels: None,
+            holdout: false,
+            footage_frames: Some(10),
+            spread: false,
+            share: 1.0,
+            start_ns: None,
+            end_ns: None,
+            decoded: 0,
+            first: None,
+            frames: 0,
+        };
+        let keys: Vec<FrameKey> = (0..10)
+            .map(|n| FrameKey {
+                number: n,
+                pts_ns: None,
+            })
+            .collect();
+        // Two shards of five frames each.
+        let mut shards = Vec::new();
+        for (k, rows) in [0..5, 5..10].into_iter().enumerate() {
+            let mut half = backbone.empty_table();
+            half.teacher = table.teacher[rows.clone()].to_vec();
+            half.labels = table.labels[rows.clone()].to_vec();
+            half.soft = table.soft[rows.start * 3..rows.end * 3].to_vec();
+            half.signatures[0].values =
+                table.signatures[0].values[rows.start * 4..rows.end * 4].to_vec();
+            for (cut, pools) in half.columns.iter_mut().enumerate() {
+                for (pool, values) in pools.iter_mut().enumerate() {
+                    let d = table.dims[cut][pool];
+                    *values = table.columns[cut][pool][rows.start * d..rows.end * d].to_vec();
+                }
+            }
+            let path = dir.path().join(format!("{k}.parquet"));
+            let mut writer = Writer::create(&path, backbone.clone(), part.clone()).unwrap();
+            writer.append(&half, &keys[rows]).unwrap();
+            writer.finish(5, Some(0)).unwrap();
+            shards.push(Shard::open(&path).unwrap());
+        }
+        use Destination::{Held, Skip, Train};
+        let routes = [
+            [Train, Held, Skip, Held, Train],
+            [Held, Held, Skip, Train, Held],
+        ];
+        let (mut train, mut held) = (backbone.empty_table(), backbone.empty_table());
+        let mut rows = Rows::default();
+        for (shard, route) in shards.iter().zip(&routes) {
+            shard.read_into(route, &mut train, &mut held).unwrap();
+            rows.push(shard, route.iter().map(|d| *d == Held).collect());
+        }
+        let (train_frames, held_frames) = ([0, 4, 8], [1, 3, 5, 6, 9]);
+        assert_eq!(train.teacher, train_frames.map(|f| table.teacher[f]));
+        assert_eq!(held.labels, held_frames.map(|f| table.labels[f]));
+        assert_eq!(
+            held.signatures[0].values[4..8],
+            table.signatures[0].values[12..16]
+        );
+        assert!(train.holds(0, 1) && train.holds(1, 0));
+        assert!(held.columns.iter().flatten().all(|c| c.is_empty()));
+
+        let asked = Columns::matching(&backbone.dims(), |cut, pool| (cut, pool) != (0, 0));
+        let features = rows.read(&asked, held.empty_like(), &held.teacher).unwrap();
+        assert_eq!(features.teacher, held.teacher);
+        assert!(!features.holds(0, 0) && features.holds(0, 1) && features.holds(1, 0));
+        for (cut, pool) in [(0, 1), (1, 0)] {
+            let d = table.dims[cut][pool];
+            let expected: Vec<f32> = held_frames
+                .iter()
+                .flat_map(|&f| table.columns[cut][pool][f * d..(f + 1) * d].to_vec())
+                .collect();
+            assert_eq!(features.column(cut, pool).0, expected);
+        }
+        // Asked for more frames than the rows hold: refused.
+        assert!(rows.read(&asked, held.empty_like(), &[0; 6]).is_err());
     }
 }

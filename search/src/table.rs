@@ -1,6 +1,8 @@
 //! Frames as the search holds them in memory: per candidate cut and pooling a frames ×
 //! features matrix, and per frame the backbone's answer, the ground truth and the stream rule's
 //! signatures. `extract` fills one a few frames at a time; `fit` reads shards into one.
+//! [`Columns`] says which feature columns a table holds: held-out frames hold only those the
+//! search reads on them.
 
 /// Frames, as the search keeps them: per candidate cut and pooling a row-major
 /// frames × features matrix, and per frame the backbone's answer and the ground truth.
@@ -35,11 +37,36 @@ impl FeatureTable {
         self.teacher.len()
     }
 
-    /// Room for `frames` more frames, so that reading them allocates once.
-    pub fn reserve(&mut self, frames: usize) {
-        for (pools, dims) in self.columns.iter_mut().zip(&self.dims) {
-            for (values, &d) in pools.iter_mut().zip(dims) {
-                values.reserve_exact(frames * d);
+    /// A table of no frames, shaped like this one.
+    pub fn empty_like(&self) -> FeatureTable {
+        FeatureTable {
+            columns: self
+                .dims
+                .iter()
+                .map(|d| vec![Vec::new(); d.len()])
+                .collect(),
+            dims: self.dims.clone(),
+            classes: self.classes,
+            signatures: self
+                .signatures
+                .iter()
+                .map(|s| Signatures {
+                    values: Vec::new(),
+                    ..s.clone()
+                })
+                .collect(),
+            ..FeatureTable::default()
+        }
+    }
+
+    /// Room for `frames` more frames, with the feature columns of `columns`, so that reading
+    /// them allocates once.
+    pub fn reserve(&mut self, frames: usize, columns: &Columns) {
+        for (cut, (pools, dims)) in self.columns.iter_mut().zip(&self.dims).enumerate() {
+            for (pool, (values, &d)) in pools.iter_mut().zip(dims).enumerate() {
+                if columns.has(cut, pool) {
+                    values.reserve_exact(frames * d);
+                }
             }
         }
         self.teacher.reserve_exact(frames);
@@ -60,6 +87,12 @@ impl FeatureTable {
         (&self.columns[cut][pool], self.dims[cut][pool])
     }
 
+    /// Whether the table holds the features of `cut` under pooling `pool` for every frame.
+    pub fn holds(&self, cut: usize, pool: usize) -> bool {
+        let (values, d) = self.column(cut, pool);
+        values.len() == self.frames() * d
+    }
+
     /// Frame `i`'s signature on `grid`, one of the grids the table was made with: the search
     /// makes its rules on those grids alone ([`Detector::grid`] of the same input).
     pub fn signature(&self, grid: u32, i: usize) -> &[f32] {
@@ -69,5 +102,68 @@ impl FeatureTable {
             .find(|s| s.grid == grid)
             .expect("rules are made on the grids the feature table keeps");
         &s.values[i * s.len..(i + 1) * s.len]
+    }
+}
+
+/// Which feature columns to read or hold: per candidate cut, per pooling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Columns {
+    /// `[cut][pool]`.
+    wanted: Vec<Vec<bool>>,
+}
+
+impl Columns {
+    /// Every column of a table of `dims`.
+    pub fn all(dims: &[Vec<usize>]) -> Columns {
+        Columns::matching(dims, |_, _| true)
+    }
+
+    /// No feature column: a frame's answers and signatures only.
+    pub fn none(dims: &[Vec<usize>]) -> Columns {
+        Columns::matching(dims, |_, _| false)
+    }
+
+    /// The columns of a table of `dims` for which `wanted(cut, pool)`.
+    pub fn matching(dims: &[Vec<usize>], wanted: impl Fn(usize, usize) -> bool) -> Columns {
+        Columns {
+            wanted: dims
+                .iter()
+                .enumerate()
+                .map(|(cut, pools)| (0..pools.len()).map(|pool| wanted(cut, pool)).collect())
+                .collect(),
+        }
+    }
+
+    pub fn has(&self, cut: usize, pool: usize) -> bool {
+        self.wanted
+            .get(cut)
+            .and_then(|pools| pools.get(pool))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The values a frame holds in these columns of a table of `dims`.
+    pub fn values(&self, dims: &[Vec<usize>]) -> usize {
+        dims.iter()
+            .enumerate()
+            .flat_map(|(cut, pools)| pools.iter().enumerate().map(move |(p, &d)| (cut, p, d)))
+            .filter(|&(cut, pool, _)| self.has(cut, pool))
+            .map(|(_, _, d)| d)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_count_the_values_they_hold() {
+        let dims = vec![vec![8, 32], vec![16]];
+        assert_eq!(Columns::all(&dims).values(&dims), 56);
+        assert_eq!(Columns::none(&dims).values(&dims), 0);
+        let gap = Columns::matching(&dims, |_, pool| pool == 0);
+        assert_eq!(gap.values(&dims), 24);
+        assert!(gap.has(1, 0) && !gap.has(0, 1) && !gap.has(2, 0));
     }
 }

@@ -27,7 +27,7 @@ pub use self::certificate::Certificate;
 pub use self::certified::{Configuration, LOOSEST, RUNGS, Searched, TryAt};
 pub use self::gates::GateFindings;
 pub use self::rules::{LEVELS, Rule};
-pub use self::training::Saliency;
+pub use self::training::{Saliency, held_columns_bound};
 pub use self::zoo::Found;
 
 use self::certified::{best, explore, ladder, search_and_certify};
@@ -222,14 +222,11 @@ fn search_baselines(
         kinds: vec![HeadKind::LinearGap],
         rules: vec![Rule::PLAIN],
     };
-    let even_positions = crate::placement::evenly_by_macs(
-        &problem.candidates.iter().collect::<Vec<_>>(),
+    let even_positions = crate::placement::evenly_spaced(
+        &problem.candidates,
         problem.total_macs,
         found.structure.placed.len().max(1),
-    )?
-    .into_iter()
-    .filter_map(|c| problem.candidates.iter().position(|d| d.tensor == c.tensor))
-    .collect();
+    )?;
     let search = |family: &Family| {
         search_and_certify(
             zoo,

@@ -12,6 +12,7 @@ use crate::heads::{HeadKind, Training};
 use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
 use crate::simulate::{Reference, share_alike};
+use crate::table::Columns;
 
 /// What a GAP → Linear probe at a candidate position shows on the selecting frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,7 +34,8 @@ pub struct Trained {
 
 /// Probes every candidate position, keeps the most salient, and trains every head kind there,
 /// cross-fitted: each scored out of fold on the selecting frames (the training frames, which
-/// `select_ref` describes) and on the held-out frames.
+/// `select_ref` describes), then on the held-out frames, whose features are read only then,
+/// and only those [`held_columns`] names.
 pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained> {
     let seed = problem.settings.seed;
     let candidates = problem.candidates.len();
@@ -90,6 +92,12 @@ pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained>
         heads.set(candidate, HeadKind::Ensemble, option);
     }
     bar.finish_and_clear();
+    let held = &problem.frames.held;
+    heads.certify(
+        &problem
+            .frames
+            .held_features(&held_columns(&held.dims, &kept))?,
+    )?;
     Ok(Trained {
         saliency,
         kept,
@@ -97,8 +105,7 @@ pub fn train_heads(problem: &Problem, select_ref: &Reference) -> Result<Trained>
     })
 }
 
-/// `head`, trained at `candidate`, scored on the selecting and the held-out frames, and
-/// costed.
+/// `head`, trained at `candidate`, scored on the selecting frames, and costed.
 fn scored(
     problem: &Problem,
     select_ref: &Reference,
@@ -156,17 +163,42 @@ fn coverage_at(s: &ExitOutputs, reference: &Reference, measure: Measure, precisi
     best as f64 / order.len().max(1) as f64
 }
 
-/// The `keep` most salient candidates, in execution order. Of candidates with no MACs between
-/// them (a block's Add and its ReLU), only the last may be kept: it costs the same, and a cut
-/// there leaves ONNX Runtime's fused Conv+Add+ReLU whole instead of running the Add and the
-/// ReLU alone after the cut.
-fn prune(candidates: &[CutPoint], saliency: &[Saliency], keep: usize) -> Vec<usize> {
+/// The feature columns the search reads on held-out frames, for candidates of feature sizes
+/// `dims`: the probes' at every candidate (the evenly spaced baseline's exits are probes), and
+/// every head's at the `kept` positions.
+pub fn held_columns(dims: &[Vec<usize>], kept: &[usize]) -> Columns {
+    let probe = HeadKind::LinearGap.pool_index();
+    Columns::matching(dims, |cut, pool| pool == probe || kept.contains(&cut))
+}
+
+/// The most [`held_columns`] can hold, before saliency keeps `keep` positions: as if the
+/// positions [`prune`] may keep with the most features were kept.
+pub fn held_columns_bound(candidates: &[CutPoint], dims: &[Vec<usize>], keep: usize) -> Columns {
+    let values = |i: usize| -> usize { dims.get(i).map_or(0, |d| d.iter().sum()) };
+    let mut largest = chain_ends(candidates);
+    largest.sort_by_key(|&i| std::cmp::Reverse(values(i)));
+    largest.truncate(keep.max(1));
+    held_columns(dims, &largest)
+}
+
+/// The candidates that may be kept, in execution order. Of candidates with no MACs between
+/// them (a block's Add and its ReLU), only the last: it costs the same, and a cut there leaves
+/// ONNX Runtime's fused Conv+Add+ReLU whole instead of running the Add and the ReLU alone after
+/// the cut.
+fn chain_ends(candidates: &[CutPoint]) -> Vec<usize> {
     let last_of_chain = |i: usize| {
         candidates
             .get(i + 1)
             .is_none_or(|next| next.macs_before != candidates[i].macs_before)
     };
-    let mut kept: Vec<usize> = (0..saliency.len()).filter(|&i| last_of_chain(i)).collect();
+    (0..candidates.len())
+        .filter(|&i| last_of_chain(i))
+        .collect()
+}
+
+/// The `keep` most salient of the [`chain_ends`], in execution order.
+fn prune(candidates: &[CutPoint], saliency: &[Saliency], keep: usize) -> Vec<usize> {
+    let mut kept = chain_ends(candidates);
     kept.sort_by(|&a, &b| {
         saliency[b]
             .score
@@ -203,5 +235,35 @@ mod tests {
         assert_eq!(prune(&candidates, &saliency, 3), vec![3, 5, 6]);
         assert_eq!(prune(&candidates, &saliency, 10), vec![1, 3, 5, 6]);
         assert_eq!(prune(&candidates, &saliency, 0), vec![5]);
+    }
+
+    /// Held-out frames are sized before saliency: whichever positions pruning keeps, the
+    /// columns read there are within the bound.
+    #[test]
+    fn the_held_out_bound_covers_every_pruning() {
+        let candidates: Vec<CutPoint> = (0..12)
+            .map(|i| cut(&format!("c{i}"), 10 * (i as u64 / 2 + 1)))
+            .collect();
+        let dims: Vec<Vec<usize>> = (0..12).map(|i| vec![8 + i, 4 * (12 - i)]).collect();
+        for keep in [1, 3, 6] {
+            let bound = held_columns_bound(&candidates, &dims, keep).values(&dims);
+            let mut tightest = false;
+            for seed in 0..200u64 {
+                let saliency: Vec<Saliency> = (0..12u64)
+                    .map(|i| Saliency {
+                        score: ((i + 1) * (seed + 7) % 13) as f64,
+                        agreement: 0.0,
+                    })
+                    .collect();
+                let kept = prune(&candidates, &saliency, keep);
+                let values = held_columns(&dims, &kept).values(&dims);
+                assert!(values <= bound, "{kept:?}: {values} > {bound}");
+                tightest |= values == bound;
+            }
+            assert!(tightest, "some pruning reaches the bound of {keep}");
+        }
+        // The probes' columns at every candidate, the rest only at kept positions.
+        let columns = held_columns(&dims, &[3]);
+        assert!(columns.has(0, 0) && columns.has(3, 1) && !columns.has(0, 1));
     }
 }

@@ -19,6 +19,7 @@ use crate::outputs::ExitOutputs;
 use crate::problem::Problem;
 use crate::reuse::Replay;
 use crate::simulate::{Reference, Simulation, simulate};
+use crate::table::FeatureTable;
 
 /// A trained head at a candidate position, with its outputs on the selecting and certifying
 /// frames.
@@ -46,29 +47,30 @@ impl HeadOption {
         &self.fitted.head
     }
 
+    /// A head with its cost and scores, not yet run on the held-out frames
+    /// ([`HeadTable::certify`] does).
     pub fn new(fitted: CrossFitted, cost: u64, scores: HeadScores) -> HeadOption {
         HeadOption {
             fitted,
             cost,
             select: scores.select,
-            certify: scores.certify,
+            certify: ExitOutputs::default(),
             thresholds: scores.thresholds,
         }
     }
 }
 
-/// What a trained head says of the held-out frames, and its thresholds: a [`HeadOption`] but
-/// its cost.
+/// What a trained head says of the selecting frames, and its thresholds: a [`HeadOption`] but
+/// its cost and its outputs on the held-out frames.
 pub struct HeadScores {
     select: ExitOutputs,
-    certify: ExitOutputs,
     thresholds: PerMetric<Option<Vec<f64>>>,
 }
 
 impl HeadScores {
     /// `head`, cross-fitted at candidate `candidate`, scored out of fold on the selecting
-    /// frames and on the held-out frames, with its thresholds fitted on the selecting ones
-    /// (`reference`) for every metric the search may choose (those its format names).
+    /// frames, with its thresholds fitted on them (`reference`) for every metric the search
+    /// may choose (those its format names).
     pub fn of(
         problem: &Problem,
         candidate: usize,
@@ -92,7 +94,6 @@ impl HeadScores {
                     })
                     .transpose()
             })?,
-            certify: head.head.outputs(&frames.held, candidate)?,
             select,
         })
     }
@@ -120,6 +121,16 @@ impl HeadTable {
 
     pub fn set(&mut self, candidate: usize, kind: HeadKind, option: HeadOption) {
         self.rows[candidate][kind.index()] = Some(option);
+    }
+
+    /// Runs every head on the held-out frames `held`, which hold the features each reads.
+    pub fn certify(&mut self, held: &FeatureTable) -> Result<()> {
+        for (candidate, row) in self.rows.iter_mut().enumerate() {
+            for option in row.iter_mut().flatten() {
+                option.certify = option.fitted.head.outputs(held, candidate)?;
+            }
+        }
+        Ok(())
     }
 
     /// The heads at `candidate`, in [`HeadKind::ALL`] order.
