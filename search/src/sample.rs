@@ -184,11 +184,11 @@ pub fn bytes(backbone: &shard::Backbone, held_columns: &Columns) -> FrameBytes {
 }
 
 /// The hash thresholds ([`shard::keeps`]) under which the runs of frames present fit `budget`
-/// bytes, frames of each role taking `bytes`: held-out frames get at least half of it (as [`Shares::within`] shares it), and each
-/// role takes its runs lowest hash first while they fit. Runs are hundreds of megabytes for a
-/// large backbone, so a share drawn at random would hold the budget only on average; taking
-/// them in hash order holds it always, and a smaller budget still keeps a subset of a larger
-/// one's frames.
+/// bytes, a frame of each role taking `bytes`: held-out frames get at least half of it (as
+/// [`Shares::within`] shares it), and each role takes its runs lowest hash first while they
+/// fit. Runs are hundreds of megabytes for a large backbone, so a share drawn at random would
+/// hold the budget only on average; taking them in hash order holds it always, and a smaller
+/// budget still keeps a subset of a larger one's frames.
 /// `frames` are (footage id, frame number, held out) of every frame present.
 pub fn thresholds<'a>(
     frames: impl Iterator<Item = (&'a str, u64, bool)>,

@@ -483,9 +483,11 @@ impl Shard {
         })
     }
 
+    /// Its rows, `batch` at a time: those `selection` selects, of the columns of the schema's
+    /// places `columns` (all without).
     fn reader(
         &self,
-        columns: Option<&[&str]>,
+        columns: Option<Vec<usize>>,
         batch: usize,
         selection: Option<RowSelection>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
@@ -493,7 +495,7 @@ impl Shard {
             File::open(&self.path).with_context(|| format!("shard {}", self.path.display()))?;
         let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
         if let Some(columns) = columns {
-            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns);
             builder = builder.with_projection(mask);
         }
         if let Some(selection) = selection {
@@ -508,7 +510,7 @@ impl Shard {
     /// The frame numbers of its rows, in order.
     pub fn frame_numbers(&self) -> Result<Vec<u64>> {
         let mut numbers = Vec::with_capacity(self.header.part.frames);
-        for batch in self.reader(Some(&["frame"]), 64 * 1024, None)? {
+        for batch in self.reader(Some(vec![FRAME]), 64 * 1024, None)? {
             let batch = batch?;
             let column = batch
                 .column(0)
@@ -594,19 +596,9 @@ impl Shard {
         if indices.is_empty() {
             return Ok(rows.iter().filter(|r| **r).count());
         }
-        let file =
-            File::open(&self.path).with_context(|| format!("shard {}", self.path.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let reader = builder
-            .with_projection(mask)
-            .with_row_selection(selection)
-            .with_batch_size(backbone.chunk_rows())
-            .build()?;
         let mut read = 0;
-        for batch in reader {
-            let batch = batch
-                .with_context(|| format!("shard {}: cannot read its rows", self.path.display()))?;
+        for batch in self.reader(Some(indices), backbone.chunk_rows(), Some(selection))? {
+            let batch = batch?;
             for (list, &(cut, pool)) in batch.columns().iter().zip(&wanted) {
                 let list = list.as_fixed_size_list();
                 let values = list.values().as_primitive::<Float32Type>().values();
@@ -620,8 +612,9 @@ impl Shard {
     }
 }
 
-/// Where the first list of a row is in [`Backbone::schema`]: the backbone's probabilities, then
-/// the signatures, then the features.
+/// Places in [`Backbone::schema`]: a row's frame number, and its first list (the backbone's
+/// probabilities, then the signatures, then the features).
+const FRAME: usize = 1;
 const LISTS_FROM: usize = 5;
 const FEATURES_FROM: usize = LISTS_FROM + 1;
 
@@ -648,14 +641,22 @@ fn selection(rows: impl Iterator<Item = bool>) -> Option<RowSelection> {
 /// read once the search knows which columns it needs there.
 #[derive(Default)]
 pub struct Rows {
-    parts: Vec<(Shard, Vec<bool>)>,
+    parts: Vec<(Shard, Vec<bool>, Stamp)>,
+}
+
+/// A file's length and time of change: a shard replaced between two reads differs in them.
+type Stamp = Option<(u64, std::time::SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 impl Rows {
     /// Adds `shard`'s rows that `rows` marks, after those added before.
     pub fn push(&mut self, shard: &Shard, rows: Vec<bool>) {
         if rows.iter().any(|r| *r) {
-            self.parts.push((shard.clone(), rows));
+            self.parts.push((shard.clone(), rows, stamp(&shard.path)));
         }
     }
 
@@ -669,7 +670,13 @@ impl Rows {
     ) -> Result<FeatureTable> {
         table.reserve(teacher.len(), columns);
         let mut read = 0;
-        for (shard, rows) in &self.parts {
+        for (shard, rows, when) in &self.parts {
+            if stamp(&shard.path) != *when {
+                bail!(
+                    "shard {}: replaced while fit read it; run fit again",
+                    shard.path.display()
+                );
+            }
             let n = shard.read_features(rows, columns, &mut table)?;
             read += n;
             if n != rows.iter().filter(|r| **r).count() {
@@ -852,5 +859,12 @@ mod tests {
         }
         // Asked for more frames than the rows hold: refused.
         assert!(rows.read(&asked, held.empty_like(), &[0; 6]).is_err());
+        // A shard replaced since its rows were taken: refused by name.
+        let mut writer = Writer::create(&shards[1].path, backbone.clone(), part).unwrap();
+        writer.append(&table, &keys).unwrap();
+        writer.finish(10, Some(0)).unwrap();
+        let replaced = rows.read(&asked, held.empty_like(), &held.teacher);
+        let message = format!("{:#}", replaced.err().unwrap());
+        assert!(message.contains("1.parquet: replaced"), "{message}");
     }
 }
