@@ -38,7 +38,7 @@ bundle=data/belt-bundle
 if [ -f "$bundle/exits.yaml" ]; then
   say "reusing $bundle (scripts/demo-belt.sh --fresh searches again)"
 else
-  say "searching exits and a stream rule -> $bundle (about 6 minutes)"
+  say "searching exits and a stream rule -> $bundle (about 5 minutes)"
   (
     set -x
     "$search" search --backbone models/fmnist_resnet20w32.onnx --labels models/fmnist_classes.txt \
