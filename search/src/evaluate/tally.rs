@@ -101,13 +101,19 @@ impl Tally {
 
     /// Median over runs of the mean milliseconds per frame.
     pub(super) fn ms_per_frame(&self, ns: &[u64]) -> Option<f64> {
-        let mut per_run: Vec<f64> = ns
-            .iter()
-            .filter_map(|&n| Tally::ratio(n, self.frames))
-            .map(|n| n / 1e6)
-            .collect();
+        let mut per_run = self.ms_per_run(ns);
         per_run.sort_by(f64::total_cmp);
         per_run.get(per_run.len() / 2).copied()
+    }
+
+    /// The mean milliseconds per frame of each run, in run order: the bundle's and the
+    /// backbone's runs of one index timed the same frames back to back, so their spread shows
+    /// how far apart two equal computations can measure.
+    fn ms_per_run(&self, ns: &[u64]) -> Vec<f64> {
+        ns.iter()
+            .filter_map(|&n| Tally::ratio(n, self.frames))
+            .map(|n| n / 1e6)
+            .collect()
     }
 
     /// Frames per stage, and those that reused an answer when any did.
@@ -157,6 +163,8 @@ impl Tally {
             "mean_cost": self.mean_cost(),
             "ms_per_frame": self.ms_per_frame(&self.bundle_ns),
             "ms_per_frame_full": self.ms_per_frame(&self.full_ns),
+            "ms_per_frame_runs": self.ms_per_run(&self.bundle_ns),
+            "ms_per_frame_full_runs": self.ms_per_run(&self.full_ns),
         })
     }
 }
