@@ -187,8 +187,7 @@ impl Frames {
     /// once the search knows which it reads there, so that the held-out frames take far less
     /// memory than the training frames, and more of them fit.
     pub fn held_features(&self, columns: &Columns) -> Result<FeatureTable> {
-        self.held_rows
-            .read(columns, self.held.empty_like(), &self.held.teacher)
+        self.held_rows.read(columns, &self.held)
     }
 
     /// The full backbone's accuracy on the held-out frames, when every one has ground truth.

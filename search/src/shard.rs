@@ -660,14 +660,11 @@ impl Rows {
         }
     }
 
-    /// The rows' feature columns `columns`, into `table` (a table of no frames shaped like
-    /// theirs), with their `teacher` answers: `frames` rows, or an error.
-    pub fn read(
-        &self,
-        columns: &Columns,
-        mut table: FeatureTable,
-        teacher: &[u32],
-    ) -> Result<FeatureTable> {
+    /// The rows' feature columns `columns`, with the answers of `read_before`, the table they
+    /// were read into without features: as many rows, or an error.
+    pub fn read(&self, columns: &Columns, read_before: &FeatureTable) -> Result<FeatureTable> {
+        let teacher = &read_before.teacher;
+        let mut table = read_before.empty_like();
         table.reserve(teacher.len(), columns);
         let mut read = 0;
         for (shard, rows, when) in &self.parts {
@@ -686,7 +683,7 @@ impl Rows {
         if read != teacher.len() {
             bail!("held-out frames: {read} read again of {}", teacher.len());
         }
-        table.teacher = teacher.to_vec();
+        table.teacher = teacher.clone();
         Ok(table)
     }
 }
@@ -846,7 +843,7 @@ mod tests {
         assert!(held.columns.iter().flatten().all(|c| c.is_empty()));
 
         let asked = Columns::matching(&backbone.dims(), |cut, pool| (cut, pool) != (0, 0));
-        let features = rows.read(&asked, held.empty_like(), &held.teacher).unwrap();
+        let features = rows.read(&asked, &held).unwrap();
         assert_eq!(features.teacher, held.teacher);
         assert!(!features.holds(0, 0) && features.holds(0, 1) && features.holds(1, 0));
         for (cut, pool) in [(0, 1), (1, 0)] {
@@ -858,12 +855,14 @@ mod tests {
             assert_eq!(features.column(cut, pool).0, expected);
         }
         // Asked for more frames than the rows hold: refused.
-        assert!(rows.read(&asked, held.empty_like(), &[0; 6]).is_err());
+        let mut more = held.empty_like();
+        more.teacher = vec![0; 6];
+        assert!(rows.read(&asked, &more).is_err());
         // A shard replaced since its rows were taken: refused by name.
         let mut writer = Writer::create(&shards[1].path, backbone.clone(), part).unwrap();
         writer.append(&table, &keys).unwrap();
         writer.finish(10, Some(0)).unwrap();
-        let replaced = rows.read(&asked, held.empty_like(), &held.teacher);
+        let replaced = rows.read(&asked, &held);
         let message = format!("{:#}", replaced.err().unwrap());
         assert!(message.contains("1.parquet: replaced"), "{message}");
     }
