@@ -320,10 +320,13 @@ pub fn init() -> Result<()> {
     gst::init().context("cannot initialise GStreamer")
 }
 
-/// `uridecodebin ! videoconvert ! appsink`, the appsink asking for the element's caps.
+/// `uridecodebin ! videoconvert ! appsink`, the appsink asking for the element's caps. The
+/// appsink holds at most two frames (its default holds any number): with the channel full,
+/// decoding waits, rather than running ahead through the whole footage, holding every frame
+/// in memory and taking the CPU from the frames being timed.
 fn pipeline(uri: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
     let description = format!(
-        "uridecodebin uri=\"{uri}\" ! videoconvert ! appsink name=sink sync=false caps=\"{}\"",
+        "uridecodebin uri=\"{uri}\" ! videoconvert ! appsink name=sink sync=false max-buffers=2 caps=\"{}\"",
         earlyexit::frame::raw_caps_string()
     );
     let pipeline = gst::parse::launch(&description)
@@ -618,6 +621,33 @@ mod tests {
         );
         assert_eq!(Sampling::at_most(4, None).expected(None), Some(4));
         assert_eq!(kept(Sampling::All, 5).len(), 5);
+    }
+
+    #[test]
+    fn decoding_waits_while_nobody_takes_the_frames() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        init().unwrap();
+        let clip = earlyexit_testkit::footage("fmnist-test-a-5k.mkv");
+        let (pipeline, appsink) = pipeline(&to_uri(clip.to_str().unwrap()).unwrap()).unwrap();
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&arrived);
+        appsink
+            .static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // Decoding all 5,000 small frames takes a fraction of this.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let arrived = arrived.load(Ordering::Relaxed);
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            (1..=4).contains(&arrived),
+            "{arrived} frames reached the appsink while none was taken"
+        );
     }
 
     #[test]
