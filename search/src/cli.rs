@@ -317,6 +317,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Time each footage this many times, bundle and backbone alternating; the median is reported.
+    /// Both first run 32 frames untimed, so that neither pays the process's warm-up.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Audit the bundle as the element's `audit` property does: this share of trusted frames

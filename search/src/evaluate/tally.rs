@@ -32,8 +32,6 @@ pub(super) struct Tally {
     /// Per timing run: nanoseconds summed over frames.
     pub(super) bundle_ns: Vec<u64>,
     pub(super) full_ns: Vec<u64>,
-    /// Chunks timed so far: which of bundle and backbone runs first alternates with it.
-    pub(super) timed_chunks: usize,
 }
 
 impl Tally {
