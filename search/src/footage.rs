@@ -640,7 +640,11 @@ mod tests {
                 gst::PadProbeReturn::Ok
             });
         pipeline.set_state(gst::State::Playing).unwrap();
-        // Decoding all 5,000 small frames takes a fraction of this.
+        let started = std::time::Instant::now();
+        while arrived.load(Ordering::Relaxed) == 0 && started.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Once frames flow, decoding all 5,000 small ones takes a fraction of this.
         std::thread::sleep(std::time::Duration::from_millis(1500));
         let arrived = arrived.load(Ordering::Relaxed);
         pipeline.set_state(gst::State::Null).unwrap();

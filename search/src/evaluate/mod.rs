@@ -22,7 +22,7 @@ use crate::progress;
 use crate::refit::{Answers, Refit};
 
 /// Decoded frames are held in memory in chunks of at most this many bytes, so that decoding
-/// never competes with the timed runs for the CPU.
+/// (which runs only a few frames ahead of its reader) hardly competes with the timed runs.
 const CHUNK_BYTES: usize = 256 << 20;
 
 /// Frames the bundle and the backbone each run once, untimed, before the first timed one: the
