@@ -339,10 +339,9 @@ fn same_classes(ours: &Classifier, theirs: &Classifier, flag: &str, path: &Path)
 #[derive(Default)]
 struct Turns {
     /// Chunks timed so far: which of the two runs first alternates with it, across footage
-    /// too, so that neither always meets a footage's first frames.
+    /// too, so that neither always meets a footage's first frames. Before the first, both run
+    /// [`WARM_UP_FRAMES`] untimed.
     chunks: usize,
-    /// Whether both have run [`WARM_UP_FRAMES`] untimed yet.
-    warm: bool,
 }
 
 impl Turns {
@@ -359,14 +358,13 @@ impl Turns {
         chunk: &[DecodedFrame],
         tally: &mut Tally,
     ) -> Result<Vec<Decided>> {
-        if !self.warm {
+        if self.chunks == 0 {
             let frames = &chunk[..chunk.len().min(WARM_UP_FRAMES)];
             for c in [&mut *classifier, &mut *full] {
                 let start = c.resume_point();
                 classify_all(c, frames, &mut 0)?;
                 c.resume(start);
             }
-            self.warm = true;
         }
         let mut decided = Vec::with_capacity(chunk.len());
         let start = (classifier.resume_point(), full.resume_point());
