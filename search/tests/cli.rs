@@ -572,6 +572,23 @@ fn a_target_the_frames_cannot_certify_is_said_with_numbers() {
         report.contains(&warning[warning.find("cannot be certified").unwrap()..]),
         "{report}"
     );
+    // It keeps that promise, and `evaluate` says its two times measure one computation.
+    let out = search(&[
+        "evaluate",
+        "--model",
+        &text(&bundle),
+        "--footage",
+        &text(&footage("fmnist-test-a-5k.mkv")),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is its backbone alone"),
+        "{}",
+        stderr(&out)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["agreement"], 1.0, "{json}");
 }
 
 /// The number that follows `before` in `text`.
