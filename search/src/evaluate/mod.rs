@@ -80,10 +80,10 @@ impl<'a> Session<'a> {
         for w in warnings {
             eprintln!("warning: {w}");
         }
-        // Shared as the element shares them by default: the bundle and the full backbone run
-        // the same segment files in one session each, so where ONNX Runtime happened to place
-        // a session's weights cannot decide which is faster (two sessions of one file measured
-        // up to 2.6% apart in one process).
+        // Shared, as the element shares them by default: the bundle and the full backbone run
+        // each segment file in one session, so where ONNX Runtime happened to place a session's
+        // weights cannot decide which is faster (two sessions of one file measured up to 2.6%
+        // apart in one process).
         let options = SessionOptions {
             threads: args.threads,
             shared: true,
