@@ -95,7 +95,7 @@ impl Classifier {
             promise: bundle
                 .promise
                 .as_ref()
-                .filter(|_| bundle.stages.len() > 1 || bundle.reuse.is_some())
+                .filter(|_| !bundle.is_backbone_alone())
                 .map(|p| p.target),
             auditor: None,
         })

@@ -120,4 +120,10 @@ impl Bundle {
     pub fn segment_macs(&self) -> Option<Vec<u64>> {
         self.stages.iter().map(|s| s.macs).collect()
     }
+
+    /// Whether the bundle is its backbone alone: one stage (so no exit) and no stream rule, so
+    /// that every frame runs the very computation of the full backbone.
+    pub fn is_backbone_alone(&self) -> bool {
+        self.stages.len() == 1 && self.reuse.is_none()
+    }
 }

@@ -100,7 +100,7 @@ impl<'a> Session<'a> {
         };
         if let Some(path) = &args.backbone {
             same_classes(&classifier, &full, "--backbone", path)?;
-        } else if bundle.stages.len() == 1 && bundle.reuse.is_none() {
+        } else if bundle.is_backbone_alone() {
             eprintln!(
                 "note: {} is its backbone alone (one stage, no exit, no stream rule): its time and \
                  the backbone's measure one computation, and differ only by noise",
